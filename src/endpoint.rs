@@ -1,0 +1,130 @@
+//! The one interface every model sits behind: the local reference (candle) and a remote
+//! suspect (OpenAI-compatible HTTP) answer the same probe requests, so the fingerprint
+//! runner never cares where a model lives.
+
+use serde::{Deserialize, Serialize};
+
+/// A chat message in the OpenAI shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// What to send: a chat conversation or a raw completion prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "form", rename_all = "snake_case")]
+pub enum PromptForm {
+    Chat { messages: Vec<ChatMessage> },
+    Raw { prompt: String },
+}
+
+/// One request to a model, independent of transport.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub prompt: PromptForm,
+    pub max_tokens: usize,
+    /// 0.0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: Option<u64>,
+    /// How many alternatives per generated position (0 = no log-probabilities asked).
+    pub top_logprobs: usize,
+    pub stop: Vec<String>,
+}
+
+/// One alternative at a generated position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// Token id when the endpoint reports it (llama.cpp and our own server do).
+    pub id: Option<u32>,
+    pub token: String,
+    /// The token's raw bytes; tokens are aligned across tokenizers by these.
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// One generated position: the token chosen and the top alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprobs {
+    pub id: Option<u32>,
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResponse {
+    pub text: String,
+    /// Empty when the endpoint gives no log-probabilities.
+    pub tokens: Vec<TokenLogprobs>,
+    pub usage: Option<Usage>,
+    pub finish_reason: Option<String>,
+    pub latency_ms: u64,
+}
+
+/// What an endpoint can do, detected once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub chat: bool,
+    pub raw_completion: bool,
+    /// Largest `top_logprobs` accepted (0 = no log-probabilities).
+    pub max_top_logprobs: usize,
+    pub usage: bool,
+    pub tokenize: bool,
+}
+
+/// Why a request failed, classified so a person knows what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum EndpointError {
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("prompt exceeds the context window: {0}")]
+    ContextOverflow(String),
+    #[error("server error: {0}")]
+    Server(String),
+    #[error("malformed response: {0}")]
+    Malformed(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("connection failed: {0}")]
+    Connection(String),
+    #[error("refused by the outbound URL guard: {0}")]
+    Forbidden(String),
+    #[error("not supported by this endpoint: {0}")]
+    Unsupported(String),
+}
+
+impl EndpointError {
+    /// Worth retrying with backoff (429, 5xx, connection trouble, timeouts).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited(_) | Self::Server(_) | Self::Timeout(_) | Self::Connection(_)
+        )
+    }
+}
+
+/// Any model the runner can fingerprint.
+#[async_trait::async_trait]
+pub trait ModelEndpoint: Send + Sync {
+    /// A short human-readable description (file, URL and model name).
+    fn describe(&self) -> String;
+    async fn capabilities(&self) -> Result<Capabilities, EndpointError>;
+    async fn run(&self, request: &ProbeRequest) -> Result<ProbeResponse, EndpointError>;
+    /// Token ids of `text` without special tokens, when the endpoint can say.
+    async fn tokenize(&self, text: &str) -> Result<Vec<u32>, EndpointError>;
+}

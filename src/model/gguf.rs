@@ -1,0 +1,293 @@
+//! Reading GGUF files: metadata, the transformer config and weights.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::Device;
+
+use super::transformer::{Config, Embedding, Family, Layer, RmsNorm, Weights};
+use super::ModelError;
+
+/// What to do with weight types that candle only has scalar kernels for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Requantize {
+    /// Q4_1, Q5_0 and Q5_1 become Q8_0 (SIMD kernels; the values of a 4/5-bit block are
+    /// re-expressed with 8 bits, so the error added is a fraction of the original's).
+    #[default]
+    Auto,
+    /// Keep every tensor as stored (exact, but ~10x slower on Q4_1 / Q5_0).
+    Off,
+}
+
+impl std::str::FromStr for Requantize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" | "none" => Ok(Self::Off),
+            other => Err(format!("unknown requantize mode `{other}` (auto|off)")),
+        }
+    }
+}
+
+pub struct GgufFile {
+    pub content: Content,
+    file: std::fs::File,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        let mut file = std::fs::File::open(path).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let content = Content::read(&mut file).map_err(|e| ModelError::Format {
+            path: path.to_path_buf(),
+            message: format!("not a readable GGUF file: {e}"),
+        })?;
+        Ok(Self { content, file })
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    pub fn string(&self, key: &str) -> Option<String> {
+        self.meta(key).and_then(|v| v.to_string().ok()).cloned()
+    }
+
+    pub fn u32(&self, key: &str) -> Option<u32> {
+        self.meta(key).and_then(|v| match v {
+            Value::U32(x) => Some(*x),
+            Value::I32(x) => u32::try_from(*x).ok(),
+            Value::U64(x) => u32::try_from(*x).ok(),
+            Value::I64(x) => u32::try_from(*x).ok(),
+            Value::U16(x) => Some(u32::from(*x)),
+            Value::U8(x) => Some(u32::from(*x)),
+            _ => None,
+        })
+    }
+
+    pub fn f32(&self, key: &str) -> Option<f32> {
+        self.meta(key).and_then(|v| match v {
+            Value::F32(x) => Some(*x),
+            Value::F64(x) => Some(*x as f32),
+            _ => None,
+        })
+    }
+
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.meta(key).and_then(|v| v.to_bool().ok())
+    }
+
+    pub fn strings(&self, key: &str) -> Option<Vec<String>> {
+        let arr = self.meta(key)?.to_vec().ok()?;
+        arr.iter()
+            .map(|v| v.to_string().ok().cloned())
+            .collect::<Option<Vec<_>>>()
+    }
+
+    pub fn f32s(&self, key: &str) -> Option<Vec<f32>> {
+        let arr = self.meta(key)?.to_vec().ok()?;
+        arr.iter()
+            .map(|v| v.to_f32().ok())
+            .collect::<Option<Vec<_>>>()
+    }
+
+    pub fn u32s(&self, key: &str) -> Option<Vec<u32>> {
+        let arr = self.meta(key)?.to_vec().ok()?;
+        arr.iter()
+            .map(|v| match v {
+                Value::I32(x) => u32::try_from(*x).ok(),
+                Value::U32(x) => Some(*x),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+    }
+
+    pub fn architecture(&self) -> Option<String> {
+        self.string("general.architecture")
+    }
+
+    fn tensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
+        self.content
+            .tensor(&mut self.file, name, &Device::Cpu)
+            .map_err(|e| ModelError::MissingTensor {
+                name: name.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// A tensor dequantized to f32, in the layout candle uses (rows = outputs).
+    pub fn raw_dequantized(&mut self, name: &str) -> Result<candle_core::Tensor, ModelError> {
+        Ok(self.tensor(name)?.dequantize(&Device::Cpu)?)
+    }
+
+    fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Reads the config for the llama or gemma3 architecture.
+    pub fn config(&self, max_context: usize) -> Result<Config, ModelError> {
+        let arch = self.architecture().unwrap_or_default();
+        let family = match arch.as_str() {
+            "llama" => Family::Llama,
+            "gemma3" => Family::Gemma3,
+            other => {
+                return Err(ModelError::Unsupported(format!(
+                    "GGUF architecture `{other}` (supported: llama, gemma3)"
+                )))
+            }
+        };
+        let need = |k: &str| {
+            self.u32(&format!("{arch}.{k}"))
+                .map(|v| v as usize)
+                .ok_or_else(|| ModelError::Unsupported(format!("GGUF metadata lacks {arch}.{k}")))
+        };
+        let hidden = need("embedding_length")?;
+        let n_heads = need("attention.head_count")?;
+        let n_kv_heads = self
+            .u32(&format!("{arch}.attention.head_count_kv"))
+            .map(|v| v as usize)
+            .unwrap_or(n_heads);
+        let head_dim = self
+            .u32(&format!("{arch}.attention.key_length"))
+            .map(|v| v as usize)
+            .unwrap_or(hidden / n_heads);
+        let rope_base = self
+            .f32(&format!("{arch}.rope.freq_base"))
+            .unwrap_or(10_000.0);
+        let vocab_size = self
+            .strings("tokenizer.ggml.tokens")
+            .map(|t| t.len())
+            .unwrap_or(0);
+        let trained_ctx = need("context_length")?;
+        let (sliding_window, rope_base_local) = match family {
+            // llama.cpp hard-codes the local base for Gemma 3 as well; metadata may override.
+            Family::Gemma3 => (
+                self.u32("gemma3.attention.sliding_window").map(|v| v as usize),
+                self.f32("gemma3.rope.local_freq_base").unwrap_or(10_000.0),
+            ),
+            Family::Llama => (None, rope_base),
+        };
+        Ok(Config {
+            family,
+            hidden,
+            n_layers: need("block_count")?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rms_eps: self
+                .f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-6) as f64,
+            rope_base,
+            rope_base_local,
+            rope_interleaved: family == Family::Llama,
+            sliding_window,
+            sliding_pattern: self
+                .u32("gemma3.attention.sliding_window_type")
+                .map(|v| v as usize)
+                .unwrap_or(6),
+            attn_scale_base: head_dim as f64,
+            context_length: trained_ctx.min(max_context),
+            vocab_size,
+        })
+    }
+
+    /// Loads all weights, re-quantizing slow types per `requantize`.
+    pub fn weights(&mut self, cfg: &Config, requantize: Requantize) -> Result<Weights, ModelError> {
+        let embd = Arc::new(self.tensor("token_embd.weight")?);
+        let lm_head = if self.has_tensor("output.weight") {
+            self.matmul("output.weight", requantize)?
+        } else {
+            // Tied embeddings: share the table, no copy.
+            QMatMul::from_arc(embd.clone())?
+        };
+        let embedding = if embd.dtype().block_size() > 1
+            && cfg.hidden.is_multiple_of(embd.dtype().block_size())
+        {
+            Embedding::Quantized(embd)
+        } else {
+            Embedding::Dense(embd.dequantize(&Device::Cpu)?)
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let p = format!("blk.{i}");
+            let gemma = cfg.family == Family::Gemma3;
+            layers.push(Layer {
+                attn_norm: self.norm(&format!("{p}.attn_norm.weight"), cfg)?,
+                wq: self.matmul(&format!("{p}.attn_q.weight"), requantize)?,
+                wk: self.matmul(&format!("{p}.attn_k.weight"), requantize)?,
+                wv: self.matmul(&format!("{p}.attn_v.weight"), requantize)?,
+                wo: self.matmul(&format!("{p}.attn_output.weight"), requantize)?,
+                q_norm: self.opt_norm(&format!("{p}.attn_q_norm.weight"), cfg)?,
+                k_norm: self.opt_norm(&format!("{p}.attn_k_norm.weight"), cfg)?,
+                post_attn_norm: if gemma {
+                    Some(self.norm(&format!("{p}.post_attention_norm.weight"), cfg)?)
+                } else {
+                    None
+                },
+                ffn_norm: self.norm(&format!("{p}.ffn_norm.weight"), cfg)?,
+                w_gate: self.matmul(&format!("{p}.ffn_gate.weight"), requantize)?,
+                w_up: self.matmul(&format!("{p}.ffn_up.weight"), requantize)?,
+                w_down: self.matmul(&format!("{p}.ffn_down.weight"), requantize)?,
+                post_ffn_norm: if gemma {
+                    Some(self.norm(&format!("{p}.post_ffw_norm.weight"), cfg)?)
+                } else {
+                    None
+                },
+            });
+        }
+        Ok(Weights {
+            embedding,
+            layers,
+            final_norm: self.norm("output_norm.weight", cfg)?,
+            lm_head,
+        })
+    }
+
+    fn norm(&mut self, name: &str, cfg: &Config) -> Result<RmsNorm, ModelError> {
+        // GGUF conversion already folds Gemma's (1 + w) into the stored weight.
+        let weight = self.tensor(name)?.dequantize(&Device::Cpu)?;
+        Ok(RmsNorm {
+            weight,
+            eps: cfg.rms_eps,
+        })
+    }
+
+    fn opt_norm(&mut self, name: &str, cfg: &Config) -> Result<Option<RmsNorm>, ModelError> {
+        if self.has_tensor(name) {
+            Ok(Some(self.norm(name, cfg)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn matmul(&mut self, name: &str, requantize: Requantize) -> Result<QMatMul, ModelError> {
+        let t = self.tensor(name)?;
+        let slow = matches!(
+            t.dtype(),
+            GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+        );
+        let t = if slow && requantize == Requantize::Auto {
+            let dense = t.dequantize(&Device::Cpu)?;
+            QTensor::quantize(&dense, GgmlDType::Q8_0)?
+        } else {
+            t
+        };
+        Ok(QMatMul::from_qtensor(t)?)
+    }
+
+    /// Tensor type counts, for the model description.
+    pub fn tensor_types(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for info in self.content.tensor_infos.values() {
+            *out.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) += 1;
+        }
+        out
+    }
+}

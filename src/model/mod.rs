@@ -1,0 +1,418 @@
+//! The local reference model: loading (GGUF, safetensors, hf-hub), tokenizer, chat
+//! template, and next-token log-probabilities at every generated position.
+
+pub mod chat;
+pub mod gguf;
+pub mod runner;
+pub mod safetensors;
+pub mod source;
+pub mod spm;
+pub mod tokenizer;
+pub mod transformer;
+
+use std::path::PathBuf;
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+pub use gguf::Requantize;
+pub use runner::{ModelHandle, QueueError};
+
+use crate::endpoint::ChatMessage;
+use chat::ChatTemplate;
+use tokenizer::Tokenizer;
+use transformer::{KvCache, Transformer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("missing tensor {name}: {message}")]
+    MissingTensor { name: String, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("hub: {0}")]
+    Hub(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("prompt of {prompt} tokens plus {max_tokens} to generate exceeds the context window of {context} tokens")]
+    ContextOverflow {
+        prompt: usize,
+        max_tokens: usize,
+        context: usize,
+    },
+    #[error("inference: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub requantize: Requantize,
+    /// Positions served (RoPE tables and the KV cache are sized to this, not to the
+    /// model's trained maximum).
+    pub max_context: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            requantize: Requantize::Auto,
+            max_context: 4096,
+        }
+    }
+}
+
+/// What was loaded, reported by the server and stored in fingerprints.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub source: String,
+    pub format: String,
+    pub architecture: String,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub tokenizer: String,
+    pub chat_template: String,
+    pub requantize: Requantize,
+    pub sha256: Option<String>,
+}
+
+/// Generation settings for one request.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: Option<u64>,
+    /// Alternatives kept per position.
+    pub top_logprobs: usize,
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 16,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: None,
+            top_logprobs: 0,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// One generated position.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub token: u32,
+    pub logprob: f32,
+    /// Best alternatives, highest first (token id, log-probability).
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    /// Tokens whose prefix was reused from the cache (not recomputed).
+    pub reused_tokens: usize,
+    pub steps: Vec<Step>,
+    pub text: String,
+    pub finish_reason: FinishReason,
+}
+
+pub struct LocalModel {
+    pub info: ModelInfo,
+    pub tokenizer: Tokenizer,
+    template: ChatTemplate,
+    transformer: Transformer,
+    cache: KvCache,
+    /// Logits after the last forward pass, consumed by the next step.
+    last_logits: Option<Vec<f32>>,
+}
+
+impl LocalModel {
+    /// Loads from a local path (GGUF file or safetensors directory) or a hub repo id
+    /// (`owner/name` or `owner/name:file.gguf`).
+    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, ModelError> {
+        let resolved = source::resolve(spec)?;
+        let mut model = match &resolved {
+            source::Resolved::Gguf(path) => Self::load_gguf(path, opts)?,
+            source::Resolved::Safetensors(dir) => safetensors::load(dir, opts)?,
+        };
+        model.info.source = spec.to_string();
+        Ok(model)
+    }
+
+    fn load_gguf(path: &std::path::Path, opts: &LoadOptions) -> Result<Self, ModelError> {
+        let mut g = gguf::GgufFile::open(path)?;
+        let config = g.config(opts.max_context)?;
+        let tokenizer = Tokenizer::from_gguf(&g)?;
+        let arch = g.architecture().unwrap_or_default();
+        let piece = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.piece(i))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let template = ChatTemplate::new(
+            g.string("tokenizer.chat_template"),
+            &arch,
+            piece(tokenizer.bos),
+            piece(tokenizer.eos),
+        )?;
+        let weights = g.weights(&config, opts.requantize)?;
+        let name = g
+            .string("general.name")
+            .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into());
+        let info = ModelInfo {
+            name,
+            source: path.display().to_string(),
+            format: "gguf".into(),
+            architecture: arch,
+            context_length: config.context_length,
+            vocab_size: config.vocab_size.max(tokenizer.vocab_size()),
+            tokenizer: tokenizer.kind.clone(),
+            chat_template: template.describe(),
+            requantize: opts.requantize,
+            sha256: None,
+        };
+        Ok(Self::assemble(info, tokenizer, template, config, weights)?)
+    }
+
+    pub(crate) fn assemble(
+        info: ModelInfo,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        config: transformer::Config,
+        weights: transformer::Weights,
+    ) -> Result<Self, candle_core::Error> {
+        let transformer = Transformer::new(config, weights, &candle_core::Device::Cpu)?;
+        Ok(Self {
+            info,
+            tokenizer,
+            template,
+            transformer,
+            cache: KvCache::default(),
+            last_logits: None,
+        })
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.transformer.config.context_length
+    }
+
+    /// The chat prompt text for `messages` (the assistant turn opened).
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, ModelError> {
+        if messages.is_empty() {
+            return Err(ModelError::BadInput("messages must not be empty".into()));
+        }
+        self.template.render(messages)
+    }
+
+    /// Token ids of a full prompt (BOS when the model wants one).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.tokenizer.encode_prompt(text)
+    }
+
+    /// Log-softmax over the whole vocabulary for the position after `ids`, reusing the
+    /// cached prefix that `ids` shares with the previous call.
+    pub fn next_logprobs(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        if ids.is_empty() {
+            return Err(ModelError::BadInput("prompt has no tokens".into()));
+        }
+        self.prefill(ids)?;
+        let logits = self.last_logits.take().ok_or_else(|| {
+            ModelError::BadInput("no logits after prefill".into())
+        })?;
+        Ok(transformer::log_softmax_slice(&logits))
+    }
+
+    fn prefill(&mut self, ids: &[u32]) -> Result<usize, ModelError> {
+        let shared = self
+            .cache
+            .tokens()
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // At least one token must run to produce logits.
+        let keep = shared.min(ids.len() - 1);
+        self.cache.truncate(keep)?;
+        let logits = match self.transformer.forward(&ids[keep..], &mut self.cache) {
+            Ok(l) => l,
+            Err(e) => {
+                self.cache.clear();
+                return Err(e.into());
+            }
+        };
+        self.last_logits = Some(logits.to_vec1::<f32>()?);
+        Ok(keep)
+    }
+
+    /// Generates from prompt ids; `on_step` sees each step as it is made and may stop the
+    /// generation by returning false.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut on_step: impl FnMut(&Step, &str) -> bool,
+    ) -> Result<Generation, ModelError> {
+        if prompt.is_empty() {
+            return Err(ModelError::BadInput("prompt has no tokens".into()));
+        }
+        let context = self.context_length();
+        if prompt.len() + params.max_tokens > context {
+            return Err(ModelError::ContextOverflow {
+                prompt: prompt.len(),
+                max_tokens: params.max_tokens,
+                context,
+            });
+        }
+        let reused = self.prefill(prompt)?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            params.seed.unwrap_or_else(|| rand::rng().random()),
+        );
+        let mut steps = Vec::new();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mut finish = FinishReason::Length;
+        for _ in 0..params.max_tokens {
+            let logits = self
+                .last_logits
+                .take()
+                .ok_or_else(|| ModelError::BadInput("no logits".into()))?;
+            let logprobs = transformer::log_softmax_slice(&logits);
+            let token = if params.temperature <= 0.0 {
+                argmax(&logprobs)
+            } else {
+                sample(&logits, params.temperature, params.top_p, &mut rng)
+            };
+            let step = Step {
+                token,
+                logprob: logprobs[token as usize],
+                top: top_k(&logprobs, params.top_logprobs),
+            };
+            if self.tokenizer.stop_tokens.contains(&token) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            generated.push(token);
+            let piece = self.tokenizer.decode(&[token]);
+            let full = self.tokenizer.decode(&generated);
+            let hit = params
+                .stop
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| full.find(s.as_str()))
+                .min();
+            steps.push(step);
+            let keep_going = on_step(steps.last().expect("just pushed"), &piece);
+            if let Some(pos) = hit {
+                text = full[..pos].to_string();
+                finish = FinishReason::Stop;
+                break;
+            }
+            text = full;
+            if !keep_going {
+                finish = FinishReason::Stop;
+                break;
+            }
+            if steps.len() == params.max_tokens {
+                break;
+            }
+            let logits = self.transformer.forward(&[token], &mut self.cache)?;
+            self.last_logits = Some(logits.to_vec1::<f32>()?);
+        }
+        Ok(Generation {
+            prompt_tokens: prompt.len(),
+            reused_tokens: reused,
+            steps,
+            text,
+            finish_reason: finish,
+        })
+    }
+}
+
+/// Highest log-probability; ties go to the lowest id, as llama.cpp's greedy sampler does.
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The `k` most likely tokens, highest first.
+pub fn top_k(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..logprobs.len() as u32).collect();
+    let k = k.min(idx.len());
+    let cmp = |a: &u32, b: &u32| {
+        logprobs[*b as usize]
+            .total_cmp(&logprobs[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
+}
+
+/// Temperature and nucleus sampling with a seeded generator.
+fn sample(logits: &[f32], temperature: f32, top_p: f32, rng: &mut impl Rng) -> u32 {
+    let scaled: Vec<f32> = logits.iter().map(|l| l / temperature).collect();
+    let logprobs = transformer::log_softmax_slice(&scaled);
+    let mut order: Vec<u32> = (0..logprobs.len() as u32).collect();
+    order.sort_by(|a, b| logprobs[*b as usize].total_cmp(&logprobs[*a as usize]));
+    let mut kept = Vec::new();
+    let mut mass = 0.0f64;
+    for id in order {
+        let p = (logprobs[id as usize] as f64).exp();
+        kept.push((id, p));
+        mass += p;
+        if mass >= top_p as f64 {
+            break;
+        }
+    }
+    let mut r = rng.random::<f64>() * mass;
+    for (id, p) in &kept {
+        if r < *p {
+            return *id;
+        }
+        r -= p;
+    }
+    kept.last().map(|(id, _)| *id).unwrap_or(0)
+}

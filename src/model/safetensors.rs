@@ -1,0 +1,328 @@
+//! Hugging Face checkpoints of the llama family: `config.json` + `tokenizer.json` +
+//! `*.safetensors`. Also the reverse: a GGUF llama exported to that layout (used by the
+//! ground-truth zoo and to test this loader against the GGUF path).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use super::chat::ChatTemplate;
+use super::gguf::{GgufFile, Requantize};
+use super::tokenizer::Tokenizer;
+use super::transformer::{Config, Embedding, Family, Layer, RmsNorm, Weights};
+use super::{LoadOptions, LocalModel, ModelError, ModelInfo};
+
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    #[serde(default)]
+    model_type: Option<String>,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    #[serde(default)]
+    num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    rope_theta: f32,
+    #[serde(default = "default_ctx")]
+    max_position_embeddings: usize,
+    vocab_size: usize,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    bos_token_id: Option<u32>,
+    #[serde(default)]
+    eos_token_id: Option<serde_json::Value>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f32 {
+    10_000.0
+}
+fn default_ctx() -> usize {
+    2048
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct TokenizerConfig {
+    #[serde(default)]
+    chat_template: Option<String>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
+    let hf: HfConfig = read_json(&dir.join("config.json"))?;
+    if let Some(mt) = &hf.model_type {
+        if !matches!(mt.as_str(), "llama" | "mistral") {
+            return Err(ModelError::Unsupported(format!(
+                "safetensors model_type `{mt}` (supported: llama family)"
+            )));
+        }
+    }
+    let eos = match &hf.eos_token_id {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
+        Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
+        _ => None,
+    };
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), hf.bos_token_id, eos)?;
+    let tk_cfg: TokenizerConfig = if dir.join("tokenizer_config.json").exists() {
+        read_json(&dir.join("tokenizer_config.json"))?
+    } else {
+        TokenizerConfig::default()
+    };
+    let piece = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.piece(i))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let template = ChatTemplate::new(
+        tk_cfg.chat_template,
+        "llama",
+        piece(tokenizer.bos),
+        piece(tokenizer.eos),
+    )?;
+    let n_kv = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
+    let head_dim = hf
+        .head_dim
+        .unwrap_or(hf.hidden_size / hf.num_attention_heads);
+    let config = Config {
+        family: Family::Llama,
+        hidden: hf.hidden_size,
+        n_layers: hf.num_hidden_layers,
+        n_heads: hf.num_attention_heads,
+        n_kv_heads: n_kv,
+        head_dim,
+        rms_eps: hf.rms_norm_eps,
+        rope_base: hf.rope_theta,
+        rope_base_local: hf.rope_theta,
+        rope_interleaved: false,
+        sliding_window: None,
+        sliding_pattern: 1,
+        attn_scale_base: head_dim as f64,
+        context_length: hf.max_position_embeddings.min(opts.max_context),
+        vocab_size: hf.vocab_size,
+    };
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ModelError::Format {
+            path: dir.to_path_buf(),
+            message: "no *.safetensors files".into(),
+        });
+    }
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for f in &files {
+        let loaded = candle_core::safetensors::load(f, &Device::Cpu)?;
+        tensors.extend(loaded);
+    }
+    let mut take = |name: &str| -> Result<Tensor, ModelError> {
+        tensors
+            .remove(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.into(),
+                message: "not in the safetensors files".into(),
+            })?
+            .to_dtype(DType::F32)
+            .map_err(ModelError::from)
+    };
+    let norm = |t: Tensor| RmsNorm {
+        weight: t,
+        eps: hf.rms_norm_eps,
+    };
+    let embed = take("model.embed_tokens.weight")?;
+    let mut layers = Vec::with_capacity(config.n_layers);
+    for i in 0..config.n_layers {
+        let p = format!("model.layers.{i}");
+        layers.push(Layer {
+            attn_norm: norm(take(&format!("{p}.input_layernorm.weight"))?),
+            wq: QMatMul::Tensor(take(&format!("{p}.self_attn.q_proj.weight"))?),
+            wk: QMatMul::Tensor(take(&format!("{p}.self_attn.k_proj.weight"))?),
+            wv: QMatMul::Tensor(take(&format!("{p}.self_attn.v_proj.weight"))?),
+            wo: QMatMul::Tensor(take(&format!("{p}.self_attn.o_proj.weight"))?),
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            ffn_norm: norm(take(&format!("{p}.post_attention_layernorm.weight"))?),
+            w_gate: QMatMul::Tensor(take(&format!("{p}.mlp.gate_proj.weight"))?),
+            w_up: QMatMul::Tensor(take(&format!("{p}.mlp.up_proj.weight"))?),
+            w_down: QMatMul::Tensor(take(&format!("{p}.mlp.down_proj.weight"))?),
+            post_ffn_norm: None,
+        });
+    }
+    let lm_head = if hf.tie_word_embeddings {
+        QMatMul::Tensor(embed.clone())
+    } else {
+        QMatMul::Tensor(take("lm_head.weight")?)
+    };
+    let weights = Weights {
+        embedding: Embedding::Dense(embed),
+        layers,
+        final_norm: norm(take("model.norm.weight")?),
+        lm_head,
+    };
+    let info = ModelInfo {
+        name: dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+        source: dir.display().to_string(),
+        format: "safetensors".into(),
+        architecture: "llama".into(),
+        context_length: config.context_length,
+        vocab_size: config.vocab_size,
+        tokenizer: tokenizer.kind.clone(),
+        chat_template: template.describe(),
+        requantize: Requantize::Off,
+        sha256: None,
+    };
+    Ok(LocalModel::assemble(info, tokenizer, template, config, weights)?)
+}
+
+/// Writes a GGUF llama model as a Hugging Face checkpoint (f32 or f16 safetensors).
+pub fn export_gguf_llama(gguf: &Path, out: &Path, dtype: DType) -> Result<(), ModelError> {
+    let mut g = GgufFile::open(gguf)?;
+    let cfg = g.config(usize::MAX)?;
+    if cfg.family != Family::Llama {
+        return Err(ModelError::Unsupported(
+            "export to safetensors supports the llama architecture".into(),
+        ));
+    }
+    let tokenizer = Tokenizer::from_gguf(&g)?;
+    let hf_tok = tokenizer.hf().ok_or_else(|| {
+        ModelError::Unsupported("export needs a gpt2-type (BPE) vocabulary".into())
+    })?;
+    std::fs::create_dir_all(out).map_err(|e| ModelError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    let io = |e: std::io::Error| ModelError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    };
+    hf_tok
+        .save(out.join("tokenizer.json"), false)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    let names: Vec<String> = g.content.tensor_infos.keys().cloned().collect();
+    let tied = !names.iter().any(|n| n == "output.weight");
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for name in &names {
+        let t = g.raw_dequantized(name)?;
+        let (hf_name, t) = hf_tensor(name, t, &cfg)?;
+        tensors.insert(hf_name, t.to_dtype(dtype)?);
+    }
+    candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": cfg.hidden,
+        "intermediate_size": tensors
+            .get("model.layers.0.mlp.up_proj.weight")
+            .map(|t| t.dims()[0])
+            .unwrap_or(0),
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "rms_norm_eps": cfg.rms_eps,
+        "rope_theta": cfg.rope_base,
+        "max_position_embeddings": cfg.context_length,
+        "vocab_size": cfg.vocab_size,
+        "tie_word_embeddings": tied,
+        "bos_token_id": tokenizer.bos,
+        "eos_token_id": tokenizer.eos,
+        "torch_dtype": format!("{dtype:?}").to_lowercase(),
+    });
+    std::fs::write(
+        out.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap_or_default(),
+    )
+    .map_err(io)?;
+    let tk_cfg = serde_json::json!({
+        "chat_template": g.string("tokenizer.chat_template"),
+        "bos_token": tokenizer.bos.and_then(|i| tokenizer.piece(i)),
+        "eos_token": tokenizer.eos.and_then(|i| tokenizer.piece(i)),
+    });
+    std::fs::write(
+        out.join("tokenizer_config.json"),
+        serde_json::to_string_pretty(&tk_cfg).unwrap_or_default(),
+    )
+    .map_err(io)?;
+    Ok(())
+}
+
+/// GGUF name and layout -> Hugging Face name and layout. llama.cpp permutes Q and K rows
+/// for interleaved RoPE; HF checkpoints keep the two halves apart, so undo it.
+fn hf_tensor(name: &str, t: Tensor, cfg: &Config) -> Result<(String, Tensor), ModelError> {
+    let unpermute = |t: Tensor, heads: usize| -> Result<Tensor, ModelError> {
+        let (out, inp) = t.dims2()?;
+        let hd = out / heads;
+        Ok(t
+            .reshape((heads, hd / 2, 2, inp))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((out, inp))?)
+    };
+    let mapped = match name {
+        "token_embd.weight" => ("model.embed_tokens.weight".to_string(), t),
+        "output_norm.weight" => ("model.norm.weight".to_string(), t),
+        "output.weight" => ("lm_head.weight".to_string(), t),
+        _ => {
+            let rest = name
+                .strip_prefix("blk.")
+                .ok_or_else(|| ModelError::Unsupported(format!("unexpected tensor {name}")))?;
+            let (layer, part) = rest
+                .split_once('.')
+                .ok_or_else(|| ModelError::Unsupported(format!("unexpected tensor {name}")))?;
+            let p = format!("model.layers.{layer}");
+            match part {
+                "attn_norm.weight" => (format!("{p}.input_layernorm.weight"), t),
+                "ffn_norm.weight" => (format!("{p}.post_attention_layernorm.weight"), t),
+                "attn_q.weight" => (
+                    format!("{p}.self_attn.q_proj.weight"),
+                    unpermute(t, cfg.n_heads)?,
+                ),
+                "attn_k.weight" => (
+                    format!("{p}.self_attn.k_proj.weight"),
+                    unpermute(t, cfg.n_kv_heads)?,
+                ),
+                "attn_v.weight" => (format!("{p}.self_attn.v_proj.weight"), t),
+                "attn_output.weight" => (format!("{p}.self_attn.o_proj.weight"), t),
+                "ffn_gate.weight" => (format!("{p}.mlp.gate_proj.weight"), t),
+                "ffn_up.weight" => (format!("{p}.mlp.up_proj.weight"), t),
+                "ffn_down.weight" => (format!("{p}.mlp.down_proj.weight"), t),
+                other => {
+                    return Err(ModelError::Unsupported(format!(
+                        "unexpected tensor part {other}"
+                    )))
+                }
+            }
+        }
+    };
+    Ok(mapped)
+}

@@ -1,0 +1,386 @@
+//! One decoder-only transformer that covers the llama family and Gemma 3.
+//!
+//! Written here rather than taken from candle-transformers because we need things the
+//! upstream models do not give: a KV cache that can be truncated to a shared prefix (prompt
+//! reuse across probes), weights re-quantized at load to types with SIMD kernels, and a
+//! Gemma 3 that is right. Upstream `quantized_gemma3` (0.11) differs from the reference
+//! implementation in four ways that this module fixes:
+//! - its MLP uses SiLU; Gemma uses GELU with the tanh approximation;
+//! - it builds RoPE tables for 131072 positions in every layer (GiBs, seconds of load);
+//!   we build one table per distinct base, sized to the context we serve;
+//! - it applies no sliding-window mask during single-token decode; we mask every step;
+//! - its chunked prefill at `index_pos > 0` mixes dtypes; our mask is built in f32 for any
+//!   offset, which is also what prefix reuse relies on.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor};
+
+/// Which architecture-specific choices apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Gemma3,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub family: Family,
+    pub hidden: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub rope_base: f32,
+    /// Gemma 3's local (sliding-window) layers use another RoPE base.
+    pub rope_base_local: f32,
+    /// GGUF llama weights are permuted for interleaved RoPE; HF checkpoints use halves.
+    pub rope_interleaved: bool,
+    pub sliding_window: Option<usize>,
+    /// Every `sliding_pattern`-th layer is global (Gemma 3: 6).
+    pub sliding_pattern: usize,
+    /// Attention is scaled by 1/sqrt(this).
+    pub attn_scale_base: f64,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl Config {
+    fn is_local_layer(&self, layer: usize) -> bool {
+        self.sliding_window.is_some() && (layer + 1) % self.sliding_pattern.max(1) != 0
+    }
+}
+
+/// Token embedding table, kept quantized when it came quantized: Gemma's 262144 x 640
+/// table is 670 MiB in f32 and only a few rows are looked up per step.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Quantized(std::sync::Arc<candle_core::quantized::QTensor>),
+    Dense(Tensor),
+}
+
+impl Embedding {
+    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Quantized(q) => q.embedding(ids),
+            Self::Dense(t) => {
+                let (_, hidden) = t.dims2()?;
+                let flat = ids.flatten_all()?;
+                let mut dims = ids.dims().to_vec();
+                dims.push(hidden);
+                t.index_select(&flat, 0)?.reshape(dims)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub attn_norm: RmsNorm,
+    pub wq: QMatMul,
+    pub wk: QMatMul,
+    pub wv: QMatMul,
+    pub wo: QMatMul,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub post_attn_norm: Option<RmsNorm>,
+    pub ffn_norm: RmsNorm,
+    pub w_gate: QMatMul,
+    pub w_up: QMatMul,
+    pub w_down: QMatMul,
+    pub post_ffn_norm: Option<RmsNorm>,
+}
+
+/// All weights of a model, independent of the file they came from.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub embedding: Embedding,
+    pub layers: Vec<Layer>,
+    pub final_norm: RmsNorm,
+    pub lm_head: QMatMul,
+}
+
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(head_dim: usize, base: f32, positions: usize, dev: &Device) -> candle_core::Result<Self> {
+        let inv: Vec<f32> = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
+            .collect();
+        let inv = Tensor::new(inv.as_slice(), dev)?.reshape((1, head_dim / 2))?;
+        let pos = Tensor::arange(0u32, positions as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = pos.matmul(&inv)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
+    }
+}
+
+/// Per-layer key/value cache plus the tokens it holds, so a new prompt that shares a prefix
+/// with the previous one only runs its new tokens.
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    tokens: Vec<u32>,
+}
+
+impl KvCache {
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn clear(&mut self) {
+        self.layers.clear();
+        self.tokens.clear();
+    }
+
+    /// Keep only the first `len` positions.
+    pub fn truncate(&mut self, len: usize) -> candle_core::Result<()> {
+        if len >= self.tokens.len() {
+            return Ok(());
+        }
+        if len == 0 {
+            self.clear();
+            return Ok(());
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.narrow(2, 0, len)?;
+            *v = v.narrow(2, 0, len)?;
+        }
+        self.tokens.truncate(len);
+        Ok(())
+    }
+}
+
+pub struct Transformer {
+    pub config: Config,
+    weights: Weights,
+    rope_global: Rope,
+    rope_local: Option<Rope>,
+    device: Device,
+}
+
+impl Transformer {
+    pub fn new(config: Config, weights: Weights, device: &Device) -> candle_core::Result<Self> {
+        let rope_global = Rope::new(
+            config.head_dim,
+            config.rope_base,
+            config.context_length,
+            device,
+        )?;
+        let rope_local = if config.sliding_window.is_some()
+            && (config.rope_base_local - config.rope_base).abs() > f32::EPSILON
+        {
+            Some(Rope::new(
+                config.head_dim,
+                config.rope_base_local,
+                config.context_length,
+                device,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            weights,
+            rope_global,
+            rope_local,
+            device: device.clone(),
+        })
+    }
+
+    /// Runs `tokens` after what the cache holds and returns the logits (f32, vocab) at the
+    /// last position.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
+        let cfg = &self.config;
+        let offset = cache.tokens.len();
+        let seq = tokens.len();
+        if seq == 0 {
+            candle_core::bail!("forward called with no tokens");
+        }
+        if offset + seq > cfg.context_length {
+            candle_core::bail!(
+                "sequence of {} tokens exceeds the context length {}",
+                offset + seq,
+                cfg.context_length
+            );
+        }
+        if cache.layers.len() != cfg.n_layers {
+            cache.layers = vec![None; cfg.n_layers];
+        }
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = self.weights.embedding.forward(&ids)?;
+        if cfg.family == Family::Gemma3 {
+            x = (x * (cfg.hidden as f64).sqrt())?;
+        }
+        let global_mask = self.mask(seq, offset, None)?;
+        let local_mask = match cfg.sliding_window {
+            Some(w) => self.mask(seq, offset, Some(w))?,
+            None => None,
+        };
+        for (i, layer) in self.weights.layers.iter().enumerate() {
+            let local = cfg.is_local_layer(i);
+            let mask = if local { &local_mask } else { &global_mask };
+            let rope = match (&self.rope_local, local) {
+                (Some(r), true) => r,
+                _ => &self.rope_global,
+            };
+            x = self.layer(layer, &x, offset, mask.as_ref(), rope, &mut cache.layers[i])?;
+        }
+        let x = x.narrow(1, seq - 1, 1)?;
+        let x = self.weights.final_norm.forward(&x)?;
+        let logits = self.weights.lm_head.forward(&x)?;
+        cache.tokens.extend_from_slice(tokens);
+        logits.flatten_all()?.to_dtype(DType::F32)
+    }
+
+    /// Additive causal mask (f32) for `seq` new positions after `offset` cached ones;
+    /// `None` when nothing needs masking (a single token with no window in reach).
+    fn mask(
+        &self,
+        seq: usize,
+        offset: usize,
+        window: Option<usize>,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let total = offset + seq;
+        let window_bites = window.is_some_and(|w| total > w);
+        if seq == 1 && !window_bites {
+            return Ok(None);
+        }
+        let mut data = Vec::with_capacity(seq * total);
+        for i in 0..seq {
+            let qpos = offset + i;
+            for kpos in 0..total {
+                let future = kpos > qpos;
+                let too_far = window.is_some_and(|w| qpos - kpos.min(qpos) >= w);
+                data.push(if future || too_far {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                });
+            }
+        }
+        Ok(Some(Tensor::from_vec(data, (1, 1, seq, total), &self.device)?))
+    }
+
+    fn layer(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        offset: usize,
+        mask: Option<&Tensor>,
+        rope: &Rope,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> candle_core::Result<Tensor> {
+        let cfg = &self.config;
+        let (b, seq, _) = x.dims3()?;
+        let h = l.attn_norm.forward(x)?;
+        let q = l.wq.forward(&h)?;
+        let k = l.wk.forward(&h)?;
+        let v = l.wv.forward(&h)?;
+        let q = q.reshape((b, seq, cfg.n_heads, cfg.head_dim))?;
+        let k = k.reshape((b, seq, cfg.n_kv_heads, cfg.head_dim))?;
+        let v = v.reshape((b, seq, cfg.n_kv_heads, cfg.head_dim))?;
+        let q = match &l.q_norm {
+            Some(n) => n.forward(&q)?,
+            None => q,
+        };
+        let k = match &l.k_norm {
+            Some(n) => n.forward(&k)?,
+            None => k,
+        };
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let cos = rope.cos.narrow(0, offset, seq)?;
+        let sin = rope.sin.narrow(0, offset, seq)?;
+        let (q, k) = if cfg.rope_interleaved {
+            (
+                candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+            )
+        } else {
+            (
+                candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+            )
+        };
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let group = cfg.n_heads / cfg.n_kv_heads;
+        let k = repeat_kv(&k, group)?;
+        let v = repeat_kv(&v, group)?;
+        let scale = 1.0 / cfg.attn_scale_base.sqrt();
+        let mut att = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(m) = mask {
+            att = att.broadcast_add(m)?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let out = att.matmul(&v.contiguous()?)?;
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, seq, cfg.n_heads * cfg.head_dim))?;
+        let mut out = l.wo.forward(&out)?;
+        if let Some(n) = &l.post_attn_norm {
+            out = n.forward(&out)?;
+        }
+        let x = (x + out)?;
+        let h = l.ffn_norm.forward(&x)?;
+        let gate = l.w_gate.forward(&h)?;
+        let gate = match cfg.family {
+            Family::Llama => candle_nn::ops::silu(&gate)?,
+            Family::Gemma3 => gate.gelu()?, // tanh approximation, as Gemma specifies
+        };
+        let up = l.w_up.forward(&h)?;
+        let mut ff = l.w_down.forward(&(gate * up)?)?;
+        if let Some(n) = &l.post_ffn_norm {
+            ff = n.forward(&ff)?;
+        }
+        x + ff
+    }
+}
+
+fn repeat_kv(x: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, s, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, h, n, s, d))?
+        .reshape((b, h * n, s, d))
+}
+
+/// Log-softmax over the last dimension, in f32 (numerically stable).
+pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Vec<f32>> {
+    let v = logits.to_vec1::<f32>()?;
+    Ok(log_softmax_slice(&v))
+}
+
+pub fn log_softmax_slice(v: &[f32]) -> Vec<f32> {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = v.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    v.iter().map(|&x| (x as f64 - lse) as f32).collect()
+}

@@ -1,0 +1,574 @@
+//! The suspect client against local fault-injecting servers on 127.0.0.1. Nothing here
+//! reaches any other address.
+
+#[path = "common/fault_server.rs"]
+mod fault_server;
+
+use std::time::{Duration, Instant};
+
+use fault_server::{FaultServer, Recorded, Reply};
+use provenance::endpoint::{
+    Capabilities, ChatMessage, EndpointError, ModelEndpoint, ProbeRequest, PromptForm,
+};
+use provenance::suspect::{HttpModel, HttpModelConfig, SuspectError};
+use serde_json::json;
+
+const CHAT: &str = include_str!("fixtures/openai-compatible/llama-cpp/chat-logprobs.json");
+const COMPLETION: &str =
+    include_str!("fixtures/openai-compatible/llama-cpp/completions-logprobs.json");
+const STREAM: &str = include_str!("fixtures/openai-compatible/llama-cpp/chat-stream-logprobs.sse");
+const OVERFLOW: &str =
+    include_str!("fixtures/openai-compatible/llama-cpp/error-context-overflow.json");
+const MODELS: &str = include_str!("fixtures/openai-compatible/llama-cpp/models.json");
+
+/// Short timeouts and backoff so every test finishes in well under a few seconds.
+fn config(base_url: &str) -> HttpModelConfig {
+    HttpModelConfig {
+        connect_timeout: Duration::from_millis(300),
+        read_timeout: Duration::from_millis(300),
+        total_timeout: Duration::from_secs(2),
+        max_retries: 3,
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(20),
+        retry_after_cap: Duration::from_secs(3),
+        requests_per_second: 0.0,
+        max_concurrency: 4,
+        max_response_bytes: 1024 * 1024,
+        allow_private_targets: true,
+        ..HttpModelConfig::new(base_url, "test-model")
+    }
+}
+
+fn model(config: HttpModelConfig) -> HttpModel {
+    HttpModel::new(config).expect("valid test config")
+}
+
+fn chat_request(top_logprobs: usize) -> ProbeRequest {
+    ProbeRequest {
+        prompt: PromptForm::Chat {
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: "Say hello".into(),
+            }],
+        },
+        max_tokens: 16,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: Some(7),
+        top_logprobs,
+        stop: vec!["\n\n".into()],
+    }
+}
+
+fn raw_request(top_logprobs: usize) -> ProbeRequest {
+    ProbeRequest {
+        prompt: PromptForm::Raw {
+            prompt: "The quick brown fox".into(),
+        },
+        top_logprobs,
+        stop: Vec::new(),
+        seed: None,
+        ..chat_request(0)
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_then_succeeds() {
+    let server = FaultServer::start(|_, i| match i {
+        0 => Reply::json(
+            429,
+            r#"{"error":{"message":"slow down","type":"rate_limit"}}"#,
+        )
+        .header("Retry-After", "1"),
+        _ => Reply::json(200, CHAT),
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let started = Instant::now();
+    let response = suspect.run(&chat_request(5)).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950),
+        "waited only {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    assert_eq!(response.tokens.len(), 16);
+    assert_eq!(server.request_count(), 2);
+    assert_eq!(suspect.requests_sent(), 2);
+}
+
+#[tokio::test]
+async fn burst_of_server_errors_then_success() {
+    let server = FaultServer::start(|_, i| match i {
+        0 => Reply::json(500, r#"{"error":{"message":"boom","type":"server_error"}}"#),
+        1 => Reply::with_content_type(502, "text/html", "<html>bad gateway</html>"),
+        2 => Reply::json(503, ""),
+        _ => Reply::json(200, CHAT),
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let response = suspect.run(&chat_request(5)).await.unwrap();
+    assert_eq!(response.text, "L'\u{c9}toile, la Marseillaise, la femme au");
+    assert_eq!(server.request_count(), 4);
+}
+
+#[tokio::test]
+async fn persistent_server_error_gives_up_after_max_retries() {
+    let server = FaultServer::start(|_, _| {
+        Reply::json(
+            500,
+            r#"{"error":{"message":"out of memory","type":"server_error"}}"#,
+        )
+    })
+    .await;
+    let suspect = model(HttpModelConfig {
+        max_retries: 2,
+        ..config(&server.base_url())
+    });
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    match &err {
+        EndpointError::Server(msg) => {
+            assert!(msg.contains("out of memory"), "{msg}");
+            assert!(msg.contains("after 3 attempts"), "{msg}");
+            assert!(msg.contains(&server.addr.to_string()), "{msg}");
+        }
+        other => panic!("expected Server, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 3);
+}
+
+#[tokio::test]
+async fn hang_times_out() {
+    let server = FaultServer::start(|_, _| Reply::Hang).await;
+    let suspect = model(HttpModelConfig {
+        max_retries: 1,
+        ..config(&server.base_url())
+    });
+    let started = Instant::now();
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    assert!(matches!(err, EndpointError::Timeout(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.request_count(), 2, "a timeout is retried");
+}
+
+#[tokio::test]
+async fn slow_drip_hits_the_total_timeout() {
+    // Each byte arrives well within read_timeout, but the whole body never does.
+    let server = FaultServer::start(|_, _| Reply::Drip {
+        content_length: 200,
+        interval: Duration::from_millis(40),
+    })
+    .await;
+    let suspect = model(HttpModelConfig {
+        total_timeout: Duration::from_millis(400),
+        max_retries: 0,
+        ..config(&server.base_url())
+    });
+    let started = Instant::now();
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    match &err {
+        EndpointError::Timeout(msg) => assert!(msg.contains("total_timeout"), "{msg}"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(380), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn truncated_json_is_malformed_and_not_retried() {
+    let truncated = &CHAT[..CHAT.len() / 2];
+    let server = FaultServer::start(move |_, _| Reply::json(200, truncated)).await;
+    let suspect = model(config(&server.base_url()));
+    let err = suspect.run(&chat_request(5)).await.unwrap_err();
+    assert!(matches!(err, EndpointError::Malformed(_)), "{err:?}");
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn announced_gigantic_body_is_refused() {
+    let server = FaultServer::start(|_, _| Reply::Announce {
+        content_length: 50 * 1024 * 1024 * 1024,
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let started = Instant::now();
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    match &err {
+        EndpointError::Malformed(msg) => assert!(msg.contains("max_response_bytes"), "{msg}"),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn streamed_gigantic_body_is_aborted_at_the_cap() {
+    // No Content-Length: the cap must be enforced while reading.
+    let server = FaultServer::start(|_, _| Reply::Chunked {
+        chunk: vec![b'x'; 64 * 1024],
+        count: 10_000,
+    })
+    .await;
+    let suspect = model(HttpModelConfig {
+        max_response_bytes: 256 * 1024,
+        ..config(&server.base_url())
+    });
+    let started = Instant::now();
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    match &err {
+        EndpointError::Malformed(msg) => {
+            assert!(msg.contains("max_response_bytes (262144 bytes)"), "{msg}")
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn garbage_with_wrong_content_type_is_malformed() {
+    let server = FaultServer::start(|_, _| {
+        Reply::with_content_type(
+            200,
+            "text/html",
+            "<html><body>Welcome to nginx!</body></html>",
+        )
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    match &err {
+        EndpointError::Malformed(msg) => {
+            assert!(msg.contains("text/html"), "{msg}");
+            assert!(msg.contains("Welcome to nginx"), "{msg}");
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn unauthorized_is_auth_without_retries_and_the_key_stays_secret() {
+    const VAR: &str = "PROVENANCE_TEST_SUSPECT_KEY_401";
+    const SECRET: &str = "sk-test-0123456789abcdef";
+    std::env::set_var(VAR, SECRET);
+    let server = FaultServer::start(|_, _| {
+        Reply::json(
+            401,
+            r#"{"error":{"message":"Invalid API Key","type":"authentication_error"}}"#,
+        )
+    })
+    .await;
+    let suspect = model(HttpModelConfig {
+        api_key_env: Some(VAR.into()),
+        ..config(&server.base_url())
+    });
+    let debug = format!("{suspect:?}");
+    assert!(!debug.contains(SECRET), "{debug}");
+    assert!(debug.contains("redacted"), "{debug}");
+
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    match &err {
+        EndpointError::Auth(msg) => {
+            assert!(msg.starts_with("401 from http://127.0.0.1"), "{msg}");
+            assert!(msg.contains(VAR), "{msg}");
+            assert!(!msg.contains(SECRET), "{msg}");
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 1);
+    let seen = server.requests();
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn missing_api_key_variable_fails_at_construction() {
+    let err = HttpModel::new(HttpModelConfig {
+        api_key_env: Some("PROVENANCE_TEST_SUSPECT_KEY_NEVER_SET".into()),
+        ..config("http://127.0.0.1:9/v1")
+    })
+    .unwrap_err();
+    assert!(matches!(err, SuspectError::MissingApiKey(_)), "{err:?}");
+    assert!(matches!(EndpointError::from(err), EndpointError::Auth(_)));
+}
+
+#[tokio::test]
+async fn context_overflow_is_classified() {
+    let server = FaultServer::start(|_, _| Reply::json(400, OVERFLOW)).await;
+    let suspect = model(config(&server.base_url()));
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    match &err {
+        EndpointError::ContextOverflow(msg) => assert!(msg.contains("5031 tokens"), "{msg}"),
+        other => panic!("expected ContextOverflow, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let server = FaultServer::start(|_, _| {
+        Reply::json(302, "").header("Location", "http://169.254.169.254/latest/meta-data/")
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    match &err {
+        EndpointError::Forbidden(msg) => assert!(msg.contains("169.254.169.254"), "{msg}"),
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_before_connecting() {
+    let server = FaultServer::start(|_, _| Reply::json(200, CHAT)).await;
+    let port = server.addr.port();
+    for base in [
+        server.base_url(),
+        format!("http://localhost:{port}/v1"),
+        format!("http://2130706433:{port}/v1"),
+        format!("http://[::ffff:127.0.0.1]:{port}/v1"),
+    ] {
+        let err = HttpModel::new(HttpModelConfig {
+            allow_private_targets: false,
+            ..config(&base)
+        })
+        .unwrap_err();
+        assert!(matches!(err, SuspectError::Guard(_)), "{base}: {err:?}");
+        let err = EndpointError::from(err);
+        assert!(
+            matches!(err, EndpointError::Forbidden(_)),
+            "{base}: {err:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.connections(), 0);
+}
+
+#[tokio::test]
+async fn chat_request_carries_the_probe_parameters() {
+    let server = FaultServer::start(|_, _| {
+        Reply::Delayed(Duration::from_millis(30), Box::new(Reply::json(200, CHAT)))
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let response = suspect.run(&chat_request(5)).await.unwrap();
+    assert_eq!(response.tokens.len(), 16);
+    assert_eq!(response.tokens[0].token, "L");
+    assert!(response.latency_ms >= 30, "{}", response.latency_ms);
+
+    let seen = server.requests();
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(seen[0].header("content-type"), Some("application/json"));
+    assert_eq!(
+        seen[0].json(),
+        json!({
+            "model": "test-model",
+            "messages": [{"role": "user", "content": "Say hello"}],
+            "max_tokens": 16,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "seed": 7,
+            "stop": ["\n\n"],
+            "logprobs": true,
+            "top_logprobs": 5,
+            "stream": false
+        })
+    );
+}
+
+#[tokio::test]
+async fn raw_completion_asks_for_legacy_logprobs() {
+    let server = FaultServer::start(|_, _| Reply::json(200, COMPLETION)).await;
+    let suspect = model(config(&server.base_url()));
+    let response = suspect.run(&raw_request(5)).await.unwrap();
+    assert_eq!(response.text, " with a quick brown bear.\n\n");
+    assert_eq!(response.tokens.len(), 8);
+    let seen = server.requests();
+    assert_eq!(seen[0].path, "/v1/completions");
+    let body = seen[0].json();
+    assert_eq!(body["prompt"], "The quick brown fox");
+    assert_eq!(body["logprobs"], 5);
+    assert!(body.get("top_logprobs").is_none());
+}
+
+#[tokio::test]
+async fn event_stream_replies_are_assembled() {
+    let server = FaultServer::start(|_, _| {
+        Reply::with_content_type(200, "text/event-stream; charset=utf-8", STREAM)
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let response = suspect.run(&chat_request(3)).await.unwrap();
+    assert_eq!(response.tokens.len(), 8);
+    assert!(
+        response.text.starts_with("Hello there"),
+        "{}",
+        response.text
+    );
+    assert_eq!(response.finish_reason.as_deref(), Some("length"));
+}
+
+/// Answers like llama.cpp but refuses `top_logprobs` above 5 and has no raw completions.
+fn picky_server(req: &Recorded, _: usize) -> Reply {
+    match req.path.as_str() {
+        "/v1/chat/completions" => {
+            let body = req.json();
+            let top = body["top_logprobs"].as_u64().unwrap_or(0);
+            if top > 5 {
+                return Reply::json(
+                    400,
+                    r#"{"error":{"code":400,"message":"top_logprobs must be between 0 and 5","type":"invalid_request_error"}}"#,
+                );
+            }
+            let logprobs = if body["logprobs"] == json!(true) {
+                let alternatives: Vec<_> = (0..top)
+                    .map(|i| json!({"token": format!("t{i}"), "logprob": -(i as f64)}))
+                    .collect();
+                json!({"content": [{"token": "Hi", "logprob": -0.1, "top_logprobs": alternatives}]})
+            } else {
+                serde_json::Value::Null
+            };
+            let reply = json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
+                             "logprobs": logprobs, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1}
+            });
+            Reply::json(200, reply.to_string())
+        }
+        "/v1/completions" => Reply::json(
+            404,
+            r#"{"error":{"message":"File Not Found","type":"not_found_error"}}"#,
+        ),
+        "/tokenize" => Reply::json(200, r#"{"tokens":[9906,1917]}"#),
+        _ => Reply::json(404, "{}"),
+    }
+}
+
+#[tokio::test]
+async fn capabilities_fall_back_to_the_largest_accepted_top_logprobs() {
+    let server = FaultServer::start(picky_server).await;
+    let suspect = model(config(&server.base_url()));
+    let caps = suspect.capabilities().await.unwrap();
+    assert_eq!(
+        caps,
+        Capabilities {
+            chat: true,
+            raw_completion: false,
+            max_top_logprobs: 5,
+            usage: true,
+            tokenize: true,
+        }
+    );
+    let asked: Vec<u64> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .filter_map(|r| r.json()["top_logprobs"].as_u64())
+        .collect();
+    assert_eq!(asked, vec![20, 10, 5]);
+
+    // Detected once.
+    let count = server.request_count();
+    assert_eq!(suspect.capabilities().await.unwrap(), caps);
+    assert_eq!(server.request_count(), count);
+
+    let tokens = suspect.tokenize("Hello world").await.unwrap();
+    assert_eq!(tokens, vec![9906, 1917]);
+    let seen = server.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last.path, "/tokenize");
+    assert_eq!(
+        last.json(),
+        json!({"content": "Hello world", "add_special": false})
+    );
+}
+
+#[tokio::test]
+async fn capabilities_of_a_plain_endpoint() {
+    // Chat only, logprobs silently ignored, no usage, no /tokenize.
+    let server = FaultServer::start(|req, _| match req.path.as_str() {
+        "/v1/chat/completions" => Reply::json(
+            200,
+            r#"{"choices":[{"message":{"role":"assistant","content":"Hi"},"logprobs":null}]}"#,
+        ),
+        _ => Reply::json(404, r#"{"detail":"Not Found"}"#),
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let caps = suspect.capabilities().await.unwrap();
+    assert_eq!(
+        caps,
+        Capabilities {
+            chat: true,
+            ..Capabilities::default()
+        }
+    );
+    let err = suspect.tokenize("Hello").await.unwrap_err();
+    assert!(matches!(err, EndpointError::Unsupported(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn capabilities_report_a_wrong_model_name() {
+    let server = FaultServer::start(|_, _| {
+        Reply::json(
+            404,
+            r#"{"error":{"message":"The model `nope` does not exist","type":"invalid_request_error","code":"model_not_found"}}"#,
+        )
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let err = suspect.capabilities().await.unwrap_err();
+    match &err {
+        EndpointError::Unsupported(msg) => assert!(msg.contains("does not exist"), "{msg}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn models_are_listed() {
+    let server = FaultServer::start(|_, _| Reply::json(200, MODELS)).await;
+    let suspect = model(config(&server.base_url()));
+    assert_eq!(suspect.list_models().await.unwrap(), vec!["smollm2-135m"]);
+    assert_eq!(server.requests()[0].method, "GET");
+    assert_eq!(server.requests()[0].path, "/v1/models");
+}
+
+#[tokio::test]
+async fn requests_are_paced_by_the_rate_limit() {
+    let server = FaultServer::start(|_, _| Reply::json(200, CHAT)).await;
+    let suspect = model(HttpModelConfig {
+        requests_per_second: 20.0,
+        ..config(&server.base_url())
+    });
+    let started = Instant::now();
+    for _ in 0..5 {
+        suspect.run(&chat_request(0)).await.unwrap();
+    }
+    // The first goes at once, the other four 50 ms apart.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(180), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded() {
+    let server = FaultServer::start(|_, _| {
+        Reply::Delayed(Duration::from_millis(80), Box::new(Reply::json(200, CHAT)))
+    })
+    .await;
+    let suspect = model(HttpModelConfig {
+        max_concurrency: 2,
+        ..config(&server.base_url())
+    });
+    let request = chat_request(0);
+    let runs = (0..6).map(|_| suspect.run(&request));
+    for result in futures::future::join_all(runs).await {
+        result.unwrap();
+    }
+    assert_eq!(server.request_count(), 6);
+    assert!(server.max_in_flight() <= 2, "{}", server.max_in_flight());
+}
