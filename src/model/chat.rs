@@ -95,12 +95,15 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     // Hugging Face templates call Python string methods (.strip(), .startswith(), ...).
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            msg,
-        ))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
     env
 }
 
@@ -115,7 +118,11 @@ fn render_gemma(messages: &[ChatMessage]) -> String {
             system.push_str("\n\n");
             continue;
         }
-        let role = if m.role == "assistant" { "model" } else { "user" };
+        let role = if m.role == "assistant" {
+            "model"
+        } else {
+            "user"
+        };
         out.push_str("<start_of_turn>");
         out.push_str(role);
         out.push('\n');
@@ -133,7 +140,10 @@ fn render_gemma(messages: &[ChatMessage]) -> String {
 fn render_chatml(messages: &[ChatMessage]) -> String {
     let mut out = String::new();
     for m in messages {
-        out.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
+        out.push_str(&format!(
+            "<|im_start|>{}\n{}<|im_end|>\n",
+            m.role, m.content
+        ));
     }
     out.push_str("<|im_start|>assistant\n");
     out
@@ -172,6 +182,8 @@ mod tests {
 
     #[test]
     fn broken_template_fails_at_load() {
-        assert!(ChatTemplate::new(Some("{% for %}".into()), "llama", "".into(), "".into()).is_err());
+        assert!(
+            ChatTemplate::new(Some("{% for %}".into()), "llama", "".into(), "".into()).is_err()
+        );
     }
 }

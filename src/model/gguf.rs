@@ -169,7 +169,8 @@ impl GgufFile {
         let (sliding_window, rope_base_local) = match family {
             // llama.cpp hard-codes the local base for Gemma 3 as well; metadata may override.
             Family::Gemma3 => (
-                self.u32("gemma3.attention.sliding_window").map(|v| v as usize),
+                self.u32("gemma3.attention.sliding_window")
+                    .map(|v| v as usize),
                 self.f32("gemma3.rope.local_freq_base").unwrap_or(10_000.0),
             ),
             Family::Llama => (None, rope_base),

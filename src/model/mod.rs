@@ -2,6 +2,7 @@
 //! template, and next-token log-probabilities at every generated position.
 
 pub mod chat;
+pub mod endpoint;
 pub mod gguf;
 pub mod runner;
 pub mod safetensors;
@@ -149,7 +150,7 @@ pub struct Generation {
 
 pub struct LocalModel {
     pub info: ModelInfo,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: std::sync::Arc<Tokenizer>,
     template: ChatTemplate,
     transformer: Transformer,
     cache: KvCache,
@@ -216,7 +217,7 @@ impl LocalModel {
         let transformer = Transformer::new(config, weights, &candle_core::Device::Cpu)?;
         Ok(Self {
             info,
-            tokenizer,
+            tokenizer: std::sync::Arc::new(tokenizer),
             template,
             transformer,
             cache: KvCache::default(),
@@ -248,9 +249,10 @@ impl LocalModel {
             return Err(ModelError::BadInput("prompt has no tokens".into()));
         }
         self.prefill(ids)?;
-        let logits = self.last_logits.take().ok_or_else(|| {
-            ModelError::BadInput("no logits after prefill".into())
-        })?;
+        let logits = self
+            .last_logits
+            .take()
+            .ok_or_else(|| ModelError::BadInput("no logits after prefill".into()))?;
         Ok(transformer::log_softmax_slice(&logits))
     }
 
@@ -296,9 +298,8 @@ impl LocalModel {
             });
         }
         let reused = self.prefill(prompt)?;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(
-            params.seed.unwrap_or_else(|| rand::rng().random()),
-        );
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(params.seed.unwrap_or_else(|| rand::rng().random()));
         let mut steps = Vec::new();
         let mut generated: Vec<u32> = Vec::new();
         let mut text = String::new();

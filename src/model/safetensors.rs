@@ -201,7 +201,9 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         requantize: Requantize::Off,
         sha256: None,
     };
-    Ok(LocalModel::assemble(info, tokenizer, template, config, weights)?)
+    Ok(LocalModel::assemble(
+        info, tokenizer, template, config, weights,
+    )?)
 }
 
 /// Writes a GGUF llama model as a Hugging Face checkpoint (f32 or f16 safetensors).
@@ -282,8 +284,7 @@ fn hf_tensor(name: &str, t: Tensor, cfg: &Config) -> Result<(String, Tensor), Mo
     let unpermute = |t: Tensor, heads: usize| -> Result<Tensor, ModelError> {
         let (out, inp) = t.dims2()?;
         let hd = out / heads;
-        Ok(t
-            .reshape((heads, hd / 2, 2, inp))?
+        Ok(t.reshape((heads, hd / 2, 2, inp))?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((out, inp))?)

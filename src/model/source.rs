@@ -141,9 +141,9 @@ async fn fetch_async(hub: &HubRef) -> Result<Resolved, ModelError> {
             let p = repo.get(f).await.map_err(|e| err(f, e))?;
             dir = p.parent().map(Path::to_path_buf);
         }
-        return dir.map(Resolved::Safetensors).ok_or_else(|| {
-            ModelError::Hub(format!("{}: nothing downloaded", hub.repo))
-        });
+        return dir
+            .map(Resolved::Safetensors)
+            .ok_or_else(|| ModelError::Hub(format!("{}: nothing downloaded", hub.repo)));
     }
     match ggufs.as_slice() {
         [one] => {
@@ -157,7 +157,10 @@ async fn fetch_async(hub: &HubRef) -> Result<Resolved, ModelError> {
         many => Err(ModelError::Hub(format!(
             "{}: several GGUF files ({}); name one as {}:FILE",
             hub.repo,
-            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            many.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             hub.repo
         ))),
     }

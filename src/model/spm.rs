@@ -184,10 +184,19 @@ mod tests {
     use super::*;
 
     fn toy() -> Spm {
-        let tokens: Vec<String> = ["<unk>", "<0x41>", "a", "b", "ab", "\u{2581}", "\u{2581}ab", "c"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let tokens: Vec<String> = [
+            "<unk>",
+            "<0x41>",
+            "a",
+            "b",
+            "ab",
+            "\u{2581}",
+            "\u{2581}ab",
+            "c",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let scores = vec![0.0, 0.0, -1.0, -2.0, -0.5, -3.0, -0.1, -4.0];
         Spm::new(&tokens, &scores, Some(0))
     }

@@ -22,7 +22,7 @@ use super::ModelError;
 
 enum Backend {
     Hf(Box<tokenizers::Tokenizer>),
-    Spm(Spm),
+    Spm(Box<Spm>),
 }
 
 /// How token strings map to raw bytes.
@@ -86,7 +86,9 @@ impl Tokenizer {
                 let merges = g.strings("tokenizer.ggml.merges").ok_or_else(|| {
                     ModelError::Tokenizer("gpt2 tokenizer without tokenizer.ggml.merges".into())
                 })?;
-                let pre = g.string("tokenizer.ggml.pre").unwrap_or_else(|| "gpt2".into());
+                let pre = g
+                    .string("tokenizer.ggml.pre")
+                    .unwrap_or_else(|| "gpt2".into());
                 let hf = build_byte_level_bpe(&tokens, &merges, &pre, &specials_ids)?;
                 (
                     Backend::Hf(Box::new(hf)),
@@ -100,7 +102,7 @@ impl Tokenizer {
                     .f32s("tokenizer.ggml.scores")
                     .unwrap_or_else(|| vec![0.0; tokens.len()]);
                 (
-                    Backend::Spm(Spm::new(&tokens, &scores, unk)),
+                    Backend::Spm(Box::new(Spm::new(&tokens, &scores, unk))),
                     PieceStyle::SentencePiece,
                     "gguf:llama/spm".to_string(),
                     true,
@@ -112,7 +114,9 @@ impl Tokenizer {
                 )))
             }
         };
-        let add_bos = g.bool("tokenizer.ggml.add_bos_token").unwrap_or(default_add_bos);
+        let add_bos = g
+            .bool("tokenizer.ggml.add_bos_token")
+            .unwrap_or(default_add_bos);
         let bytes = tokens
             .iter()
             .enumerate()
@@ -260,7 +264,10 @@ impl Tokenizer {
     }
 
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn token_string(&self, id: u32) -> String {
@@ -285,7 +292,10 @@ impl Tokenizer {
     }
 
     pub fn token_id(&self, piece: &str) -> Option<u32> {
-        self.pieces.iter().position(|p| p == piece).map(|i| i as u32)
+        self.pieces
+            .iter()
+            .position(|p| p == piece)
+            .map(|i| i as u32)
     }
 
     /// Text of generated tokens; control tokens are left out, as servers do.
@@ -338,7 +348,10 @@ fn build_byte_level_bpe(
         .collect();
     let merges: Vec<(String, String)> = merges
         .iter()
-        .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+        .filter_map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
         .collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
@@ -348,11 +361,9 @@ fn build_byte_level_bpe(
     let byte_level = ByteLevel::new(false, true, true);
     // SmolLM (and StarCoder-style vocabularies) split every digit on its own first.
     let pre_tok: PreTokenizerWrapper = match pre {
-        "smollm" | "starcoder" | "refact" => Sequence::new(vec![
-            Digits::new(true).into(),
-            byte_level.into(),
-        ])
-        .into(),
+        "smollm" | "starcoder" | "refact" => {
+            Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+        }
         _ => byte_level.into(),
     };
     tk.with_pre_tokenizer(Some(pre_tok));

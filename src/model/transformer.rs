@@ -47,7 +47,7 @@ pub struct Config {
 
 impl Config {
     fn is_local_layer(&self, layer: usize) -> bool {
-        self.sliding_window.is_some() && (layer + 1) % self.sliding_pattern.max(1) != 0
+        self.sliding_window.is_some() && !(layer + 1).is_multiple_of(self.sliding_pattern.max(1))
     }
 }
 
@@ -118,7 +118,12 @@ struct Rope {
 }
 
 impl Rope {
-    fn new(head_dim: usize, base: f32, positions: usize, dev: &Device) -> candle_core::Result<Self> {
+    fn new(
+        head_dim: usize,
+        base: f32,
+        positions: usize,
+        dev: &Device,
+    ) -> candle_core::Result<Self> {
         let inv: Vec<f32> = (0..head_dim)
             .step_by(2)
             .map(|i| 1f32 / base.powf(i as f32 / head_dim as f32))
@@ -279,7 +284,11 @@ impl Transformer {
                 });
             }
         }
-        Ok(Some(Tensor::from_vec(data, (1, 1, seq, total), &self.device)?))
+        Ok(Some(Tensor::from_vec(
+            data,
+            (1, 1, seq, total),
+            &self.device,
+        )?))
     }
 
     fn layer(
