@@ -5,21 +5,24 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::Device;
 
-use super::transformer::{Config, Embedding, Family, Layer, RmsNorm, Weights};
+use super::qlinear::Q8Matrix;
+use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 use super::ModelError;
 
 /// What to do with weight types that candle only has scalar kernels for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Requantize {
-    /// Q4_1, Q5_0 and Q5_1 become Q8_0 (SIMD kernels; the values of a 4/5-bit block are
-    /// re-expressed with 8 bits, so the error added is a fraction of the original's).
+    /// Every matrix becomes Q8_0 (8-bit blocks of 32) on our AVX2 kernel: 4-, 5- and 6-bit
+    /// values are re-expressed with 8 bits, so the error added is a fraction of the
+    /// original quantization's.
     #[default]
     Auto,
-    /// Keep every tensor as stored (exact, but ~10x slower on Q4_1 / Q5_0).
+    /// Keep every tensor as stored, on candle's kernels (exact, but ~10x slower on Q4_1 /
+    /// Q5_0, which candle only has scalar kernels for).
     Off,
 }
 
@@ -199,21 +202,37 @@ impl GgufFile {
         })
     }
 
-    /// Loads all weights, re-quantizing slow types per `requantize`.
+    /// Loads all weights; with `Requantize::Auto` every matrix moves to our Q8 kernel.
     pub fn weights(&mut self, cfg: &Config, requantize: Requantize) -> Result<Weights, ModelError> {
-        let embd = Arc::new(self.tensor("token_embd.weight")?);
-        let lm_head = if self.has_tensor("output.weight") {
-            self.matmul("output.weight", requantize)?
-        } else {
-            // Tied embeddings: share the table, no copy.
-            QMatMul::from_arc(embd.clone())?
-        };
-        let embedding = if embd.dtype().block_size() > 1
-            && cfg.hidden.is_multiple_of(embd.dtype().block_size())
-        {
-            Embedding::Quantized(embd)
-        } else {
-            Embedding::Dense(embd.dequantize(&Device::Cpu)?)
+        let embd = self.tensor("token_embd.weight")?;
+        let tied = !self.has_tensor("output.weight");
+        let (embedding, lm_head) = match requantize {
+            Requantize::Auto => {
+                let m = Arc::new(Q8Matrix::from_qtensor(&embd)?);
+                let head = if tied {
+                    // Tied embeddings: one table serves both, no copy.
+                    Linear::Q8(m.clone())
+                } else {
+                    self.matmul("output.weight", requantize)?
+                };
+                (Embedding::Q8(m), head)
+            }
+            Requantize::Off => {
+                let embd = Arc::new(embd);
+                let head = if tied {
+                    Linear::Candle(QMatMul::from_arc(embd.clone())?)
+                } else {
+                    self.matmul("output.weight", requantize)?
+                };
+                let embedding = if embd.dtype().block_size() > 1
+                    && cfg.hidden.is_multiple_of(embd.dtype().block_size())
+                {
+                    Embedding::Quantized(embd)
+                } else {
+                    Embedding::Dense(embd.dequantize(&Device::Cpu)?)
+                };
+                (embedding, head)
+            }
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
@@ -268,19 +287,12 @@ impl GgufFile {
         }
     }
 
-    fn matmul(&mut self, name: &str, requantize: Requantize) -> Result<QMatMul, ModelError> {
+    fn matmul(&mut self, name: &str, requantize: Requantize) -> Result<Linear, ModelError> {
         let t = self.tensor(name)?;
-        let slow = matches!(
-            t.dtype(),
-            GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
-        );
-        let t = if slow && requantize == Requantize::Auto {
-            let dense = t.dequantize(&Device::Cpu)?;
-            QTensor::quantize(&dense, GgmlDType::Q8_0)?
-        } else {
-            t
-        };
-        Ok(QMatMul::from_qtensor(t)?)
+        Ok(match requantize {
+            Requantize::Auto => Linear::Q8(Arc::new(Q8Matrix::from_qtensor(&t)?)),
+            Requantize::Off => Linear::Candle(QMatMul::from_qtensor(t)?),
+        })
     }
 
     /// Tensor type counts, for the model description.

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod endpoint;
 pub mod gguf;
+pub mod qlinear;
 pub mod runner;
 pub mod safetensors;
 pub mod source;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::chat::ChatTemplate;
 use super::gguf::{GgufFile, Requantize};
 use super::tokenizer::Tokenizer;
-use super::transformer::{Config, Embedding, Family, Layer, RmsNorm, Weights};
+use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 use super::{LoadOptions, LocalModel, ModelError, ModelInfo};
 
 #[derive(Debug, Deserialize)]
@@ -161,24 +161,32 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         let p = format!("model.layers.{i}");
         layers.push(Layer {
             attn_norm: norm(take(&format!("{p}.input_layernorm.weight"))?),
-            wq: QMatMul::Tensor(take(&format!("{p}.self_attn.q_proj.weight"))?),
-            wk: QMatMul::Tensor(take(&format!("{p}.self_attn.k_proj.weight"))?),
-            wv: QMatMul::Tensor(take(&format!("{p}.self_attn.v_proj.weight"))?),
-            wo: QMatMul::Tensor(take(&format!("{p}.self_attn.o_proj.weight"))?),
+            wq: Linear::Candle(QMatMul::Tensor(take(&format!(
+                "{p}.self_attn.q_proj.weight"
+            ))?)),
+            wk: Linear::Candle(QMatMul::Tensor(take(&format!(
+                "{p}.self_attn.k_proj.weight"
+            ))?)),
+            wv: Linear::Candle(QMatMul::Tensor(take(&format!(
+                "{p}.self_attn.v_proj.weight"
+            ))?)),
+            wo: Linear::Candle(QMatMul::Tensor(take(&format!(
+                "{p}.self_attn.o_proj.weight"
+            ))?)),
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,
             ffn_norm: norm(take(&format!("{p}.post_attention_layernorm.weight"))?),
-            w_gate: QMatMul::Tensor(take(&format!("{p}.mlp.gate_proj.weight"))?),
-            w_up: QMatMul::Tensor(take(&format!("{p}.mlp.up_proj.weight"))?),
-            w_down: QMatMul::Tensor(take(&format!("{p}.mlp.down_proj.weight"))?),
+            w_gate: Linear::Candle(QMatMul::Tensor(take(&format!("{p}.mlp.gate_proj.weight"))?)),
+            w_up: Linear::Candle(QMatMul::Tensor(take(&format!("{p}.mlp.up_proj.weight"))?)),
+            w_down: Linear::Candle(QMatMul::Tensor(take(&format!("{p}.mlp.down_proj.weight"))?)),
             post_ffn_norm: None,
         });
     }
     let lm_head = if hf.tie_word_embeddings {
-        QMatMul::Tensor(embed.clone())
+        Linear::Candle(QMatMul::Tensor(embed.clone()))
     } else {
-        QMatMul::Tensor(take("lm_head.weight")?)
+        Linear::Candle(QMatMul::Tensor(take("lm_head.weight")?))
     };
     let weights = Weights {
         embedding: Embedding::Dense(embed),

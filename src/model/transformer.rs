@@ -12,8 +12,12 @@
 //! - its chunked prefill at `index_pos > 0` mixes dtypes; our mask is built in f32 for any
 //!   offset, which is also what prefix reuse relies on.
 
+use std::sync::Arc;
+
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
+
+use super::qlinear::Q8Matrix;
 
 /// Which architecture-specific choices apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +55,28 @@ impl Config {
     }
 }
 
+/// A weight matrix: candle's own (dense, or quantized as stored) or our Q8 kernel.
+#[derive(Debug, Clone)]
+pub enum Linear {
+    Candle(QMatMul),
+    Q8(Arc<Q8Matrix>),
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Candle(m) => m.forward(x),
+            Self::Q8(m) => m.forward(x),
+        }
+    }
+}
+
 /// Token embedding table, kept quantized when it came quantized: Gemma's 262144 x 640
 /// table is 670 MiB in f32 and only a few rows are looked up per step.
 #[derive(Debug, Clone)]
 pub enum Embedding {
-    Quantized(std::sync::Arc<candle_core::quantized::QTensor>),
+    Quantized(Arc<candle_core::quantized::QTensor>),
+    Q8(Arc<Q8Matrix>),
     Dense(Tensor),
 }
 
@@ -63,6 +84,19 @@ impl Embedding {
     fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Quantized(q) => q.embedding(ids),
+            Self::Q8(m) => {
+                let ids_v = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut data = Vec::with_capacity(ids_v.len() * m.cols);
+                for id in &ids_v {
+                    if *id as usize >= m.rows {
+                        candle_core::bail!("token id {id} outside the vocabulary ({})", m.rows);
+                    }
+                    data.extend(m.row(*id as usize));
+                }
+                let mut dims = ids.dims().to_vec();
+                dims.push(m.cols);
+                Tensor::from_vec(data, dims, ids.device())
+            }
             Self::Dense(t) => {
                 let (_, hidden) = t.dims2()?;
                 let flat = ids.flatten_all()?;
@@ -89,17 +123,17 @@ impl RmsNorm {
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub attn_norm: RmsNorm,
-    pub wq: QMatMul,
-    pub wk: QMatMul,
-    pub wv: QMatMul,
-    pub wo: QMatMul,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
     pub post_attn_norm: Option<RmsNorm>,
     pub ffn_norm: RmsNorm,
-    pub w_gate: QMatMul,
-    pub w_up: QMatMul,
-    pub w_down: QMatMul,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
     pub post_ffn_norm: Option<RmsNorm>,
 }
 
@@ -109,7 +143,7 @@ pub struct Weights {
     pub embedding: Embedding,
     pub layers: Vec<Layer>,
     pub final_norm: RmsNorm,
-    pub lm_head: QMatMul,
+    pub lm_head: Linear,
 }
 
 struct Rope {
