@@ -2,6 +2,7 @@
 //! template, and next-token log-probabilities at every generated position.
 
 pub mod chat;
+mod decode;
 pub mod endpoint;
 pub mod gguf;
 pub mod qlinear;
@@ -310,16 +311,21 @@ impl LocalModel {
                 .last_logits
                 .take()
                 .ok_or_else(|| ModelError::BadInput("no logits".into()))?;
-            let logprobs = transformer::log_softmax_slice(&logits);
+            // Log-probabilities are logits minus one log-sum-exp: no full-vocabulary
+            // vector is built per step (Gemma's vocabulary has 262144 entries).
+            let lse = log_sum_exp(&logits);
             let token = if params.temperature <= 0.0 {
-                argmax(&logprobs)
+                argmax(&logits)
             } else {
                 sample(&logits, params.temperature, params.top_p, &mut rng)
             };
             let step = Step {
                 token,
-                logprob: logprobs[token as usize],
-                top: top_k(&logprobs, params.top_logprobs),
+                logprob: logits[token as usize] - lse,
+                top: top_k(&logits, params.top_logprobs)
+                    .into_iter()
+                    .map(|(id, l)| (id, l - lse))
+                    .collect(),
             };
             if self.tokenizer.stop_tokens.contains(&token) {
                 finish = FinishReason::Stop;
@@ -373,24 +379,29 @@ pub fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// The `k` most likely tokens, highest first.
-pub fn top_k(logprobs: &[f32], k: usize) -> Vec<(u32, f32)> {
+/// The `k` highest scores with their ids, highest first (ties: lower id first). One pass
+/// with a small sorted buffer: k is at most 20 and the vocabulary up to 262144.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
     if k == 0 {
-        return Vec::new();
+        return best;
     }
-    let mut idx: Vec<u32> = (0..logprobs.len() as u32).collect();
-    let k = k.min(idx.len());
-    let cmp = |a: &u32, b: &u32| {
-        logprobs[*b as usize]
-            .total_cmp(&logprobs[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
+    for (i, &v) in scores.iter().enumerate() {
+        if best.len() == k && v <= best[k - 1].1 {
+            continue;
+        }
+        let pos = best.partition_point(|&(_, b)| b >= v);
+        best.insert(pos, (i as u32, v));
+        best.truncate(k);
     }
-    idx.sort_by(cmp);
-    idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
+    best
+}
+
+/// log(sum(exp(v))), computed stably.
+pub fn log_sum_exp(v: &[f32]) -> f32 {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = v.iter().map(|&x| (x - max).exp()).sum();
+    max + sum.ln()
 }
 
 /// Temperature and nucleus sampling with a seeded generator.

@@ -144,6 +144,13 @@ impl Q8Matrix {
         out
     }
 
+    /// One activation vector (a decode step).
+    pub fn matvec(&self, x: &[f32]) -> Vec<f32> {
+        debug_assert_eq!(x.len(), self.cols);
+        let act = quantize_rows(x, self.cols);
+        self.matmul(&act, 1)
+    }
+
     /// `x` is (..., cols); returns (..., rows).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 
+use super::decode::{self, FastWeights, LayerKv, RopeTable};
 use super::qlinear::Q8Matrix;
 
 /// Which architecture-specific choices apply.
@@ -175,11 +176,14 @@ impl Rope {
 }
 
 /// Per-layer key/value cache plus the tokens it holds, so a new prompt that shares a prefix
-/// with the previous one only runs its new tokens.
+/// with the previous one only runs its new tokens. Plain vectors laid out
+/// `[position][kv_head][head_dim]`: appending a position copies nothing else.
 #[derive(Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<LayerKv>,
     tokens: Vec<u32>,
+    /// Floats per position in each layer (kv_heads * head_dim).
+    width: usize,
 }
 
 impl KvCache {
@@ -197,13 +201,9 @@ impl KvCache {
         if len >= self.tokens.len() {
             return Ok(());
         }
-        if len == 0 {
-            self.clear();
-            return Ok(());
-        }
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.narrow(2, 0, len)?;
-            *v = v.narrow(2, 0, len)?;
+        for l in self.layers.iter_mut() {
+            l.k.truncate(len * self.width);
+            l.v.truncate(len * self.width);
         }
         self.tokens.truncate(len);
         Ok(())
@@ -215,7 +215,18 @@ pub struct Transformer {
     weights: Weights,
     rope_global: Rope,
     rope_local: Option<Rope>,
+    /// The same tables as plain rows, and the weights as slices, for the decode step.
+    fast: Option<(FastWeights, RopeTable, Option<RopeTable>)>,
     device: Device,
+}
+
+fn table(r: &Rope) -> candle_core::Result<RopeTable> {
+    let half = r.cos.dim(1)?;
+    Ok(RopeTable {
+        cos: r.cos.flatten_all()?.to_vec1::<f32>()?,
+        sin: r.sin.flatten_all()?.to_vec1::<f32>()?,
+        half,
+    })
 }
 
 impl Transformer {
@@ -238,11 +249,20 @@ impl Transformer {
         } else {
             None
         };
+        let fast = match FastWeights::new(&weights, &config) {
+            Some(fw) => Some((
+                fw,
+                table(&rope_global)?,
+                rope_local.as_ref().map(table).transpose()?,
+            )),
+            None => None,
+        };
         Ok(Self {
             config,
             weights,
             rope_global,
             rope_local,
+            fast,
             device: device.clone(),
         })
     }
@@ -264,7 +284,21 @@ impl Transformer {
             );
         }
         if cache.layers.len() != cfg.n_layers {
-            cache.layers = vec![None; cfg.n_layers];
+            cache.layers = vec![LayerKv::default(); cfg.n_layers];
+            cache.width = cfg.n_kv_heads * cfg.head_dim;
+        }
+        if let (1, Some((fw, global, local))) = (seq, &self.fast) {
+            let logits = decode::step(
+                fw,
+                cfg,
+                tokens[0],
+                offset,
+                &mut cache.layers,
+                global,
+                local.as_ref(),
+            );
+            cache.tokens.push(tokens[0]);
+            return Tensor::from_vec(logits, cfg_vocab(&self.weights, cfg), &self.device);
         }
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let mut x = self.weights.embedding.forward(&ids)?;
@@ -332,7 +366,7 @@ impl Transformer {
         offset: usize,
         mask: Option<&Tensor>,
         rope: &Rope,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut LayerKv,
     ) -> candle_core::Result<Tensor> {
         let cfg = &self.config;
         let (b, seq, _) = x.dims3()?;
@@ -367,11 +401,27 @@ impl Transformer {
                 candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
             )
         };
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
+        // Append (seq, kv_heads, head_dim) rows, then view the whole cache as
+        // (1, kv_heads, total, head_dim).
+        let (k, v) = {
+            let rows = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
+                t.squeeze(0)?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .flatten_all()?
+                    .to_vec1::<f32>()
+            };
+            cache.k.extend(rows(&k)?);
+            cache.v.extend(rows(&v)?);
+            let total = offset + seq;
+            let view = |data: &[f32]| -> candle_core::Result<Tensor> {
+                Tensor::from_slice(data, (total, cfg.n_kv_heads, cfg.head_dim), &self.device)?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .unsqueeze(0)
+            };
+            (view(&cache.k)?, view(&cache.v)?)
         };
-        *cache = Some((k.clone(), v.clone()));
         let group = cfg.n_heads / cfg.n_kv_heads;
         let k = repeat_kv(&k, group)?;
         let v = repeat_kv(&v, group)?;
@@ -402,6 +452,14 @@ impl Transformer {
             ff = n.forward(&ff)?;
         }
         x + ff
+    }
+}
+
+/// Output rows of the head (the vocabulary size as the model computes it).
+fn cfg_vocab(w: &Weights, cfg: &Config) -> usize {
+    match &w.lm_head {
+        Linear::Q8(m) => m.rows,
+        Linear::Candle(_) => cfg.vocab_size,
     }
 }
 

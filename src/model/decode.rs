@@ -1,0 +1,240 @@
+//! The single-token decode step in plain Rust over slices.
+//!
+//! Why: a decode step of a small model is a few hundred tiny operations, and through
+//! candle each one allocates a tensor and goes through dispatch; profiles showed that
+//! overhead costing more than the matrix products themselves. This path runs when every
+//! matrix is on our Q8/Q4_1 kernel; the batched prefill stays on candle.
+
+use super::qlinear::Q8Matrix;
+use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
+
+/// Norm weights and matrices pulled out of the candle structures once.
+pub struct FastWeights {
+    embedding: std::sync::Arc<Q8Matrix>,
+    layers: Vec<FastLayer>,
+    final_norm: Vec<f32>,
+    lm_head: std::sync::Arc<Q8Matrix>,
+    eps: f32,
+}
+
+struct FastLayer {
+    attn_norm: Vec<f32>,
+    wq: std::sync::Arc<Q8Matrix>,
+    wk: std::sync::Arc<Q8Matrix>,
+    wv: std::sync::Arc<Q8Matrix>,
+    wo: std::sync::Arc<Q8Matrix>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    w_gate: std::sync::Arc<Q8Matrix>,
+    w_up: std::sync::Arc<Q8Matrix>,
+    w_down: std::sync::Arc<Q8Matrix>,
+    post_ffn_norm: Option<Vec<f32>>,
+}
+
+fn q8(l: &Linear) -> Option<std::sync::Arc<Q8Matrix>> {
+    match l {
+        Linear::Q8(m) => Some(m.clone()),
+        Linear::Candle(_) => None,
+    }
+}
+
+fn vec_of(n: &RmsNorm) -> Option<Vec<f32>> {
+    n.weight.flatten_all().ok()?.to_vec1::<f32>().ok()
+}
+
+impl FastWeights {
+    /// `None` when some matrix is not on our kernel (exact weights, safetensors).
+    pub fn new(w: &Weights, cfg: &Config) -> Option<Self> {
+        let embedding = match &w.embedding {
+            Embedding::Q8(m) => m.clone(),
+            _ => return None,
+        };
+        let opt = |n: &Option<RmsNorm>| -> Option<Option<Vec<f32>>> {
+            match n {
+                Some(n) => vec_of(n).map(Some),
+                None => Some(None),
+            }
+        };
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            let l: &Layer = l;
+            layers.push(FastLayer {
+                attn_norm: vec_of(&l.attn_norm)?,
+                wq: q8(&l.wq)?,
+                wk: q8(&l.wk)?,
+                wv: q8(&l.wv)?,
+                wo: q8(&l.wo)?,
+                q_norm: opt(&l.q_norm)?,
+                k_norm: opt(&l.k_norm)?,
+                post_attn_norm: opt(&l.post_attn_norm)?,
+                ffn_norm: vec_of(&l.ffn_norm)?,
+                w_gate: q8(&l.w_gate)?,
+                w_up: q8(&l.w_up)?,
+                w_down: q8(&l.w_down)?,
+                post_ffn_norm: opt(&l.post_ffn_norm)?,
+            });
+        }
+        Some(Self {
+            embedding,
+            layers,
+            final_norm: vec_of(&w.final_norm)?,
+            lm_head: q8(&w.lm_head)?,
+            eps: cfg.rms_eps as f32,
+        })
+    }
+}
+
+/// RoPE tables as plain rows: `cos[pos * half + i]`.
+pub struct RopeTable {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    pub half: usize,
+}
+
+/// Keys and values of one layer, laid out `[position][kv_head][head_dim]`.
+#[derive(Default, Clone)]
+pub struct LayerKv {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let s = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(w).map(|(v, g)| v * s * g).collect()
+}
+
+fn rms_norm_heads(x: &mut [f32], w: &[f32], eps: f32, hd: usize) {
+    for head in x.chunks_exact_mut(hd) {
+        let n = rms_norm(head, w, eps);
+        head.copy_from_slice(&n);
+    }
+}
+
+fn rope(x: &mut [f32], hd: usize, pos: usize, t: &RopeTable, interleaved: bool) {
+    let cos = &t.cos[pos * t.half..(pos + 1) * t.half];
+    let sin = &t.sin[pos * t.half..(pos + 1) * t.half];
+    for head in x.chunks_exact_mut(hd) {
+        for i in 0..hd / 2 {
+            let (a, b) = if interleaved {
+                (2 * i, 2 * i + 1)
+            } else {
+                (i, i + hd / 2)
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos[i] - x1 * sin[i];
+            head[b] = x0 * sin[i] + x1 * cos[i];
+        }
+    }
+}
+
+fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Runs one token at position `pos` (the cache holds `pos` positions) and returns the
+/// logits. Appends this position's keys and values to `kv`.
+pub fn step(
+    fw: &FastWeights,
+    cfg: &Config,
+    token: u32,
+    pos: usize,
+    kv: &mut [LayerKv],
+    rope_global: &RopeTable,
+    rope_local: Option<&RopeTable>,
+) -> Vec<f32> {
+    let hd = cfg.head_dim;
+    let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
+    let group = nh / nkv;
+    let scale = 1.0 / (cfg.attn_scale_base as f32).sqrt();
+    let mut x = fw.embedding.row(token as usize);
+    if cfg.family == Family::Gemma3 {
+        let s = (cfg.hidden as f32).sqrt();
+        x.iter_mut().for_each(|v| *v *= s);
+    }
+    let mut scores = Vec::with_capacity(pos + 1);
+    for (li, l) in fw.layers.iter().enumerate() {
+        let local =
+            cfg.sliding_window.is_some() && !(li + 1).is_multiple_of(cfg.sliding_pattern.max(1));
+        let table = match (rope_local, local) {
+            (Some(t), true) => t,
+            _ => rope_global,
+        };
+        let h = rms_norm(&x, &l.attn_norm, fw.eps);
+        let mut q = l.wq.matvec(&h);
+        let mut k = l.wk.matvec(&h);
+        let v = l.wv.matvec(&h);
+        if let Some(n) = &l.q_norm {
+            rms_norm_heads(&mut q, n, fw.eps, hd);
+        }
+        if let Some(n) = &l.k_norm {
+            rms_norm_heads(&mut k, n, fw.eps, hd);
+        }
+        rope(&mut q, hd, pos, table, cfg.rope_interleaved);
+        rope(&mut k, hd, pos, table, cfg.rope_interleaved);
+        let cache = &mut kv[li];
+        cache.k.extend_from_slice(&k);
+        cache.v.extend_from_slice(&v);
+        let total = pos + 1;
+        let start = match (local, cfg.sliding_window) {
+            (true, Some(w)) => total.saturating_sub(w),
+            _ => 0,
+        };
+        let mut att = vec![0f32; nh * hd];
+        for head in 0..nh {
+            let g = head / group;
+            let qh = &q[head * hd..(head + 1) * hd];
+            scores.clear();
+            for t in start..total {
+                let kt = &cache.k[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
+                scores.push(qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale);
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let out = &mut att[head * hd..(head + 1) * hd];
+            for (i, t) in (start..total).enumerate() {
+                let w = scores[i] / sum;
+                let vt = &cache.v[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
+                for (o, vv) in out.iter_mut().zip(vt) {
+                    *o += w * vv;
+                }
+            }
+        }
+        let mut o = l.wo.matvec(&att);
+        if let Some(n) = &l.post_attn_norm {
+            o = rms_norm(&o, n, fw.eps);
+        }
+        x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        let h = rms_norm(&x, &l.ffn_norm, fw.eps);
+        let gate = l.w_gate.matvec(&h);
+        let up = l.w_up.matvec(&h);
+        let act: Vec<f32> = gate
+            .iter()
+            .zip(&up)
+            .map(|(g, u)| {
+                let a = match cfg.family {
+                    Family::Llama => silu(*g),
+                    Family::Gemma3 => gelu_tanh(*g),
+                };
+                a * u
+            })
+            .collect();
+        let mut d = l.w_down.matvec(&act);
+        if let Some(n) = &l.post_ffn_norm {
+            d = rms_norm(&d, n, fw.eps);
+        }
+        x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+    }
+    let x = rms_norm(&x, &fw.final_norm, fw.eps);
+    fw.lm_head.matvec(&x)
+}
