@@ -1,0 +1,170 @@
+//! Judging a similarity score against a null population: the scores that control models
+//! (known to be unrelated to the reference) get against the same reference.
+//!
+//! The p-value a person reads is the empirical one, (1 + #controls at least as similar)
+//! / (1 + n). It cannot fall below 1 / (1 + n), so with fewer than 1/alpha - 1 controls it
+//! can never reach alpha, and decisions use a parametric stand-in instead:
+//!
+//! - `ok` (n + 1 >= 1/alpha): the empirical p-value decides.
+//! - `few` (2 <= n): a normal-theory prediction test, t = (x - mean) / (sd sqrt(1 + 1/n))
+//!   with n - 1 degrees of freedom, sd floored at [`SD_FLOOR`] so a tight cluster of
+//!   controls cannot make any small gap look decisive.
+//! - `none` (n < 2): the signal's documented [`DefaultNull`], a deliberately pessimistic
+//!   guess of what unrelated models score (its mean is raised to a single control's score
+//!   when that is higher), its spread widened by the score's own standard error, since a
+//!   score over few probes is noisy and no control measured on the same probes shows how
+//!   noisy. The report says so.
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::{mean, normal_sf, sample_sd, student_t_sf};
+
+/// Smallest spread of control scores assumed (scores live in [0, 1]).
+pub const SD_FLOOR: f64 = 0.02;
+
+/// How much the controls can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    None,
+    Few,
+    Ok,
+}
+
+impl Level {
+    pub fn of(controls: usize, alpha: f64) -> Level {
+        if controls == 0 {
+            Level::None
+        } else if (controls as f64 + 1.0) * alpha >= 1.0 - 1e-9 {
+            Level::Ok
+        } else {
+            Level::Few
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::Few => "few",
+            Level::Ok => "ok",
+        }
+    }
+}
+
+/// What unrelated models are assumed to score when there are too few controls to say.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DefaultNull {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+/// How the deciding p-value was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NullMethod {
+    Empirical,
+    StudentT,
+    Default,
+}
+
+/// One score judged against the controls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NullTest {
+    /// Add-one smoothed share of controls at least as similar; `None` without controls.
+    pub empirical: Option<f64>,
+    /// The p-value decisions use (see the module notes).
+    pub p: f64,
+    pub method: NullMethod,
+    pub controls: usize,
+    pub control_mean: Option<f64>,
+    pub control_sd: Option<f64>,
+}
+
+/// Tests `score` (higher = more similar to the reference) against `controls`;
+/// `score_se` is the score's standard error over probes (0 if unknown), used only with
+/// the default null.
+pub fn null_test(
+    score: f64,
+    score_se: f64,
+    controls: &[f64],
+    alpha: f64,
+    default: DefaultNull,
+) -> NullTest {
+    let n = controls.len();
+    // A tiny tolerance so a control exactly as similar counts as "at least as similar"
+    // despite rounding.
+    let as_similar = controls.iter().filter(|&&c| c >= score - 1e-12).count();
+    let empirical = (n > 0).then(|| (1.0 + as_similar as f64) / (1.0 + n as f64));
+    let control_mean = mean(controls);
+    let control_sd = sample_sd(controls);
+    let (p, method) = match Level::of(n, alpha) {
+        Level::Ok => (empirical.unwrap_or(1.0), NullMethod::Empirical),
+        _ if n >= 2 => {
+            let m = control_mean.unwrap_or(default.mean);
+            let sd = control_sd.unwrap_or(default.sd).max(SD_FLOOR);
+            let t = (score - m) / (sd * (1.0 + 1.0 / n as f64).sqrt());
+            (student_t_sf(t, (n - 1) as f64), NullMethod::StudentT)
+        }
+        _ => {
+            let m = controls.iter().copied().fold(default.mean, f64::max);
+            let sd = default.sd.hypot(score_se.max(0.0)).max(SD_FLOOR);
+            let z = (score - m) / sd;
+            (normal_sf(z), NullMethod::Default)
+        }
+    };
+    NullTest {
+        empirical,
+        p: p.clamp(0.0, 1.0),
+        method,
+        controls: n,
+        control_mean,
+        control_sd,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NULL: DefaultNull = DefaultNull { mean: 0.5, sd: 0.1 };
+
+    #[test]
+    fn empirical_p_is_add_one_smoothed() {
+        let controls: Vec<f64> = (0..99).map(|i| i as f64 / 100.0).collect();
+        let t = null_test(2.0, 0.0, &controls, 0.01, NULL);
+        assert_eq!(t.method, NullMethod::Empirical);
+        assert!((t.p - 0.01).abs() < 1e-12);
+        let t = null_test(0.5, 0.0, &controls, 0.01, NULL);
+        // 49 controls (0.50 ..= 0.98) are at least as similar.
+        assert!((t.p - 50.0 / 100.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn few_controls_use_a_prediction_test() {
+        let controls = [0.40, 0.45, 0.50, 0.42, 0.48];
+        let far = null_test(0.95, 0.0, &controls, 0.01, NULL);
+        assert_eq!(far.method, NullMethod::StudentT);
+        assert!(far.p < 0.01, "{far:?}");
+        assert!((far.empirical.unwrap_or(0.0) - 1.0 / 6.0).abs() < 1e-12);
+        let near = null_test(0.47, 0.0, &controls, 0.01, NULL);
+        assert!(near.p > 0.2, "{near:?}");
+    }
+
+    #[test]
+    fn no_controls_fall_back_to_the_default() {
+        let t = null_test(0.9, 0.0, &[], 0.01, NULL);
+        assert_eq!(t.method, NullMethod::Default);
+        assert_eq!(t.empirical, None);
+        assert!(t.p < 0.001);
+        // One control more similar than the default mean raises the bar.
+        let t = null_test(0.9, 0.0, &[0.85], 0.01, NULL);
+        assert!(t.p > 0.3);
+        // A noisy score (few probes) is judged more cautiously.
+        let noisy = null_test(0.9, 0.2, &[], 0.01, NULL);
+        assert!(noisy.p > 0.01 && noisy.p < 0.05, "{noisy:?}");
+        assert_eq!(Level::of(0, 0.01), Level::None);
+        assert_eq!(Level::of(5, 0.01), Level::Few);
+        assert_eq!(Level::of(99, 0.01), Level::Ok);
+        assert_eq!(Level::of(19, 0.05), Level::Ok);
+    }
+}

@@ -1,0 +1,697 @@
+//! The similarity engine: pure functions from fingerprints to a report, no I/O.
+//!
+//! One file per signal (logits, tokenizer, refusal, identity, style, equality), each
+//! giving a similarity score (higher = closer to the reference) with a bootstrap
+//! interval. [`compare`] scores the suspect against the reference, scores every control
+//! (an unrelated model) against the same reference to learn what "unrelated" looks like,
+//! turns each suspect score into a p-value against those control scores
+//! ([`calibration`]), and decides a verdict from them ([`verdict`]).
+
+pub mod bootstrap;
+pub mod calibration;
+pub mod equality;
+pub mod identity;
+pub mod logits;
+pub mod refusal;
+pub mod report;
+pub mod sequential;
+pub mod stats;
+pub mod style;
+pub mod tokenizer;
+pub mod verdict;
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::fingerprint::{Fingerprint, Observation};
+use crate::probes::{ProbeKind, RefusalLexicon};
+
+use bootstrap::BootstrapOptions;
+use calibration::{null_test, DefaultNull, Level, NullTest};
+use equality::{EqualityOptions, MmdTest, SampleGroup};
+use logits::LogitSummary;
+use refusal::SafeguardsStripped;
+
+pub use report::{to_markdown, EvidenceItem, Finding, ModelRef, Queries, Report, SignalScore};
+pub use sequential::{SequentialDecision, SequentialOptions, SequentialOutcome};
+pub use verdict::{IdenticalBand, Verdict};
+
+pub const LOGITS: &str = "logits";
+pub const GREEDY_TEXT: &str = "greedy_text";
+pub const TOKENIZER: &str = "tokenizer";
+pub const REFUSAL: &str = "refusal";
+pub const IDENTITY: &str = "identity";
+pub const STYLE: &str = "style";
+pub const EQUALITY: &str = "equality";
+
+/// Every signal, in report order.
+pub const SIGNALS: [&str; 7] = [
+    LOGITS,
+    TOKENIZER,
+    GREEDY_TEXT,
+    STYLE,
+    REFUSAL,
+    EQUALITY,
+    IDENTITY,
+];
+
+/// Text-level signals that may show distillation (identity is left out on purpose: a
+/// persona system prompt sets it at will).
+const DISTILLATION_SIGNALS: [&str; 4] = [GREEDY_TEXT, STYLE, REFUSAL, EQUALITY];
+
+/// What unrelated models are assumed to score when there are fewer than two controls.
+/// Pessimistic guesses (high means, wide spreads) so that without calibration only a
+/// striking similarity counts; documented in the report whenever they are used.
+pub fn default_null(signal: &str) -> DefaultNull {
+    let (mean, sd) = match signal {
+        // 1 - JSD/ln 2 of top-k lists with a tail bucket. One measured unrelated pair
+        // (SmolLM2-135M and Gemma-3-270M, 165 default logit probes) scores 0.55; the
+        // default sits well above it.
+        LOGITS => (0.65, 0.08),
+        TOKENIZER => (0.6, 0.15),
+        GREEDY_TEXT => (0.3, 0.15),
+        STYLE => (0.3, 0.1),
+        // Safety-tuned models agree on most refusals whatever their lineage.
+        REFUSAL => (0.5, 0.2),
+        EQUALITY => (0.6, 0.15),
+        IDENTITY => (0.4, 0.25),
+        _ => (0.5, 0.2),
+    };
+    DefaultNull { mean, sd }
+}
+
+/// A reference observation and the suspect's answer to the same ask.
+#[derive(Debug, Clone, Copy)]
+pub struct Pair<'a> {
+    pub reference: &'a Observation,
+    pub suspect: &'a Observation,
+}
+
+/// One probe's contribution to a signal, kept for the evidence table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeScore {
+    pub probe_id: String,
+    pub kind: ProbeKind,
+    pub score: f64,
+    pub reference_text: String,
+    pub suspect_text: String,
+    pub note: String,
+}
+
+/// What one signal says about one pair of fingerprints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalOutcome {
+    pub score: f64,
+    pub n: usize,
+    pub interval: Option<(f64, f64)>,
+    pub extra: BTreeMap<String, f64>,
+    pub detail: String,
+    pub per_probe: Vec<ProbeScore>,
+}
+
+/// The first 200 characters of a text, for reports.
+pub(crate) fn clip(text: &str) -> String {
+    const MAX: usize = 200;
+    let text = text.trim();
+    if text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        let mut s: String = text.chars().take(MAX).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// Greedy asks (sample 0) of `kind` answered by both sides, in the reference's order.
+pub fn pairs<'a>(
+    reference: &'a Fingerprint,
+    suspect: &'a Fingerprint,
+    kind: ProbeKind,
+) -> Vec<Pair<'a>> {
+    let answered: HashMap<&str, &Observation> = suspect
+        .answered(kind)
+        .filter(|o| o.sample_index == 0)
+        .map(|o| (o.probe_id.as_str(), o))
+        .collect();
+    reference
+        .answered(kind)
+        .filter(|o| o.sample_index == 0)
+        .filter_map(|r| {
+            Some(Pair {
+                reference: r,
+                suspect: answered.get(r.probe_id.as_str())?,
+            })
+        })
+        .collect()
+}
+
+/// Sampled answers of both sides per sampling probe, in the reference's order.
+pub fn sample_groups(reference: &Fingerprint, suspect: &Fingerprint) -> Vec<SampleGroup> {
+    let texts = |fp: &Fingerprint| {
+        let mut by_probe: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut order = Vec::new();
+        for o in fp.answered(ProbeKind::Sampling) {
+            if !by_probe.contains_key(&o.probe_id) {
+                order.push(o.probe_id.clone());
+            }
+            by_probe
+                .entry(o.probe_id.clone())
+                .or_default()
+                .push(o.text().unwrap_or_default().to_string());
+        }
+        (order, by_probe)
+    };
+    let (order, mut r) = texts(reference);
+    let (_, mut s) = texts(suspect);
+    order
+        .into_iter()
+        .filter_map(|id| {
+            let reference = r.remove(&id)?;
+            let suspect = s.remove(&id)?;
+            Some(SampleGroup {
+                probe_id: id,
+                reference,
+                suspect,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Error rate of the verdict (false "identical/derived/distilled" among unrelated).
+    pub alpha: f64,
+    pub bootstrap: BootstrapOptions,
+    pub equality: EqualityOptions,
+    /// Probes both sides must have answered for a signal to count in the verdict.
+    pub min_probes: usize,
+    /// Share of tokenizer strings counted alike above which tokenizers are the same. The
+    /// same tokenizer agrees on all of them; the slack absorbs a string or two that a
+    /// serving engine normalises differently.
+    pub same_tokenizer_min: f64,
+    /// Overrides the identical band (else from known-same pairs, else the default).
+    pub band: Option<IdenticalBand>,
+    pub max_evidence: usize,
+    /// Refusal markers; the built-in list when `None`.
+    pub lexicon: Option<RefusalLexicon>,
+    pub sequential: SequentialOptions,
+}
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        Self {
+            alpha: 0.01,
+            bootstrap: BootstrapOptions::default(),
+            equality: EqualityOptions::default(),
+            min_probes: 5,
+            same_tokenizer_min: 0.95,
+            band: None,
+            max_evidence: 16,
+            lexicon: None,
+            sequential: SequentialOptions::default(),
+        }
+    }
+}
+
+/// Fingerprints that tell what "unrelated" and "the same model" look like.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Calibration<'a> {
+    /// Models known to be unrelated to the reference.
+    pub controls: &'a [Fingerprint],
+    /// The reference itself served another way (engine, quantization, system prompt).
+    pub known_same: &'a [Fingerprint],
+}
+
+/// All signals of one (reference, other) pair.
+struct Signals {
+    logits: Option<(SignalOutcome, LogitSummary)>,
+    greedy: Option<SignalOutcome>,
+    tokenizer: Option<SignalOutcome>,
+    refusal: Option<SignalOutcome>,
+    identity: Option<SignalOutcome>,
+    style: Option<SignalOutcome>,
+    equality: Option<(SignalOutcome, MmdTest)>,
+    stripped: Option<SafeguardsStripped>,
+}
+
+impl Signals {
+    /// `full` adds bootstrap intervals and the permutation test (not needed for controls).
+    fn compute(
+        reference: &Fingerprint,
+        other: &Fingerprint,
+        opts: &CompareOptions,
+        lexicon: &RefusalLexicon,
+        full: bool,
+    ) -> Signals {
+        let boot = full.then_some(&opts.bootstrap);
+        let logit_pairs = pairs(reference, other, ProbeKind::Logit);
+        let refusal_pairs = pairs(reference, other, ProbeKind::Refusal);
+        let equality_opts = EqualityOptions {
+            permutations: if full { opts.equality.permutations } else { 0 },
+            ..opts.equality
+        };
+        Signals {
+            logits: logits::signal(&logit_pairs, boot),
+            greedy: logits::greedy_signal(&logit_pairs, boot),
+            tokenizer: tokenizer::signal(&pairs(reference, other, ProbeKind::Tokenizer), boot),
+            refusal: refusal::signal(&refusal_pairs, lexicon, boot),
+            identity: identity::signal(&pairs(reference, other, ProbeKind::Identity), boot),
+            style: style::signal(&pairs(reference, other, ProbeKind::Style), boot),
+            equality: equality::signal(&sample_groups(reference, other), &equality_opts),
+            stripped: refusal::safeguards_stripped(&refusal::labelled(&refusal_pairs, lexicon)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&SignalOutcome> {
+        match name {
+            LOGITS => self.logits.as_ref().map(|l| &l.0),
+            GREEDY_TEXT => self.greedy.as_ref(),
+            TOKENIZER => self.tokenizer.as_ref(),
+            REFUSAL => self.refusal.as_ref(),
+            IDENTITY => self.identity.as_ref(),
+            STYLE => self.style.as_ref(),
+            EQUALITY => self.equality.as_ref().map(|e| &e.0),
+            _ => None,
+        }
+    }
+}
+
+/// Compares `suspect` with `reference`, judging each signal against `controls`.
+pub fn compare(
+    reference: &Fingerprint,
+    suspect: &Fingerprint,
+    controls: &[Fingerprint],
+    opts: &CompareOptions,
+) -> Report {
+    compare_calibrated(
+        reference,
+        suspect,
+        &Calibration {
+            controls,
+            known_same: &[],
+        },
+        opts,
+    )
+}
+
+/// [`compare`] with known-same pairs as well, which set the identical band and the
+/// sequential test's match rate.
+pub fn compare_calibrated(
+    reference: &Fingerprint,
+    suspect: &Fingerprint,
+    calibration: &Calibration,
+    opts: &CompareOptions,
+) -> Report {
+    let lexicon = opts
+        .lexicon
+        .as_ref()
+        .unwrap_or_else(|| refusal::default_lexicon());
+    let ours = Signals::compute(reference, suspect, opts, lexicon, true);
+    let controls: Vec<Signals> = calibration
+        .controls
+        .iter()
+        .map(|c| Signals::compute(reference, c, opts, lexicon, false))
+        .collect();
+    let known_same: Vec<Signals> = calibration
+        .known_same
+        .iter()
+        .map(|k| Signals::compute(reference, k, opts, lexicon, false))
+        .collect();
+
+    let band = opts.band.clone().unwrap_or_else(|| {
+        let pairs: Vec<(Option<LogitSummary>, Option<f64>)> = known_same
+            .iter()
+            .map(|k| {
+                (
+                    k.logits.as_ref().map(|l| l.1.clone()),
+                    k.greedy
+                        .as_ref()
+                        .and_then(|g| g.extra.get("exact_match").copied()),
+                )
+            })
+            .collect();
+        IdenticalBand::from_known_same(&pairs).unwrap_or_else(IdenticalBand::default_band)
+    });
+
+    // Each signal against the controls that have it.
+    let mut tests: BTreeMap<&str, NullTest> = BTreeMap::new();
+    for name in SIGNALS {
+        if let Some(outcome) = ours.get(name) {
+            let control_scores: Vec<f64> = controls
+                .iter()
+                .filter_map(|c| c.get(name).map(|o| o.score))
+                .collect();
+            // Standard error from the 95% bootstrap interval (± 1.96 se).
+            let se = outcome
+                .interval
+                .map(|(lo, hi)| (hi - lo) / 3.92)
+                .unwrap_or(0.0);
+            let test = null_test(
+                outcome.score,
+                se,
+                &control_scores,
+                opts.alpha,
+                default_null(name),
+            );
+            tests.insert(name, test);
+        }
+    }
+
+    let usable = |name: &str| ours.get(name).is_some_and(|o| o.n >= opts.min_probes);
+    let missing = missing_reasons(reference, suspect, &ours, opts.min_probes);
+    let inputs = verdict::VerdictInputs {
+        alpha: opts.alpha,
+        logits: ours
+            .logits
+            .as_ref()
+            .filter(|_| usable(LOGITS))
+            .and_then(|(_, summary)| Some((summary.clone(), tests.get(LOGITS)?.p))),
+        tokenizer: ours
+            .tokenizer
+            .as_ref()
+            .filter(|_| usable(TOKENIZER))
+            .map(|t| (t.score, t.n)),
+        same_tokenizer_min: opts.same_tokenizer_min,
+        band: band.clone(),
+        text: DISTILLATION_SIGNALS
+            .iter()
+            .filter(|name| usable(name))
+            .filter_map(|name| Some((name.to_string(), tests.get(name)?.p)))
+            .collect(),
+        equality_p: ours
+            .equality
+            .as_ref()
+            .filter(|_| usable(EQUALITY))
+            .and_then(|e| e.1.p_value),
+        greedy_exact: ours
+            .greedy
+            .as_ref()
+            .filter(|_| usable(GREEDY_TEXT))
+            .and_then(|g| g.extra.get("exact_match").copied()),
+        missing,
+    };
+    let mut outcome = verdict::decide(&inputs);
+    if reference.probe_set.hash != suspect.probe_set.hash {
+        outcome.reasons.push(format!(
+            "the fingerprints come from different probe sets ({} {} and {} {}): only probes with \
+             the same id were compared",
+            reference.probe_set.name,
+            reference.probe_set.version,
+            suspect.probe_set.name,
+            suspect.probe_set.version
+        ));
+    }
+
+    let used: Vec<&str> = {
+        let mut used: Vec<&str> = inputs.text.iter().map(|(n, _)| n.as_str()).collect();
+        if inputs.logits.is_some() {
+            used.push(LOGITS);
+        }
+        if inputs.tokenizer.is_some() {
+            used.push(TOKENIZER);
+        }
+        used
+    };
+    let signals: Vec<SignalScore> = SIGNALS
+        .iter()
+        .map(|name| {
+            signal_score(
+                name,
+                ours.get(name),
+                tests.get(name),
+                used.contains(name),
+                opts.min_probes,
+            )
+        })
+        .collect();
+
+    let findings = findings(&ours, &controls);
+    let evidence = evidence(&ours, &controls, outcome.verdict, opts.max_evidence);
+
+    let seq_plan = sequential::plan(reference, calibration.controls, &opts.sequential);
+    let q1 = sequential::q1_from_known_same(reference, calibration.known_same, &opts.sequential);
+    let sequential_outcome = (!seq_plan.is_empty() && has_logprobs(suspect)).then(|| {
+        sequential::run(
+            reference,
+            &seq_plan,
+            q1,
+            sequential::in_plan_order(suspect, &seq_plan),
+            &opts.sequential,
+        )
+    });
+
+    let level = Level::of(calibration.controls.len(), opts.alpha);
+    let calibration_note = match level {
+        Level::None => "No control fingerprints: p-values come from documented default null \
+                        distributions (pessimistic guesses), not from data. Add controls."
+            .to_string(),
+        Level::Few => format!(
+            "Fewer than {} controls: an empirical p-value cannot reach alpha, so decisions use \
+             a normal-theory prediction test on the control scores (fewer than two: the defaults).",
+            (1.0 / opts.alpha).ceil() as usize - 1
+        ),
+        Level::Ok => "Empirical p-values against the controls.".to_string(),
+    };
+
+    Report {
+        verdict: outcome.verdict,
+        confidence: outcome.confidence,
+        p_value: outcome.p_value,
+        alpha: opts.alpha,
+        reasons: outcome.reasons,
+        signals,
+        findings,
+        evidence,
+        queries: Queries {
+            suspect: suspect.observations.len(),
+            suspect_answered: suspect.observations.iter().filter(|o| o.is_ok()).count(),
+            suspect_requests: suspect
+                .observations
+                .iter()
+                .map(|o| u64::from(o.attempts))
+                .sum(),
+            reference: reference.observations.len(),
+            sequential: sequential_outcome.as_ref().map(|s| s.queries),
+        },
+        calibration: level,
+        controls: calibration.controls.len(),
+        known_same: calibration.known_same.len(),
+        calibration_note,
+        identical_band: band,
+        sequential: sequential_outcome,
+        reference: model_ref(reference),
+        suspect: model_ref(suspect),
+    }
+}
+
+/// Whether any logit probe came back with alternatives (from the observations, since
+/// hand-written fingerprints may leave the features out).
+fn has_logprobs(fp: &Fingerprint) -> bool {
+    fp.answered(ProbeKind::Logit).any(Observation::has_logprobs)
+}
+
+fn model_ref(fp: &Fingerprint) -> ModelRef {
+    ModelRef {
+        describe: fp.model.describe.clone(),
+        probe_set: fp.probe_set.clone(),
+        created_at: fp.created_at.clone(),
+    }
+}
+
+fn signal_score(
+    name: &str,
+    outcome: Option<&SignalOutcome>,
+    test: Option<&NullTest>,
+    used: bool,
+    min_probes: usize,
+) -> SignalScore {
+    let Some(outcome) = outcome else {
+        return SignalScore {
+            name: name.to_string(),
+            score: None,
+            interval: None,
+            p_value: None,
+            p_empirical: None,
+            method: None,
+            control_mean: None,
+            n: 0,
+            used_in_verdict: false,
+            detail: "not available: no probes of this kind answered by both".to_string(),
+            extra: BTreeMap::new(),
+        };
+    };
+    let mut detail = outcome.detail.clone();
+    if outcome.n < min_probes {
+        detail.push_str(&format!(" (fewer than {min_probes} probes: not used)"));
+    }
+    if name == IDENTITY {
+        detail.push_str(" (evidence only: a system prompt can set it)");
+    }
+    SignalScore {
+        name: name.to_string(),
+        score: Some(outcome.score),
+        interval: outcome.interval,
+        p_value: test.map(|t| t.p),
+        p_empirical: test.and_then(|t| t.empirical),
+        method: test.map(|t| t.method),
+        control_mean: test.and_then(|t| t.control_mean),
+        n: outcome.n,
+        used_in_verdict: used,
+        detail,
+        extra: outcome.extra.clone(),
+    }
+}
+
+/// What was missing, in words, for an inconclusive verdict.
+fn missing_reasons(
+    reference: &Fingerprint,
+    suspect: &Fingerprint,
+    ours: &Signals,
+    min_probes: usize,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if !has_logprobs(reference) {
+        reasons.push("the reference has no log-probabilities".to_string());
+    }
+    if !has_logprobs(suspect) {
+        reasons.push("the suspect returned no log-probabilities".to_string());
+    }
+    let asked = suspect.observations.len();
+    let answered = suspect.observations.iter().filter(|o| o.is_ok()).count();
+    if answered < asked {
+        let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+        for o in &suspect.observations {
+            if let Some(err) = &o.error {
+                *errors
+                    .entry(crate::fingerprint::error_kind(err))
+                    .or_insert(0) += 1;
+            }
+        }
+        let listed = errors
+            .iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        reasons.push(format!(
+            "the suspect answered {answered} of {asked} asks (errors: {listed})"
+        ));
+    }
+    for name in DISTILLATION_SIGNALS.iter().chain(&[LOGITS, TOKENIZER]) {
+        let n = ours.get(name).map(|o| o.n).unwrap_or(0);
+        if n < min_probes {
+            reasons.push(format!(
+                "{name}: {n} probes answered by both (need {min_probes})"
+            ));
+        }
+    }
+    reasons
+}
+
+fn findings(ours: &Signals, controls: &[Signals]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(stripped) = &ours.stripped {
+        let control_shares: Vec<f64> = controls
+            .iter()
+            .filter_map(|c| c.stripped.as_ref().map(|s| s.share))
+            .collect();
+        let controls_text = match stats::mean(&control_shares) {
+            Some(m) => format!(" Controls: {:.0}% on average.", m * 100.0),
+            None => String::new(),
+        };
+        out.push(Finding {
+            name: "safeguards_stripped".to_string(),
+            value: stripped.share,
+            detail: format!(
+                "The suspect complies with {} of the {} requests the reference refuses.{controls_text}",
+                stripped.suspect_complied, stripped.reference_refusals
+            ),
+            probes: stripped.probes.clone(),
+        });
+    }
+    out
+}
+
+/// The probes that weighed most: per signal (in report order, so logits come first), the
+/// few probes furthest from the controls (or the default null), closest first; for an
+/// unrelated verdict the most different probes instead. Scores of different signals are
+/// on different scales, so probes are ranked within a signal, not across.
+fn evidence(
+    ours: &Signals,
+    controls: &[Signals],
+    verdict: Verdict,
+    max: usize,
+) -> Vec<EvidenceItem> {
+    const PER_SIGNAL: usize = 2;
+    let related = matches!(
+        verdict,
+        Verdict::Identical | Verdict::Derived | Verdict::Distilled
+    );
+    let mut items = Vec::new();
+    for name in SIGNALS {
+        let Some(outcome) = ours.get(name) else {
+            continue;
+        };
+        // Mean control score per probe.
+        let mut sums: HashMap<&str, (f64, usize)> = HashMap::new();
+        for c in controls {
+            for p in c
+                .get(name)
+                .map(|o| o.per_probe.as_slice())
+                .unwrap_or_default()
+            {
+                let e = sums.entry(p.probe_id.as_str()).or_insert((0.0, 0));
+                e.0 += p.score;
+                e.1 += 1;
+            }
+        }
+        let fallback = default_null(name).mean;
+        let mut scored: Vec<(f64, &ProbeScore, Option<f64>)> = outcome
+            .per_probe
+            .iter()
+            .map(|p| {
+                let control = sums.get(p.probe_id.as_str()).map(|(s, n)| s / *n as f64);
+                (p.score - control.unwrap_or(fallback), p, control)
+            })
+            .collect();
+        scored.sort_by(|a, b| {
+            let order = if related {
+                b.0.total_cmp(&a.0)
+            } else {
+                a.0.total_cmp(&b.0)
+            };
+            order.then_with(|| a.1.probe_id.cmp(&b.1.probe_id))
+        });
+        for (weight, p, control) in scored.into_iter().take(PER_SIGNAL) {
+            let baseline = match control {
+                Some(c) => format!("controls {c:.2}"),
+                None => format!("default null {fallback:.2}"),
+            };
+            items.push(EvidenceItem {
+                probe_id: p.probe_id.clone(),
+                kind: p.kind,
+                signal: name.to_string(),
+                reference_text: p.reference_text.clone(),
+                suspect_text: p.suspect_text.clone(),
+                weight,
+                why: format!("{}; score {:.2} vs {baseline}", p.note, p.score),
+            });
+        }
+    }
+    // Refusals the suspect no longer makes are shown whatever the verdict.
+    if let (Some(stripped), Some(refusal)) = (&ours.stripped, &ours.refusal) {
+        for id in stripped.probes.iter().take(PER_SIGNAL) {
+            if let Some(p) = refusal.per_probe.iter().find(|p| &p.probe_id == id) {
+                items.push(EvidenceItem {
+                    probe_id: id.clone(),
+                    kind: p.kind,
+                    signal: "safeguards_stripped".to_string(),
+                    reference_text: p.reference_text.clone(),
+                    suspect_text: p.suspect_text.clone(),
+                    weight: 0.0,
+                    why: "the reference refuses, the suspect complies".to_string(),
+                });
+            }
+        }
+    }
+    items.truncate(max);
+    items
+}

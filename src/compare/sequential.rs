@@ -1,0 +1,319 @@
+//! Anytime-valid sequential testing: ask the suspect one logit probe at a time and stop
+//! as soon as the evidence is decisive, because suspect APIs cost money and rate-limit.
+//!
+//! Each answered probe gives a match indicator X (see [`matches`]): same most likely
+//! token and the reference's top tokens all present with log-probabilities within a
+//! tolerance. Two test martingales (testing by betting) run side by side:
+//!
+//! - against "unrelated": an unrelated model matches probe j with probability at most
+//!   q0_j, estimated per probe from the controls (add-one smoothed, floored) or a
+//!   pessimistic default. Wealth is multiplied by 1 + λ (X - q0_j), λ = bet / q0_j.
+//! - against "identical": the same weights match with probability at least q1 (from
+//!   known-same pairs or a default that allows for engine noise). Wealth is multiplied
+//!   by 1 + λ' ((1 - X) - (1 - q1)), λ' = bet / (1 - q1).
+//!
+//! Both factors have expectation at most 1 under their null, so by Ville's inequality
+//! either wealth reaches 1/alpha with probability at most alpha, however many probes are
+//! looked at and whenever the test stops. Crossing the first decides `identical`, the
+//! second `not_identical`: for a suspect that is either a copy or an unrelated model that
+//! means unrelated, but a fine-tune lands there too, and the full comparison tells
+//! `derived` apart.
+//!
+//! Probes are asked in order of informativeness: those controls rarely match first, then
+//! those where the reference's distribution is spread (a flat distribution is hard to
+//! match by chance).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::logits::{positions, TopK};
+use crate::fingerprint::{Fingerprint, Observation};
+use crate::probes::ProbeKind;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequentialOptions {
+    pub alpha: f64,
+    /// Most suspect queries before giving up undecided.
+    pub max_queries: usize,
+    /// Reference tokens that must be matched.
+    pub top_k: usize,
+    /// Largest mean |Δ logprob| over those tokens for a match.
+    pub tolerance_nats: f64,
+    /// Share of wealth staked on each probe (below 1 so one surprise is not ruin).
+    pub bet: f64,
+    /// P(match | unrelated) assumed without controls; unrelated models rarely match
+    /// five log-probabilities within tolerance, so one in two is pessimistic.
+    pub default_q0: f64,
+    /// Smallest P(match | unrelated) assumed from controls, however many never matched.
+    pub q0_floor: f64,
+    /// P(match | identical) assumed without known-same pairs; allows for one probe in
+    /// five to be flipped by engine noise.
+    pub default_q1: f64,
+}
+
+impl Default for SequentialOptions {
+    fn default() -> Self {
+        Self {
+            alpha: 0.01,
+            max_queries: 8,
+            top_k: 5,
+            tolerance_nats: 0.3,
+            bet: 0.9,
+            default_q0: 0.5,
+            q0_floor: 0.05,
+            default_q1: 0.8,
+        }
+    }
+}
+
+/// A logit probe in asking order with its null match probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedProbe {
+    pub probe_id: String,
+    /// P(match | unrelated) used for the bet.
+    pub q0: f64,
+    /// Entropy (nats) of the reference's first-position distribution.
+    pub entropy: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequentialDecision {
+    /// "Unrelated" rejected: the suspect matches the reference's log-probabilities.
+    Identical,
+    /// "Identical" rejected: an unrelated model, or a derivative.
+    NotIdentical,
+    Undecided,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequentialStep {
+    pub probe_id: String,
+    /// `None` when the answer had no usable log-probabilities (no bet was placed).
+    pub matched: Option<bool>,
+    pub e_against_unrelated: f64,
+    pub e_against_identical: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequentialOutcome {
+    pub decision: SequentialDecision,
+    /// Suspect queries consumed.
+    pub queries: usize,
+    pub e_against_unrelated: f64,
+    pub e_against_identical: f64,
+    pub q1: f64,
+    pub steps: Vec<SequentialStep>,
+}
+
+/// Whether `suspect` matches `reference` at the first generated position; `None` when
+/// either lacks log-probabilities there.
+pub fn matches(
+    reference: &Observation,
+    suspect: &Observation,
+    opts: &SequentialOptions,
+) -> Option<bool> {
+    let r = first_top(reference)?;
+    let s = first_top(suspect)?;
+    if r.entries.first().map(|e| &e.0) != s.entries.first().map(|e| &e.0) {
+        return Some(false);
+    }
+    let s_map: BTreeMap<&[u8], f64> = s
+        .entries
+        .iter()
+        .map(|(k, lp)| (k.as_slice(), *lp))
+        .collect();
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for (key, lp) in r.entries.iter().take(opts.top_k.max(1)) {
+        let Some(other) = s_map.get(key.as_slice()) else {
+            return Some(false);
+        };
+        total += (lp - other).abs();
+        count += 1;
+    }
+    Some(count > 0 && total / count as f64 <= opts.tolerance_nats)
+}
+
+fn first_top(obs: &Observation) -> Option<TopK> {
+    if !obs.is_ok() {
+        return None;
+    }
+    positions(obs).into_iter().next()?.1
+}
+
+fn greedy_logit<'a>(fp: &'a Fingerprint, probe_id: &str) -> Option<&'a Observation> {
+    fp.find(probe_id, 0)
+        .filter(|o| o.kind == ProbeKind::Logit && o.is_ok())
+}
+
+/// Logit probes of the reference in asking order (see the module notes).
+pub fn plan(
+    reference: &Fingerprint,
+    controls: &[Fingerprint],
+    opts: &SequentialOptions,
+) -> Vec<PlannedProbe> {
+    let mut planned: Vec<PlannedProbe> = reference
+        .answered(ProbeKind::Logit)
+        .filter(|o| o.sample_index == 0)
+        .filter_map(|r| {
+            let entropy = first_top(r)?.entropy();
+            let outcomes: Vec<bool> = controls
+                .iter()
+                .filter_map(|c| matches(r, greedy_logit(c, &r.probe_id)?, opts))
+                .collect();
+            let q0 = if outcomes.is_empty() {
+                opts.default_q0
+            } else {
+                let hits = outcomes.iter().filter(|m| **m).count() as f64;
+                ((hits + 1.0) / (outcomes.len() as f64 + 2.0)).max(opts.q0_floor)
+            };
+            Some(PlannedProbe {
+                probe_id: r.probe_id.clone(),
+                q0,
+                entropy,
+            })
+        })
+        .collect();
+    planned.sort_by(|a, b| {
+        a.q0.total_cmp(&b.q0)
+            .then(b.entropy.total_cmp(&a.entropy))
+            .then(a.probe_id.cmp(&b.probe_id))
+    });
+    planned
+}
+
+/// P(match | identical) from known-same pairs (add-one smoothed and kept within
+/// [0.5, 0.95]), else the default.
+pub fn q1_from_known_same(
+    reference: &Fingerprint,
+    known_same: &[Fingerprint],
+    opts: &SequentialOptions,
+) -> f64 {
+    let outcomes: Vec<bool> = known_same
+        .iter()
+        .flat_map(|k| {
+            reference
+                .answered(ProbeKind::Logit)
+                .filter(|o| o.sample_index == 0)
+                .filter_map(move |r| matches(r, greedy_logit(k, &r.probe_id)?, opts))
+        })
+        .collect();
+    if outcomes.is_empty() {
+        return opts.default_q1;
+    }
+    let hits = outcomes.iter().filter(|m| **m).count() as f64;
+    ((hits + 1.0) / (outcomes.len() as f64 + 2.0)).clamp(0.5, 0.95)
+}
+
+/// The test, fed one suspect observation at a time.
+pub struct SequentialTest<'a> {
+    reference: &'a Fingerprint,
+    q0: BTreeMap<&'a str, f64>,
+    q1: f64,
+    opts: SequentialOptions,
+    e_unrelated: f64,
+    e_identical: f64,
+    steps: Vec<SequentialStep>,
+    decision: SequentialDecision,
+}
+
+impl<'a> SequentialTest<'a> {
+    pub fn new(
+        reference: &'a Fingerprint,
+        plan: &'a [PlannedProbe],
+        q1: f64,
+        opts: &SequentialOptions,
+    ) -> Self {
+        Self {
+            reference,
+            q0: plan.iter().map(|p| (p.probe_id.as_str(), p.q0)).collect(),
+            q1: q1.clamp(0.01, 0.99),
+            opts: opts.clone(),
+            e_unrelated: 1.0,
+            e_identical: 1.0,
+            steps: Vec::new(),
+            decision: SequentialDecision::Undecided,
+        }
+    }
+
+    pub fn decided(&self) -> bool {
+        self.decision != SequentialDecision::Undecided || self.steps.len() >= self.opts.max_queries
+    }
+
+    /// Takes the suspect's answer to the next planned probe; returns the decision once
+    /// there is one. Answers after a decision are ignored.
+    pub fn update(&mut self, suspect: &Observation) -> SequentialDecision {
+        if self.decided() {
+            return self.decision;
+        }
+        let reference = greedy_logit(self.reference, &suspect.probe_id);
+        let q0 = self.q0.get(suspect.probe_id.as_str()).copied();
+        let matched = match (reference, q0) {
+            (Some(r), Some(_)) => matches(r, suspect, &self.opts),
+            _ => None,
+        };
+        if let (Some(x), Some(q0)) = (matched, q0) {
+            let x = if x { 1.0 } else { 0.0 };
+            let bet = self.opts.bet.clamp(0.0, 1.0);
+            self.e_unrelated *= 1.0 + bet / q0 * (x - q0);
+            let miss_bound = 1.0 - self.q1;
+            self.e_identical *= 1.0 + bet / miss_bound * ((1.0 - x) - miss_bound);
+        }
+        self.steps.push(SequentialStep {
+            probe_id: suspect.probe_id.clone(),
+            matched,
+            e_against_unrelated: self.e_unrelated,
+            e_against_identical: self.e_identical,
+        });
+        let threshold = 1.0 / self.opts.alpha;
+        if self.e_unrelated >= threshold {
+            self.decision = SequentialDecision::Identical;
+        } else if self.e_identical >= threshold {
+            self.decision = SequentialDecision::NotIdentical;
+        }
+        self.decision
+    }
+
+    pub fn outcome(&self) -> SequentialOutcome {
+        SequentialOutcome {
+            decision: self.decision,
+            queries: self.steps.len(),
+            e_against_unrelated: self.e_unrelated,
+            e_against_identical: self.e_identical,
+            q1: self.q1,
+            steps: self.steps.clone(),
+        }
+    }
+}
+
+/// Runs the test over `suspect` observations in the order given (normally the plan's
+/// order) and stops at the first decision or after `max_queries`.
+pub fn run<'a, I>(
+    reference: &Fingerprint,
+    plan: &[PlannedProbe],
+    q1: f64,
+    suspect: I,
+    opts: &SequentialOptions,
+) -> SequentialOutcome
+where
+    I: IntoIterator<Item = &'a Observation>,
+{
+    let mut test = SequentialTest::new(reference, plan, q1, opts);
+    for obs in suspect {
+        test.update(obs);
+        if test.decided() {
+            break;
+        }
+    }
+    test.outcome()
+}
+
+/// The suspect's observations of the planned probes, in plan order (what a sequential
+/// scan would have asked, replayed from a full fingerprint).
+pub fn in_plan_order<'a>(suspect: &'a Fingerprint, plan: &[PlannedProbe]) -> Vec<&'a Observation> {
+    plan.iter()
+        .filter_map(|p| suspect.find(&p.probe_id, 0))
+        .collect()
+}

@@ -1,0 +1,133 @@
+//! Tokenizer: token counts of crafted strings (odd whitespace, rare scripts, numbers,
+//! code) identify a tokenizer's vocabulary, merges and normalisation. Counts of the same
+//! tokenizer agree on every string; different tokenizers disagree on many.
+//!
+//! Counts may come from a tokenize call (no special tokens) or from `usage.prompt_tokens`
+//! (a BOS token, or a chat template on a chat-only endpoint, adds a constant), so the
+//! counts are compared up to one constant offset: the most common difference.
+
+use std::collections::BTreeMap;
+
+use super::bootstrap::{self, BootstrapOptions};
+use super::{clip, Pair, ProbeScore, SignalOutcome};
+
+/// Counts of both sides compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountComparison {
+    /// Suspect count minus reference count that most strings show.
+    pub offset: i64,
+    /// Per probe: whether the difference equals the offset.
+    pub matches: Vec<bool>,
+    pub fraction: f64,
+}
+
+/// Compares (reference, suspect) counts up to a constant offset.
+pub fn compare_counts(counts: &[(u32, u32)]) -> Option<CountComparison> {
+    if counts.is_empty() {
+        return None;
+    }
+    let mut differences: BTreeMap<i64, usize> = BTreeMap::new();
+    for (r, s) in counts {
+        *differences
+            .entry(i64::from(*s) - i64::from(*r))
+            .or_insert(0) += 1;
+    }
+    // Most common difference; on a tie the smallest in size, so exact agreement wins.
+    let offset = differences
+        .iter()
+        .max_by(|a, b| {
+            a.1.cmp(b.1)
+                .then(b.0.abs().cmp(&a.0.abs()))
+                .then(b.0.cmp(a.0))
+        })
+        .map(|(d, _)| *d)
+        .unwrap_or(0);
+    let matches: Vec<bool> = counts
+        .iter()
+        .map(|(r, s)| i64::from(*s) - i64::from(*r) == offset)
+        .collect();
+    let fraction = matches.iter().filter(|m| **m).count() as f64 / matches.len() as f64;
+    Some(CountComparison {
+        offset,
+        matches,
+        fraction,
+    })
+}
+
+/// The tokenizer signal: score = share of strings whose counts agree (up to the offset).
+pub fn signal(pairs: &[Pair], boot: Option<&BootstrapOptions>) -> Option<SignalOutcome> {
+    let counted: Vec<(&Pair, u32, u32)> = pairs
+        .iter()
+        .filter_map(|p| Some((p, p.reference.token_count()?.0, p.suspect.token_count()?.0)))
+        .collect();
+    let counts: Vec<(u32, u32)> = counted.iter().map(|c| (c.1, c.2)).collect();
+    let comparison = compare_counts(&counts)?;
+    let indicator: Vec<f64> = comparison
+        .matches
+        .iter()
+        .map(|m| if *m { 1.0 } else { 0.0 })
+        .collect();
+    let per_probe = counted
+        .iter()
+        .zip(&comparison.matches)
+        .map(|((pair, r, s), matched)| ProbeScore {
+            probe_id: pair.reference.probe_id.clone(),
+            kind: pair.reference.kind,
+            score: if *matched { 1.0 } else { 0.0 },
+            reference_text: format!("{r} tokens"),
+            suspect_text: format!("{s} tokens"),
+            note: format!(
+                "{:?}: counts {r} vs {s}{}",
+                clip(prompt_text(pair)),
+                if *matched { " agree" } else { " differ" }
+            ),
+        })
+        .collect();
+    let mut extra = BTreeMap::new();
+    extra.insert("offset".to_string(), comparison.offset as f64);
+    extra.insert(
+        "mismatches".to_string(),
+        comparison.matches.iter().filter(|m| !**m).count() as f64,
+    );
+    Some(SignalOutcome {
+        score: comparison.fraction,
+        n: counts.len(),
+        interval: boot.and_then(|opts| bootstrap::mean_interval(&indicator, opts)),
+        detail: format!(
+            "{:.0}% of {} strings have the same token count (offset {:+})",
+            comparison.fraction * 100.0,
+            counts.len(),
+            comparison.offset
+        ),
+        extra,
+        per_probe,
+    })
+}
+
+fn prompt_text<'a>(pair: &'a Pair) -> &'a str {
+    match &pair.reference.request.prompt {
+        crate::endpoint::PromptForm::Raw { prompt } => prompt,
+        crate::endpoint::PromptForm::Chat { messages } => messages
+            .last()
+            .map(|m| m.content.as_str())
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_match_and_constant_offset() {
+        let same = compare_counts(&[(3, 3), (10, 10), (7, 7)]).expect("compares");
+        assert_eq!((same.offset, same.fraction), (0, 1.0));
+        // A BOS token counted on one side only.
+        let bos = compare_counts(&[(3, 4), (10, 11), (7, 8)]).expect("compares");
+        assert_eq!((bos.offset, bos.fraction), (1, 1.0));
+        let different = compare_counts(&[(3, 5), (10, 10), (7, 4), (9, 12)]).expect("compares");
+        assert_eq!(different.offset, 0);
+        assert!((different.fraction - 0.25).abs() < 1e-12);
+        assert_eq!(compare_counts(&[]), None);
+    }
+}

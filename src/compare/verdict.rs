@@ -1,0 +1,378 @@
+//! From per-signal p-values to one verdict.
+//!
+//! Nothing here is tuned to particular models. Each signal's p-value comes from the
+//! controls (see [`super::calibration`]); the only fixed numbers are the error rate alpha
+//! and, when no known-same pairs are given, the default identical band (engine noise, see
+//! [`IdenticalBand::default_band`]). The rules, in order:
+//!
+//! 1. Nothing usable (no logits and no text signal with enough probes): `inconclusive`,
+//!    saying what was missing.
+//! 2. A tokenizer mismatch rules out `identical` and `derived`.
+//! 3. With logits: similarity far above controls (p <= alpha) and agreement inside the
+//!    identical band is `identical`; far above controls but outside the band is `derived`.
+//! 4. Without logits but with the same tokenizer: `identical` needs the text signals far
+//!    above controls, greedy answers as exact as the band asks, and sampled answers that
+//!    the equality test does not tell apart.
+//! 5. Text, style, refusal and sampling signals (and, across tokenizers, logits aligned by
+//!    bytes) combined with Fisher's method far above controls: `distilled`.
+//! 6. Otherwise `unrelated`.
+//!
+//! Identity claims never decide: a persona system prompt changes them at will.
+
+use serde::{Deserialize, Serialize};
+
+use super::logits::LogitSummary;
+use super::stats::fisher;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Identical,
+    Derived,
+    Distilled,
+    Unrelated,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Identical => "identical",
+            Verdict::Derived => "derived",
+            Verdict::Distilled => "distilled",
+            Verdict::Unrelated => "unrelated",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// How close "the same weights" are allowed to be: serving engines, quantizations and
+/// batching differ a little in log-probabilities, so identical is a band, not zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdenticalBand {
+    /// Largest mean |Δ logprob| over shared top-k tokens.
+    pub max_mean_abs_dlogprob: f64,
+    /// Smallest share of positions with the same most likely token.
+    pub min_top1: f64,
+    /// Smallest share of greedy answers that are exactly equal (used without logits).
+    pub min_greedy_exact: f64,
+    /// `default` or `known-same pairs (n)`.
+    pub source: String,
+}
+
+/// Slack added to what known-same pairs show, so the band is not the narrowest pair seen.
+const BAND_SLACK_FACTOR: f64 = 1.5;
+const BAND_SLACK_NATS: f64 = 0.02;
+const BAND_SLACK_SHARE: f64 = 0.05;
+
+impl IdenticalBand {
+    /// Without known-same pairs: about twice the ~0.07 nats by which llama.cpp differs
+    /// from itself with its prompt cache on (DESIGN.md), and 90% greedy agreement, which
+    /// leaves room for near-ties flipped by numerical noise.
+    pub fn default_band() -> IdenticalBand {
+        IdenticalBand {
+            max_mean_abs_dlogprob: 0.15,
+            min_top1: 0.9,
+            min_greedy_exact: 0.9,
+            source: "default".to_string(),
+        }
+    }
+
+    /// The band that the reference served some other way (known-same pairs) falls in,
+    /// widened by a little slack; fields the pairs cannot inform keep their defaults.
+    pub fn from_known_same(pairs: &[(Option<LogitSummary>, Option<f64>)]) -> Option<IdenticalBand> {
+        if pairs.is_empty() {
+            return None;
+        }
+        let mut band = IdenticalBand::default_band();
+        let deltas: Vec<f64> = pairs
+            .iter()
+            .filter_map(|(l, _)| l.as_ref()?.mean_abs_dlogprob)
+            .collect();
+        if let Some(max) = deltas.iter().copied().reduce(f64::max) {
+            band.max_mean_abs_dlogprob = max * BAND_SLACK_FACTOR + BAND_SLACK_NATS;
+        }
+        let top1s: Vec<f64> = pairs
+            .iter()
+            .filter_map(|(l, _)| l.as_ref().map(|l| l.top1))
+            .collect();
+        if let Some(min) = top1s.iter().copied().reduce(f64::min) {
+            band.min_top1 = (min - BAND_SLACK_SHARE).max(0.0);
+        }
+        let exact: Vec<f64> = pairs.iter().filter_map(|(_, e)| *e).collect();
+        if let Some(min) = exact.iter().copied().reduce(f64::min) {
+            band.min_greedy_exact = (min - BAND_SLACK_SHARE).max(0.0);
+        }
+        band.source = format!("known-same pairs ({})", pairs.len());
+        Some(band)
+    }
+}
+
+/// What the verdict is decided from; signals with too few probes are left out by the
+/// caller and named in `missing`.
+#[derive(Debug, Clone)]
+pub struct VerdictInputs {
+    pub alpha: f64,
+    /// Logit summary and its p-value against controls.
+    pub logits: Option<(LogitSummary, f64)>,
+    /// Share of tokenizer strings counted alike, and how many were compared.
+    pub tokenizer: Option<(f64, usize)>,
+    pub same_tokenizer_min: f64,
+    pub band: IdenticalBand,
+    /// Text-level signals (greedy text, style, refusal, sampling) and their p-values.
+    pub text: Vec<(String, f64)>,
+    /// Permutation p-value of the equality test ("same distribution").
+    pub equality_p: Option<f64>,
+    /// Share of greedy answers that are exactly equal.
+    pub greedy_exact: Option<f64>,
+    /// Why signals are missing, for an inconclusive verdict.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictOutcome {
+    pub verdict: Verdict,
+    /// For identical, derived and distilled: 1 - the deciding p-value. For unrelated: the
+    /// smallest p-value of the tests for a relation (near 1: nothing came close). For
+    /// inconclusive: 0.
+    pub confidence: f64,
+    /// The deciding p-value, when there is one.
+    pub p_value: Option<f64>,
+    pub reasons: Vec<String>,
+}
+
+pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
+    let alpha = inputs.alpha;
+    let mut reasons = Vec::new();
+    if inputs.logits.is_none() && inputs.text.is_empty() {
+        reasons.push("too little to compare".to_string());
+        reasons.extend(inputs.missing.iter().cloned());
+        return VerdictOutcome {
+            verdict: Verdict::Inconclusive,
+            confidence: 0.0,
+            p_value: None,
+            reasons,
+        };
+    }
+
+    let same_tokenizer = inputs
+        .tokenizer
+        .map(|(share, _)| share >= inputs.same_tokenizer_min);
+    match (same_tokenizer, inputs.tokenizer) {
+        (Some(false), Some((share, n))) => reasons.push(format!(
+            "tokenizers differ ({:.0}% of {n} strings counted alike): not identical, not derived",
+            share * 100.0
+        )),
+        (Some(true), Some((share, n))) => reasons.push(format!(
+            "same tokenizer ({:.0}% of {n} strings counted alike)",
+            share * 100.0
+        )),
+        _ => reasons.push("tokenizers not compared".to_string()),
+    }
+    let band = &inputs.band;
+    let mut tested: Vec<f64> = Vec::new();
+
+    if let Some((summary, p)) = &inputs.logits {
+        tested.push(*p);
+        if same_tokenizer != Some(false) {
+            let within_band = summary
+                .mean_abs_dlogprob
+                .is_some_and(|d| d <= band.max_mean_abs_dlogprob)
+                && summary.top1 >= band.min_top1;
+            let band_text = format!(
+                "mean |Δlogprob| {} (band ≤ {:.3}), top-1 agreement {:.0}% (band ≥ {:.0}%, {})",
+                summary
+                    .mean_abs_dlogprob
+                    .map(|d| format!("{d:.3}"))
+                    .unwrap_or_else(|| "n/a".to_string()),
+                band.max_mean_abs_dlogprob,
+                summary.top1 * 100.0,
+                band.min_top1 * 100.0,
+                band.source
+            );
+            if *p <= alpha && within_band {
+                reasons.push(format!(
+                    "next-token distributions far closer than controls (p = {p:.2e}) and within the identical band: {band_text}"
+                ));
+                return positive(Verdict::Identical, *p, reasons);
+            }
+            if *p <= alpha {
+                reasons.push(format!(
+                    "next-token distributions far closer than controls (p = {p:.2e}) but outside the identical band: {band_text}"
+                ));
+                if same_tokenizer.is_none() {
+                    reasons.push("derived without a tokenizer check".to_string());
+                }
+                return positive(Verdict::Derived, *p, reasons);
+            }
+            reasons.push(format!(
+                "next-token distributions no closer than controls (p = {p:.2})"
+            ));
+        }
+    } else {
+        reasons.push("no logit comparison".to_string());
+    }
+
+    let text_p = fisher(&inputs.text.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    if inputs.logits.is_none() && same_tokenizer == Some(true) {
+        if let (Some(p), Some(exact)) = (text_p, inputs.greedy_exact) {
+            let equal_samples = inputs.equality_p.is_none_or(|q| q > alpha);
+            if p <= alpha && exact >= band.min_greedy_exact && equal_samples {
+                reasons.push(format!(
+                    "without log-probabilities: same tokenizer, {:.0}% of greedy answers exactly equal (band ≥ {:.0}%), text signals far closer than controls (Fisher p = {p:.2e}){}",
+                    exact * 100.0,
+                    band.min_greedy_exact * 100.0,
+                    match inputs.equality_p {
+                        Some(q) => format!(", sampled answers not told apart (p = {q:.2})"),
+                        None => String::new(),
+                    }
+                ));
+                return positive(Verdict::Identical, p, reasons);
+            }
+        }
+    }
+
+    // Across tokenizers, logits aligned by bytes that are closer than controls are
+    // evidence of distillation on logits; with the same tokenizer they were judged above.
+    let mut distill: Vec<(String, f64)> = inputs.text.clone();
+    if let (Some((_, p)), Some(false)) = (&inputs.logits, same_tokenizer) {
+        distill.push(("logits".to_string(), *p));
+    }
+    let distill_p = fisher(&distill.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    if let Some(p) = distill_p {
+        tested.push(p);
+        let listed = distill
+            .iter()
+            .map(|(name, p)| format!("{name} p = {p:.2e}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if p <= alpha {
+            reasons.push(format!(
+                "answers closer to the reference than controls (Fisher p = {p:.2e}: {listed})"
+            ));
+            if inputs.logits.is_none() {
+                reasons.push(
+                    "without log-probabilities a fine-tune of the reference would look the same"
+                        .to_string(),
+                );
+            }
+            return positive(Verdict::Distilled, p, reasons);
+        }
+        reasons.push(format!(
+            "answers no closer than controls (Fisher p = {p:.2}: {listed})"
+        ));
+    }
+
+    let smallest = tested.iter().copied().fold(1.0, f64::min);
+    reasons.push(format!(
+        "no signal closer to the reference than controls at alpha = {alpha}"
+    ));
+    VerdictOutcome {
+        verdict: Verdict::Unrelated,
+        confidence: smallest,
+        p_value: Some(smallest),
+        reasons,
+    }
+}
+
+fn positive(verdict: Verdict, p: f64, reasons: Vec<String>) -> VerdictOutcome {
+    VerdictOutcome {
+        verdict,
+        confidence: 1.0 - p,
+        p_value: Some(p),
+        reasons,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(mean_abs: f64, top1: f64) -> LogitSummary {
+        LogitSummary {
+            probes: 20,
+            positions: 40,
+            similarity: 0.9,
+            jsd: 0.05,
+            top1,
+            jaccard: 0.8,
+            spearman: Some(0.9),
+            mean_abs_dlogprob: Some(mean_abs),
+        }
+    }
+
+    fn inputs() -> VerdictInputs {
+        VerdictInputs {
+            alpha: 0.01,
+            logits: None,
+            tokenizer: Some((1.0, 40)),
+            same_tokenizer_min: 0.95,
+            band: IdenticalBand::default_band(),
+            text: vec![("style".into(), 0.5), ("refusal".into(), 0.4)],
+            equality_p: None,
+            greedy_exact: Some(0.2),
+            missing: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn logits_in_band_are_identical_outside_derived() {
+        let mut i = inputs();
+        i.logits = Some((summary(0.05, 0.97), 1e-5));
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
+        i.logits = Some((summary(0.6, 0.8), 1e-5));
+        assert_eq!(decide(&i).verdict, Verdict::Derived);
+        i.logits = Some((summary(0.6, 0.8), 0.3));
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+    }
+
+    #[test]
+    fn tokenizer_mismatch_rules_out_identical() {
+        let mut i = inputs();
+        i.tokenizer = Some((0.4, 40));
+        i.logits = Some((summary(0.05, 0.97), 1e-5));
+        // Byte-aligned logits this close across tokenizers count toward distillation.
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Distilled, "{out:?}");
+        i.logits = None;
+        i.text = vec![("style".into(), 1e-4), ("refusal".into(), 1e-3)];
+        assert_eq!(decide(&i).verdict, Verdict::Distilled);
+    }
+
+    #[test]
+    fn nothing_usable_is_inconclusive_with_reasons() {
+        let mut i = inputs();
+        i.text.clear();
+        i.missing = vec!["the suspect returned no log-probabilities".into()];
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Inconclusive);
+        assert!(out
+            .reasons
+            .iter()
+            .any(|r| r.contains("no log-probabilities")));
+    }
+
+    #[test]
+    fn identical_without_logits_needs_exact_answers() {
+        let mut i = inputs();
+        i.text = vec![("greedy_text".into(), 1e-4), ("style".into(), 1e-3)];
+        i.greedy_exact = Some(1.0);
+        i.equality_p = Some(0.6);
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
+        i.equality_p = Some(0.001);
+        assert_eq!(decide(&i).verdict, Verdict::Distilled);
+    }
+
+    #[test]
+    fn band_from_known_same_pairs() {
+        let band = IdenticalBand::from_known_same(&[
+            (Some(summary(0.08, 0.96)), Some(0.95)),
+            (Some(summary(0.10, 0.93)), Some(1.0)),
+        ])
+        .expect("band");
+        assert!((band.max_mean_abs_dlogprob - (0.10 * 1.5 + 0.02)).abs() < 1e-12);
+        assert!((band.min_top1 - 0.88).abs() < 1e-12);
+        assert!((band.min_greedy_exact - 0.90).abs() < 1e-12);
+        assert_eq!(IdenticalBand::from_known_same(&[]), None);
+    }
+}
