@@ -1,10 +1,15 @@
 //! provenance: tells whether a suspect language model is a copy, a derivative or a
 //! distillation of a reference model.
 
+pub mod api;
 pub mod bench;
+pub mod compare;
 pub mod endpoint;
 pub mod fetch;
+pub mod fingerprint;
+pub mod jobs;
 pub mod model;
 pub mod probes;
 pub mod serve;
+pub mod store;
 pub mod suspect;

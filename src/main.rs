@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use provenance::endpoint::{ChatMessage, ModelEndpoint, ProbeRequest, PromptForm};
 use provenance::model::{LoadOptions, ModelHandle, Requantize};
 
+mod service;
+
 #[derive(Parser)]
 #[command(
     name = "provenance",
@@ -65,6 +67,26 @@ enum Command {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8081")]
         addr: SocketAddr,
+    },
+    /// Run the REST API with N scan workers and the scheduler (migrates first).
+    Serve {
+        #[command(flatten)]
+        service: service::ServeArgs,
+    },
+    /// Run scan workers alone against the service's database.
+    Worker {
+        #[command(flatten)]
+        worker: service::WorkerArgs,
+    },
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        command: service::DbCommand,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: service::KeysCommand,
     },
 }
 
@@ -137,6 +159,10 @@ fn main() -> Result<()> {
         Command::Bench { model, load, json } => bench(&model, &load, json),
         Command::Probes { command } => probes(command),
         Command::Demo { addr } => demo(addr),
+        Command::Serve { service } => runtime()?.block_on(service::serve(service)),
+        Command::Worker { worker } => runtime()?.block_on(service::worker(worker)),
+        Command::Db { command } => runtime()?.block_on(service::db(command)),
+        Command::Keys { command } => runtime()?.block_on(service::keys(command)),
     }
 }
 

@@ -1,0 +1,164 @@
+//! REST API v1: thin axum handlers over [`Store`], JSON in and out, errors as
+//! `application/problem+json`, bearer API keys with roles, every write audited.
+
+mod auth;
+mod catalog;
+mod error;
+mod ops;
+mod scans;
+mod schedules;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use crate::store::Store;
+
+pub use auth::Caller;
+pub use error::{ApiError, Problem};
+
+/// Largest request body accepted (scan submissions are small).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest page size for list endpoints.
+pub const MAX_PAGE: i64 = 200;
+
+/// Settings of the API.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// Accept suspect and webhook URLs on loopback/private networks (tests, demos).
+    pub allow_private_targets: bool,
+    /// Probe set used when a submission names none.
+    pub default_probe_set: String,
+}
+
+/// Hand-rolled Prometheus counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub requests: AtomicU64,
+    pub responses_4xx: AtomicU64,
+    pub responses_5xx: AtomicU64,
+    pub scans_submitted: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ApiConfig>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Records a write in the audit log.
+    async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: String,
+        detail: Option<serde_json::Value>,
+    ) -> Result<(), ApiError> {
+        Ok(self
+            .store
+            .audit(Some(caller.key_id), action, &target, detail)
+            .await?)
+    }
+}
+
+/// JSON body extractor whose rejections come out as problem documents.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "provenance", description = "Is a suspect model a copy, derivative or distillation of a reference?"),
+    paths(
+        scans::submit, scans::list, scans::get_one, scans::report, scans::cancel,
+        catalog::list_fingerprints, catalog::get_fingerprint, catalog::create_comparison,
+        catalog::list_models, catalog::write_models, catalog::list_probe_sets,
+        schedules::list, schedules::create, schedules::remove,
+        ops::healthz, ops::readyz, ops::metrics,
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole API.
+pub fn router(store: Store, config: ApiConfig) -> Router {
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::default()),
+    };
+    Router::new()
+        .route("/v1/scans", get(scans::list).post(scans::submit))
+        .route("/v1/scans/{id}", get(scans::get_one).delete(scans::cancel))
+        .route("/v1/scans/{id}/report", get(scans::report))
+        .route("/v1/fingerprints", get(catalog::list_fingerprints))
+        .route("/v1/fingerprints/{id}", get(catalog::get_fingerprint))
+        .route(
+            "/v1/comparisons",
+            axum::routing::post(catalog::create_comparison),
+        )
+        .route(
+            "/v1/models",
+            get(catalog::list_models).post(catalog::write_models),
+        )
+        .route("/v1/probe-sets", get(catalog::list_probe_sets))
+        .route(
+            "/v1/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route("/v1/schedules/{id}", delete(schedules::remove))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let resp = next.run(req).await;
+    if resp.status().is_client_error() {
+        state.metrics.responses_4xx.fetch_add(1, Ordering::Relaxed);
+    } else if resp.status().is_server_error() {
+        state.metrics.responses_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    resp
+}
+
+/// `limit` clamped to 1..=MAX_PAGE, 50 when absent.
+fn page_limit(limit: Option<i64>) -> i64 {
+    limit.unwrap_or(50).clamp(1, MAX_PAGE)
+}

@@ -1,0 +1,98 @@
+//! Building the two endpoints of a scan: the reference (a local model, loaded once per
+//! process and shared) and the suspect (an OpenAI-compatible URL, or open weights).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use super::JobError;
+use crate::endpoint::ModelEndpoint;
+use crate::model::endpoint::LocalEndpoint;
+use crate::model::{LoadOptions, ModelHandle};
+use crate::suspect::{HttpModel, HttpModelConfig};
+
+/// Secrets are environment variables with this prefix; a scan names only the rest, so a
+/// submitter can never make the service send an arbitrary variable (say its database
+/// password) to a URL of their choosing.
+pub const SECRET_PREFIX: &str = "PROVENANCE_SECRET_";
+
+/// Letters, digits and underscores, at most 64.
+pub fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The environment variable that holds the secret `name`.
+pub fn secret_env_name(name: &str) -> String {
+    format!("{SECRET_PREFIX}{}", name.to_ascii_uppercase())
+}
+
+/// The secret's value, if set.
+pub fn secret_value(name: &str) -> Option<String> {
+    if !valid_secret_name(name) {
+        return None;
+    }
+    std::env::var(secret_env_name(name))
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// Loaded local models by path, shared by the workers of one process: loading takes
+/// seconds and memory, so a model is loaded once.
+#[derive(Clone, Default)]
+pub struct ReferenceCache {
+    models: Arc<Mutex<HashMap<String, ModelHandle>>>,
+}
+
+impl ReferenceCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts an already loaded model in the cache under `spec` (the service's reference).
+    pub async fn insert(&self, spec: &str, handle: ModelHandle) {
+        self.models.lock().await.insert(spec.to_string(), handle);
+    }
+
+    pub async fn get(&self, spec: &str) -> Result<ModelHandle, JobError> {
+        let mut models = self.models.lock().await;
+        if let Some(h) = models.get(spec) {
+            return Ok(h.clone());
+        }
+        let owned = spec.to_string();
+        let handle = tokio::task::spawn_blocking(move || {
+            ModelHandle::spawn(&owned, &LoadOptions::default(), 16)
+        })
+        .await
+        .map_err(|e| JobError::Transient(format!("loading {spec}: {e}")))?
+        .map_err(|e| JobError::Transient(format!("loading {spec}: {e}")))?;
+        models.insert(spec.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    pub async fn endpoint(&self, spec: &str) -> Result<Arc<dyn ModelEndpoint>, JobError> {
+        Ok(Arc::new(LocalEndpoint::new(self.get(spec).await?)))
+    }
+}
+
+/// The suspect behind an OpenAI-compatible URL. Its key, when it has one, is read from
+/// the named server-side secret by the client itself and never leaves it.
+pub fn http_suspect(
+    url: &str,
+    model: &str,
+    secret: Option<&str>,
+    allow_private: bool,
+) -> Result<Arc<dyn ModelEndpoint>, JobError> {
+    let mut cfg = HttpModelConfig::new(url, model);
+    if let Some(name) = secret {
+        if !valid_secret_name(name) {
+            return Err(JobError::Permanent(format!("invalid secret name {name:?}")));
+        }
+        cfg.api_key_env = Some(secret_env_name(name));
+    }
+    cfg.allow_private_targets = allow_private;
+    let client = HttpModel::new(cfg).map_err(|e| JobError::Permanent(e.to_string()))?;
+    Ok(Arc::new(client))
+}

@@ -1,0 +1,322 @@
+//! One scan: both models asked every probe (stored as each answer arrives), the two
+//! fingerprints assembled, then compared against the stored controls.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use uuid::Uuid;
+
+use super::endpoints::{http_suspect, ReferenceCache};
+use super::{JobError, WorkerConfig};
+use crate::compare::{compare, CompareOptions};
+use crate::endpoint::ModelEndpoint;
+use crate::fingerprint::{
+    self, Fingerprint, ModelDescription, Observation, ProbeSetRef, RunOptions,
+};
+use crate::probes::ProbeSet;
+use crate::store::{
+    Claimed, FingerprintRow, ModelKind, NewVerdict, ScanRow, Side, Store, SuspectKind,
+};
+
+pub(super) async fn run(
+    store: &Store,
+    config: &WorkerConfig,
+    references: &ReferenceCache,
+    claimed: &Claimed,
+    lost: &AtomicBool,
+) -> Result<(), JobError> {
+    let scan = &claimed.scan;
+    let owner = claimed.owner.as_str();
+    let reference_model = store.get_model(scan.reference_model_id).await?;
+    if reference_model.kind != ModelKind::Local {
+        return Err(JobError::Permanent(format!(
+            "reference {} is not a local model",
+            reference_model.name
+        )));
+    }
+    let full_set = store.probe_set_content(scan.probe_set_id).await?;
+    let set = match scan.probes_per_kind {
+        Some(n) => fingerprint::subset(
+            &full_set,
+            n.max(1) as usize,
+            scan.max_samples.unwrap_or(i32::MAX).max(1) as usize,
+        ),
+        None => full_set,
+    };
+
+    let reference = references.endpoint(&reference_model.source).await?;
+    let suspect = suspect_endpoint(scan, config, references).await?;
+
+    let ref_fp = store
+        .scan_fingerprint(
+            scan.id,
+            Side::Reference,
+            Some(reference_model.id),
+            &reference.describe(),
+            scan.probe_set_id,
+        )
+        .await?;
+    let sus_fp = store
+        .scan_fingerprint(
+            scan.id,
+            Side::Suspect,
+            None,
+            &suspect.describe(),
+            scan.probe_set_id,
+        )
+        .await?;
+
+    let mut progress = Progress {
+        store,
+        scan_id: scan.id,
+        owner,
+        done: 0,
+        total: 2 * fingerprint::plan(&set).len() as i32,
+    };
+    let ref_caps = observe_side(
+        store,
+        claimed,
+        &set,
+        reference.as_ref(),
+        &ref_fp,
+        config,
+        lost,
+        &mut progress,
+    )
+    .await?;
+    let sus_caps = observe_side(
+        store,
+        claimed,
+        &set,
+        suspect.as_ref(),
+        &sus_fp,
+        config,
+        lost,
+        &mut progress,
+    )
+    .await?;
+
+    let reference_print = assemble(store, &set, &ref_fp, ref_caps).await?;
+    let suspect_print = assemble(store, &set, &sus_fp, sus_caps).await?;
+    store
+        .complete_fingerprint(ref_fp.id, &document(&reference_print)?)
+        .await?;
+    store
+        .complete_fingerprint(sus_fp.id, &document(&suspect_print)?)
+        .await?;
+
+    let mut controls = Vec::new();
+    for row in store.control_fingerprints(scan.probe_set_id).await? {
+        controls.push(load_fingerprint(store, &row).await?);
+    }
+    let report = compare(
+        &reference_print,
+        &suspect_print,
+        &controls,
+        &CompareOptions::default(),
+    );
+    let report_json = serde_json::to_value(&report).map_err(crate::store::StoreError::from)?;
+    let verdict = report.verdict.as_str();
+    store
+        .add_comparison(
+            ref_fp.id,
+            sus_fp.id,
+            Some(scan.id),
+            &report_json,
+            Some(&NewVerdict {
+                verdict: verdict.to_string(),
+                confidence: Some(report.confidence),
+                p_value: report.p_value,
+            }),
+        )
+        .await?;
+    if lost.load(Ordering::SeqCst)
+        || !store
+            .finish_scan(scan.id, owner, Some(verdict), &report_json)
+            .await?
+    {
+        return Err(JobError::LeaseLost);
+    }
+    if let Some(schedule_id) = scan.schedule_id {
+        let finished = store.get_scan(scan.id).await?;
+        super::schedule::after_scheduled_run(store, schedule_id, &finished, &suspect_print, config)
+            .await;
+    }
+    Ok(())
+}
+
+async fn suspect_endpoint(
+    scan: &ScanRow,
+    config: &WorkerConfig,
+    references: &ReferenceCache,
+) -> Result<Arc<dyn ModelEndpoint>, JobError> {
+    match scan.suspect_kind {
+        SuspectKind::Http => http_suspect(
+            &scan.suspect_source,
+            &scan.suspect_model,
+            scan.suspect_secret.as_deref(),
+            config.allow_private_targets,
+        ),
+        SuspectKind::Local => references.endpoint(&scan.suspect_source).await,
+    }
+}
+
+struct Progress<'a> {
+    store: &'a Store,
+    scan_id: Uuid,
+    owner: &'a str,
+    done: i32,
+    total: i32,
+}
+
+impl Progress<'_> {
+    async fn add(&mut self, n: i32) -> Result<(), JobError> {
+        self.done += n;
+        if !self
+            .store
+            .set_scan_progress(self.scan_id, self.owner, self.done, self.total)
+            .await?
+        {
+            return Err(JobError::LeaseLost);
+        }
+        Ok(())
+    }
+}
+
+/// Asks one model every probe it has not answered yet, storing each answer at once.
+/// Returns the endpoint's capabilities.
+#[allow(clippy::too_many_arguments)]
+async fn observe_side(
+    store: &Store,
+    claimed: &Claimed,
+    set: &ProbeSet,
+    endpoint: &dyn ModelEndpoint,
+    fp: &FingerprintRow,
+    config: &WorkerConfig,
+    lost: &AtomicBool,
+    progress: &mut Progress<'_>,
+) -> Result<crate::endpoint::Capabilities, JobError> {
+    let caps = endpoint
+        .capabilities()
+        .await
+        .map_err(|e| JobError::Transient(format!("{}: {e}", endpoint.describe())))?;
+    let stored: HashSet<(String, i32)> = store.observed_keys(fp.id).await?.into_iter().collect();
+    let jobs = fingerprint::plan(set);
+    let todo: Vec<_> = jobs
+        .iter()
+        .filter(|j| !stored.contains(&(j.probe.id.clone(), j.sample_index as i32)))
+        .collect();
+    progress.add((jobs.len() - todo.len()) as i32).await?;
+    if todo.is_empty() {
+        return Ok(caps);
+    }
+    let opts = RunOptions {
+        concurrency: config.concurrency.max(1),
+        progress: false,
+        ..RunOptions::default()
+    };
+    // A window of `concurrency` asks in flight; pushed by hand rather than through a
+    // stream combinator, whose closure trips the compiler's Send check in spawned tasks.
+    let mut pending = todo.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < opts.concurrency {
+            let Some(job) = pending.next() else { break };
+            in_flight.push(fingerprint::observe(
+                endpoint,
+                &caps,
+                job.probe,
+                job.sample_index,
+                &opts,
+            ));
+        }
+        let Some(obs) = in_flight.next().await else {
+            break;
+        };
+        if lost.load(Ordering::SeqCst) {
+            return Err(JobError::LeaseLost);
+        }
+        let data = serde_json::to_value(&obs).map_err(crate::store::StoreError::from)?;
+        let held = store
+            .add_observation(
+                claimed.scan.id,
+                &claimed.owner,
+                fp.id,
+                &obs.probe_id,
+                obs.kind.as_str(),
+                obs.sample_index as i32,
+                obs.is_ok(),
+                &data,
+            )
+            .await?;
+        if !held {
+            return Err(JobError::LeaseLost);
+        }
+        progress.add(1).await?;
+    }
+    drop(in_flight);
+    Ok(caps)
+}
+
+/// A fingerprint from its stored observations, in probe-set order.
+async fn assemble(
+    store: &Store,
+    set: &ProbeSet,
+    fp: &FingerprintRow,
+    caps: crate::endpoint::Capabilities,
+) -> Result<Fingerprint, JobError> {
+    let order: HashMap<(String, usize), usize> = fingerprint::plan(set)
+        .iter()
+        .enumerate()
+        .map(|(i, j)| ((j.probe.id.clone(), j.sample_index), i))
+        .collect();
+    let mut observations = stored_observations(store, fp.id).await?;
+    observations.retain(|o| order.contains_key(&(o.probe_id.clone(), o.sample_index)));
+    observations.sort_by_key(|o| order[&(o.probe_id.clone(), o.sample_index)]);
+    Ok(Fingerprint::new(
+        ModelDescription {
+            describe: fp.model_describe.clone(),
+            capabilities: caps,
+        },
+        ProbeSetRef::of(set),
+        observations,
+    ))
+}
+
+async fn stored_observations(store: &Store, id: Uuid) -> Result<Vec<Observation>, JobError> {
+    store
+        .observations(id)
+        .await?
+        .into_iter()
+        .map(|row| {
+            serde_json::from_value(row.data).map_err(|e| crate::store::StoreError::from(e).into())
+        })
+        .collect()
+}
+
+/// The stored document: the fingerprint without its observations (those live in their
+/// own table, one row each).
+fn document(print: &Fingerprint) -> Result<serde_json::Value, JobError> {
+    let mut doc = serde_json::to_value(print).map_err(crate::store::StoreError::from)?;
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("observations".into(), serde_json::Value::Array(Vec::new()));
+    }
+    Ok(doc)
+}
+
+/// A complete stored fingerprint, its observations put back.
+pub async fn load_fingerprint(
+    store: &Store,
+    row: &FingerprintRow,
+) -> Result<Fingerprint, JobError> {
+    let doc = row
+        .document
+        .clone()
+        .ok_or_else(|| JobError::Permanent(format!("fingerprint {} is not complete", row.id)))?;
+    let mut print: Fingerprint =
+        serde_json::from_value(doc).map_err(crate::store::StoreError::from)?;
+    print.observations = stored_observations(store, row.id).await?;
+    Ok(print)
+}

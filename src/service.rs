@@ -1,0 +1,198 @@
+//! The service's subcommands: `serve`, `worker`, `db migrate`, `keys create`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use tokio::sync::watch;
+
+use provenance::api::{self, ApiConfig};
+use provenance::jobs::{self, ReferenceCache, WorkerConfig};
+use provenance::store::{ModelKind, ModelRole, NewModel, Role, Store, StoreError};
+
+#[derive(clap::Args, Clone)]
+pub struct WorkerArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Scan workers in this process.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Let suspects and webhooks live on loopback or private networks (tests, demos).
+    #[arg(long)]
+    pub allow_private_targets: bool,
+    /// Lease on a running scan; a worker that stops renewing loses it after this long.
+    #[arg(long, default_value_t = 60)]
+    pub lease_secs: u64,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Probe set registered at start-up and used when a scan names none.
+    #[arg(long, default_value = "probes/default")]
+    pub probes: PathBuf,
+    /// Register a reference model at start-up: NAME=PATH (GGUF, safetensors dir or repo id).
+    #[arg(long)]
+    pub reference: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum DbCommand {
+    /// Apply the migrations.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make an API key and print it (the only time it is shown).
+    Create {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// submitter, analyst or admin.
+        #[arg(long)]
+        role: Role,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+async fn open(url: &str) -> Result<Store> {
+    let store = Store::connect(url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+pub async fn db(cmd: DbCommand) -> Result<()> {
+    match cmd {
+        DbCommand::Migrate { database_url } => {
+            open(&database_url).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+pub async fn keys(cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Create {
+            database_url,
+            role,
+            name,
+        } => {
+            let store = open(&database_url).await?;
+            let (row, key) = store.create_api_key(role, &name).await?;
+            store
+                .audit(None, "key.create", &format!("api_key/{}", row.id), None)
+                .await?;
+            eprintln!(
+                "key {} ({}) created; it is shown only once:",
+                row.id,
+                role.as_str()
+            );
+            println!("{key}");
+            Ok(())
+        }
+    }
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn worker_config(args: &WorkerArgs) -> WorkerConfig {
+    WorkerConfig {
+        lease: Duration::from_secs(args.lease_secs.max(3)),
+        allow_private_targets: args.allow_private_targets,
+        ..WorkerConfig::default()
+    }
+}
+
+fn spawn_workers(store: &Store, args: &WorkerArgs, shutdown: &watch::Receiver<bool>) {
+    let references = ReferenceCache::new();
+    for _ in 0..args.workers {
+        tokio::spawn(jobs::run_worker(
+            store.clone(),
+            worker_config(args),
+            references.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+pub async fn worker(args: WorkerArgs) -> Result<()> {
+    let store = open(&args.database_url).await?;
+    let mut shutdown = shutdown_signal();
+    spawn_workers(&store, &args, &shutdown);
+    let _ = shutdown.changed().await;
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let store = open(&args.worker.database_url).await?;
+    let mut default_probe_set = String::from("default");
+    if args.probes.is_dir() {
+        let set = provenance::probes::load_dir(&args.probes)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("loading {}", args.probes.display()))?;
+        let row = store.upsert_probe_set(&set).await?;
+        tracing::info!(name = %row.name, version = %row.version, probes = row.probe_count, "probe set registered");
+        default_probe_set = row.name;
+    }
+    for spec in &args.reference {
+        let (name, path) = spec
+            .split_once('=')
+            .context("--reference takes NAME=PATH")?;
+        let model = NewModel {
+            name: name.to_string(),
+            role: ModelRole::Reference,
+            kind: ModelKind::Local,
+            source: path.to_string(),
+            description: String::new(),
+        };
+        match store.create_model(&model).await {
+            Ok(row) => tracing::info!(name = %row.name, "reference registered"),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let shutdown = shutdown_signal();
+    spawn_workers(&store, &args.worker, &shutdown);
+    tokio::spawn(jobs::run_scheduler(
+        store.clone(),
+        Duration::from_secs(1),
+        shutdown.clone(),
+    ));
+    let app = api::router(
+        store,
+        ApiConfig {
+            allow_private_targets: args.worker.allow_private_targets,
+            default_probe_set,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving the provenance API");
+    let mut stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await
+        .context("serving")
+}

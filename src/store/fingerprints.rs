@@ -1,0 +1,288 @@
+//! Fingerprints and their raw observations.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::{page, Cursor, Page, Result, Store, StoreError};
+
+/// Which side of a scan a fingerprint describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Reference,
+    Suspect,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Reference => "reference",
+            Side::Suspect => "suspect",
+        }
+    }
+}
+
+impl TryFrom<String> for Side {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Side> {
+        match s.as_str() {
+            "reference" => Ok(Side::Reference),
+            "suspect" => Ok(Side::Suspect),
+            _ => Err(StoreError::Invalid(format!("side {s:?}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct FingerprintRow {
+    pub id: Uuid,
+    pub scan_id: Option<Uuid>,
+    #[sqlx(try_from = "String")]
+    pub side: Side,
+    pub model_id: Option<Uuid>,
+    pub model_describe: String,
+    pub probe_set_id: Uuid,
+    /// `partial` while its scan runs, `complete` after.
+    pub status: String,
+    pub is_control: bool,
+    pub observation_count: i32,
+    pub error_count: i32,
+    #[schema(value_type = Option<Object>)]
+    pub document: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// One stored ask: `data` is a `fingerprint::Observation` as JSON.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ObservationRow {
+    pub probe_id: String,
+    pub kind: String,
+    pub sample_index: i32,
+    pub ok: bool,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FingerprintFilter {
+    pub model_id: Option<Uuid>,
+    pub probe_set_id: Option<Uuid>,
+    pub is_control: Option<bool>,
+    pub status: Option<String>,
+    /// Only fingerprints of scans submitted by this key.
+    pub api_key_id: Option<Uuid>,
+    pub cursor: Option<Cursor>,
+    pub limit: i64,
+}
+
+const COLUMNS: &str = "f.id, f.scan_id, f.side, f.model_id, f.model_describe, f.probe_set_id,
+    f.status, f.is_control, f.observation_count, f.error_count, f.document, f.created_at,
+    f.completed_at";
+
+impl Store {
+    /// The fingerprint of one side of a scan, made on first use (a resumed scan gets the
+    /// one its earlier attempt started).
+    pub async fn scan_fingerprint(
+        &self,
+        scan_id: Uuid,
+        side: Side,
+        model_id: Option<Uuid>,
+        model_describe: &str,
+        probe_set_id: Uuid,
+    ) -> Result<FingerprintRow> {
+        sqlx::query(
+            "INSERT INTO fingerprints (id, scan_id, side, model_id, model_describe, probe_set_id)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scan_id, side) DO NOTHING",
+        )
+        .bind(Uuid::new_v4())
+        .bind(scan_id)
+        .bind(side.as_str())
+        .bind(model_id)
+        .bind(model_describe)
+        .bind(probe_set_id)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query_as::<_, FingerprintRow>(&format!(
+            "SELECT {COLUMNS} FROM fingerprints f WHERE f.scan_id = $1 AND f.side = $2"
+        ))
+        .bind(scan_id)
+        .bind(side.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from)
+    }
+
+    /// The (probe id, sample index) pairs already stored for a fingerprint.
+    pub async fn observed_keys(&self, fingerprint_id: Uuid) -> Result<Vec<(String, i32)>> {
+        Ok(sqlx::query_as(
+            "SELECT probe_id, sample_index FROM observations WHERE fingerprint_id = $1",
+        )
+        .bind(fingerprint_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stores one observation while the worker still holds the scan's lease. Returns false
+    /// when it does not (nothing is written); an observation already stored is kept as is.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_observation(
+        &self,
+        scan_id: Uuid,
+        owner: &str,
+        fingerprint_id: Uuid,
+        probe_id: &str,
+        kind: &str,
+        sample_index: i32,
+        ok: bool,
+        data: &serde_json::Value,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Locks the scan row so a takeover cannot interleave with this write.
+        let held: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM scans WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+             FOR UPDATE",
+        )
+        .bind(scan_id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Ok(false);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO observations (fingerprint_id, probe_id, kind, sample_index, ok, data)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (fingerprint_id, probe_id, sample_index) DO NOTHING",
+        )
+        .bind(fingerprint_id)
+        .bind(probe_id)
+        .bind(kind)
+        .bind(sample_index)
+        .bind(ok)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            sqlx::query(
+                "UPDATE fingerprints SET observation_count = observation_count + 1,
+                     error_count = error_count + CASE WHEN $2 THEN 0 ELSE 1 END
+                 WHERE id = $1",
+            )
+            .bind(fingerprint_id)
+            .bind(ok)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every observation of a fingerprint, in insertion order.
+    pub async fn observations(&self, fingerprint_id: Uuid) -> Result<Vec<ObservationRow>> {
+        Ok(sqlx::query_as::<_, ObservationRow>(
+            "SELECT probe_id, kind, sample_index, ok, data FROM observations
+             WHERE fingerprint_id = $1 ORDER BY id",
+        )
+        .bind(fingerprint_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Marks a fingerprint complete with its assembled document.
+    pub async fn complete_fingerprint(&self, id: Uuid, document: &serde_json::Value) -> Result<()> {
+        sqlx::query(
+            "UPDATE fingerprints SET status = 'complete', document = $2, completed_at = now()
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(document)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_fingerprint(&self, id: Uuid) -> Result<FingerprintRow> {
+        sqlx::query_as::<_, FingerprintRow>(&format!(
+            "SELECT {COLUMNS} FROM fingerprints f WHERE f.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("fingerprint {id}")))
+    }
+
+    pub async fn scan_fingerprints(&self, scan_id: Uuid) -> Result<Vec<FingerprintRow>> {
+        Ok(sqlx::query_as::<_, FingerprintRow>(&format!(
+            "SELECT {COLUMNS} FROM fingerprints f WHERE f.scan_id = $1 ORDER BY f.side"
+        ))
+        .bind(scan_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn list_fingerprints(&self, f: &FingerprintFilter) -> Result<Page<FingerprintRow>> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {COLUMNS} FROM fingerprints f LEFT JOIN scans s ON s.id = f.scan_id WHERE true"
+        ));
+        if let Some(m) = f.model_id {
+            q.push(" AND f.model_id = ").push_bind(m);
+        }
+        if let Some(p) = f.probe_set_id {
+            q.push(" AND f.probe_set_id = ").push_bind(p);
+        }
+        if let Some(c) = f.is_control {
+            q.push(" AND f.is_control = ").push_bind(c);
+        }
+        if let Some(st) = &f.status {
+            q.push(" AND f.status = ").push_bind(st.clone());
+        }
+        if let Some(k) = f.api_key_id {
+            q.push(" AND s.api_key_id = ").push_bind(k);
+        }
+        if let Some(c) = f.cursor {
+            q.push(" AND (f.created_at, f.id) < (")
+                .push_bind(c.created_at)
+                .push(", ")
+                .push_bind(c.id)
+                .push(")");
+        }
+        q.push(" ORDER BY f.created_at DESC, f.id DESC LIMIT ")
+            .push_bind(f.limit + 1);
+        let rows = q
+            .build_query_as::<FingerprintRow>()
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(page(rows, f.limit, |r: &FingerprintRow| Cursor {
+            created_at: r.created_at,
+            id: r.id,
+        }))
+    }
+
+    /// Marks a fingerprint as a control (part of the null population) or not.
+    pub async fn set_fingerprint_control(&self, id: Uuid, is_control: bool) -> Result<()> {
+        let r = sqlx::query("UPDATE fingerprints SET is_control = $2 WHERE id = $1")
+            .bind(id)
+            .bind(is_control)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("fingerprint {id}")));
+        }
+        Ok(())
+    }
+
+    /// Complete control fingerprints for a probe set (the null population).
+    pub async fn control_fingerprints(&self, probe_set_id: Uuid) -> Result<Vec<FingerprintRow>> {
+        Ok(sqlx::query_as::<_, FingerprintRow>(&format!(
+            "SELECT {COLUMNS} FROM fingerprints f
+             WHERE f.is_control AND f.status = 'complete' AND f.probe_set_id = $1
+             ORDER BY f.created_at"
+        ))
+        .bind(probe_set_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

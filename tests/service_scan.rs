@@ -1,0 +1,259 @@
+//! A scan end to end: a real `serve-model` suspect (SmolLM2) on loopback, submitted over
+//! the API, run by a worker against the local reference, its verdict and fingerprints
+//! stored and browsable. Also: webhook signing and retries with a local receiver.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use provenance::api::{self, ApiConfig};
+use provenance::jobs::{self, webhook, ReferenceCache, WorkerConfig};
+use provenance::model::{LoadOptions, ModelHandle};
+use provenance::store::{ModelKind, ModelRole, NewModel, Role};
+use serde_json::{json, Value};
+
+fn smollm2() -> String {
+    let p = provenance::fetch::default_dir().join(provenance::fetch::SMOLLM2.file);
+    assert!(
+        p.exists(),
+        "run `cargo run --release -- models fetch` first"
+    );
+    p.to_string_lossy().into_owned()
+}
+
+async fn bind(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_submitted_scan_runs_to_a_stored_verdict() {
+    let db = pg::TestDb::new().await;
+    let model = smollm2();
+    let handle = ModelHandle::spawn(&model, &LoadOptions::default(), 16).expect("load");
+    let suspect = bind(provenance::serve::router(
+        handle.clone(),
+        provenance::serve::ServerConfig {
+            name: "suspect".into(),
+            system_prompt: None,
+        },
+    ))
+    .await;
+
+    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
+    db.store.upsert_probe_set(&set).await.expect("set");
+    db.store
+        .create_model(&NewModel {
+            name: "smollm2".into(),
+            role: ModelRole::Reference,
+            kind: ModelKind::Local,
+            source: model.clone(),
+            description: String::new(),
+        })
+        .await
+        .expect("reference");
+    let (_, key) = db
+        .store
+        .create_api_key(Role::Analyst, "t")
+        .await
+        .expect("key");
+    let base = bind(api::router(
+        db.store.clone(),
+        ApiConfig {
+            allow_private_targets: true,
+            default_probe_set: set.name.clone(),
+        },
+    ))
+    .await;
+
+    // The worker shares the already loaded model as its reference.
+    let references = ReferenceCache::new();
+    references.insert(&model, handle).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let config = WorkerConfig {
+        lease: Duration::from_secs(10),
+        poll: Duration::from_millis(200),
+        allow_private_targets: true,
+        concurrency: 2,
+    };
+    tokio::spawn(jobs::run_worker(
+        db.store.clone(),
+        config,
+        references,
+        stop_rx,
+    ));
+
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/v1/scans"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "e2e")
+        .json(&json!({
+            "suspect_url": format!("{suspect}/v1"),
+            "suspect_model": "suspect",
+            "reference": "smollm2",
+            "probes_per_kind": 2,
+            "max_samples": 2
+        }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let scan = loop {
+        let scan: Value = client
+            .get(format!("{base}/v1/scans/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        let status = scan["status"].as_str().unwrap_or("").to_string();
+        if status == "done" || status == "failed" {
+            break scan;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "scan did not finish: {scan}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = stop_tx.send(true);
+    assert_eq!(scan["status"], "done", "{scan}");
+    let verdict = scan["verdict"].as_str().expect("a verdict");
+    assert!(
+        [
+            "identical",
+            "derived",
+            "distilled",
+            "unrelated",
+            "inconclusive"
+        ]
+        .contains(&verdict),
+        "{verdict}"
+    );
+    assert_eq!(scan["progress_done"], scan["progress_total"]);
+
+    let report: Value = client
+        .get(format!("{base}/v1/scans/{id}/report"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("report")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["fingerprints"].as_array().map(Vec::len), Some(2));
+    assert_eq!(report["comparisons"][0]["verdict"], verdict);
+
+    let prints: Value = client
+        .get(format!("{base}/v1/fingerprints?status=complete"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("browse")
+        .json()
+        .await
+        .expect("json");
+    let items = prints["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    let fid = items[0]["id"].as_str().expect("id");
+    let detail: Value = client
+        .get(format!("{base}/v1/fingerprints/{fid}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("detail")
+        .json()
+        .await
+        .expect("json");
+    assert!(!detail["observations"].as_array().expect("obs").is_empty());
+
+    // Comparing the two stored fingerprints again asks no model.
+    let ids: Vec<&str> = items.iter().filter_map(|f| f["id"].as_str()).collect();
+    let resp = client
+        .post(format!("{base}/v1/comparisons"))
+        .bearer_auth(&key)
+        .json(&json!({"reference_fingerprint_id": ids[0], "suspect_fingerprint_id": ids[1]}))
+        .send()
+        .await
+        .expect("compare");
+    assert_eq!(resp.status(), 201);
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_retried() {
+    let hits = Arc::new(AtomicU32::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(axum::http::HeaderMap, Vec<u8>)>();
+    let receiver = {
+        let hits = hits.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let hits = hits.clone();
+                    let tx = tx.clone();
+                    async move {
+                        // The first delivery fails, so the retry is what arrives.
+                        if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        let _ = tx.send((headers, body.to_vec()));
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        )
+    };
+    let base = bind(receiver).await;
+    let payload = json!({"event": "drift", "answer_drift": 0.5});
+    let delivery = webhook::Delivery {
+        attempts: 3,
+        backoff: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        allow_private_targets: true,
+    };
+    let attempts = webhook::deliver(
+        &format!("{base}/hook"),
+        Some(b"s3cret"),
+        &payload,
+        &delivery,
+    )
+    .await
+    .expect("delivered");
+    assert_eq!(attempts, 2);
+    let (headers, body) = rx.recv().await.expect("received");
+    let ts: i64 = headers[webhook::TIMESTAMP_HEADER]
+        .to_str()
+        .expect("ts")
+        .parse()
+        .expect("number");
+    let sig = headers[webhook::SIGNATURE_HEADER].to_str().expect("sig");
+    assert!(webhook::verify(b"s3cret", ts, &body, sig));
+    assert!(!webhook::verify(b"wrong", ts, &body, sig));
+
+    // Private targets are refused unless allowed.
+    let strict = webhook::Delivery {
+        allow_private_targets: false,
+        ..delivery
+    };
+    assert!(
+        webhook::deliver(&format!("{base}/hook"), None, &payload, &strict)
+            .await
+            .is_err()
+    );
+}
