@@ -10,6 +10,7 @@ pub mod fingerprint;
 pub mod jobs;
 pub mod model;
 pub mod probes;
+pub mod scan;
 pub mod serve;
 pub mod store;
 pub mod suspect;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use provenance::endpoint::{ChatMessage, ModelEndpoint, ProbeRequest, PromptForm};
+use provenance::endpoint::ModelEndpoint;
 use provenance::model::{LoadOptions, ModelHandle, Requantize};
 
 mod service;
@@ -63,10 +63,63 @@ enum Command {
         #[command(subcommand)]
         command: ProbesCommand,
     },
-    /// Fetch the models, serve SmolLM2, and send it a probe through the suspect client.
+    /// Fetch the models, serve SmolLM2 as a suspect, and scan it against the reference.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8081")]
         addr: SocketAddr,
+        /// Probes per kind (the demo uses a subset of the default set to stay quick).
+        #[arg(long, default_value_t = 6)]
+        per_kind: usize,
+    },
+    /// Run a probe set against one model and write its fingerprint.
+    Fingerprint {
+        /// A local model (GGUF, safetensors dir, hub repo id) or an OpenAI-compatible base URL.
+        #[arg(long)]
+        model: String,
+        /// Model name at the endpoint (required for a URL).
+        #[arg(long)]
+        suspect_model: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compare two stored fingerprints (no queries).
+    Compare {
+        reference: PathBuf,
+        suspect: PathBuf,
+        /// Directory of control fingerprints (models unrelated to the reference).
+        #[arg(long)]
+        controls: Option<PathBuf>,
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Fingerprint the reference and a suspect endpoint, compare, print the verdict.
+    Scan {
+        /// The reference: GGUF file, safetensors directory or hub repo id.
+        #[arg(long)]
+        reference: String,
+        #[arg(long)]
+        suspect_url: String,
+        #[arg(long)]
+        suspect_model: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
+        #[arg(long)]
+        controls: Option<PathBuf>,
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where fingerprints and resumable logs are kept (default: a temporary directory).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
     },
     /// Run the REST API with N scan workers and the scheduler (migrates first).
     Serve {
@@ -120,6 +173,43 @@ enum ProbesCommand {
 }
 
 #[derive(clap::Args, Clone)]
+struct RemoteArgs {
+    /// Name of the environment variable that holds the suspect's API key.
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// Allow suspects on loopback or private networks (local tests and demos).
+    #[arg(long)]
+    allow_private_targets: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct ProbeArgs {
+    #[arg(long, default_value = "probes/default")]
+    probes: PathBuf,
+    /// Use at most this many probes of each kind (quick scans).
+    #[arg(long)]
+    per_kind: Option<usize>,
+}
+
+impl ProbeArgs {
+    fn load(&self) -> Result<provenance::probes::ProbeSet> {
+        let set = provenance::probes::load_dir(&self.probes)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("loading probes from {}", self.probes.display()))?;
+        Ok(match self.per_kind {
+            Some(n) => provenance::fingerprint::subset(&set, n, 4),
+            None => set,
+        })
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Json,
+    Table,
+}
+
+#[derive(clap::Args, Clone)]
 struct LoadArgs {
     /// auto: re-quantize Q4_1/Q5_0/Q5_1 to Q8_0 (SIMD kernels); off: keep as stored.
     #[arg(long, default_value = "auto")]
@@ -158,7 +248,50 @@ fn main() -> Result<()> {
         } => serve_model(&model, name, addr, system_prompt, &load, queue),
         Command::Bench { model, load, json } => bench(&model, &load, json),
         Command::Probes { command } => probes(command),
-        Command::Demo { addr } => demo(addr),
+        Command::Demo { addr, per_kind } => demo(addr, per_kind),
+        Command::Fingerprint {
+            model,
+            suspect_model,
+            remote,
+            probes,
+            out,
+        } => fingerprint(&model, suspect_model, &remote, &probes, &out),
+        Command::Compare {
+            reference,
+            suspect,
+            controls,
+            format,
+            out,
+        } => compare(
+            &reference,
+            &suspect,
+            controls.as_deref(),
+            format,
+            out.as_deref(),
+        ),
+        Command::Scan {
+            reference,
+            suspect_url,
+            suspect_model,
+            remote,
+            probes,
+            controls,
+            format,
+            out,
+            work_dir,
+        } => {
+            let set = probes.load()?;
+            let client = http_model(&suspect_url, &suspect_model, &remote)?;
+            runtime()?.block_on(scan(
+                &reference,
+                &client,
+                &set,
+                controls.as_deref(),
+                format,
+                out.as_deref(),
+                work_dir,
+            ))
+        }
         Command::Serve { service } => runtime()?.block_on(service::serve(service)),
         Command::Worker { worker } => runtime()?.block_on(service::worker(worker)),
         Command::Db { command } => runtime()?.block_on(service::db(command)),
@@ -258,77 +391,164 @@ fn probes(cmd: ProbesCommand) -> Result<()> {
     }
 }
 
-/// The README's first command: models fetched, the reference served, a probe answered.
-fn demo(addr: SocketAddr) -> Result<()> {
+fn http_model(
+    url: &str,
+    model: &str,
+    remote: &RemoteArgs,
+) -> Result<provenance::suspect::HttpModel> {
+    let mut cfg = provenance::suspect::HttpModelConfig::new(url.to_string(), model.to_string());
+    cfg.api_key_env = remote.api_key_env.clone();
+    cfg.allow_private_targets = remote.allow_private_targets;
+    provenance::suspect::HttpModel::new(cfg).with_context(|| format!("suspect at {url}"))
+}
+
+fn fingerprint(
+    model: &str,
+    suspect_model: Option<String>,
+    remote: &RemoteArgs,
+    probes: &ProbeArgs,
+    out: &std::path::Path,
+) -> Result<()> {
+    let set = probes.load()?;
+    let opts = provenance::fingerprint::RunOptions::default();
+    let rt = runtime()?;
+    let fp = if model.starts_with("http://") || model.starts_with("https://") {
+        let name = suspect_model.context("--suspect-model is required for a URL")?;
+        let client = http_model(model, &name, remote)?;
+        rt.block_on(provenance::scan::fingerprint_to(&set, &client, out, &opts))?
+    } else {
+        let handle = ModelHandle::spawn(model, &LoadOptions::default(), 64)
+            .with_context(|| format!("loading {model}"))?;
+        let local = provenance::model::endpoint::LocalEndpoint::new(handle);
+        rt.block_on(provenance::scan::fingerprint_to(&set, &local, out, &opts))?
+    };
+    let failed = fp.observations.iter().filter(|o| o.error.is_some()).count();
+    println!(
+        "{}: {} observations ({failed} failed)",
+        out.display(),
+        fp.observations.len()
+    );
+    Ok(())
+}
+
+fn emit(
+    report: &provenance::compare::Report,
+    format: OutputFormat,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    let text = match format {
+        OutputFormat::Json => report.to_json()?,
+        OutputFormat::Table => provenance::compare::to_markdown(report),
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn compare(
+    reference: &std::path::Path,
+    suspect: &std::path::Path,
+    controls: Option<&std::path::Path>,
+    format: OutputFormat,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    let a = provenance::fingerprint::load(reference)?;
+    let b = provenance::fingerprint::load(suspect)?;
+    let controls = match controls {
+        Some(dir) => provenance::fingerprint::load_dir(dir)?,
+        None => Vec::new(),
+    };
+    let report = provenance::compare::compare(
+        &a,
+        &b,
+        &controls,
+        &provenance::compare::CompareOptions::default(),
+    );
+    emit(&report, format, out)
+}
+
+async fn scan(
+    reference: &str,
+    suspect: &dyn ModelEndpoint,
+    set: &provenance::probes::ProbeSet,
+    controls: Option<&std::path::Path>,
+    format: OutputFormat,
+    out: Option<&std::path::Path>,
+    work_dir: Option<PathBuf>,
+) -> Result<()> {
+    let spec = reference.to_string();
+    let handle =
+        tokio::task::spawn_blocking(move || ModelHandle::spawn(&spec, &LoadOptions::default(), 64))
+            .await?
+            .with_context(|| format!("loading the reference {reference}"))?;
+    let local = provenance::model::endpoint::LocalEndpoint::new(handle);
+    let tmp;
+    let work = match work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let settings = provenance::scan::ScanSettings {
+        probes: set,
+        controls,
+        work_dir: &work,
+        run: provenance::fingerprint::RunOptions::default(),
+    };
+    let outcome = provenance::scan::run(&local, suspect, &settings).await?;
+    emit(&outcome.report, format, out)
+}
+
+/// The README's first command: models fetched, the reference loaded, SmolLM2 served as a
+/// suspect over the OpenAI-compatible API, and a scan of it to a verdict.
+fn demo(addr: SocketAddr, per_kind: usize) -> Result<()> {
     let dir = provenance::fetch::default_dir();
     let paths = provenance::fetch::fetch_all(&dir)?;
     let smol = paths.first().context("no model fetched")?.clone();
+    let smol = smol
+        .to_str()
+        .context("model path is not UTF-8")?
+        .to_string();
     println!("models in {}", dir.display());
-    let handle = ModelHandle::spawn(
-        smol.to_str().context("model path is not UTF-8")?,
-        &LoadOptions::default(),
-        8,
-    )?;
+    let handle = ModelHandle::spawn(&smol, &LoadOptions::default(), 64)?;
     println!(
-        "loaded {} ({}, chat template {})",
+        "suspect: {} ({}, chat template {})",
         handle.info.name, handle.info.tokenizer, handle.info.chat_template
     );
     let app = provenance::serve::router(
         handle,
         provenance::serve::ServerConfig {
-            name: "smollm2-135m".into(),
+            name: "suspect-model".into(),
             system_prompt: None,
         },
     );
+    let probes = ProbeArgs {
+        probes: PathBuf::from("probes/default"),
+        per_kind: Some(per_kind),
+    };
+    let set = probes.load()?;
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         let bound = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, app).await });
-        println!("reference served at http://{bound}/v1");
-        let mut cfg = provenance::suspect::HttpModelConfig::new(
-            format!("http://{bound}/v1"),
-            "smollm2-135m".to_string(),
-        );
-        cfg.allow_private_targets = true;
-        let client = provenance::suspect::HttpModel::new(cfg)?;
-        let caps = client.capabilities().await?;
-        println!("capabilities: {}", serde_json::to_string(&caps)?);
-        let req = ProbeRequest {
-            prompt: PromptForm::Chat {
-                messages: vec![ChatMessage {
-                    role: "user".into(),
-                    content: "Who created you?".into(),
-                }],
-            },
-            max_tokens: 12,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: Some(0),
-            top_logprobs: 5,
-            stop: Vec::new(),
+        println!("suspect served at http://{bound}/v1; scanning it against the reference {smol}\n");
+        let remote = RemoteArgs {
+            api_key_env: None,
+            allow_private_targets: true,
         };
-        let resp = client.run(&req).await?;
-        println!("\nprobe: Who created you?\nanswer: {}\n", resp.text);
-        println!(
-            "{:<4} {:<16} {:>9}   top alternatives",
-            "pos", "token", "logprob"
-        );
-        for (i, t) in resp.tokens.iter().enumerate() {
-            let alts: Vec<String> = t
-                .top
-                .iter()
-                .map(|a| format!("{:?} {:.2}", a.token, a.logprob))
-                .collect();
-            println!(
-                "{:<4} {:<16} {:>9.3}   {}",
-                i,
-                format!("{:?}", t.token),
-                t.logprob,
-                alts.join(", ")
-            );
-        }
-        Ok(())
+        let client = http_model(&format!("http://{bound}/v1"), "suspect-model", &remote)?;
+        let caps = client.capabilities().await?;
+        println!("suspect capabilities: {}", serde_json::to_string(&caps)?);
+        scan(&smol, &client, &set, None, OutputFormat::Table, None, None).await
     })
 }
