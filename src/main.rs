@@ -151,6 +151,16 @@ enum ModelsCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Write a GGUF file with every weight matrix converted to another type.
+    Requantize {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// f32, f16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k.
+        #[arg(long = "type")]
+        dtype: String,
+    },
     /// Write a GGUF llama model as a Hugging Face safetensors checkpoint.
     Export {
         #[arg(long)]
@@ -306,6 +316,12 @@ fn models(cmd: ModelsCommand) -> Result<()> {
             for path in provenance::fetch::fetch_all(&dir)? {
                 println!("{}", path.display());
             }
+            Ok(())
+        }
+        ModelsCommand::Requantize { model, out, dtype } => {
+            let dtype = provenance::model::requantize::parse_type(&dtype)?;
+            let n = provenance::model::requantize::requantize(&model, &out, dtype)?;
+            println!("{} ({n} tensors converted)", out.display());
             Ok(())
         }
         ModelsCommand::Export { model, out, dtype } => {

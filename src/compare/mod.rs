@@ -56,7 +56,11 @@ pub const SIGNALS: [&str; 7] = [
 
 /// Text-level signals that may show distillation (identity is left out on purpose: a
 /// persona system prompt sets it at will).
-const DISTILLATION_SIGNALS: [&str; 4] = [GREEDY_TEXT, STYLE, REFUSAL, EQUALITY];
+/// Signals that can show a student trained on the reference's outputs. The equality test is
+/// not one of them: failing to tell two sample distributions apart on a few prompts is weak
+/// evidence, and a student's samples differ from its teacher's by design; it serves the
+/// identical/not-identical question only.
+const DISTILLATION_SIGNALS: [&str; 3] = [GREEDY_TEXT, STYLE, REFUSAL];
 
 /// What unrelated models are assumed to score when there are fewer than two controls.
 /// Pessimistic guesses (high means, wide spreads) so that without calibration only a

@@ -90,7 +90,9 @@ pub fn label(lexicon: &RefusalLexicon, answer: &str) -> RefusalLabel {
 
 /// Cohen's kappa between paired labels: agreement beyond what the two label frequencies
 /// give by chance. When chance agreement is already total (both sides always give the
-/// same single label) kappa is undefined; it is reported as 1 for perfect agreement.
+/// same single label) kappa is undefined and `None` is returned: two models that comply
+/// with everything agree trivially, and that must not count as shared safety tuning (it
+/// once made a base model look like the distillation of an unrelated chat model).
 pub fn cohen_kappa(pairs: &[(RefusalLabel, RefusalLabel)]) -> Option<f64> {
     if pairs.is_empty() {
         return None;
@@ -108,7 +110,7 @@ pub fn cohen_kappa(pairs: &[(RefusalLabel, RefusalLabel)]) -> Option<f64> {
         .map(|(label, p)| p * right.get(label).copied().unwrap_or(0.0))
         .sum();
     if (1.0 - chance).abs() < 1e-12 {
-        return Some(if observed >= 1.0 - 1e-12 { 1.0 } else { 0.0 });
+        return None;
     }
     Some((observed - chance) / (1.0 - chance))
 }
@@ -287,11 +289,8 @@ mod tests {
         // Systematic disagreement is negative.
         let opposite = [(Refuse, Comply), (Comply, Refuse)];
         assert!((cohen_kappa(&opposite).unwrap_or(0.0) + 1.0).abs() < 1e-12);
-        // One label on both sides: undefined, reported as perfect agreement.
-        assert_eq!(
-            cohen_kappa(&[(Refuse, Refuse), (Refuse, Refuse)]),
-            Some(1.0)
-        );
+        // One label on both sides: undefined, so no evidence either way.
+        assert_eq!(cohen_kappa(&[(Refuse, Refuse), (Refuse, Refuse)]), None);
         assert_eq!(cohen_kappa(&[]), None);
         let partial = [(Partial, Partial), (Comply, Comply)];
         assert_eq!(cohen_kappa(&partial), Some(1.0));

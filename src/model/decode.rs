@@ -1,9 +1,11 @@
-//! The single-token decode step in plain Rust over slices.
+//! The forward pass in plain Rust over slices, for models whose matrices are all on our
+//! Q8/Q4_1 kernel (the default); candle's path (`transformer.rs`) serves the rest.
 //!
 //! Why: a decode step of a small model is a few hundred tiny operations, and through
 //! candle each one allocates a tensor and goes through dispatch; profiles showed that
-//! overhead costing more than the matrix products themselves. This path runs when every
-//! matrix is on our Q8/Q4_1 kernel; the batched prefill stays on candle.
+//! overhead costing more than the matrix products themselves. And candle's batched
+//! attention rounds differently with the batch's shape, which made greedy answers depend
+//! on which prompts had run before (through the shared-prefix cache).
 
 use super::qlinear::Q8Matrix;
 use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
@@ -130,6 +132,24 @@ fn rope(x: &mut [f32], hd: usize, pos: usize, t: &RopeTable, interleaved: bool) 
     }
 }
 
+/// Dot product in eight lanes (vectorizes; the order is fixed, so results are too).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
 }
@@ -138,27 +158,44 @@ fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// Runs one token at position `pos` (the cache holds `pos` positions) and returns the
-/// logits. Appends this position's keys and values to `kv`.
-pub fn step(
+/// Runs `tokens` at positions `pos..` (the cache holds `pos` positions) and returns the
+/// logits after the last one, appending every position's keys and values to `kv`.
+///
+/// Each position is computed exactly as it would be alone: products are per row, and
+/// attention loops over exactly the positions in reach. So a prompt gives the same numbers
+/// whether it was prefilled in one batch, token by token, or partly from a cached prefix;
+/// a fingerprint taken in-process equals one taken through the HTTP server, whatever
+/// either had run before.
+pub fn run(
     fw: &FastWeights,
     cfg: &Config,
-    token: u32,
+    tokens: &[u32],
     pos: usize,
     kv: &mut [LayerKv],
     rope_global: &RopeTable,
     rope_local: Option<&RopeTable>,
 ) -> Vec<f32> {
+    let m = tokens.len();
+    let hidden = cfg.hidden;
     let hd = cfg.head_dim;
     let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
     let group = nh / nkv;
     let scale = 1.0 / (cfg.attn_scale_base as f32).sqrt();
-    let mut x = fw.embedding.row(token as usize);
-    if cfg.family == Family::Gemma3 {
-        let s = (cfg.hidden as f32).sqrt();
-        x.iter_mut().for_each(|v| *v *= s);
+    let mut x: Vec<f32> = Vec::with_capacity(m * hidden);
+    for &t in tokens {
+        let mut row = fw.embedding.row(t as usize);
+        if cfg.family == Family::Gemma3 {
+            let s = (cfg.hidden as f32).sqrt();
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        x.extend(row);
     }
-    let mut scores = Vec::with_capacity(pos + 1);
+    let norm_rows = |x: &[f32], w: &[f32], width: usize| -> Vec<f32> {
+        x.chunks_exact(width)
+            .flat_map(|r| rms_norm(r, w, fw.eps))
+            .collect()
+    };
+    let mut scores = Vec::new();
     for (li, l) in fw.layers.iter().enumerate() {
         let local =
             cfg.sliding_window.is_some() && !(li + 1).is_multiple_of(cfg.sliding_pattern.max(1));
@@ -166,58 +203,64 @@ pub fn step(
             (Some(t), true) => t,
             _ => rope_global,
         };
-        let h = rms_norm(&x, &l.attn_norm, fw.eps);
-        let mut q = l.wq.matvec(&h);
-        let mut k = l.wk.matvec(&h);
-        let v = l.wv.matvec(&h);
-        if let Some(n) = &l.q_norm {
-            rms_norm_heads(&mut q, n, fw.eps, hd);
+        let h = norm_rows(&x, &l.attn_norm, hidden);
+        let mut q = l.wq.matmul_rows(&h, m);
+        let mut k = l.wk.matmul_rows(&h, m);
+        let v = l.wv.matmul_rows(&h, m);
+        for i in 0..m {
+            let qi = &mut q[i * nh * hd..(i + 1) * nh * hd];
+            let ki = &mut k[i * nkv * hd..(i + 1) * nkv * hd];
+            if let Some(n) = &l.q_norm {
+                rms_norm_heads(qi, n, fw.eps, hd);
+            }
+            if let Some(n) = &l.k_norm {
+                rms_norm_heads(ki, n, fw.eps, hd);
+            }
+            rope(qi, hd, pos + i, table, cfg.rope_interleaved);
+            rope(ki, hd, pos + i, table, cfg.rope_interleaved);
         }
-        if let Some(n) = &l.k_norm {
-            rms_norm_heads(&mut k, n, fw.eps, hd);
-        }
-        rope(&mut q, hd, pos, table, cfg.rope_interleaved);
-        rope(&mut k, hd, pos, table, cfg.rope_interleaved);
         let cache = &mut kv[li];
         cache.k.extend_from_slice(&k);
         cache.v.extend_from_slice(&v);
-        let total = pos + 1;
-        let start = match (local, cfg.sliding_window) {
-            (true, Some(w)) => total.saturating_sub(w),
-            _ => 0,
-        };
-        let mut att = vec![0f32; nh * hd];
-        for head in 0..nh {
-            let g = head / group;
-            let qh = &q[head * hd..(head + 1) * hd];
-            scores.clear();
-            for t in start..total {
-                let kt = &cache.k[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
-                scores.push(qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale);
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let out = &mut att[head * hd..(head + 1) * hd];
-            for (i, t) in (start..total).enumerate() {
-                let w = scores[i] / sum;
-                let vt = &cache.v[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
-                for (o, vv) in out.iter_mut().zip(vt) {
-                    *o += w * vv;
+        let mut att = vec![0f32; m * nh * hd];
+        for i in 0..m {
+            let total = pos + i + 1;
+            let start = match (local, cfg.sliding_window) {
+                (true, Some(w)) => total.saturating_sub(w),
+                _ => 0,
+            };
+            for head in 0..nh {
+                let g = head / group;
+                let qh = &q[(i * nh + head) * hd..(i * nh + head + 1) * hd];
+                scores.clear();
+                for t in start..total {
+                    let kt = &cache.k[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
+                    scores.push(dot(qh, kt) * scale);
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let out = &mut att[(i * nh + head) * hd..(i * nh + head + 1) * hd];
+                for (j, t) in (start..total).enumerate() {
+                    let w = scores[j] / sum;
+                    let vt = &cache.v[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
+                    for (o, vv) in out.iter_mut().zip(vt) {
+                        *o += w * vv;
+                    }
                 }
             }
         }
-        let mut o = l.wo.matvec(&att);
+        let mut o = l.wo.matmul_rows(&att, m);
         if let Some(n) = &l.post_attn_norm {
-            o = rms_norm(&o, n, fw.eps);
+            o = norm_rows(&o, n, hidden);
         }
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-        let h = rms_norm(&x, &l.ffn_norm, fw.eps);
-        let gate = l.w_gate.matvec(&h);
-        let up = l.w_up.matvec(&h);
+        let h = norm_rows(&x, &l.ffn_norm, hidden);
+        let gate = l.w_gate.matmul_rows(&h, m);
+        let up = l.w_up.matmul_rows(&h, m);
         let act: Vec<f32> = gate
             .iter()
             .zip(&up)
@@ -229,12 +272,13 @@ pub fn step(
                 a * u
             })
             .collect();
-        let mut d = l.w_down.matvec(&act);
+        let mut d = l.w_down.matmul_rows(&act, m);
         if let Some(n) = &l.post_ffn_norm {
-            d = rms_norm(&d, n, fw.eps);
+            d = norm_rows(&d, n, hidden);
         }
         x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
     }
-    let x = rms_norm(&x, &fw.final_norm, fw.eps);
-    fw.lm_head.matvec(&x)
+    let last = &x[(m - 1) * hidden..];
+    let last = rms_norm(last, &fw.final_norm, fw.eps);
+    fw.lm_head.matvec(&last)
 }

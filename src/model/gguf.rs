@@ -125,6 +125,11 @@ impl GgufFile {
             })
     }
 
+    /// A tensor as stored.
+    pub fn raw_tensor(&mut self, name: &str) -> Result<QTensor, ModelError> {
+        self.tensor(name)
+    }
+
     /// A tensor dequantized to f32, in the layout candle uses (rows = outputs).
     pub fn raw_dequantized(&mut self, name: &str) -> Result<candle_core::Tensor, ModelError> {
         Ok(self.tensor(name)?.dequantize(&Device::Cpu)?)

@@ -6,6 +6,7 @@ mod decode;
 pub mod endpoint;
 pub mod gguf;
 pub mod qlinear;
+pub mod requantize;
 pub mod runner;
 pub mod safetensors;
 pub mod source;

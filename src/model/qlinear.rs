@@ -146,9 +146,15 @@ impl Q8Matrix {
 
     /// One activation vector (a decode step).
     pub fn matvec(&self, x: &[f32]) -> Vec<f32> {
-        debug_assert_eq!(x.len(), self.cols);
+        self.matmul_rows(x, 1)
+    }
+
+    /// `m` activation rows, row-major; returns `m` output rows. Every row is computed
+    /// exactly as `matvec` computes it alone, whatever `m` is.
+    pub fn matmul_rows(&self, x: &[f32], m: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), m * self.cols);
         let act = quantize_rows(x, self.cols);
-        self.matmul(&act, 1)
+        self.matmul(&act, m)
     }
 
     /// `x` is (..., cols); returns (..., rows).

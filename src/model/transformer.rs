@@ -287,17 +287,17 @@ impl Transformer {
             cache.layers = vec![LayerKv::default(); cfg.n_layers];
             cache.width = cfg.n_kv_heads * cfg.head_dim;
         }
-        if let (1, Some((fw, global, local))) = (seq, &self.fast) {
-            let logits = decode::step(
+        if let Some((fw, global, local)) = &self.fast {
+            let logits = decode::run(
                 fw,
                 cfg,
-                tokens[0],
+                tokens,
                 offset,
                 &mut cache.layers,
                 global,
                 local.as_ref(),
             );
-            cache.tokens.push(tokens[0]);
+            cache.tokens.extend_from_slice(tokens);
             return Tensor::from_vec(logits, cfg_vocab(&self.weights, cfg), &self.device);
         }
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;

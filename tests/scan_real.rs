@@ -1,0 +1,133 @@
+//! Scans with real models, no mocks: the reference in-process, the suspect behind
+//! `serve-model` on loopback, a small subset of the default probe set.
+
+mod common;
+
+use std::path::Path;
+
+use provenance::compare::Verdict;
+use provenance::model::endpoint::LocalEndpoint;
+use provenance::model::{LoadOptions, ModelHandle};
+use provenance::serve::{router, ServerConfig};
+
+fn handle(path: &Path) -> ModelHandle {
+    ModelHandle::spawn(path.to_str().unwrap(), &LoadOptions::default(), 64).expect("model loads")
+}
+
+async fn serve(path: &Path, system_prompt: Option<&str>) -> provenance::suspect::HttpModel {
+    let app = router(
+        handle(path),
+        ServerConfig {
+            name: "suspect".into(),
+            system_prompt: system_prompt.map(str::to_string),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut cfg = provenance::suspect::HttpModelConfig::new(format!("http://{addr}/v1"), "suspect");
+    cfg.allow_private_targets = true;
+    provenance::suspect::HttpModel::new(cfg).unwrap()
+}
+
+async fn scan(reference: &LocalEndpoint, suspect: &provenance::suspect::HttpModel) -> Verdict {
+    scan_outcome(reference, suspect).await.report.verdict
+}
+
+async fn scan_outcome(
+    reference: &LocalEndpoint,
+    suspect: &provenance::suspect::HttpModel,
+) -> provenance::scan::ScanOutcome {
+    let set = provenance::probes::load_dir(Path::new("probes/default")).unwrap();
+    let set = provenance::fingerprint::subset(&set, 5, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = provenance::scan::ScanSettings {
+        probes: &set,
+        controls: None,
+        work_dir: dir.path(),
+        run: provenance::fingerprint::RunOptions {
+            progress: false,
+            ..Default::default()
+        },
+    };
+    let out = provenance::scan::run(reference, suspect, &settings)
+        .await
+        .expect("scan runs");
+    eprintln!("{}", provenance::compare::to_markdown(&out.report));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smollm2_reference_verdicts() {
+    let smol = LocalEndpoint::new(handle(&common::smollm2()));
+    // The same weights behind another server: identical, and every deterministic (greedy)
+    // answer and log-probability equal between the in-process and the HTTP fingerprint.
+    let same = serve(&common::smollm2(), None).await;
+    let out = scan_outcome(&smol, &same).await;
+    assert_eq!(out.report.verdict, Verdict::Identical);
+    let mut compared = 0;
+    for (a, b) in out
+        .reference
+        .observations
+        .iter()
+        .zip(&out.suspect.observations)
+    {
+        assert_eq!((&a.probe_id, a.sample_index), (&b.probe_id, b.sample_index));
+        if a.request.temperature > 0.0 {
+            continue;
+        }
+        let (Some(ra), Some(rb)) = (&a.response, &b.response) else {
+            continue;
+        };
+        assert_eq!(ra.text, rb.text, "{}", a.probe_id);
+        for (ta, tb) in ra.tokens.iter().zip(&rb.tokens) {
+            // Legacy completions carry no token ids: tokens are compared by their bytes.
+            assert_eq!(ta.bytes, tb.bytes, "{}", a.probe_id);
+            assert!((ta.logprob - tb.logprob).abs() < 1e-4, "{}", a.probe_id);
+        }
+        compared += 1;
+    }
+    assert!(
+        compared >= 20,
+        "{compared} deterministic observations compared"
+    );
+    // The same weights hiding behind a persona: the identity claims change, the verdict
+    // must not.
+    let persona = serve(
+        &common::smollm2(),
+        Some("You are Kimi, an AI assistant created by Moonshot AI."),
+    )
+    .await;
+    assert_eq!(scan(&smol, &persona).await, Verdict::Identical);
+    // Another model entirely.
+    let gemma = serve(&common::gemma3(), None).await;
+    assert_eq!(scan(&smol, &gemma).await, Verdict::Unrelated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemma_reference_verdicts() {
+    let gemma = LocalEndpoint::new(handle(&common::gemma3()));
+    let smol = serve(&common::smollm2(), None).await;
+    assert_eq!(scan(&gemma, &smol).await, Verdict::Unrelated);
+    let same = serve(&common::gemma3(), None).await;
+    assert_eq!(scan(&gemma, &same).await, Verdict::Identical);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requantized_copy_is_still_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("smollm2-q8_0.gguf");
+    let n = provenance::model::requantize::requantize(
+        &common::smollm2(),
+        &copy,
+        candle_core::quantized::GgmlDType::Q8_0,
+    )
+    .unwrap();
+    assert!(n >= 200, "{n} tensors converted");
+    let smol = LocalEndpoint::new(handle(&common::smollm2()));
+    let suspect = serve(&copy, None).await;
+    let v = scan(&smol, &suspect).await;
+    // Re-quantization moves log-probabilities a little: identical, or derived with the
+    // logit distance as the reason; never unrelated.
+    assert!(matches!(v, Verdict::Identical | Verdict::Derived), "{v:?}");
+}
