@@ -35,14 +35,14 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         // Drop runs outside any runtime guarantee, so a short-lived thread does the work.
         let name = self.name.clone();
-        let pool = self.store.pool().clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
+            // Not `pool.close()`: its connections belong to the test's runtime, which is
+            // blocked on this join, so closing would wait forever. FORCE ends them instead.
             rt.block_on(async move {
-                pool.close().await;
                 if let Ok(mut admin) = PgConnection::connect(ADMIN_URL).await {
                     let _ = admin
                         .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
