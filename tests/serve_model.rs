@@ -129,7 +129,10 @@ async fn api_agrees_with_llama_cpp_and_rejects_bad_input() {
             .find(|t| t["id"] == id)
             .and_then(|t| t["logprob"].as_f64())
             .expect("in our top 5");
-        assert!((ours - theirs).abs() < 0.3, "token {id}: {ours} vs {theirs}");
+        assert!(
+            (ours - theirs).abs() < 0.3,
+            "token {id}: {ours} vs {theirs}"
+        );
     }
 
     // Bad input: a 400 with an OpenAI-style error naming the problem.
