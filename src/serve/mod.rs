@@ -19,7 +19,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::endpoint::ChatMessage;
-use crate::model::{GenerateParams, Generation, LocalModel, ModelError, ModelHandle};
+use crate::model::tokenizer::Tokenizer;
+use crate::model::{GenerateParams, Generation, LocalModel, ModelError, ModelHandle, Step};
 
 pub use error::ServeError;
 use types::*;
@@ -178,26 +179,30 @@ fn chat_messages(st: &AppState, req: &ChatRequest) -> Result<Vec<ChatMessage>, S
     Ok(messages)
 }
 
+/// One generated position in OpenAI's chat shape (also streamed chunk by chunk).
+fn logprob_entry(tok: &Tokenizer, step: &Step) -> LogprobEntry {
+    LogprobEntry {
+        id: step.token,
+        token: tok.token_string(step.token),
+        bytes: tok.token_bytes(step.token).to_vec(),
+        logprob: step.logprob,
+        top_logprobs: step
+            .top
+            .iter()
+            .map(|(id, lp)| TopLogprobEntry {
+                id: *id,
+                token: tok.token_string(*id),
+                bytes: tok.token_bytes(*id).to_vec(),
+                logprob: *lp,
+            })
+            .collect(),
+    }
+}
+
 fn logprob_entries(model: &LocalModel, gen: &Generation) -> Vec<LogprobEntry> {
-    let tok = &model.tokenizer;
     gen.steps
         .iter()
-        .map(|s| LogprobEntry {
-            id: s.token,
-            token: tok.token_string(s.token),
-            bytes: tok.token_bytes(s.token).to_vec(),
-            logprob: s.logprob,
-            top_logprobs: s
-                .top
-                .iter()
-                .map(|(id, lp)| TopLogprobEntry {
-                    id: *id,
-                    token: tok.token_string(*id),
-                    bytes: tok.token_bytes(*id).to_vec(),
-                    logprob: *lp,
-                })
-                .collect(),
-        })
+        .map(|s| logprob_entry(&model.tokenizer, s))
         .collect()
 }
 
@@ -334,7 +339,7 @@ async fn stream_chat(
                 let tok = m.tokenizer.clone();
                 let result = m.generate(&prompt, &params, |step, piece| {
                     let logprobs = if want_logprobs {
-                        json!({"content": [step_json(&tok, step)]})
+                        json!({"content": [logprob_entry(&tok, step)]})
                     } else {
                         serde_json::Value::Null
                     };
@@ -369,26 +374,6 @@ async fn stream_chat(
         }
     }
     Ok(Sse::new(events).into_response())
-}
-
-fn step_json(
-    tok: &crate::model::tokenizer::Tokenizer,
-    step: &crate::model::Step,
-) -> serde_json::Value {
-    let top: Vec<serde_json::Value> = step
-        .top
-        .iter()
-        .map(|(id, lp)| {
-            json!({"id": id, "token": tok.token_string(*id), "bytes": tok.token_bytes(*id), "logprob": lp})
-        })
-        .collect();
-    json!({
-        "id": step.token,
-        "token": tok.token_string(step.token),
-        "bytes": tok.token_bytes(step.token),
-        "logprob": step.logprob,
-        "top_logprobs": top,
-    })
 }
 
 async fn completions(
