@@ -21,10 +21,6 @@ impl LocalEndpoint {
     pub fn new(handle: ModelHandle) -> Self {
         Self { handle }
     }
-
-    pub fn handle(&self) -> &ModelHandle {
-        &self.handle
-    }
 }
 
 impl From<ModelError> for EndpointError {

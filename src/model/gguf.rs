@@ -1,6 +1,5 @@
 //! Reading GGUF files: metadata, the transformer config and weights.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -298,14 +297,5 @@ impl GgufFile {
             Requantize::Auto => Linear::Q8(Arc::new(Q8Matrix::from_qtensor(&t)?)),
             Requantize::Off => Linear::Candle(QMatMul::from_qtensor(t)?),
         })
-    }
-
-    /// Tensor type counts, for the model description.
-    pub fn tensor_types(&self) -> HashMap<String, usize> {
-        let mut out = HashMap::new();
-        for info in self.content.tensor_infos.values() {
-            *out.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) += 1;
-        }
-        out
     }
 }

@@ -117,13 +117,6 @@ impl Q8Matrix {
         })
     }
 
-    pub fn size_in_bytes(&self) -> usize {
-        match &self.blocks {
-            Blocks::Q8 { qs, scales } => qs.len() + scales.len() * 4,
-            Blocks::Q4_1 { nibbles, d, m } => nibbles.len() + (d.len() + m.len()) * 4,
-        }
-    }
-
     /// Dequantized row `r` (embedding lookup).
     pub fn row(&self, r: usize) -> Vec<f32> {
         let kb = self.cols / BLOCK;

@@ -291,13 +291,6 @@ impl Tokenizer {
         self.pieces.get(id as usize).map(String::as_str)
     }
 
-    pub fn token_id(&self, piece: &str) -> Option<u32> {
-        self.pieces
-            .iter()
-            .position(|p| p == piece)
-            .map(|i| i as u32)
-    }
-
     /// Text of generated tokens; control tokens are left out, as servers do.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();

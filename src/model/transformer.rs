@@ -473,12 +473,6 @@ fn repeat_kv(x: &Tensor, n: usize) -> candle_core::Result<Tensor> {
         .reshape((b, h * n, s, d))
 }
 
-/// Log-softmax over the last dimension, in f32 (numerically stable).
-pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Vec<f32>> {
-    let v = logits.to_vec1::<f32>()?;
-    Ok(log_softmax_slice(&v))
-}
-
 pub fn log_softmax_slice(v: &[f32]) -> Vec<f32> {
     let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = v.iter().map(|&x| ((x - max) as f64).exp()).sum();
