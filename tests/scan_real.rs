@@ -8,23 +8,13 @@ use std::path::Path;
 use provenance::compare::Verdict;
 use provenance::model::endpoint::LocalEndpoint;
 use provenance::model::{LoadOptions, ModelHandle};
-use provenance::serve::{router, ServerConfig};
 
 fn handle(path: &Path) -> ModelHandle {
     ModelHandle::spawn(path.to_str().unwrap(), &LoadOptions::default(), 64).expect("model loads")
 }
 
 async fn serve(path: &Path, system_prompt: Option<&str>) -> provenance::suspect::HttpModel {
-    let app = router(
-        handle(path),
-        ServerConfig {
-            name: "suspect".into(),
-            system_prompt: system_prompt.map(str::to_string),
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = common::serve_model(handle(path), "suspect", system_prompt).await;
     let mut cfg = provenance::suspect::HttpModelConfig::new(format!("http://{addr}/v1"), "suspect");
     cfg.allow_private_targets = true;
     provenance::suspect::HttpModel::new(cfg).unwrap()

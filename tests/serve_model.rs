@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 
 use provenance::endpoint::ModelEndpoint;
 use provenance::model::{LoadOptions, ModelHandle};
-use provenance::serve::{router, ServerConfig};
 use serde_json::{json, Value};
 
 async fn start(opts: LoadOptions, queue: usize, system_prompt: Option<&str>) -> SocketAddr {
@@ -18,17 +17,7 @@ async fn start(opts: LoadOptions, queue: usize, system_prompt: Option<&str>) -> 
     })
     .await
     .unwrap();
-    let app = router(
-        handle,
-        ServerConfig {
-            name: "smollm2".into(),
-            system_prompt: system_prompt.map(str::to_string),
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    common::serve_model(handle, "smollm2", system_prompt).await
 }
 
 async fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {

@@ -28,3 +28,22 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(rel)
 }
+
+/// Serves a loaded model over the OpenAI-compatible API on a free loopback port.
+pub async fn serve_model(
+    handle: provenance::model::ModelHandle,
+    name: &str,
+    system_prompt: Option<&str>,
+) -> std::net::SocketAddr {
+    let app = provenance::serve::router(
+        handle,
+        provenance::serve::ServerConfig {
+            name: name.into(),
+            system_prompt: system_prompt.map(str::to_string),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
