@@ -1,13 +1,23 @@
 //! One scan from the command line: fingerprint the reference (in-process) and the suspect
 //! (over HTTP) with the same probes, then compare. The service's workers do the same
 //! through the store; this is the path without a database.
+//!
+//! With early stopping (the default) the suspect is first asked the logit probes that
+//! tell most, one at a time, under the sequential test (`compare::sequential`); once the
+//! test and the comparison of what was asked both say `identical`, the scan stops there.
+//! Otherwise it goes on to the whole probe set, reusing the answers it already has, since
+//! telling derived, distilled and unrelated apart takes every kind of probe.
 
 use std::path::{Path, PathBuf};
 
-use crate::compare::{self, CompareOptions, Report};
-use crate::endpoint::ModelEndpoint;
-use crate::fingerprint::{self, Fingerprint, FingerprintError, ObservationLog, RunOptions};
-use crate::probes::ProbeSet;
+use crate::compare::sequential::{self, SequentialDecision, SequentialTest};
+use crate::compare::{self, CompareOptions, Report, Verdict};
+use crate::endpoint::{Capabilities, ModelEndpoint};
+use crate::fingerprint::{
+    self, Fingerprint, FingerprintError, LogHeader, ModelDescription, Observation, ObservationLog,
+    ProbeSetRef, RunOptions,
+};
+use crate::probes::{Probe, ProbeSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -30,12 +40,17 @@ pub struct ScanSettings<'a> {
     /// Where the two fingerprints (and, while running, their resumable logs) are kept.
     pub work_dir: &'a Path,
     pub run: RunOptions,
+    pub compare: CompareOptions,
+    /// Stop as soon as the sequential test decides `identical`.
+    pub early_stop: bool,
 }
 
 pub struct ScanOutcome {
     pub reference: Fingerprint,
     pub suspect: Fingerprint,
     pub report: Report,
+    /// Whether the scan stopped before asking the whole probe set.
+    pub stopped_early: bool,
 }
 
 /// Fingerprints one side, resuming from its log when a previous run was cut short.
@@ -75,16 +90,153 @@ pub async fn run(
         side: "the reference",
         source,
     })?;
-    let suspect = fingerprint_to(s.probes, suspect, &s.work_dir.join("suspect.json"), &s.run)
+    let out = s.work_dir.join("suspect.json");
+    let suspect_error = |source| ScanError::Fingerprint {
+        side: "the suspect",
+        source,
+    };
+    if s.early_stop {
+        let early = sequential_to_log(&reference, suspect, &controls, &out, s)
+            .await
+            .map_err(suspect_error)?;
+        if let Some((suspect, report)) = early {
+            return Ok(ScanOutcome {
+                reference,
+                suspect,
+                report,
+                stopped_early: true,
+            });
+        }
+    }
+    // Resumes from the log, so probes asked in the sequential phase are not asked again.
+    let suspect = fingerprint_to(s.probes, suspect, &out, &s.run)
         .await
-        .map_err(|source| ScanError::Fingerprint {
-            side: "the suspect",
-            source,
-        })?;
-    let report = compare::compare(&reference, &suspect, &controls, &CompareOptions::default());
+        .map_err(suspect_error)?;
+    let report = compare::compare(&reference, &suspect, &controls, &s.compare);
     Ok(ScanOutcome {
         reference,
         suspect,
         report,
+        stopped_early: false,
     })
+}
+
+/// Where the sequential phase gets an answer: one already kept from an earlier attempt,
+/// or a new ask that is kept before it is used (so a resumed scan never asks twice).
+#[async_trait::async_trait]
+pub trait AnswerSource: Send {
+    type Error: Send;
+    async fn answer(&mut self, probe: &Probe) -> Result<Observation, Self::Error>;
+}
+
+/// Asks the planned logit probes one at a time until the sequential test decides or its
+/// budget is spent. Returns the partial fingerprint and its report when the verdict is
+/// `identical`; `None` when the scan must go on (the answers asked so far are kept by the
+/// source, and the rest of the scan reuses them).
+pub async fn sequential_phase<S: AnswerSource>(
+    reference: &Fingerprint,
+    controls: &[Fingerprint],
+    set: &ProbeSet,
+    suspect: ModelDescription,
+    opts: &CompareOptions,
+    source: &mut S,
+) -> Result<Option<(Fingerprint, Report)>, S::Error> {
+    if suspect.capabilities.max_top_logprobs == 0 {
+        tracing::info!("the suspect gives no log-probabilities: no early stop");
+        return Ok(None);
+    }
+    let seq = &opts.sequential;
+    let plan = sequential::plan(reference, controls, seq);
+    let mut test = SequentialTest::new(reference, &plan, seq.default_q1, seq);
+    let mut asked = Vec::new();
+    for planned in &plan {
+        if test.decided() {
+            break;
+        }
+        let Some(probe) = set.probes.iter().find(|p| p.id == planned.probe_id) else {
+            continue;
+        };
+        let obs = source.answer(probe).await?;
+        test.update(&obs);
+        asked.push(obs);
+    }
+    let outcome = test.outcome();
+    tracing::info!(
+        decision = ?outcome.decision,
+        queries = outcome.queries,
+        e_against_unrelated = outcome.e_against_unrelated,
+        e_against_identical = outcome.e_against_identical,
+        "sequential phase"
+    );
+    if outcome.decision != SequentialDecision::Identical {
+        return Ok(None);
+    }
+    let print = Fingerprint::new(suspect, ProbeSetRef::of(set), asked);
+    let report = compare::compare(reference, &print, controls, opts);
+    Ok((report.verdict == Verdict::Identical).then_some((print, report)))
+}
+
+/// Answers kept in the suspect's resumable log file.
+struct LogSource<'a> {
+    log: ObservationLog,
+    endpoint: &'a dyn ModelEndpoint,
+    caps: Capabilities,
+    run: &'a RunOptions,
+}
+
+#[async_trait::async_trait]
+impl AnswerSource for LogSource<'_> {
+    type Error = FingerprintError;
+
+    async fn answer(&mut self, probe: &Probe) -> Result<Observation, FingerprintError> {
+        if let Some(done) = self.log.done(&probe.id, 0) {
+            return Ok(done.clone());
+        }
+        let obs = fingerprint::observe(self.endpoint, &self.caps, probe, 0, self.run).await;
+        self.log.append(&obs)?;
+        Ok(obs)
+    }
+}
+
+/// The command line's sequential phase, kept in the log next to `out`.
+async fn sequential_to_log(
+    reference: &Fingerprint,
+    suspect: &dyn ModelEndpoint,
+    controls: &[Fingerprint],
+    out: &Path,
+    s: &ScanSettings<'_>,
+) -> Result<Option<(Fingerprint, Report)>, FingerprintError> {
+    let caps = suspect
+        .capabilities()
+        .await
+        .map_err(FingerprintError::Capabilities)?;
+    let mut log = ObservationLog::open(&ObservationLog::partial_path(out))?;
+    log.bind(LogHeader {
+        model: suspect.describe(),
+        probe_set_hash: s.probes.hash.clone(),
+    })?;
+    let description = ModelDescription {
+        describe: suspect.describe(),
+        capabilities: caps.clone(),
+    };
+    let mut source = LogSource {
+        log,
+        endpoint: suspect,
+        caps,
+        run: &s.run,
+    };
+    let early = sequential_phase(
+        reference,
+        controls,
+        s.probes,
+        description,
+        &s.compare,
+        &mut source,
+    )
+    .await?;
+    if let Some((print, _)) = &early {
+        print.save(out)?;
+        source.log.remove()?;
+    }
+    Ok(early)
 }

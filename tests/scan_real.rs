@@ -21,15 +21,23 @@ async fn serve(path: &Path, system_prompt: Option<&str>) -> provenance::suspect:
 }
 
 async fn scan(reference: &LocalEndpoint, suspect: &provenance::suspect::HttpModel) -> Verdict {
-    scan_outcome(reference, suspect).await.report.verdict
+    scan_outcome(reference, suspect, true, 5)
+        .await
+        .report
+        .verdict
 }
 
+/// Scans with `per_kind` probes of each kind. Without controls the sequential test needs
+/// eight matching logit probes to decide (see `compare::sequential`), so early stops need
+/// at least that many.
 async fn scan_outcome(
     reference: &LocalEndpoint,
     suspect: &provenance::suspect::HttpModel,
+    early_stop: bool,
+    per_kind: usize,
 ) -> provenance::scan::ScanOutcome {
     let set = provenance::probes::load_dir(Path::new("probes/default")).unwrap();
-    let set = provenance::fingerprint::subset(&set, 5, 4);
+    let set = provenance::fingerprint::subset(&set, per_kind, 4);
     let dir = tempfile::tempdir().unwrap();
     let settings = provenance::scan::ScanSettings {
         probes: &set,
@@ -39,6 +47,8 @@ async fn scan_outcome(
             progress: false,
             ..Default::default()
         },
+        compare: provenance::compare::CompareOptions::default(),
+        early_stop,
     };
     let out = provenance::scan::run(reference, suspect, &settings)
         .await
@@ -53,8 +63,9 @@ async fn smollm2_reference_verdicts() {
     // The same weights behind another server: identical, and every deterministic (greedy)
     // answer and log-probability equal between the in-process and the HTTP fingerprint.
     let same = serve(&common::smollm2(), None).await;
-    let out = scan_outcome(&smol, &same).await;
+    let out = scan_outcome(&smol, &same, false, 5).await;
     assert_eq!(out.report.verdict, Verdict::Identical);
+    assert!(!out.stopped_early);
     let mut compared = 0;
     for (a, b) in out
         .reference
@@ -88,10 +99,28 @@ async fn smollm2_reference_verdicts() {
         Some("You are Kimi, an AI assistant created by Moonshot AI."),
     )
     .await;
-    assert_eq!(scan(&smol, &persona).await, Verdict::Identical);
-    // Another model entirely.
+    // With early stopping (the default), decided after at most eight suspect queries.
+    let out = scan_outcome(&smol, &persona, true, 8).await;
+    assert_eq!(out.report.verdict, Verdict::Identical);
+    assert!(out.stopped_early);
+    assert!(
+        out.report.queries.suspect <= 8,
+        "{} queries",
+        out.report.queries.suspect
+    );
+    assert!(out.report.p_value.is_some_and(|p| p <= 0.01));
+    // Another model entirely: "identical" is rejected within eight queries, and the scan
+    // goes on to the whole set to tell unrelated from derived or distilled.
     let gemma = serve(&common::gemma3(), None).await;
-    assert_eq!(scan(&smol, &gemma).await, Verdict::Unrelated);
+    let out = scan_outcome(&smol, &gemma, true, 5).await;
+    assert_eq!(out.report.verdict, Verdict::Unrelated);
+    assert!(!out.stopped_early);
+    let seq = out.report.sequential.as_ref().expect("a sequential test");
+    assert_eq!(
+        seq.decision,
+        provenance::compare::SequentialDecision::NotIdentical
+    );
+    assert!(seq.queries <= 8, "{} queries", seq.queries);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

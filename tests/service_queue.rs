@@ -51,6 +51,7 @@ async fn new_scan(
         probe_set_id: set.id,
         probes_per_kind: None,
         max_samples: None,
+        early_stop: true,
         schedule_id: None,
         max_attempts,
     }

@@ -41,6 +41,9 @@ pub struct SubmitScan {
     pub probes_per_kind: Option<i32>,
     /// At most this many samples per sampling probe.
     pub max_samples: Option<i32>,
+    /// Stop once the sequential test decides `identical` (default true); false asks
+    /// every probe.
+    pub early_stop: Option<bool>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -155,6 +158,7 @@ pub async fn submit(
             probe_set_id: probe_set.id,
             probes_per_kind: req.probes_per_kind.filter(|n| *n > 0),
             max_samples: req.max_samples.filter(|n| *n > 0),
+            early_stop: req.early_stop.unwrap_or(true),
             schedule_id: None,
             max_attempts: 3,
         })

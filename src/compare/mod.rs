@@ -394,6 +394,28 @@ pub fn compare_calibrated(
         missing,
     };
     let mut outcome = verdict::decide(&inputs);
+    let seq_plan = sequential::plan(reference, calibration.controls, &opts.sequential);
+    let q1 = sequential::q1_from_known_same(reference, calibration.known_same, &opts.sequential);
+    let sequential_outcome = (!seq_plan.is_empty() && has_logprobs(suspect)).then(|| {
+        sequential::run(
+            reference,
+            &seq_plan,
+            q1,
+            sequential::in_plan_order(suspect, &seq_plan),
+            &opts.sequential,
+        )
+    });
+    if let Some(seq) = &sequential_outcome {
+        if seq.decision == SequentialDecision::Identical {
+            outcome = verdict::with_sequential(
+                outcome,
+                &inputs,
+                ours.logits.as_ref().map(|l| &l.1),
+                seq.e_against_unrelated,
+                seq.queries,
+            );
+        }
+    }
     if reference.probe_set.hash != suspect.probe_set.hash {
         outcome.reasons.push(format!(
             "the fingerprints come from different probe sets ({} {} and {} {}): only probes with \
@@ -430,18 +452,6 @@ pub fn compare_calibrated(
 
     let findings = findings(&ours, &controls);
     let evidence = evidence(&ours, &controls, outcome.verdict, opts.max_evidence);
-
-    let seq_plan = sequential::plan(reference, calibration.controls, &opts.sequential);
-    let q1 = sequential::q1_from_known_same(reference, calibration.known_same, &opts.sequential);
-    let sequential_outcome = (!seq_plan.is_empty() && has_logprobs(suspect)).then(|| {
-        sequential::run(
-            reference,
-            &seq_plan,
-            q1,
-            sequential::in_plan_order(suspect, &seq_plan),
-            &opts.sequential,
-        )
-    });
 
     let level = Level::of(calibration.controls.len(), opts.alpha);
     let calibration_note = match level {

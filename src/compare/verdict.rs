@@ -79,7 +79,9 @@ impl IdenticalBand {
     }
 
     /// The band that the reference served some other way (known-same pairs) falls in,
-    /// widened by a little slack; fields the pairs cannot inform keep their defaults.
+    /// widened by a little slack, and never narrower than the default: pairs served by the
+    /// same engine agree exactly, which says nothing about the noise another engine or
+    /// quantization adds. Fields the pairs cannot inform keep their defaults.
     pub fn from_known_same(pairs: &[(Option<LogitSummary>, Option<f64>)]) -> Option<IdenticalBand> {
         if pairs.is_empty() {
             return None;
@@ -90,18 +92,20 @@ impl IdenticalBand {
             .filter_map(|(l, _)| l.as_ref()?.mean_abs_dlogprob)
             .collect();
         if let Some(max) = deltas.iter().copied().reduce(f64::max) {
-            band.max_mean_abs_dlogprob = max * BAND_SLACK_FACTOR + BAND_SLACK_NATS;
+            band.max_mean_abs_dlogprob = band
+                .max_mean_abs_dlogprob
+                .max(max * BAND_SLACK_FACTOR + BAND_SLACK_NATS);
         }
         let top1s: Vec<f64> = pairs
             .iter()
             .filter_map(|(l, _)| l.as_ref().map(|l| l.top1))
             .collect();
         if let Some(min) = top1s.iter().copied().reduce(f64::min) {
-            band.min_top1 = (min - BAND_SLACK_SHARE).max(0.0);
+            band.min_top1 = band.min_top1.min((min - BAND_SLACK_SHARE).max(0.0));
         }
         let exact: Vec<f64> = pairs.iter().filter_map(|(_, e)| *e).collect();
         if let Some(min) = exact.iter().copied().reduce(f64::min) {
-            band.min_greedy_exact = (min - BAND_SLACK_SHARE).max(0.0);
+            band.min_greedy_exact = band.min_greedy_exact.min((min - BAND_SLACK_SHARE).max(0.0));
         }
         band.source = format!("known-same pairs ({})", pairs.len());
         Some(band)
@@ -275,6 +279,54 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     }
 }
 
+/// The sequential test's say, for a scan that stopped early or whose fixed-sample logit
+/// test was not decisive (the default null is pessimistic, and eight probes give a wide
+/// interval). Its e-value against "unrelated" is anytime-valid, so 1/e is a p-value however
+/// early the scan stopped. It can only turn a verdict into `identical`, and only when the
+/// matched answers also lie inside the identical band (a close derivative also matches
+/// within the test's tolerance) and the tokenizers were not seen to differ. A verdict the
+/// logits already decided stays: the two tests together err at most 2 alpha, and only
+/// where the logit test said nothing.
+pub fn with_sequential(
+    outcome: VerdictOutcome,
+    inputs: &VerdictInputs,
+    summary: Option<&LogitSummary>,
+    e_against_unrelated: f64,
+    queries: usize,
+) -> VerdictOutcome {
+    let logits_decided = matches!(outcome.verdict, Verdict::Identical | Verdict::Derived);
+    let tokenizer_differs = inputs
+        .tokenizer
+        .is_some_and(|(share, _)| share < inputs.same_tokenizer_min);
+    let Some(summary) = summary else {
+        return outcome;
+    };
+    if logits_decided || tokenizer_differs || e_against_unrelated * inputs.alpha < 1.0 {
+        return outcome;
+    }
+    let band = &inputs.band;
+    let within_band = summary
+        .mean_abs_dlogprob
+        .is_some_and(|d| d <= band.max_mean_abs_dlogprob)
+        && summary.top1 >= band.min_top1;
+    if !within_band {
+        return outcome;
+    }
+    let p = (1.0 / e_against_unrelated).min(1.0);
+    let mut reasons = outcome.reasons;
+    reasons.push(format!(
+        "sequential test: e-value {e_against_unrelated:.3e} against \"unrelated\" after {queries} \
+         suspect queries (p ≤ 1/e = {p:.2e}), and the answers lie in the identical band \
+         (mean |Δlogprob| {}, top-1 agreement {:.0}%)",
+        summary
+            .mean_abs_dlogprob
+            .map(|d| format!("{d:.3}"))
+            .unwrap_or_else(|| "n/a".to_string()),
+        summary.top1 * 100.0
+    ));
+    positive(Verdict::Identical, p, reasons)
+}
+
 fn positive(verdict: Verdict, p: f64, reasons: Vec<String>) -> VerdictOutcome {
     VerdictOutcome {
         verdict,
@@ -364,6 +416,30 @@ mod tests {
     }
 
     #[test]
+    fn sequential_evidence_decides_identical_only_inside_the_band() {
+        let mut i = inputs();
+        // Eight probes: the fixed-sample logit test is not decisive on its own.
+        i.logits = Some((summary(0.02, 1.0), 0.2));
+        let base = decide(&i);
+        assert_ne!(base.verdict, Verdict::Identical);
+        let close = summary(0.02, 1.0);
+        let out = with_sequential(base.clone(), &i, Some(&close), 170.0, 8);
+        assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
+        assert!((out.p_value.unwrap_or(1.0) - 1.0 / 170.0).abs() < 1e-12);
+        // Not enough evidence yet.
+        let out = with_sequential(base.clone(), &i, Some(&close), 50.0, 6);
+        assert_eq!(out.verdict, base.verdict);
+        // A close derivative matches within tolerance but lies outside the band.
+        let derived = summary(0.25, 0.95);
+        let out = with_sequential(base.clone(), &i, Some(&derived), 1e4, 8);
+        assert_eq!(out.verdict, base.verdict);
+        // Different tokenizers rule identical out whatever the logits say.
+        i.tokenizer = Some((0.3, 40));
+        let out = with_sequential(decide(&i), &i, Some(&close), 1e4, 8);
+        assert_ne!(out.verdict, Verdict::Identical);
+    }
+
+    #[test]
     fn band_from_known_same_pairs() {
         let band = IdenticalBand::from_known_same(&[
             (Some(summary(0.08, 0.96)), Some(0.95)),
@@ -373,6 +449,13 @@ mod tests {
         assert!((band.max_mean_abs_dlogprob - (0.10 * 1.5 + 0.02)).abs() < 1e-12);
         assert!((band.min_top1 - 0.88).abs() < 1e-12);
         assert!((band.min_greedy_exact - 0.90).abs() < 1e-12);
+        // Pairs that agree exactly (same engine) do not narrow the default band.
+        let exact =
+            IdenticalBand::from_known_same(&[(Some(summary(0.0, 1.0)), Some(1.0))]).expect("band");
+        let default = IdenticalBand::default_band();
+        assert_eq!(exact.max_mean_abs_dlogprob, default.max_mean_abs_dlogprob);
+        assert_eq!(exact.min_top1, default.min_top1);
+        assert_eq!(exact.min_greedy_exact, default.min_greedy_exact);
         assert_eq!(IdenticalBand::from_known_same(&[]), None);
     }
 }

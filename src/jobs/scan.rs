@@ -11,11 +11,12 @@ use uuid::Uuid;
 use super::endpoints::{http_suspect, ReferenceCache};
 use super::{JobError, WorkerConfig};
 use crate::compare::{compare, CompareOptions};
-use crate::endpoint::ModelEndpoint;
+use crate::endpoint::{Capabilities, ModelEndpoint};
 use crate::fingerprint::{
     self, Fingerprint, ModelDescription, Observation, ProbeSetRef, RunOptions,
 };
-use crate::probes::ProbeSet;
+use crate::probes::{Probe, ProbeSet};
+use crate::scan::AnswerSource;
 use crate::store::{
     Claimed, FingerprintRow, ModelKind, NewVerdict, ScanRow, Side, Store, SuspectKind,
 };
@@ -86,37 +87,74 @@ pub(super) async fn run(
         &mut progress,
     )
     .await?;
-    let sus_caps = observe_side(
-        store,
-        claimed,
-        &set,
-        suspect.as_ref(),
-        &sus_fp,
-        config,
-        lost,
-        &mut progress,
-    )
-    .await?;
-
     let reference_print = assemble(store, &set, &ref_fp, ref_caps).await?;
-    let suspect_print = assemble(store, &set, &sus_fp, sus_caps).await?;
     store
         .complete_fingerprint(ref_fp.id, &document(&reference_print)?)
-        .await?;
-    store
-        .complete_fingerprint(sus_fp.id, &document(&suspect_print)?)
         .await?;
 
     let mut controls = Vec::new();
     for row in store.control_fingerprints(scan.probe_set_id).await? {
         controls.push(load_fingerprint(store, &row).await?);
     }
-    let report = compare(
-        &reference_print,
-        &suspect_print,
-        &controls,
-        &CompareOptions::default(),
-    );
+    let opts = CompareOptions::default();
+    let sus_caps = suspect
+        .capabilities()
+        .await
+        .map_err(|e| JobError::Transient(format!("{}: {e}", suspect.describe())))?;
+    let early = if scan.early_stop {
+        let mut source = StoreSource {
+            store,
+            claimed,
+            fp: &sus_fp,
+            endpoint: suspect.as_ref(),
+            caps: sus_caps.clone(),
+            lost,
+            progress: &mut progress,
+        };
+        let description = ModelDescription {
+            describe: sus_fp.model_describe.clone(),
+            capabilities: sus_caps.clone(),
+        };
+        crate::scan::sequential_phase(
+            &reference_print,
+            &controls,
+            &set,
+            description,
+            &opts,
+            &mut source,
+        )
+        .await?
+    } else {
+        None
+    };
+    let (suspect_print, report) = match early {
+        Some((print, report)) => {
+            tracing::info!(scan = %scan.id, queries = report.queries.suspect, "stopped early");
+            // The rest of the set will not be asked: the scan is complete at this point.
+            progress.total = progress.done;
+            progress.add(0).await?;
+            (print, report)
+        }
+        None => {
+            observe_side(
+                store,
+                claimed,
+                &set,
+                suspect.as_ref(),
+                &sus_fp,
+                config,
+                lost,
+                &mut progress,
+            )
+            .await?;
+            let print = assemble(store, &set, &sus_fp, sus_caps).await?;
+            let report = compare(&reference_print, &print, &controls, &opts);
+            (print, report)
+        }
+    };
+    store
+        .complete_fingerprint(sus_fp.id, &document(&suspect_print)?)
+        .await?;
     let report_json = serde_json::to_value(&report).map_err(crate::store::StoreError::from)?;
     let verdict = report.verdict.as_str();
     store
@@ -235,29 +273,73 @@ async fn observe_side(
         let Some(obs) = in_flight.next().await else {
             break;
         };
-        if lost.load(Ordering::SeqCst) {
-            return Err(JobError::LeaseLost);
-        }
-        let data = serde_json::to_value(&obs).map_err(crate::store::StoreError::from)?;
-        let held = store
-            .add_observation(
-                claimed.scan.id,
-                &claimed.owner,
-                fp.id,
-                &obs.probe_id,
-                obs.kind.as_str(),
-                obs.sample_index as i32,
-                obs.is_ok(),
-                &data,
-            )
-            .await?;
-        if !held {
-            return Err(JobError::LeaseLost);
-        }
+        keep(store, claimed, fp, &obs, lost).await?;
         progress.add(1).await?;
     }
     drop(in_flight);
     Ok(caps)
+}
+
+/// Stores one answer, as long as this worker still holds the scan.
+async fn keep(
+    store: &Store,
+    claimed: &Claimed,
+    fp: &FingerprintRow,
+    obs: &Observation,
+    lost: &AtomicBool,
+) -> Result<(), JobError> {
+    if lost.load(Ordering::SeqCst) {
+        return Err(JobError::LeaseLost);
+    }
+    let data = serde_json::to_value(obs).map_err(crate::store::StoreError::from)?;
+    let held = store
+        .add_observation(
+            claimed.scan.id,
+            &claimed.owner,
+            fp.id,
+            &obs.probe_id,
+            obs.kind.as_str(),
+            obs.sample_index as i32,
+            obs.is_ok(),
+            &data,
+        )
+        .await?;
+    if !held {
+        return Err(JobError::LeaseLost);
+    }
+    Ok(())
+}
+
+/// The sequential phase's answers, kept in the store like every other observation.
+struct StoreSource<'a, 'p> {
+    store: &'a Store,
+    claimed: &'a Claimed,
+    fp: &'a FingerprintRow,
+    endpoint: &'a dyn ModelEndpoint,
+    caps: Capabilities,
+    lost: &'a AtomicBool,
+    progress: &'a mut Progress<'p>,
+}
+
+#[async_trait::async_trait]
+impl AnswerSource for StoreSource<'_, '_> {
+    type Error = JobError;
+
+    async fn answer(&mut self, probe: &Probe) -> Result<Observation, JobError> {
+        let stored = self.store.observation(self.fp.id, &probe.id, 0).await?;
+        if let Some(row) = stored {
+            return serde_json::from_value(row.data)
+                .map_err(|e| crate::store::StoreError::from(e).into());
+        }
+        let opts = RunOptions {
+            progress: false,
+            ..RunOptions::default()
+        };
+        let obs = fingerprint::observe(self.endpoint, &self.caps, probe, 0, &opts).await;
+        keep(self.store, self.claimed, self.fp, &obs, self.lost).await?;
+        self.progress.add(1).await?;
+        Ok(obs)
+    }
 }
 
 /// A fingerprint from its stored observations, in probe-set order.

@@ -191,6 +191,24 @@ impl Store {
         .await?)
     }
 
+    /// One stored observation, if there is one.
+    pub async fn observation(
+        &self,
+        fingerprint_id: Uuid,
+        probe_id: &str,
+        sample_index: i32,
+    ) -> Result<Option<ObservationRow>> {
+        Ok(sqlx::query_as::<_, ObservationRow>(
+            "SELECT probe_id, kind, sample_index, ok, data FROM observations
+             WHERE fingerprint_id = $1 AND probe_id = $2 AND sample_index = $3",
+        )
+        .bind(fingerprint_id)
+        .bind(probe_id)
+        .bind(sample_index)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Marks a fingerprint complete with its assembled document.
     pub async fn complete_fingerprint(&self, id: Uuid, document: &serde_json::Value) -> Result<()> {
         sqlx::query(

@@ -103,6 +103,8 @@ pub struct ScanRow {
     pub probe_set_id: Uuid,
     pub probes_per_kind: Option<i32>,
     pub max_samples: Option<i32>,
+    /// Stop once the sequential test decides `identical`.
+    pub early_stop: bool,
     pub schedule_id: Option<Uuid>,
     #[sqlx(try_from = "String")]
     pub status: ScanStatus,
@@ -144,6 +146,7 @@ pub struct NewScan {
     pub probe_set_id: Uuid,
     pub probes_per_kind: Option<i32>,
     pub max_samples: Option<i32>,
+    pub early_stop: bool,
     pub schedule_id: Option<Uuid>,
     pub max_attempts: i32,
 }
@@ -171,8 +174,8 @@ pub struct Claimed {
 
 const COLUMNS: &str =
     "id, api_key_id, idempotency_key, suspect_kind, suspect_source, suspect_model,
-    suspect_secret, reference_model_id, probe_set_id, probes_per_kind, max_samples, schedule_id,
-    status, attempts, max_attempts, lease_owner, lease_expires_at, progress_done, progress_total,
+    suspect_secret, reference_model_id, probe_set_id, probes_per_kind, max_samples, early_stop,
+    schedule_id, status, attempts, max_attempts, lease_owner, lease_expires_at, progress_done, progress_total,
     verdict, report, error, created_at, started_at, finished_at, updated_at";
 
 impl Store {
@@ -182,8 +185,8 @@ impl Store {
         let inserted = sqlx::query_as::<_, ScanRow>(&format!(
             "INSERT INTO scans (id, api_key_id, idempotency_key, suspect_kind, suspect_source,
                  suspect_model, suspect_secret, reference_model_id, probe_set_id, probes_per_kind,
-                 max_samples, schedule_id, max_attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 max_samples, schedule_id, max_attempts, early_stop)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING {COLUMNS}"
         ))
@@ -200,6 +203,7 @@ impl Store {
         .bind(s.max_samples)
         .bind(s.schedule_id)
         .bind(s.max_attempts.max(1))
+        .bind(s.early_stop)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = inserted {

@@ -133,8 +133,9 @@ impl Store {
         let scan_id = Uuid::new_v4();
         sqlx::query(
             "INSERT INTO scans (id, suspect_kind, suspect_source, suspect_model, suspect_secret,
-                 reference_model_id, probe_set_id, probes_per_kind, max_samples, schedule_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 reference_model_id, probe_set_id, probes_per_kind, max_samples, schedule_id,
+                 early_stop)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, false)",
         )
         .bind(scan_id)
         .bind(schedule.suspect_kind.as_str())
