@@ -105,10 +105,28 @@ pub async fn keys(cmd: KeysCommand) -> Result<()> {
     }
 }
 
-fn shutdown_signal() -> watch::Receiver<bool> {
+/// Flips to true on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
+pub fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
         let _ = tx.send(true);
     });
     rx
@@ -142,7 +160,16 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn serve(args: ServeArgs) -> Result<()> {
+/// A service started in this process (the API, its workers and the scheduler).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub server: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Migrates, registers the probe set and references, starts workers, the scheduler and
+/// the API; returns once the API listens. Everything stops when `shutdown` flips.
+pub async fn start(args: ServeArgs, shutdown: watch::Receiver<bool>) -> Result<Running> {
     let store = open(&args.worker.database_url).await?;
     let mut default_probe_set = String::from("default");
     if args.probes.is_dir() {
@@ -170,7 +197,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let shutdown = shutdown_signal();
     spawn_workers(&store, &args.worker, &shutdown);
     tokio::spawn(jobs::run_scheduler(
         store.clone(),
@@ -178,7 +204,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         shutdown.clone(),
     ));
     let app = api::router(
-        store,
+        store.clone(),
         ApiConfig {
             allow_private_targets: args.worker.allow_private_targets,
             default_probe_set,
@@ -187,12 +213,25 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving the provenance API");
-    let mut stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        })
-        .await
-        .context("serving")
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving the provenance API");
+    let mut stop = shutdown;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await
+            .context("serving")
+    });
+    Ok(Running {
+        addr,
+        store,
+        server,
+    })
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let running = start(args, shutdown_signal()).await?;
+    running.server.await?
 }

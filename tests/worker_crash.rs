@@ -1,0 +1,182 @@
+//! A real worker process SIGKILLed in the middle of a scan: after its lease runs out a
+//! second worker takes the scan over, resumes from the stored observations (the suspect is
+//! not asked again what was already stored) and finishes with a verdict; no observation is
+//! lost or stored twice.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use provenance::endpoint::ModelEndpoint;
+use provenance::model::{LoadOptions, ModelHandle};
+use provenance::store::{ModelKind, ModelRole, NewModel, NewScan, ScanStatus, Side, SuspectKind};
+
+/// Counts every request reaching the suspect (generations, `/tokenize`, model lists).
+async fn count(State(asked): State<Arc<AtomicUsize>>, req: Request, next: Next) -> Response {
+    asked.fetch_add(1, Ordering::SeqCst);
+    next.run(req).await
+}
+
+fn worker(database_url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_provenance"))
+        .args([
+            "worker",
+            "--database-url",
+            database_url,
+            "--allow-private-targets",
+            "--lease-secs",
+            "3",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a worker process")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_workers_scan_resumes_without_asking_again() {
+    let db = pg::TestDb::new().await;
+    let model = common::smollm2();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let app = provenance::serve::router(
+        ModelHandle::spawn(model.to_str().expect("utf-8"), &LoadOptions::default(), 16)
+            .expect("load"),
+        provenance::serve::ServerConfig {
+            name: "suspect".into(),
+            system_prompt: None,
+        },
+    )
+    .layer(axum::middleware::from_fn_with_state(asked.clone(), count));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // What one capability detection costs, so it can be told apart from probe asks.
+    let mut cfg = provenance::suspect::HttpModelConfig::new(&url, "suspect");
+    cfg.allow_private_targets = true;
+    let probe_client = provenance::suspect::HttpModel::new(cfg).expect("client");
+    probe_client.capabilities().await.expect("capabilities");
+    let detection = asked.swap(0, Ordering::SeqCst);
+
+    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
+    let row = db.store.upsert_probe_set(&set).await.expect("set");
+    let subset = provenance::fingerprint::subset(&set, 5, 2);
+    let asks = provenance::fingerprint::plan(&subset).len();
+    let reference = db
+        .store
+        .create_model(&NewModel {
+            name: "smollm2".into(),
+            role: ModelRole::Reference,
+            kind: ModelKind::Local,
+            source: model.to_string_lossy().into_owned(),
+            description: String::new(),
+        })
+        .await
+        .expect("reference");
+    let (scan, _) = db
+        .store
+        .submit_scan(&NewScan {
+            api_key_id: None,
+            idempotency_key: None,
+            suspect_kind: SuspectKind::Http,
+            suspect_source: url.clone(),
+            suspect_model: "suspect".into(),
+            suspect_secret: None,
+            reference_model_id: reference.id,
+            probe_set_id: row.id,
+            probes_per_kind: Some(5),
+            max_samples: Some(2),
+            early_stop: false,
+            schedule_id: None,
+            max_attempts: 3,
+        })
+        .await
+        .expect("submit");
+
+    // Kill the first worker once it has stored a few of the suspect's answers.
+    let mut first = worker(&db.url);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let suspect_fp = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first worker never reached the suspect"
+        );
+        if let Some(status) = first.try_wait().expect("wait") {
+            panic!("the first worker exited early: {status}");
+        }
+        let prints = db
+            .store
+            .scan_fingerprints(scan.id)
+            .await
+            .expect("fingerprints");
+        if let Some(fp) = prints.iter().find(|f| f.side == Side::Suspect) {
+            let stored = db.store.observed_keys(fp.id).await.expect("keys").len();
+            if stored >= 5 {
+                break fp.id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let kept = db
+        .store
+        .observed_keys(suspect_fp)
+        .await
+        .expect("keys")
+        .len();
+    let before = asked.load(Ordering::SeqCst);
+    assert!(kept < asks, "the scan finished before the kill");
+    let mid = db.store.get_scan(scan.id).await.expect("scan");
+    assert_eq!(mid.status, ScanStatus::Running, "{mid:?}");
+
+    let mut second = worker(&db.url);
+    let finished = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second worker did not finish"
+        );
+        let s = db.store.get_scan(scan.id).await.expect("scan");
+        if matches!(s.status, ScanStatus::Done | ScanStatus::Failed) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    second.kill().expect("stop");
+    second.wait().expect("reaped");
+
+    assert_eq!(finished.status, ScanStatus::Done, "{finished:?}");
+    assert_eq!(finished.attempts, 2, "taken over once");
+    assert_eq!(finished.verdict.as_deref(), Some("identical"));
+    // Every ask stored exactly once on both sides.
+    for fp in db
+        .store
+        .scan_fingerprints(scan.id)
+        .await
+        .expect("fingerprints")
+    {
+        let keys = db.store.observed_keys(fp.id).await.expect("keys");
+        let distinct: HashSet<_> = keys.iter().cloned().collect();
+        assert_eq!(keys.len(), asks, "{:?} side", fp.side);
+        assert_eq!(distinct.len(), asks, "{:?} side", fp.side);
+    }
+    // The second worker asked only what was missing (plus its own capability detection).
+    let after = asked.load(Ordering::SeqCst) - before;
+    assert_eq!(
+        after,
+        detection + (asks - kept),
+        "asked again what was stored: {after} asks after the kill, {detection} per capability \
+         detection, {kept} of {asks} stored before it"
+    );
+}
