@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use provenance::endpoint::ModelEndpoint;
 use provenance::model::{LoadOptions, ModelHandle, Requantize};
 
+mod demo;
 mod service;
 
 #[derive(Parser)]
@@ -63,13 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: ProbesCommand,
     },
-    /// Fetch the models, serve SmolLM2 as a suspect, and scan it against the reference.
+    /// Fetch the models, start the service with SmolLM2 as its reference, serve a copy of
+    /// it behind a persona as a suspect, and scan it through the REST API to a verdict.
     Demo {
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        addr: SocketAddr,
-        /// Probes per kind (the demo uses a subset of the default set to stay quick).
-        #[arg(long, default_value_t = 6)]
-        per_kind: usize,
+        #[command(flatten)]
+        args: demo::DemoArgs,
     },
     /// Run a probe set against one model and write its fingerprint.
     Fingerprint {
@@ -111,15 +110,24 @@ enum Command {
         remote: RemoteArgs,
         #[command(flatten)]
         probes: ProbeArgs,
-        #[arg(long)]
-        controls: Option<PathBuf>,
+        #[command(flatten)]
+        scan: ScanArgs,
+    },
+    /// The ground-truth zoo: variants of the real models with known relations.
+    Zoo {
+        #[command(subcommand)]
+        command: ZooCommand,
+    },
+    /// Scan every (reference, member) pair of a built zoo and print the confusion matrix.
+    Eval {
+        #[arg(long, default_value = "zoo")]
+        zoo: PathBuf,
+        #[command(flatten)]
+        probes: ProbeArgs,
         #[arg(long, default_value = "table")]
         format: OutputFormat,
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Where fingerprints and resumable logs are kept (default: a temporary directory).
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
     },
     /// Run the REST API with N scan workers and the scheduler (migrates first).
     Serve {
@@ -140,6 +148,18 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: service::KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ZooCommand {
+    /// Make the zoo's members from the fetched models (cached; deterministic).
+    Build {
+        #[arg(long, default_value = "zoo")]
+        dir: PathBuf,
+        /// A small subset for CI: SmolLM2 plain, behind a persona, as Q8_0, with noise; Gemma.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -190,6 +210,23 @@ struct RemoteArgs {
     /// Allow suspects on loopback or private networks (local tests and demos).
     #[arg(long)]
     allow_private_targets: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct ScanArgs {
+    /// Directory of control fingerprints (models unrelated to the reference).
+    #[arg(long)]
+    controls: Option<PathBuf>,
+    #[arg(long, default_value = "table")]
+    format: OutputFormat,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where fingerprints and resumable logs are kept (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Ask the whole probe set even when the sequential test decides early.
+    #[arg(long)]
+    no_early_stop: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -248,6 +285,47 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Models { command } => models(command),
+        Command::Zoo {
+            command: ZooCommand::Build { dir, quick },
+        } => {
+            let models = provenance::fetch::default_dir();
+            let paths = provenance::fetch::fetch_all(&models)?;
+            let bases = [
+                ("smollm2", paths.first().context("no SmolLM2")?.clone()),
+                ("gemma3", paths.get(1).context("no Gemma")?.clone()),
+            ];
+            let manifest = provenance::zoo::build::build(&dir, &bases, quick)?;
+            for m in &manifest.members {
+                println!("{:<28} {:<10} {}", m.id, m.class.as_str(), m.path);
+            }
+            println!("{} members in {}", manifest.members.len(), dir.display());
+            Ok(())
+        }
+        Command::Eval {
+            zoo,
+            probes,
+            format,
+            out,
+        } => {
+            let manifest = provenance::zoo::Manifest::load(&zoo)?;
+            let set = probes.load()?;
+            let opts = provenance::zoo::eval::EvalOptions {
+                run: provenance::fingerprint::RunOptions::default(),
+                compare: provenance::compare::CompareOptions::default(),
+            };
+            let report =
+                runtime()?.block_on(provenance::zoo::eval::run(&zoo, &manifest, &set, &opts))?;
+            let text = match format {
+                OutputFormat::Json => serde_json::to_string_pretty(&report)?,
+                OutputFormat::Table => provenance::zoo::eval::to_table(&report),
+            };
+            match out {
+                Some(path) => std::fs::write(&path, &text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
         Command::ServeModel {
             model,
             name,
@@ -258,7 +336,7 @@ fn main() -> Result<()> {
         } => serve_model(&model, name, addr, system_prompt, &load, queue),
         Command::Bench { model, load, json } => bench(&model, &load, json),
         Command::Probes { command } => probes(command),
-        Command::Demo { addr, per_kind } => demo(addr, per_kind),
+        Command::Demo { args } => runtime()?.block_on(demo::run(args)),
         Command::Fingerprint {
             model,
             suspect_model,
@@ -285,22 +363,11 @@ fn main() -> Result<()> {
             suspect_model,
             remote,
             probes,
-            controls,
-            format,
-            out,
-            work_dir,
+            scan: args,
         } => {
             let set = probes.load()?;
             let client = http_model(&suspect_url, &suspect_model, &remote)?;
-            runtime()?.block_on(scan(
-                &reference,
-                &client,
-                &set,
-                controls.as_deref(),
-                format,
-                out.as_deref(),
-                work_dir,
-            ))
+            runtime()?.block_on(scan(&reference, &client, &set, args))
         }
         Command::Serve { service } => runtime()?.block_on(service::serve(service)),
         Command::Worker { worker } => runtime()?.block_on(service::worker(worker)),
@@ -491,10 +558,7 @@ async fn scan(
     reference: &str,
     suspect: &dyn ModelEndpoint,
     set: &provenance::probes::ProbeSet,
-    controls: Option<&std::path::Path>,
-    format: OutputFormat,
-    out: Option<&std::path::Path>,
-    work_dir: Option<PathBuf>,
+    args: ScanArgs,
 ) -> Result<()> {
     let spec = reference.to_string();
     let handle =
@@ -503,7 +567,7 @@ async fn scan(
             .with_context(|| format!("loading the reference {reference}"))?;
     let local = provenance::model::endpoint::LocalEndpoint::new(handle);
     let tmp;
-    let work = match work_dir {
+    let work = match args.work_dir {
         Some(d) => {
             std::fs::create_dir_all(&d)?;
             d
@@ -515,56 +579,18 @@ async fn scan(
     };
     let settings = provenance::scan::ScanSettings {
         probes: set,
-        controls,
+        controls: args.controls.as_deref(),
         work_dir: &work,
         run: provenance::fingerprint::RunOptions::default(),
+        compare: provenance::compare::CompareOptions::default(),
+        early_stop: !args.no_early_stop,
     };
     let outcome = provenance::scan::run(&local, suspect, &settings).await?;
-    emit(&outcome.report, format, out)
-}
-
-/// The README's first command: models fetched, the reference loaded, SmolLM2 served as a
-/// suspect over the OpenAI-compatible API, and a scan of it to a verdict.
-fn demo(addr: SocketAddr, per_kind: usize) -> Result<()> {
-    let dir = provenance::fetch::default_dir();
-    let paths = provenance::fetch::fetch_all(&dir)?;
-    let smol = paths.first().context("no model fetched")?.clone();
-    let smol = smol
-        .to_str()
-        .context("model path is not UTF-8")?
-        .to_string();
-    println!("models in {}", dir.display());
-    let handle = ModelHandle::spawn(&smol, &LoadOptions::default(), 64)?;
-    println!(
-        "suspect: {} ({}, chat template {})",
-        handle.info.name, handle.info.tokenizer, handle.info.chat_template
-    );
-    let app = provenance::serve::router(
-        handle,
-        provenance::serve::ServerConfig {
-            name: "suspect-model".into(),
-            system_prompt: None,
-        },
-    );
-    let probes = ProbeArgs {
-        probes: PathBuf::from("probes/default"),
-        per_kind: Some(per_kind),
-    };
-    let set = probes.load()?;
-    runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        let bound = listener.local_addr()?;
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        println!("suspect served at http://{bound}/v1; scanning it against the reference {smol}\n");
-        let remote = RemoteArgs {
-            api_key_env: None,
-            allow_private_targets: true,
-        };
-        let client = http_model(&format!("http://{bound}/v1"), "suspect-model", &remote)?;
-        let caps = client.capabilities().await?;
-        println!("suspect capabilities: {}", serde_json::to_string(&caps)?);
-        scan(&smol, &client, &set, None, OutputFormat::Table, None, None).await
-    })
+    if outcome.stopped_early {
+        eprintln!(
+            "stopped early: decided after {} suspect queries",
+            outcome.report.queries.suspect
+        );
+    }
+    emit(&outcome.report, args.format, args.out.as_deref())
 }

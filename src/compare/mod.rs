@@ -446,6 +446,7 @@ pub fn compare_calibrated(
                 tests.get(name),
                 used.contains(name),
                 opts.min_probes,
+                || unavailable_reason(name, reference, suspect),
             )
         })
         .collect();
@@ -511,12 +512,29 @@ fn model_ref(fp: &Fingerprint) -> ModelRef {
     }
 }
 
+/// Why a signal could not be computed.
+fn unavailable_reason(name: &str, reference: &Fingerprint, suspect: &Fingerprint) -> String {
+    if name == REFUSAL {
+        let n = pairs(reference, suspect, ProbeKind::Refusal).len();
+        if n > 0 {
+            // Cohen's kappa is 0/0 then; an agreement of 1 would say nothing either, since
+            // any model that always complies (or always refuses) would get it.
+            return format!(
+                "not informative: both sides gave all {n} refusal probes answered by both \
+                 the same label"
+            );
+        }
+    }
+    "not available: no probes of this kind answered by both".to_string()
+}
+
 fn signal_score(
     name: &str,
     outcome: Option<&SignalOutcome>,
     test: Option<&NullTest>,
     used: bool,
     min_probes: usize,
+    unavailable: impl FnOnce() -> String,
 ) -> SignalScore {
     let Some(outcome) = outcome else {
         return SignalScore {
@@ -529,7 +547,7 @@ fn signal_score(
             control_mean: None,
             n: 0,
             used_in_verdict: false,
-            detail: "not available: no probes of this kind answered by both".to_string(),
+            detail: unavailable(),
             extra: BTreeMap::new(),
         };
     };
@@ -591,7 +609,12 @@ fn missing_reasons(
     }
     for name in DISTILLATION_SIGNALS.iter().chain(&[LOGITS, TOKENIZER]) {
         let n = ours.get(name).map(|o| o.n).unwrap_or(0);
-        if n < min_probes {
+        if ours.get(name).is_none() && *name == REFUSAL {
+            reasons.push(format!(
+                "{name}: {}",
+                unavailable_reason(name, reference, suspect)
+            ));
+        } else if n < min_probes {
             reasons.push(format!(
                 "{name}: {n} probes answered by both (need {min_probes})"
             ));

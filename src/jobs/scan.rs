@@ -101,7 +101,7 @@ pub(super) async fn run(
         .capabilities()
         .await
         .map_err(|e| JobError::Transient(format!("{}: {e}", suspect.describe())))?;
-    let early = if scan.early_stop {
+    let (early, counted) = if scan.early_stop {
         let mut source = StoreSource {
             store,
             claimed,
@@ -110,12 +110,13 @@ pub(super) async fn run(
             caps: sus_caps.clone(),
             lost,
             progress: &mut progress,
+            counted: 0,
         };
         let description = ModelDescription {
             describe: sus_fp.model_describe.clone(),
             capabilities: sus_caps.clone(),
         };
-        crate::scan::sequential_phase(
+        let early = crate::scan::sequential_phase(
             &reference_print,
             &controls,
             &set,
@@ -123,9 +124,10 @@ pub(super) async fn run(
             &opts,
             &mut source,
         )
-        .await?
+        .await?;
+        (early, source.counted)
     } else {
-        None
+        (None, 0)
     };
     let (suspect_print, report) = match early {
         Some((print, report)) => {
@@ -136,6 +138,8 @@ pub(super) async fn run(
             (print, report)
         }
         None => {
+            // The side's pass counts every stored answer, those of the sequential phase too.
+            progress.done -= counted;
             observe_side(
                 store,
                 claimed,
@@ -319,6 +323,8 @@ struct StoreSource<'a, 'p> {
     caps: Capabilities,
     lost: &'a AtomicBool,
     progress: &'a mut Progress<'p>,
+    /// Answers counted in the progress so far (stored ones included).
+    counted: i32,
 }
 
 #[async_trait::async_trait]
@@ -326,6 +332,8 @@ impl AnswerSource for StoreSource<'_, '_> {
     type Error = JobError;
 
     async fn answer(&mut self, probe: &Probe) -> Result<Observation, JobError> {
+        self.progress.add(1).await?;
+        self.counted += 1;
         let stored = self.store.observation(self.fp.id, &probe.id, 0).await?;
         if let Some(row) = stored {
             return serde_json::from_value(row.data)
@@ -337,7 +345,6 @@ impl AnswerSource for StoreSource<'_, '_> {
         };
         let obs = fingerprint::observe(self.endpoint, &self.caps, probe, 0, &opts).await;
         keep(self.store, self.claimed, self.fp, &obs, self.lost).await?;
-        self.progress.add(1).await?;
         Ok(obs)
     }
 }
