@@ -257,3 +257,172 @@ async fn webhooks_are_signed_and_retried() {
             .is_err()
     );
 }
+
+/// Serves SmolLM2 or, once `switched` is set, Gemma under the same model name: a suspect
+/// that changes behind a fixed URL, as a lab swapping its weights would.
+async fn switching_suspect(switched: Arc<std::sync::atomic::AtomicBool>) -> String {
+    let config = |name: &str| provenance::serve::ServerConfig {
+        name: name.into(),
+        system_prompt: None,
+    };
+    let gemma = provenance::fetch::default_dir().join(provenance::fetch::GEMMA3.file);
+    let smol = provenance::serve::router(
+        ModelHandle::spawn(&smollm2(), &LoadOptions::default(), 16).expect("smollm2"),
+        config("suspect"),
+    );
+    let gemma = provenance::serve::router(
+        ModelHandle::spawn(gemma.to_str().expect("utf-8"), &LoadOptions::default(), 16)
+            .expect("gemma"),
+        config("suspect"),
+    );
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let target = if switched.load(Ordering::SeqCst) {
+            gemma.clone()
+        } else {
+            smol.clone()
+        };
+        async move {
+            use tower::ServiceExt;
+            target.oneshot(req).await
+        }
+    });
+    bind(app).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_fires_scans_and_a_changed_suspect_fires_a_signed_webhook() {
+    let db = pg::TestDb::new().await;
+    let model = smollm2();
+    let switched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let suspect = switching_suspect(switched.clone()).await;
+
+    // The receiver checks each delivery's signature with the shared secret.
+    std::env::set_var("PROVENANCE_SECRET_SCHEDULE_TEST_HOOK", "hook-key");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, Value)>();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let ts = headers
+                        .get(webhook::TIMESTAMP_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(0);
+                    let sig = headers
+                        .get(webhook::SIGNATURE_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let valid = webhook::verify(b"hook-key", ts, &body, sig);
+                    let payload = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let _ = tx.send((valid, payload));
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let hook = bind(receiver).await;
+
+    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
+    db.store.upsert_probe_set(&set).await.expect("set");
+    db.store
+        .create_model(&NewModel {
+            name: "smollm2".into(),
+            role: ModelRole::Reference,
+            kind: ModelKind::Local,
+            source: model.clone(),
+            description: String::new(),
+        })
+        .await
+        .expect("reference");
+    let (_, admin) = db
+        .store
+        .create_api_key(Role::Admin, "t")
+        .await
+        .expect("key");
+    let base = bind(api::router(
+        db.store.clone(),
+        ApiConfig {
+            allow_private_targets: true,
+            default_probe_set: set.name.clone(),
+        },
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/v1/schedules"))
+        .bearer_auth(&admin)
+        .json(&json!({
+            "name": "watch-suspect",
+            "cron": "* * * * * *",
+            "suspect_url": format!("{suspect}/v1"),
+            "suspect_model": "suspect",
+            "reference": "smollm2",
+            "probes_per_kind": 5,
+            "max_samples": 2,
+            "webhook_url": format!("{hook}/hook"),
+            "webhook_secret": "schedule_test_hook",
+            "drift_threshold": 0.5
+        }))
+        .send()
+        .await
+        .expect("create schedule");
+    assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(jobs::run_scheduler(
+        db.store.clone(),
+        Duration::from_millis(200),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(jobs::run_worker(
+        db.store.clone(),
+        WorkerConfig {
+            lease: Duration::from_secs(10),
+            poll: Duration::from_millis(200),
+            allow_private_targets: true,
+            concurrency: 2,
+        },
+        ReferenceCache::new(),
+        stop_rx,
+    ));
+
+    // The first scheduled run is the baseline: the same weights, no webhook.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(400);
+    let first = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scheduled scan finished"
+        );
+        let scans: Value = client
+            .get(format!("{base}/v1/scans?status=done"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        if let Some(done) = scans["items"].as_array().and_then(|a| a.first()) {
+            break done.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first["verdict"], "identical", "{first}");
+    assert!(!first["schedule_id"].is_null());
+    assert!(rx.try_recv().is_err(), "the baseline fired a webhook");
+
+    // The lab swaps its weights: a later run sees another model, and the webhook fires.
+    switched.store(true, Ordering::SeqCst);
+    let (valid, payload) = tokio::time::timeout_at(deadline, rx.recv())
+        .await
+        .expect("a webhook within the time limit")
+        .expect("a delivery");
+    let _ = stop_tx.send(true);
+    assert!(valid, "bad signature on {payload}");
+    assert_eq!(payload["event"], "verdict_changed", "{payload}");
+    assert_eq!(payload["previous_verdict"], "identical");
+    assert_eq!(payload["verdict"], "unrelated");
+    assert!(payload["answer_drift"].as_f64().is_some_and(|d| d > 0.5));
+}
