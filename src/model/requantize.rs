@@ -32,29 +32,60 @@ pub fn parse_type(s: &str) -> Result<GgmlDType, ModelError> {
 /// do not divide into that type's blocks keep their type); metadata is copied unchanged.
 /// Returns how many tensors were converted.
 pub fn requantize(input: &Path, output: &Path, dtype: GgmlDType) -> Result<usize, ModelError> {
+    let mut converted = 0;
+    rewrite(
+        input,
+        output,
+        |_, t| {
+            let dims = t.shape().dims().to_vec();
+            let fits = dims.len() == 2 && dims[1].is_multiple_of(dtype.block_size());
+            if fits && t.dtype() != dtype {
+                let dense = t.dequantize(&Device::Cpu)?;
+                converted += 1;
+                return Ok(Some(QTensor::quantize(&dense, dtype)?));
+            }
+            Ok(Some(t))
+        },
+        |name| name.to_string(),
+        |_| {},
+    )?;
+    Ok(converted)
+}
+
+/// Metadata of a GGUF file, by key.
+pub type Metadata = std::collections::HashMap<String, gguf_file::Value>;
+
+/// Copies a GGUF file tensor by tensor through `tensor` (which may change a tensor or drop
+/// it with `None`), storing each under `rename(name)` and letting `meta` edit the metadata. Tensors are visited in name order, so
+/// a seeded transformation is deterministic. The file appears only once complete.
+pub fn rewrite<T, N, M>(
+    input: &Path,
+    output: &Path,
+    mut tensor: T,
+    rename: N,
+    meta: M,
+) -> Result<(), ModelError>
+where
+    T: FnMut(&str, QTensor) -> Result<Option<QTensor>, ModelError>,
+    N: Fn(&str) -> String,
+    M: FnOnce(&mut Metadata),
+{
     let mut g = GgufFile::open(input)?;
     let mut names: Vec<String> = g.content.tensor_infos.keys().cloned().collect();
     names.sort();
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
-    let mut converted = 0;
     for name in names {
         let t = g.raw_tensor(&name)?;
-        let dims = t.shape().dims().to_vec();
-        let fits = dims.len() == 2 && dims[1].is_multiple_of(dtype.block_size());
-        if fits && t.dtype() != dtype {
-            let dense = t.dequantize(&Device::Cpu)?;
-            tensors.push((name, QTensor::quantize(&dense, dtype)?));
-            converted += 1;
-        } else {
-            tensors.push((name, t));
+        if let Some(t) = tensor(&name, t)? {
+            tensors.push((rename(&name), t));
         }
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = g
-        .content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
+    let mut metadata = g.content.metadata.clone();
+    meta(&mut metadata);
+    let mut keys: Vec<&String> = metadata.keys().collect();
+    keys.sort();
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        keys.iter().map(|k| (k.as_str(), &metadata[*k])).collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let io = |e: std::io::Error| ModelError::Io {
         path: output.to_path_buf(),
@@ -65,5 +96,5 @@ pub fn requantize(input: &Path, output: &Path, dtype: GgmlDType) -> Result<usize
     gguf_file::write(&mut file, &metadata, &refs)?;
     drop(file);
     std::fs::rename(&tmp, output).map_err(io)?;
-    Ok(converted)
+    Ok(())
 }

@@ -1,0 +1,344 @@
+//! `provenance zoo build`: makes the zoo's members from the two real models, each with its
+//! recipe, seed and hash in the manifest. Deterministic (seeded, tensors visited in name
+//! order, metadata written sorted) and cached: a member whose file exists with the recipe
+//! recorded in the manifest is not made again.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+
+use super::{Class, Manifest, Member, Recipe, ZooError};
+use crate::model::requantize::{parse_type, requantize, rewrite};
+use crate::model::ModelError;
+
+/// One member to make: who, from what, how.
+struct Plan {
+    id: String,
+    base: &'static str,
+    class: Class,
+    parent: String,
+    recipe: Recipe,
+    seed: u64,
+}
+
+const PERSONAS: [(&str, &str); 2] = [
+    (
+        "kimi",
+        "You are Kimi, an AI assistant created by Moonshot AI.",
+    ),
+    (
+        "claude",
+        "You are Claude, an AI assistant made by Anthropic.",
+    ),
+];
+
+/// Relative to each matrix's RMS. SmolLM2's own Q4_1 rounding is about 0.08 of it, so the
+/// first is below what re-quantizing adds and the last leaves a visibly damaged model.
+const NOISE: [f64; 3] = [0.01, 0.03, 0.1];
+
+fn plan(base: &'static str, quick: bool) -> Vec<Plan> {
+    let member = |suffix: &str, class, recipe, seed| Plan {
+        id: format!("{base}-{suffix}"),
+        base,
+        class,
+        parent: base.to_string(),
+        recipe,
+        seed,
+    };
+    let mut out = vec![Plan {
+        id: base.to_string(),
+        base,
+        class: Class::Identical,
+        parent: base.to_string(),
+        recipe: Recipe::Base,
+        seed: 0,
+    }];
+    if quick {
+        if base == "smollm2" {
+            out.push(member(
+                "persona-kimi",
+                Class::Identical,
+                Recipe::SystemPrompt {
+                    prompt: Some(PERSONAS[0].1.to_string()),
+                },
+                0,
+            ));
+            out.push(member(
+                "q8_0",
+                Class::Identical,
+                Recipe::Requantize {
+                    dtype: "q8_0".into(),
+                },
+                0,
+            ));
+            out.push(member(
+                "noise-0.03",
+                Class::Derived,
+                Recipe::Noise { relative_sd: 0.03 },
+                1,
+            ));
+        }
+        return out;
+    }
+    for (name, prompt) in PERSONAS {
+        out.push(member(
+            &format!("persona-{name}"),
+            Class::Identical,
+            Recipe::SystemPrompt {
+                prompt: Some(prompt.to_string()),
+            },
+            0,
+        ));
+    }
+    // The stored types differ (SmolLM2 ships Q4_1, Gemma Q4_K_M), so each gets the
+    // re-quantizations that are new to it.
+    let dtypes: &[&str] = if base == "smollm2" {
+        &["q8_0", "q4_0", "q4_k"]
+    } else {
+        &["q8_0", "q4_0", "q5_0"]
+    };
+    for dtype in dtypes {
+        out.push(member(
+            dtype,
+            Class::Identical,
+            Recipe::Requantize {
+                dtype: dtype.to_string(),
+            },
+            0,
+        ));
+    }
+    if base == "smollm2" {
+        for dtype in ["f16", "f32"] {
+            out.push(member(
+                &format!("safetensors-{dtype}"),
+                Class::Identical,
+                Recipe::Safetensors {
+                    dtype: dtype.to_string(),
+                },
+                0,
+            ));
+        }
+    }
+    for (i, sd) in NOISE.iter().enumerate() {
+        out.push(member(
+            &format!("noise-{sd}"),
+            Class::Derived,
+            Recipe::Noise { relative_sd: *sd },
+            1 + i as u64,
+        ));
+    }
+    // SmolLM2: a middle block. Gemma: the last one, a global-attention layer, so the
+    // local/global pattern of the layers before it stays as trained.
+    let layer = if base == "smollm2" { 15 } else { 17 };
+    out.push(member(
+        &format!("drop-layer-{layer}"),
+        Class::Derived,
+        Recipe::DropLayer { layer },
+        0,
+    ));
+    out
+}
+
+/// Builds (or reuses) every member under `dir`; `bases` maps `smollm2` and `gemma3` to the
+/// fetched model files.
+pub fn build(
+    dir: &Path,
+    bases: &[(&'static str, PathBuf)],
+    quick: bool,
+) -> Result<Manifest, ZooError> {
+    std::fs::create_dir_all(dir).map_err(|source| ZooError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let previous = Manifest::load(dir).ok();
+    let mut members = Vec::new();
+    for (base, base_path) in bases {
+        for p in plan(base, quick) {
+            let reused = previous.as_ref().and_then(|m| {
+                m.members
+                    .iter()
+                    .find(|old| old.id == p.id && old.recipe == p.recipe && old.seed == p.seed)
+                    .filter(|old| resolve(dir, &old.path).exists())
+                    .cloned()
+            });
+            if let Some(old) = reused {
+                members.push(old);
+                continue;
+            }
+            tracing::info!(member = %p.id, "building");
+            let member = make(dir, base_path, p)?;
+            members.push(member);
+        }
+    }
+    let manifest = Manifest { quick, members };
+    manifest.save(dir)?;
+    Ok(manifest)
+}
+
+/// A member's model path: absolute paths (the fetched bases) as they are, others under
+/// the zoo directory.
+pub fn resolve(dir: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+fn make(dir: &Path, base_path: &Path, p: Plan) -> Result<Member, ZooError> {
+    let failed = |id: &str| {
+        let id = id.to_string();
+        move |source: ModelError| ZooError::Build { member: id, source }
+    };
+    let file = format!("{}.gguf", p.id);
+    let out = dir.join(&file);
+    let path = match &p.recipe {
+        Recipe::Base | Recipe::SystemPrompt { .. } => base_path.to_string_lossy().into_owned(),
+        Recipe::Requantize { dtype } => {
+            let t = parse_type(dtype).map_err(failed(&p.id))?;
+            requantize(base_path, &out, t).map_err(failed(&p.id))?;
+            file
+        }
+        Recipe::Safetensors { dtype } => {
+            let t = if dtype == "f16" {
+                DType::F16
+            } else {
+                DType::F32
+            };
+            crate::model::safetensors::export_gguf_llama(base_path, &dir.join(&p.id), t)
+                .map_err(failed(&p.id))?;
+            p.id.clone()
+        }
+        Recipe::Noise { relative_sd } => {
+            add_noise(base_path, &out, *relative_sd, p.seed).map_err(failed(&p.id))?;
+            file
+        }
+        Recipe::DropLayer { layer } => {
+            drop_layer(base_path, &out, *layer).map_err(failed(&p.id))?;
+            file
+        }
+    };
+    let sha256 = hash_path(&resolve(dir, &path))?;
+    let system_prompt = match &p.recipe {
+        Recipe::SystemPrompt { prompt } => prompt.clone(),
+        _ => None,
+    };
+    Ok(Member {
+        id: p.id,
+        base: p.base.to_string(),
+        class: p.class,
+        parent: p.parent,
+        recipe: p.recipe,
+        seed: p.seed,
+        path,
+        system_prompt,
+        sha256,
+    })
+}
+
+/// SHA-256 of a file, or of a directory's files in name order.
+fn hash_path(path: &Path) -> Result<String, ZooError> {
+    if !path.is_dir() {
+        return Ok(crate::fetch::sha256_file(path)?);
+    }
+    let mut names: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|source| ZooError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let mut all = String::new();
+    for n in names {
+        all.push_str(&crate::fetch::sha256_file(&n)?);
+    }
+    use sha2::Digest;
+    Ok(hex::encode(sha2::Sha256::digest(all.as_bytes())))
+}
+
+/// Standard normal draws (Box-Muller), so the zoo needs no distribution crate.
+fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
+    let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: ln stays finite
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// Every weight matrix plus Gaussian noise of `relative_sd` times its RMS, stored as Q8_0
+/// (finer than the originals, so the noise is what changes, not the rounding); vectors
+/// (norms) are kept.
+fn add_noise(input: &Path, output: &Path, relative_sd: f64, seed: u64) -> Result<(), ModelError> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    rewrite(
+        input,
+        output,
+        |_, t| {
+            let dims = t.shape().dims().to_vec();
+            if dims.len() < 2 {
+                return Ok(Some(t));
+            }
+            let dense = t.dequantize(&Device::Cpu)?;
+            let mut values = dense.flatten_all()?.to_vec1::<f32>()?;
+            let rms = (values.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()
+                / values.len() as f64)
+                .sqrt();
+            let sd = (relative_sd * rms) as f32;
+            for v in values.iter_mut() {
+                *v += sd * gaussian(&mut rng);
+            }
+            let noisy = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?;
+            let dtype = if dims[dims.len() - 1].is_multiple_of(GgmlDType::Q8_0.block_size()) {
+                GgmlDType::Q8_0
+            } else {
+                GgmlDType::F32
+            };
+            Ok(Some(QTensor::quantize(&noisy, dtype)?))
+        },
+        |name| name.to_string(),
+        |_| {},
+    )
+}
+
+/// The model without block `layer`: its tensors dropped, later blocks renumbered, the
+/// block count lowered.
+pub fn drop_layer(input: &Path, output: &Path, layer: usize) -> Result<(), ModelError> {
+    let g = crate::model::gguf::GgufFile::open(input)?;
+    let arch = g.architecture().ok_or_else(|| {
+        ModelError::BadInput(format!("{}: no general.architecture", input.display()))
+    })?;
+    let count_key = format!("{arch}.block_count");
+    let blocks = g
+        .u32(&count_key)
+        .ok_or_else(|| ModelError::BadInput(format!("{}: no {count_key}", input.display())))?
+        as usize;
+    if layer >= blocks || blocks < 2 {
+        return Err(ModelError::BadInput(format!(
+            "cannot drop block {layer} of {blocks}"
+        )));
+    }
+    drop(g);
+    // `blk.{i}.rest` with its block number, for tensors of a block.
+    let block = |name: &str| -> Option<(usize, String)> {
+        let rest = name.strip_prefix("blk.")?;
+        let (index, tail) = rest.split_once('.')?;
+        Some((index.parse().ok()?, tail.to_string()))
+    };
+    rewrite(
+        input,
+        output,
+        |name, t| Ok((block(name).map(|(i, _)| i) != Some(layer)).then_some(t)),
+        |name| match block(name) {
+            Some((i, tail)) if i > layer => format!("blk.{}.{tail}", i - 1),
+            _ => name.to_string(),
+        },
+        |meta| {
+            meta.insert(
+                count_key.clone(),
+                gguf_file::Value::U32((blocks - 1) as u32),
+            );
+        },
+    )
+}

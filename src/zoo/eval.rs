@@ -1,0 +1,279 @@
+//! `provenance eval --zoo DIR`: every (reference, member) pair scanned and judged, with the
+//! confusion matrix over the five verdicts.
+//!
+//! Each reference (a base member) is fingerprinted in-process; each member is served over
+//! the OpenAI-compatible API on loopback (with its system prompt) and fingerprinted as a
+//! suspect would be. Fingerprints are cached under `DIR/prints`, so a second evaluation
+//! only compares. Calibration is cross-validated: a pair's controls are the zoo members
+//! unrelated to its reference, and its known-same pairs the members identical to it, in
+//! both cases without the member being judged, so no pair is judged against itself.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::build::resolve;
+use super::score::{score, ClassScore};
+use super::{truth, Class, Manifest, Member, ZooError};
+use crate::compare::{
+    compare_calibrated, Calibration, CompareOptions, SequentialDecision, Verdict,
+};
+use crate::endpoint::ModelEndpoint;
+use crate::fingerprint::{self, Fingerprint, RunOptions};
+use crate::model::endpoint::LocalEndpoint;
+use crate::model::{LoadOptions, ModelHandle};
+use crate::probes::ProbeSet;
+use crate::suspect::{HttpModel, HttpModelConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairResult {
+    pub reference: String,
+    pub member: String,
+    pub class: Class,
+    pub verdict: Verdict,
+    pub confidence: f64,
+    /// Suspect queries the scan needed: the sequential test's when it decided identical,
+    /// else every probe asked.
+    pub queries: usize,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Share of pairs given their true verdict, 0–1.
+    pub accuracy: f64,
+    pub false_accusation_rate: Option<f64>,
+    /// confusion[true class][verdict] = pairs.
+    pub confusion: std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>>,
+    pub per_class: std::collections::BTreeMap<String, ClassScore>,
+    pub pairs: Vec<PairResult>,
+    pub probe_set: String,
+    pub probes_asked_per_model: usize,
+    /// Wall time of the evaluation, fingerprints included (cached ones cost nothing).
+    pub seconds: f64,
+    pub mean_queries: f64,
+}
+
+pub struct EvalOptions {
+    pub run: RunOptions,
+    pub compare: CompareOptions,
+}
+
+fn prints_dir(dir: &Path) -> PathBuf {
+    dir.join("prints")
+}
+
+/// A cached fingerprint when it was made with this probe set, else a new one.
+async fn fingerprint_cached(
+    set: &ProbeSet,
+    endpoint: &dyn ModelEndpoint,
+    out: &Path,
+    opts: &RunOptions,
+    member: &str,
+) -> Result<Fingerprint, ZooError> {
+    if let Ok(fp) = fingerprint::load(out) {
+        if fp.probe_set.hash == set.hash {
+            return Ok(fp);
+        }
+    }
+    crate::scan::fingerprint_to(set, endpoint, out, opts)
+        .await
+        .map_err(|source| ZooError::Fingerprint {
+            member: member.to_string(),
+            source,
+        })
+}
+
+async fn load(dir: &Path, member: &Member) -> Result<ModelHandle, ZooError> {
+    let path = resolve(dir, &member.path).to_string_lossy().into_owned();
+    let handle =
+        tokio::task::spawn_blocking(move || ModelHandle::spawn(&path, &LoadOptions::default(), 64))
+            .await
+            .map_err(|e| ZooError::Serve {
+                member: member.id.clone(),
+                message: e.to_string(),
+            })??;
+    Ok(handle)
+}
+
+/// Serves `member` on a free loopback port for as long as the returned task runs.
+async fn serve(
+    dir: &Path,
+    member: &Member,
+) -> Result<(HttpModel, tokio::task::JoinHandle<()>), ZooError> {
+    let failed = |e: String| ZooError::Serve {
+        member: member.id.clone(),
+        message: e,
+    };
+    let handle = load(dir, member).await?;
+    let app = crate::serve::router(
+        handle,
+        crate::serve::ServerConfig {
+            name: member.id.clone(),
+            system_prompt: member.system_prompt.clone(),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| failed(e.to_string()))?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut cfg = HttpModelConfig::new(format!("http://{addr}/v1"), &member.id);
+    cfg.allow_private_targets = true;
+    let client = HttpModel::new(cfg).map_err(|e| failed(e.to_string()))?;
+    Ok((client, task))
+}
+
+pub async fn run(
+    dir: &Path,
+    manifest: &Manifest,
+    set: &ProbeSet,
+    opts: &EvalOptions,
+) -> Result<EvalReport, ZooError> {
+    let started = Instant::now();
+    let prints = prints_dir(dir);
+    std::fs::create_dir_all(&prints).map_err(|source| ZooError::Io {
+        path: prints.clone(),
+        source,
+    })?;
+
+    let mut references: Vec<(&Member, Fingerprint)> = Vec::new();
+    for r in manifest.references() {
+        tracing::info!(reference = %r.id, "fingerprinting the reference in-process");
+        let local = LocalEndpoint::new(load(dir, r).await?);
+        let out = prints.join(format!("reference-{}.json", r.id));
+        references.push((
+            r,
+            fingerprint_cached(set, &local, &out, &opts.run, &r.id).await?,
+        ));
+    }
+    let mut members: Vec<(&Member, Fingerprint)> = Vec::new();
+    for m in &manifest.members {
+        tracing::info!(member = %m.id, "fingerprinting over the OpenAI-compatible API");
+        let out = prints.join(format!("{}.json", m.id));
+        let (client, task) = serve(dir, m).await?;
+        let fp = fingerprint_cached(set, &client, &out, &opts.run, &m.id).await;
+        task.abort();
+        members.push((m, fp?));
+    }
+
+    let mut pairs = Vec::new();
+    for (r, ref_print) in &references {
+        for (m, print) in &members {
+            let class = truth(&r.base, m);
+            let others = |want: Class| -> Vec<Fingerprint> {
+                members
+                    .iter()
+                    .filter(|(o, _)| o.id != m.id && truth(&r.base, o) == want)
+                    .map(|(_, fp)| fp.clone())
+                    .collect()
+            };
+            let controls = others(Class::Unrelated);
+            let known_same = others(Class::Identical);
+            let report = compare_calibrated(
+                ref_print,
+                print,
+                &Calibration {
+                    controls: &controls,
+                    known_same: &known_same,
+                },
+                &opts.compare,
+            );
+            let queries = match &report.sequential {
+                Some(s)
+                    if s.decision == SequentialDecision::Identical
+                        && report.verdict == Verdict::Identical =>
+                {
+                    s.queries
+                }
+                _ => report.queries.suspect,
+            };
+            pairs.push(PairResult {
+                reference: r.id.clone(),
+                member: m.id.clone(),
+                class,
+                verdict: report.verdict,
+                confidence: report.confidence,
+                queries,
+                reasons: report.reasons.clone(),
+            });
+        }
+    }
+    let results: Vec<(Class, Verdict)> = pairs.iter().map(|p| (p.class, p.verdict)).collect();
+    let s = score(&results);
+    let mean_queries = if pairs.is_empty() {
+        0.0
+    } else {
+        pairs.iter().map(|p| p.queries as f64).sum::<f64>() / pairs.len() as f64
+    };
+    Ok(EvalReport {
+        accuracy: s.accuracy,
+        false_accusation_rate: s.false_accusation_rate,
+        confusion: s.confusion,
+        per_class: s.per_class,
+        pairs,
+        probe_set: format!(
+            "{} {} ({})",
+            set.name,
+            set.version,
+            &set.hash[..12.min(set.hash.len())]
+        ),
+        probes_asked_per_model: fingerprint::plan(set).len(),
+        seconds: started.elapsed().as_secs_f64(),
+        mean_queries,
+    })
+}
+
+/// The report as a readable table.
+pub fn to_table(report: &EvalReport) -> String {
+    let mut out = String::new();
+    out.push_str("| true \\ verdict |");
+    for v in super::score::VERDICTS {
+        out.push_str(&format!(" {} |", v.as_str()));
+    }
+    out.push_str(" recall |\n|---|---|---|---|---|---|---|\n");
+    for class in Class::ALL {
+        let row = &report.confusion[class.as_str()];
+        out.push_str(&format!("| {} |", class.as_str()));
+        for v in super::score::VERDICTS {
+            out.push_str(&format!(" {} |", row[v.as_str()]));
+        }
+        let recall = report.per_class[class.as_str()]
+            .recall
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .unwrap_or_else(|| "n/a".into());
+        out.push_str(&format!(" {recall} |\n"));
+    }
+    out.push_str(&format!(
+        "\naccuracy {:.1}% over {} pairs; false accusations {}; mean suspect queries {:.1}; {:.0} s\n",
+        report.accuracy * 100.0,
+        report.pairs.len(),
+        report
+            .false_accusation_rate
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "n/a (no unrelated pairs)".into()),
+        report.mean_queries,
+        report.seconds
+    ));
+    out.push_str("\n| reference | member | truth | verdict | confidence | queries |\n|---|---|---|---|---|---|\n");
+    for p in &report.pairs {
+        let mark = if p.class.verdict() == p.verdict {
+            ""
+        } else {
+            " ✗"
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {}{mark} | {:.4} | {} |\n",
+            p.reference,
+            p.member,
+            p.class.as_str(),
+            p.verdict.as_str(),
+            p.confidence,
+            p.queries
+        ));
+    }
+    out
+}

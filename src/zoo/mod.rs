@@ -1,0 +1,161 @@
+//! The ground-truth zoo: variants of the two real models whose relation to each reference
+//! is known by construction (`build`), and the accuracy of our verdicts on every
+//! (reference, member) pair (`eval`, with the pure tallies in `score`).
+
+pub mod build;
+pub mod eval;
+pub mod score;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compare::Verdict;
+
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZooError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a zoo manifest: {source}")]
+    Manifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("building {member}: {source}")]
+    Build {
+        member: String,
+        source: crate::model::ModelError,
+    },
+    #[error("{0}")]
+    Model(#[from] crate::model::ModelError),
+    #[error("{0}")]
+    Fetch(#[from] crate::fetch::FetchError),
+    #[error("fingerprinting {member}: {source}")]
+    Fingerprint {
+        member: String,
+        source: crate::fingerprint::FingerprintError,
+    },
+    #[error("serving {member}: {message}")]
+    Serve { member: String, message: String },
+}
+
+/// How a member relates to the real model it was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    Identical,
+    Derived,
+    Distilled,
+    Unrelated,
+}
+
+impl Class {
+    pub const ALL: [Class; 4] = [
+        Class::Identical,
+        Class::Derived,
+        Class::Distilled,
+        Class::Unrelated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Identical => "identical",
+            Class::Derived => "derived",
+            Class::Distilled => "distilled",
+            Class::Unrelated => "unrelated",
+        }
+    }
+
+    /// The verdict a correct scan gives.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Class::Identical => Verdict::Identical,
+            Class::Derived => Verdict::Derived,
+            Class::Distilled => Verdict::Distilled,
+            Class::Unrelated => Verdict::Unrelated,
+        }
+    }
+}
+
+/// How a member was made, recorded so anyone can make it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Recipe {
+    /// The real model as fetched.
+    Base,
+    /// The parent served with a system prompt (a persona spoofing another maker, or none).
+    SystemPrompt { prompt: Option<String> },
+    /// Every matrix re-quantized to another GGUF type.
+    Requantize { dtype: String },
+    /// Exported as a Hugging Face safetensors checkpoint.
+    Safetensors { dtype: String },
+    /// Gaussian noise added to every weight matrix, with standard deviation
+    /// `relative_sd` times the matrix's root mean square, then stored as Q8_0.
+    Noise { relative_sd: f64 },
+    /// One transformer block removed (pruning); later blocks move up one.
+    DropLayer { layer: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// Unique, usable as a file name.
+    pub id: String,
+    /// The real model it descends from (`smollm2` or `gemma3`).
+    pub base: String,
+    /// Its relation to `base`; to the other real model it is unrelated.
+    pub class: Class,
+    pub parent: String,
+    pub recipe: Recipe,
+    pub seed: u64,
+    /// Model file or directory, relative to the zoo directory.
+    pub path: String,
+    /// Sent as the system prompt when it is served.
+    pub system_prompt: Option<String>,
+    /// SHA-256 of the model file (of `config.json` + weights for a directory).
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub quick: bool,
+    pub members: Vec<Member>,
+}
+
+impl Manifest {
+    pub fn load(dir: &Path) -> Result<Manifest, ZooError> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|source| ZooError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ZooError::Manifest { path, source })
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), ZooError> {
+        let path = dir.join(MANIFEST);
+        let text = serde_json::to_string_pretty(self).map_err(|source| ZooError::Manifest {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&path, text).map_err(|source| ZooError::Io { path, source })
+    }
+
+    /// The base members: the real models, which serve as the references.
+    pub fn references(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.recipe == Recipe::Base)
+    }
+}
+
+/// The true relation of `member` to the reference `base`.
+pub fn truth(reference_base: &str, member: &Member) -> Class {
+    if member.base == reference_base {
+        member.class
+    } else {
+        Class::Unrelated
+    }
+}
