@@ -160,6 +160,8 @@ pub async fn run(
         members.push((m, fp?));
     }
 
+    write_controls(dir, &references, &members)?;
+
     let mut pairs = Vec::new();
     for (r, ref_print) in &references {
         for (m, print) in &members {
@@ -225,6 +227,41 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
         mean_queries,
     })
+}
+
+/// Where `eval` leaves, for each reference, the fingerprints of the members unrelated to
+/// it: ready for `provenance scan --controls` and `compare --controls`.
+pub fn controls_dir(dir: &Path, reference: &str) -> PathBuf {
+    dir.join("controls").join(reference)
+}
+
+fn write_controls(
+    dir: &Path,
+    references: &[(&Member, Fingerprint)],
+    members: &[(&Member, Fingerprint)],
+) -> Result<(), ZooError> {
+    for (r, _) in references {
+        let out = controls_dir(dir, &r.id);
+        let io = |source| ZooError::Io {
+            path: out.clone(),
+            source,
+        };
+        if out.exists() {
+            std::fs::remove_dir_all(&out).map_err(io)?;
+        }
+        std::fs::create_dir_all(&out).map_err(io)?;
+        for (m, print) in members {
+            if truth(&r.base, m) == Class::Unrelated {
+                print
+                    .save(&out.join(format!("{}.json", m.id)))
+                    .map_err(|source| ZooError::Fingerprint {
+                        member: m.id.clone(),
+                        source,
+                    })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The report as a readable table.
