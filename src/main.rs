@@ -89,13 +89,8 @@ enum Command {
     Compare {
         reference: PathBuf,
         suspect: PathBuf,
-        /// Directory of control fingerprints (models unrelated to the reference).
-        #[arg(long)]
-        controls: Option<PathBuf>,
-        #[arg(long, default_value = "table")]
-        format: OutputFormat,
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Fingerprint the reference and a suspect endpoint, compare, print the verdict.
     Scan {
@@ -212,8 +207,9 @@ struct RemoteArgs {
     allow_private_targets: bool,
 }
 
+/// How a comparison is calibrated and where its report goes.
 #[derive(clap::Args, Clone)]
-struct ScanArgs {
+struct ReportArgs {
     /// Directory of control fingerprints (models unrelated to the reference).
     #[arg(long)]
     controls: Option<PathBuf>,
@@ -221,6 +217,12 @@ struct ScanArgs {
     format: OutputFormat,
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+struct ScanArgs {
+    #[command(flatten)]
+    report: ReportArgs,
     /// Where fingerprints and resumable logs are kept (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -347,16 +349,8 @@ fn main() -> Result<()> {
         Command::Compare {
             reference,
             suspect,
-            controls,
-            format,
-            out,
-        } => compare(
-            &reference,
-            &suspect,
-            controls.as_deref(),
-            format,
-            out.as_deref(),
-        ),
+            report,
+        } => compare(&reference, &suspect, &report),
         Command::Scan {
             reference,
             suspect_url,
@@ -535,13 +529,11 @@ fn emit(
 fn compare(
     reference: &std::path::Path,
     suspect: &std::path::Path,
-    controls: Option<&std::path::Path>,
-    format: OutputFormat,
-    out: Option<&std::path::Path>,
+    args: &ReportArgs,
 ) -> Result<()> {
     let a = provenance::fingerprint::load(reference)?;
     let b = provenance::fingerprint::load(suspect)?;
-    let controls = match controls {
+    let controls = match &args.controls {
         Some(dir) => provenance::fingerprint::load_dir(dir)?,
         None => Vec::new(),
     };
@@ -551,7 +543,7 @@ fn compare(
         &controls,
         &provenance::compare::CompareOptions::default(),
     );
-    emit(&report, format, out)
+    emit(&report, args.format, args.out.as_deref())
 }
 
 async fn scan(
@@ -579,7 +571,7 @@ async fn scan(
     };
     let settings = provenance::scan::ScanSettings {
         probes: set,
-        controls: args.controls.as_deref(),
+        controls: args.report.controls.as_deref(),
         work_dir: &work,
         run: provenance::fingerprint::RunOptions::default(),
         compare: provenance::compare::CompareOptions::default(),
@@ -592,5 +584,9 @@ async fn scan(
             outcome.report.queries.suspect
         );
     }
-    emit(&outcome.report, args.format, args.out.as_deref())
+    emit(
+        &outcome.report,
+        args.report.format,
+        args.report.out.as_deref(),
+    )
 }

@@ -33,6 +33,33 @@ async fn bind(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// The API on a fresh database with the default probe set and SmolLM2 registered as the
+/// reference `smollm2`; returns its base URL and a key of `role`.
+async fn api_with_reference(db: &pg::TestDb, model: &str, role: Role) -> (String, String) {
+    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
+    db.store.upsert_probe_set(&set).await.expect("set");
+    db.store
+        .create_model(&NewModel {
+            name: "smollm2".into(),
+            role: ModelRole::Reference,
+            kind: ModelKind::Local,
+            source: model.to_string(),
+            description: String::new(),
+        })
+        .await
+        .expect("reference");
+    let (_, key) = db.store.create_api_key(role, "t").await.expect("key");
+    let base = bind(api::router(
+        db.store.clone(),
+        ApiConfig {
+            allow_private_targets: true,
+            default_probe_set: set.name.clone(),
+        },
+    ))
+    .await;
+    (base, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_submitted_scan_runs_to_a_stored_verdict() {
     let db = pg::TestDb::new().await;
@@ -47,31 +74,7 @@ async fn a_submitted_scan_runs_to_a_stored_verdict() {
     ))
     .await;
 
-    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
-    db.store.upsert_probe_set(&set).await.expect("set");
-    db.store
-        .create_model(&NewModel {
-            name: "smollm2".into(),
-            role: ModelRole::Reference,
-            kind: ModelKind::Local,
-            source: model.clone(),
-            description: String::new(),
-        })
-        .await
-        .expect("reference");
-    let (_, key) = db
-        .store
-        .create_api_key(Role::Analyst, "t")
-        .await
-        .expect("key");
-    let base = bind(api::router(
-        db.store.clone(),
-        ApiConfig {
-            allow_private_targets: true,
-            default_probe_set: set.name.clone(),
-        },
-    ))
-    .await;
+    let (base, key) = api_with_reference(&db, &model, Role::Analyst).await;
 
     // The worker shares the already loaded model as its reference.
     let references = ReferenceCache::new();
@@ -324,31 +327,7 @@ async fn a_schedule_fires_scans_and_a_changed_suspect_fires_a_signed_webhook() {
     );
     let hook = bind(receiver).await;
 
-    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
-    db.store.upsert_probe_set(&set).await.expect("set");
-    db.store
-        .create_model(&NewModel {
-            name: "smollm2".into(),
-            role: ModelRole::Reference,
-            kind: ModelKind::Local,
-            source: model.clone(),
-            description: String::new(),
-        })
-        .await
-        .expect("reference");
-    let (_, admin) = db
-        .store
-        .create_api_key(Role::Admin, "t")
-        .await
-        .expect("key");
-    let base = bind(api::router(
-        db.store.clone(),
-        ApiConfig {
-            allow_private_targets: true,
-            default_probe_set: set.name.clone(),
-        },
-    ))
-    .await;
+    let (base, admin) = api_with_reference(&db, &model, Role::Admin).await;
     let client = reqwest::Client::new();
     let resp = client
         .post(format!("{base}/v1/schedules"))
