@@ -186,6 +186,66 @@ async fn truncated_json_is_malformed_and_not_retried() {
 }
 
 #[tokio::test]
+async fn connection_reset_mid_body_is_retried() {
+    // The first answer is cut by a reset halfway through its body; the retry gets it all.
+    let server = FaultServer::start(|_, n| {
+        if n == 0 {
+            Reply::Reset {
+                content_length: CHAT.len(),
+                partial: CHAT.as_bytes()[..CHAT.len() / 2].to_vec(),
+            }
+        } else {
+            Reply::json(200, CHAT)
+        }
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let answer = suspect.run(&chat_request(5)).await.expect("retried");
+    assert!(!answer.tokens.is_empty());
+    assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test]
+async fn logprobs_of_the_wrong_shape_are_malformed_not_a_panic() {
+    let original: serde_json::Value = serde_json::from_str(CHAT).expect("fixture");
+    let mut variants = Vec::new();
+    // `content` an object instead of a list.
+    let mut v = original.clone();
+    v["choices"][0]["logprobs"]["content"] = serde_json::json!({"token": "x"});
+    variants.push(v);
+    // A log-probability given as text.
+    let mut v = original.clone();
+    v["choices"][0]["logprobs"]["content"][0]["logprob"] = serde_json::json!("-0.5");
+    variants.push(v);
+    // Alternatives that are not a list.
+    let mut v = original.clone();
+    v["choices"][0]["logprobs"]["content"][0]["top_logprobs"] = serde_json::json!(3);
+    variants.push(v);
+    // A positive log-probability (a probability above one).
+    let mut v = original.clone();
+    v["choices"][0]["logprobs"]["content"][0]["logprob"] = serde_json::json!(2.5);
+    variants.push(v);
+    for body in variants {
+        let text = body.to_string();
+        let server = FaultServer::start(move |_, _| Reply::json(200, text.clone())).await;
+        let suspect = model(config(&server.base_url()));
+        let err = suspect
+            .run(&chat_request(5))
+            .await
+            .expect_err("a wrong shape is an error");
+        assert!(
+            matches!(err, EndpointError::Malformed(_)),
+            "{err:?} for {body}"
+        );
+        assert_eq!(
+            server.request_count(),
+            1,
+            "malformed answers are not retried"
+        );
+    }
+}
+
+#[tokio::test]
 async fn announced_gigantic_body_is_refused() {
     let server = FaultServer::start(|_, _| Reply::Announce {
         content_length: 50 * 1024 * 1024 * 1024,

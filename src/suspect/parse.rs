@@ -283,7 +283,32 @@ fn logprob_or_neg_inf(logprob: Option<f32>) -> f32 {
     logprob.unwrap_or(f32::NEG_INFINITY)
 }
 
+/// Log-probabilities above this are not log-probabilities (a probability above one);
+/// the slack absorbs servers that round -0.0 up to a tiny positive number.
+const MAX_LOGPROB: f32 = 1e-3;
+
+/// Rejects answers whose log-probabilities cannot be right: positive or NaN (minus
+/// infinity is fine: a token the server rules out).
+fn check_logprobs(tokens: Vec<TokenLogprobs>) -> Result<Vec<TokenLogprobs>, ParseError> {
+    for t in &tokens {
+        let values = std::iter::once(t.logprob).chain(t.top.iter().map(|a| a.logprob));
+        for lp in values {
+            if lp.is_nan() || lp > MAX_LOGPROB {
+                return Err(ParseError::Shape(format!(
+                    "log-probability {lp} for token {:?} is not a log-probability",
+                    t.token
+                )));
+            }
+        }
+    }
+    Ok(tokens)
+}
+
 fn convert_logprobs(raw: RawLogprobs) -> Result<Vec<TokenLogprobs>, ParseError> {
+    check_logprobs(convert_logprobs_unchecked(raw)?)
+}
+
+fn convert_logprobs_unchecked(raw: RawLogprobs) -> Result<Vec<TokenLogprobs>, ParseError> {
     if let Some(content) = raw.content {
         return Ok(content.into_iter().map(convert_chat_entry).collect());
     }

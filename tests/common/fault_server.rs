@@ -54,6 +54,11 @@ pub enum Reply {
     Chunked { chunk: Vec<u8>, count: usize },
     /// Headers announcing `content_length` bytes, then nothing, held open.
     Announce { content_length: u64 },
+    /// Announces `content_length` bytes, sends `partial`, then resets the connection.
+    Reset {
+        content_length: usize,
+        partial: Vec<u8>,
+    },
     /// Waits, then replies.
     Delayed(Duration, Box<Reply>),
 }
@@ -289,6 +294,21 @@ async fn write_reply(stream: &mut TcpStream, reply: Reply) {
             );
             let _ = stream.write_all(head.as_bytes()).await;
             tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        Reply::Reset {
+            content_length,
+            partial,
+        } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&partial).await;
+            let _ = stream.flush().await;
+            // A zero linger makes the close an RST rather than an orderly FIN; it does not
+            // block the thread (the deprecation's concern), since nothing waits to drain.
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
         }
         Reply::Delayed(wait, reply) => {
             tokio::time::sleep(wait).await;
