@@ -42,8 +42,19 @@ fn worker(database_url: &str) -> Child {
         .expect("start a worker process")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_workers_scan_resumes_without_asking_again() {
+/// A fresh database with a queued scan of a counted `serve-model` suspect (SmolLM2 against
+/// itself, a small subset of the default probes, every probe asked).
+struct Setup {
+    db: pg::TestDb,
+    asked: Arc<AtomicUsize>,
+    /// Requests one capability detection makes.
+    detection: usize,
+    /// Asks per side.
+    asks: usize,
+    scan_id: uuid::Uuid,
+}
+
+async fn setup() -> Setup {
     let db = pg::TestDb::new().await;
     let model = common::smollm2();
     let asked = Arc::new(AtomicUsize::new(0));
@@ -103,80 +114,132 @@ async fn a_killed_workers_scan_resumes_without_asking_again() {
         })
         .await
         .expect("submit");
+    Setup {
+        db,
+        asked,
+        detection,
+        asks,
+        scan_id: scan.id,
+    }
+}
 
-    // Kill the first worker once it has stored a few of the suspect's answers.
-    let mut first = worker(&db.url);
+/// The suspect side's fingerprint once it has stored at least `n` answers.
+async fn suspect_print_with(s: &Setup, n: usize, first: &mut Child) -> uuid::Uuid {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    let suspect_fp = loop {
+    loop {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the first worker never reached the suspect"
+            "the worker never reached the suspect"
         );
         if let Some(status) = first.try_wait().expect("wait") {
-            panic!("the first worker exited early: {status}");
+            panic!("the worker exited early: {status}");
         }
-        let prints = db
-            .store
-            .scan_fingerprints(scan.id)
-            .await
-            .expect("fingerprints");
+        let prints =
+            s.db.store
+                .scan_fingerprints(s.scan_id)
+                .await
+                .expect("fingerprints");
         if let Some(fp) = prints.iter().find(|f| f.side == Side::Suspect) {
-            let stored = db.store.observed_keys(fp.id).await.expect("keys").len();
-            if stored >= 5 {
-                break fp.id;
+            if s.db.store.observed_keys(fp.id).await.expect("keys").len() >= n {
+                return fp.id;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    first.kill().expect("SIGKILL");
-    first.wait().expect("reaped");
-    let kept = db
-        .store
-        .observed_keys(suspect_fp)
-        .await
-        .expect("keys")
-        .len();
-    let before = asked.load(Ordering::SeqCst);
-    assert!(kept < asks, "the scan finished before the kill");
-    let mid = db.store.get_scan(scan.id).await.expect("scan");
-    assert_eq!(mid.status, ScanStatus::Running, "{mid:?}");
+    }
+}
 
-    let mut second = worker(&db.url);
+/// Waits for the scan to end and checks that every ask is stored exactly once per side.
+async fn finished_with_every_ask_once(s: &Setup) -> provenance::store::ScanRow {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let finished = loop {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the second worker did not finish"
+            "the scan did not finish"
         );
-        let s = db.store.get_scan(scan.id).await.expect("scan");
-        if matches!(s.status, ScanStatus::Done | ScanStatus::Failed) {
-            break s;
+        let row = s.db.store.get_scan(s.scan_id).await.expect("scan");
+        if matches!(row.status, ScanStatus::Done | ScanStatus::Failed) {
+            break row;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    assert_eq!(finished.status, ScanStatus::Done, "{finished:?}");
+    assert_eq!(finished.verdict.as_deref(), Some("identical"));
+    for fp in
+        s.db.store
+            .scan_fingerprints(s.scan_id)
+            .await
+            .expect("fingerprints")
+    {
+        let keys = s.db.store.observed_keys(fp.id).await.expect("keys");
+        let distinct: HashSet<_> = keys.iter().cloned().collect();
+        assert_eq!(keys.len(), s.asks, "{:?} side", fp.side);
+        assert_eq!(distinct.len(), s.asks, "{:?} side", fp.side);
+    }
+    finished
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_workers_scan_resumes_without_asking_again() {
+    let s = setup().await;
+    // Kill the first worker once it has stored a few of the suspect's answers.
+    let mut first = worker(&s.db.url);
+    let suspect_fp = suspect_print_with(&s, 5, &mut first).await;
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let kept =
+        s.db.store
+            .observed_keys(suspect_fp)
+            .await
+            .expect("keys")
+            .len();
+    let before = s.asked.load(Ordering::SeqCst);
+    assert!(kept < s.asks, "the scan finished before the kill");
+    let mid = s.db.store.get_scan(s.scan_id).await.expect("scan");
+    assert_eq!(mid.status, ScanStatus::Running, "{mid:?}");
+
+    let mut second = worker(&s.db.url);
+    let finished = finished_with_every_ask_once(&s).await;
     second.kill().expect("stop");
     second.wait().expect("reaped");
-
-    assert_eq!(finished.status, ScanStatus::Done, "{finished:?}");
     assert_eq!(finished.attempts, 2, "taken over once");
-    assert_eq!(finished.verdict.as_deref(), Some("identical"));
-    // Every ask stored exactly once on both sides.
-    for fp in db
-        .store
-        .scan_fingerprints(scan.id)
-        .await
-        .expect("fingerprints")
-    {
-        let keys = db.store.observed_keys(fp.id).await.expect("keys");
-        let distinct: HashSet<_> = keys.iter().cloned().collect();
-        assert_eq!(keys.len(), asks, "{:?} side", fp.side);
-        assert_eq!(distinct.len(), asks, "{:?} side", fp.side);
-    }
     // The second worker asked only what was missing (plus its own capability detection).
-    let after = asked.load(Ordering::SeqCst) - before;
+    let after = s.asked.load(Ordering::SeqCst) - before;
     assert_eq!(
         after,
-        detection + (asks - kept),
-        "asked again what was stored: {after} asks after the kill, {detection} per capability \
-         detection, {kept} of {asks} stored before it"
+        s.detection + (s.asks - kept),
+        "asked again what was stored: {after} asks after the kill, {} per capability \
+         detection, {kept} of {} stored before it",
+        s.detection,
+        s.asks
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_survives_its_database_connections_being_cut() {
+    let s = setup().await;
+    let mut worker = worker(&s.db.url);
+    suspect_print_with(&s, 5, &mut worker).await;
+    // What a PostgreSQL restart looks like to a client: every connection dropped, several
+    // times over while the worker reconnects. Only this test's database is touched.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    )
+    .await
+    .expect("admin connection");
+    for _ in 0..3 {
+        let cut: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&s.db.name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+        assert!(!cut.is_empty(), "nothing was connected");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let finished = finished_with_every_ask_once(&s).await;
+    worker.kill().expect("stop");
+    worker.wait().expect("reaped");
+    assert!(finished.attempts <= finished.max_attempts, "{finished:?}");
 }
