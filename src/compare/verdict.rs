@@ -78,10 +78,15 @@ impl IdenticalBand {
         }
     }
 
-    /// The band that the reference served some other way (known-same pairs) falls in,
-    /// widened by a little slack, and never narrower than the default: pairs served by the
-    /// same engine agree exactly, which says nothing about the noise another engine or
-    /// quantization adds. Fields the pairs cannot inform keep their defaults.
+    /// The band that the reference served some other way (known-same pairs) falls in: the
+    /// typical (median) known-same pair widened by a little slack, and never narrower than
+    /// the default, since pairs served by the same engine agree exactly, which says
+    /// nothing about the noise another engine or quantization adds. The median rather
+    /// than the widest pair, because one "copy" that its quantization damaged badly (in
+    /// the zoo, re-rounding SmolLM2's 4-bit weights to another 4-bit type moves
+    /// log-probabilities by a nat, as much as 10% weight noise) would otherwise widen the
+    /// band until every derivative fell inside it. Fields the pairs cannot inform keep
+    /// their defaults.
     pub fn from_known_same(pairs: &[(Option<LogitSummary>, Option<f64>)]) -> Option<IdenticalBand> {
         if pairs.is_empty() {
             return None;
@@ -91,21 +96,25 @@ impl IdenticalBand {
             .iter()
             .filter_map(|(l, _)| l.as_ref()?.mean_abs_dlogprob)
             .collect();
-        if let Some(max) = deltas.iter().copied().reduce(f64::max) {
+        if let Some(typical) = median(&deltas) {
             band.max_mean_abs_dlogprob = band
                 .max_mean_abs_dlogprob
-                .max(max * BAND_SLACK_FACTOR + BAND_SLACK_NATS);
+                .max(typical * BAND_SLACK_FACTOR + BAND_SLACK_NATS);
         }
         let top1s: Vec<f64> = pairs
             .iter()
             .filter_map(|(l, _)| l.as_ref().map(|l| l.top1))
             .collect();
-        if let Some(min) = top1s.iter().copied().reduce(f64::min) {
-            band.min_top1 = band.min_top1.min((min - BAND_SLACK_SHARE).max(0.0));
+        // Top-1 agreement is noisier (a near-tie flips it), so its floor comes from the
+        // lower quartile rather than the median.
+        if let Some(low) = quantile(&top1s, 0.25) {
+            band.min_top1 = band.min_top1.min((low - BAND_SLACK_SHARE).max(0.0));
         }
         let exact: Vec<f64> = pairs.iter().filter_map(|(_, e)| *e).collect();
-        if let Some(min) = exact.iter().copied().reduce(f64::min) {
-            band.min_greedy_exact = band.min_greedy_exact.min((min - BAND_SLACK_SHARE).max(0.0));
+        if let Some(typical) = median(&exact) {
+            band.min_greedy_exact = band
+                .min_greedy_exact
+                .min((typical - BAND_SLACK_SHARE).max(0.0));
         }
         band.source = format!("known-same pairs ({})", pairs.len());
         Some(band)
@@ -327,6 +336,22 @@ pub fn with_sequential(
     positive(Verdict::Identical, p, reasons)
 }
 
+fn median(values: &[f64]) -> Option<f64> {
+    quantile(values, 0.5)
+}
+
+/// The q-quantile with linear interpolation between order statistics.
+fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
+}
+
 fn positive(verdict: Verdict, p: f64, reasons: Vec<String>) -> VerdictOutcome {
     VerdictOutcome {
         verdict,
@@ -446,9 +471,20 @@ mod tests {
             (Some(summary(0.10, 0.93)), Some(1.0)),
         ])
         .expect("band");
-        assert!((band.max_mean_abs_dlogprob - (0.10 * 1.5 + 0.02)).abs() < 1e-12);
-        assert!((band.min_top1 - 0.88).abs() < 1e-12);
+        assert!((band.max_mean_abs_dlogprob - (0.09 * 1.5 + 0.02)).abs() < 1e-12);
+        // Lower quartile of (0.96, 0.93) is 0.9375.
+        assert!((band.min_top1 - 0.8875).abs() < 1e-12);
         assert!((band.min_greedy_exact - 0.90).abs() < 1e-12);
+        // One badly damaged "copy" among the known-same pairs does not widen the band.
+        let band = IdenticalBand::from_known_same(&[
+            (Some(summary(0.10, 0.94)), Some(0.95)),
+            (Some(summary(0.12, 0.92)), Some(0.95)),
+            (Some(summary(1.04, 0.31)), Some(0.1)),
+        ])
+        .expect("band");
+        assert!((band.max_mean_abs_dlogprob - (0.12 * 1.5 + 0.02)).abs() < 1e-12);
+        // Lower quartile of (0.31, 0.92, 0.94) is 0.615.
+        assert!((band.min_top1 - 0.565).abs() < 1e-12);
         // Pairs that agree exactly (same engine) do not narrow the default band.
         let exact =
             IdenticalBand::from_known_same(&[(Some(summary(0.0, 1.0)), Some(1.0))]).expect("band");
