@@ -243,3 +243,67 @@ async fn a_scan_survives_its_database_connections_being_cut() {
     worker.wait().expect("reaped");
     assert!(finished.attempts <= finished.max_attempts, "{finished:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_worker_processes_never_run_the_same_scan() {
+    let s = setup().await;
+    // Two more scans like the first.
+    let first = s.db.store.get_scan(s.scan_id).await.expect("scan");
+    let mut ids = vec![s.scan_id];
+    for _ in 0..2 {
+        let (row, _) =
+            s.db.store
+                .submit_scan(&NewScan {
+                    api_key_id: None,
+                    idempotency_key: None,
+                    suspect_kind: first.suspect_kind,
+                    suspect_source: first.suspect_source.clone(),
+                    suspect_model: first.suspect_model.clone(),
+                    suspect_secret: None,
+                    reference_model_id: first.reference_model_id,
+                    probe_set_id: first.probe_set_id,
+                    probes_per_kind: first.probes_per_kind,
+                    max_samples: first.max_samples,
+                    early_stop: false,
+                    schedule_id: None,
+                    max_attempts: 3,
+                })
+                .await
+                .expect("submit");
+        ids.push(row.id);
+    }
+    let mut a = worker(&s.db.url);
+    let mut b = worker(&s.db.url);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let rows = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scans did not finish"
+        );
+        let mut rows = Vec::new();
+        for id in &ids {
+            rows.push(s.db.store.get_scan(*id).await.expect("scan"));
+        }
+        if rows
+            .iter()
+            .all(|r| matches!(r.status, ScanStatus::Done | ScanStatus::Failed))
+        {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for child in [&mut a, &mut b] {
+        child.kill().expect("stop");
+        child.wait().expect("reaped");
+    }
+    for row in &rows {
+        assert_eq!(row.status, ScanStatus::Done, "{row:?}");
+        // Claimed once: a second worker running it at the same time would have had to
+        // take it over, which counts an attempt.
+        assert_eq!(row.attempts, 1, "{row:?}");
+        for fp in s.db.store.scan_fingerprints(row.id).await.expect("prints") {
+            let keys = s.db.store.observed_keys(fp.id).await.expect("keys");
+            assert_eq!(keys.len(), s.asks, "{:?} side of {}", fp.side, row.id);
+        }
+    }
+}
