@@ -124,6 +124,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             addr: args.addr,
             probes: PathBuf::from("probes/default"),
             reference: vec![format!("smollm2={smol}")],
+            rate_limit: 50,
         },
         shutdown.clone(),
     )

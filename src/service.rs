@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Register a reference model at start-up: NAME=PATH (GGUF, safetensors dir or repo id).
     #[arg(long)]
     pub reference: Vec<String>,
+    /// Requests per second each API key may make, bursts up to twice that (0: no limit).
+    #[arg(long, default_value_t = 50)]
+    pub rate_limit: u32,
 }
 
 #[derive(Subcommand)]
@@ -208,6 +211,7 @@ pub async fn start(args: ServeArgs, shutdown: watch::Receiver<bool>) -> Result<R
         ApiConfig {
             allow_private_targets: args.worker.allow_private_targets,
             default_probe_set,
+            rate_limit_per_key: std::num::NonZeroU32::new(args.rate_limit),
         },
     );
     let listener = tokio::net::TcpListener::bind(args.addr)

@@ -18,6 +18,10 @@ struct Api {
 }
 
 async fn start() -> Api {
+    start_with(None).await
+}
+
+async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
     let db = pg::TestDb::new().await;
     db.store
         .create_model(&NewModel {
@@ -48,6 +52,7 @@ async fn start() -> Api {
         ApiConfig {
             allow_private_targets: false,
             default_probe_set: "default".into(),
+            rate_limit_per_key,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -333,4 +338,47 @@ async fn limits_health_metrics_and_openapi() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
     }
+}
+
+#[tokio::test]
+async fn each_key_has_its_own_request_budget() {
+    // One request per second, bursts of two.
+    let api = start_with(std::num::NonZeroU32::new(1)).await;
+    let busy = api.key(Role::Analyst).to_string();
+    let mut limited = None;
+    for _ in 0..6 {
+        let resp = api
+            .client
+            .get(format!("{}/v1/fingerprints", api.base))
+            .bearer_auth(&busy)
+            .send()
+            .await
+            .expect("request");
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = limited.expect("the busy key is limited within six quick requests");
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        resp.headers()["content-type"].to_str().expect("text"),
+        "application/problem+json"
+    );
+    // Another key is not held back by the busy one.
+    let (status, _, _) = api
+        .call(
+            Method::GET,
+            "/v1/fingerprints",
+            Some(api.key(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -54,6 +54,7 @@ async fn api_with_reference(db: &pg::TestDb, model: &str, role: Role) -> (String
         ApiConfig {
             allow_private_targets: true,
             default_probe_set: set.name.clone(),
+            rate_limit_per_key: None,
         },
     ))
     .await;

@@ -51,6 +51,16 @@ impl FromRequestParts<AppState> for Caller {
             .find_api_key(key)
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        if let Some(limiter) = &state.limiter {
+            if let Err(not_until) = limiter.check_key(&row.id) {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                return Err(ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+        }
         Ok(Caller {
             key_id: row.id,
             role: row.role,

@@ -36,7 +36,13 @@ pub struct ApiConfig {
     pub allow_private_targets: bool,
     /// Probe set used when a submission names none.
     pub default_probe_set: String,
+    /// Requests per second each API key may make (bursts up to twice that); `None` for
+    /// no limit.
+    pub rate_limit_per_key: Option<std::num::NonZeroU32>,
 }
+
+/// Per-key request budget (governor's keyed GCRA limiter, in memory per process).
+pub type KeyLimiter = governor::DefaultKeyedRateLimiter<uuid::Uuid>;
 
 /// Hand-rolled Prometheus counters.
 #[derive(Debug, Default)]
@@ -52,6 +58,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<Metrics>,
+    pub limiter: Option<Arc<KeyLimiter>>,
 }
 
 impl AppState {
@@ -112,10 +119,17 @@ impl utoipa::Modify for BearerAuth {
 
 /// The whole API.
 pub fn router(store: Store, config: ApiConfig) -> Router {
+    let limiter = config.rate_limit_per_key.map(|per_second| {
+        let burst = per_second.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+        Arc::new(governor::RateLimiter::keyed(
+            governor::Quota::per_second(per_second).allow_burst(burst),
+        ))
+    });
     let state = AppState {
         store,
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
+        limiter,
     };
     Router::new()
         .route("/v1/scans", get(scans::list).post(scans::submit))
