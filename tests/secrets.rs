@@ -1,0 +1,223 @@
+//! A suspect's API key lives only in the server's environment: after a scan that used it,
+//! the key appears in no API response, no row of any table and no log line.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use provenance::api::{self, ApiConfig};
+use provenance::jobs::{self, ReferenceCache, WorkerConfig};
+use provenance::model::{LoadOptions, ModelHandle};
+use provenance::store::{ModelKind, ModelRole, NewModel, Role};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+
+const SECRET: &str = "sk-test-7f3a9c21d4e8b6a5";
+
+/// Log lines, collected.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The suspect insists on the key, like a paid API.
+async fn require_key(req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {SECRET}"));
+    if !ok {
+        return (StatusCode::UNAUTHORIZED, "missing key").into_response();
+    }
+    next.run(req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_suspects_key_is_in_no_response_row_or_log() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    std::env::set_var("PROVENANCE_SECRET_SUSPECT_KEY", SECRET);
+
+    let db = pg::TestDb::new().await;
+    let model = common::smollm2().to_string_lossy().into_owned();
+    let handle = ModelHandle::spawn(&model, &LoadOptions::default(), 16).expect("load");
+    let suspect = provenance::serve::router(
+        handle.clone(),
+        provenance::serve::ServerConfig {
+            name: "suspect".into(),
+            system_prompt: None,
+        },
+    )
+    .layer(axum::middleware::from_fn(require_key));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let suspect_url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, suspect).await });
+
+    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
+    db.store.upsert_probe_set(&set).await.expect("set");
+    db.store
+        .create_model(&NewModel {
+            name: "smollm2".into(),
+            role: ModelRole::Reference,
+            kind: ModelKind::Local,
+            source: model.clone(),
+            description: String::new(),
+        })
+        .await
+        .expect("reference");
+    let (_, key) = db
+        .store
+        .create_api_key(Role::Admin, "t")
+        .await
+        .expect("key");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = api::router(
+        db.store.clone(),
+        ApiConfig {
+            allow_private_targets: true,
+            default_probe_set: set.name.clone(),
+            rate_limit_per_key: None,
+        },
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let references = ReferenceCache::new();
+    references.insert(&model, handle).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(jobs::run_worker(
+        db.store.clone(),
+        WorkerConfig {
+            lease: Duration::from_secs(10),
+            poll: Duration::from_millis(200),
+            allow_private_targets: true,
+            concurrency: 2,
+        },
+        references,
+        stop_rx,
+    ));
+
+    let client = reqwest::Client::new();
+    let mut bodies: Vec<String> = Vec::new();
+    let resp = client
+        .post(format!("{base}/v1/scans"))
+        .bearer_auth(&key)
+        .json(&json!({
+            "suspect_url": suspect_url,
+            "suspect_model": "suspect",
+            "suspect_secret": "suspect_key",
+            "reference": "smollm2",
+            "probes_per_kind": 5,
+            "max_samples": 2
+        }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 202);
+    let accepted = resp.text().await.expect("text");
+    bodies.push(accepted.clone());
+    let id = serde_json::from_str::<Value>(&accepted).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "scan did not finish"
+        );
+        let text = client
+            .get(format!("{base}/v1/scans/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text");
+        let scan: Value = serde_json::from_str(&text).expect("json");
+        bodies.push(text);
+        if scan["status"] == "done" || scan["status"] == "failed" {
+            // The key was used: the suspect answered, so the scan reached a verdict.
+            assert_eq!(scan["status"], "done", "{scan}");
+            assert_eq!(scan["verdict"], "identical", "{scan}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let _ = stop_tx.send(true);
+    for path in [
+        format!("/v1/scans/{id}/report"),
+        "/v1/scans".to_string(),
+        "/v1/fingerprints".to_string(),
+        "/v1/models".to_string(),
+        "/openapi.json".to_string(),
+    ] {
+        bodies.push(
+            client
+                .get(format!("{base}{path}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("text"),
+        );
+    }
+    for body in &bodies {
+        assert!(!body.contains(SECRET), "the key is in a response");
+    }
+    // The name of the secret is stored; its value is not, in any column of any table.
+    let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("tables");
+    assert!(tables.len() >= 8, "{tables:?}");
+    let mut rows_seen = 0usize;
+    for (table,) in tables {
+        let rows: Vec<(String,)> =
+            sqlx::query_as(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"))
+                .fetch_all(&mut conn)
+                .await
+                .expect("dump");
+        rows_seen += rows.len();
+        for (row,) in rows {
+            assert!(!row.contains(SECRET), "the key is stored in {table}");
+        }
+    }
+    assert!(rows_seen > 50, "only {rows_seen} rows looked at");
+    let logs = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    assert!(!logs.is_empty(), "nothing was logged");
+    assert!(!logs.contains(SECRET), "the key is in the logs");
+}
