@@ -178,8 +178,13 @@ async fn finished_with_every_ask_once(s: &Setup) -> provenance::store::ScanRow {
     finished
 }
 
+/// These tests run one at a time: one of them restarts the PostgreSQL server, and the
+/// others count requests exactly.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_workers_scan_resumes_without_asking_again() {
+    let _serial = SERIAL.lock().await;
     let s = setup().await;
     // Kill the first worker once it has stored a few of the suspect's answers.
     let mut first = worker(&s.db.url);
@@ -216,6 +221,7 @@ async fn a_killed_workers_scan_resumes_without_asking_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scan_survives_its_database_connections_being_cut() {
+    let _serial = SERIAL.lock().await;
     let s = setup().await;
     let mut worker = worker(&s.db.url);
     suspect_print_with(&s, 5, &mut worker).await;
@@ -246,6 +252,7 @@ async fn a_scan_survives_its_database_connections_being_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_worker_processes_never_run_the_same_scan() {
+    let _serial = SERIAL.lock().await;
     let s = setup().await;
     // Two more scans like the first.
     let first = s.db.store.get_scan(s.scan_id).await.expect("scan");
@@ -306,4 +313,42 @@ async fn two_worker_processes_never_run_the_same_scan() {
             assert_eq!(keys.len(), s.asks, "{:?} side of {}", fp.side, row.id);
         }
     }
+}
+
+/// The Debian cluster (version, name) serving port 5432, when this machine manages its
+/// PostgreSQL with `pg_ctlcluster`.
+fn local_cluster() -> Option<(String, String)> {
+    let out = Command::new("pg_lsclusters")
+        .arg("--no-header")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.get(2) == Some(&"5432")).then(|| (cols[0].to_string(), cols[1].to_string()))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_survives_a_postgresql_restart() {
+    let _serial = SERIAL.lock().await;
+    let Some((version, cluster)) = local_cluster() else {
+        // Only where the server is ours to restart (the CI machine is); elsewhere the
+        // connection-cut test above stands in for it.
+        eprintln!("skipped: no pg_ctlcluster-managed PostgreSQL on port 5432");
+        return;
+    };
+    let s = setup().await;
+    let mut worker = worker(&s.db.url);
+    suspect_print_with(&s, 5, &mut worker).await;
+    let restarted = Command::new("pg_ctlcluster")
+        .args([version.as_str(), cluster.as_str(), "restart", "-m", "fast"])
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(restarted.success(), "the restart failed: {restarted}");
+    let finished = finished_with_every_ask_once(&s).await;
+    worker.kill().expect("stop");
+    worker.wait().expect("reaped");
+    assert!(finished.attempts <= finished.max_attempts, "{finished:?}");
 }
