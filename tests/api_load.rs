@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use provenance::api::{self, ApiConfig};
 use provenance::probes::ProbeSet;
 use provenance::store::{ModelKind, ModelRole, NewModel, NewScan, Role, Side, SuspectKind};
 use reqwest::StatusCode;
@@ -127,19 +126,7 @@ async fn the_api_holds_under_a_bounded_load() {
         .create_api_key(Role::Admin, "load")
         .await
         .expect("key");
-    let app = api::router(
-        db.store.clone(),
-        ApiConfig {
-            allow_private_targets: true,
-            default_probe_set: "default".into(),
-            rate_limit_per_key: None,
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = db.api(true, "default").await;
 
     let client = reqwest::Client::new();
     let scan_ids = Arc::new(scan_ids);

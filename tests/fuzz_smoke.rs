@@ -150,19 +150,7 @@ async fn api_bodies_never_cause_a_server_error() {
         .create_api_key(provenance::store::Role::Admin, "fuzz")
         .await
         .expect("key");
-    let app = provenance::api::router(
-        db.store.clone(),
-        provenance::api::ApiConfig {
-            allow_private_targets: false,
-            default_probe_set: "default".into(),
-            rate_limit_per_key: None,
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = db.api(false, "default").await;
 
     let corpus: Vec<(&str, Vec<u8>)> = vec![
         (

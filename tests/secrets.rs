@@ -12,10 +12,9 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use provenance::api::{self, ApiConfig};
-use provenance::jobs::{self, ReferenceCache, WorkerConfig};
+use provenance::jobs::ReferenceCache;
 use provenance::model::{LoadOptions, ModelHandle};
-use provenance::store::{ModelKind, ModelRole, NewModel, Role};
+use provenance::store::Role;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
@@ -72,56 +71,18 @@ async fn the_suspects_key_is_in_no_response_row_or_log() {
         },
     )
     .layer(axum::middleware::from_fn(require_key));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let suspect_url = format!("http://{}/v1", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, suspect).await });
+    let suspect_url = format!("{}/v1", pg::serve(suspect).await);
 
-    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
-    db.store.upsert_probe_set(&set).await.expect("set");
-    db.store
-        .create_model(&NewModel {
-            name: "smollm2".into(),
-            role: ModelRole::Reference,
-            kind: ModelKind::Local,
-            source: model.clone(),
-            description: String::new(),
-        })
-        .await
-        .expect("reference");
+    let (set, _) = db.register_reference("smollm2", &model).await;
     let (_, key) = db
         .store
         .create_api_key(Role::Admin, "t")
         .await
         .expect("key");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = api::router(
-        db.store.clone(),
-        ApiConfig {
-            allow_private_targets: true,
-            default_probe_set: set.name.clone(),
-            rate_limit_per_key: None,
-        },
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = db.api(true, &set.name).await;
     let references = ReferenceCache::new();
     references.insert(&model, handle).await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(jobs::run_worker(
-        db.store.clone(),
-        WorkerConfig {
-            lease: Duration::from_secs(10),
-            poll: Duration::from_millis(200),
-            allow_private_targets: true,
-            concurrency: 2,
-        },
-        references,
-        stop_rx,
-    ));
+    let stop_tx = db.spawn_worker(references);
 
     let client = reqwest::Client::new();
     let mut bodies: Vec<String> = Vec::new();

@@ -55,13 +55,8 @@ async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
             rate_limit_per_key,
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
     Api {
-        base: format!("http://{addr}"),
+        base: pg::serve(app).await,
         client: reqwest::Client::new(),
         _db: db,
         keys,

@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use provenance::api::{self, ApiConfig};
-use provenance::jobs::{self, webhook, ReferenceCache, WorkerConfig};
+use provenance::jobs::{self, webhook, ReferenceCache};
 use provenance::model::{LoadOptions, ModelHandle};
-use provenance::store::{ModelKind, ModelRole, NewModel, Role};
+use provenance::store::Role;
 use serde_json::{json, Value};
 
 fn smollm2() -> String {
@@ -25,40 +24,15 @@ fn smollm2() -> String {
 }
 
 async fn bind(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    pg::serve(app).await
 }
 
 /// The API on a fresh database with the default probe set and SmolLM2 registered as the
 /// reference `smollm2`; returns its base URL and a key of `role`.
 async fn api_with_reference(db: &pg::TestDb, model: &str, role: Role) -> (String, String) {
-    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
-    db.store.upsert_probe_set(&set).await.expect("set");
-    db.store
-        .create_model(&NewModel {
-            name: "smollm2".into(),
-            role: ModelRole::Reference,
-            kind: ModelKind::Local,
-            source: model.to_string(),
-            description: String::new(),
-        })
-        .await
-        .expect("reference");
+    let (set, _) = db.register_reference("smollm2", model).await;
     let (_, key) = db.store.create_api_key(role, "t").await.expect("key");
-    let base = bind(api::router(
-        db.store.clone(),
-        ApiConfig {
-            allow_private_targets: true,
-            default_probe_set: set.name.clone(),
-            rate_limit_per_key: None,
-        },
-    ))
-    .await;
-    (base, key)
+    (db.api(true, &set.name).await, key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -80,19 +54,7 @@ async fn a_submitted_scan_runs_to_a_stored_verdict() {
     // The worker shares the already loaded model as its reference.
     let references = ReferenceCache::new();
     references.insert(&model, handle).await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let config = WorkerConfig {
-        lease: Duration::from_secs(10),
-        poll: Duration::from_millis(200),
-        allow_private_targets: true,
-        concurrency: 2,
-    };
-    tokio::spawn(jobs::run_worker(
-        db.store.clone(),
-        config,
-        references,
-        stop_rx,
-    ));
+    let stop_tx = db.spawn_worker(references);
 
     let client = reqwest::Client::new();
     let resp = client
@@ -350,22 +312,11 @@ async fn a_schedule_fires_scans_and_a_changed_suspect_fires_a_signed_webhook() {
         .expect("create schedule");
     assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = db.spawn_worker(ReferenceCache::new());
     tokio::spawn(jobs::run_scheduler(
         db.store.clone(),
         Duration::from_millis(200),
-        stop_rx.clone(),
-    ));
-    tokio::spawn(jobs::run_worker(
-        db.store.clone(),
-        WorkerConfig {
-            lease: Duration::from_secs(10),
-            poll: Duration::from_millis(200),
-            allow_private_targets: true,
-            concurrency: 2,
-        },
-        ReferenceCache::new(),
-        stop_rx,
+        stop_tx.subscribe(),
     ));
 
     // The first scheduled run is the baseline: the same weights, no webhook.

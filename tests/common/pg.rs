@@ -53,3 +53,74 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// Serves `app` on a free loopback port; returns its base URL (`http://127.0.0.1:PORT`).
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+impl TestDb {
+    /// Registers the default probe set and `source` as the local reference `name`.
+    pub async fn register_reference(
+        &self,
+        name: &str,
+        source: &str,
+    ) -> (provenance::store::ProbeSetRow, provenance::store::ModelRow) {
+        let set =
+            provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
+        let row = self.store.upsert_probe_set(&set).await.expect("set");
+        let model = self
+            .store
+            .create_model(&provenance::store::NewModel {
+                name: name.into(),
+                role: provenance::store::ModelRole::Reference,
+                kind: provenance::store::ModelKind::Local,
+                source: source.into(),
+                description: String::new(),
+            })
+            .await
+            .expect("reference");
+        (row, model)
+    }
+
+    /// The REST API over this database (no rate limit) on loopback; returns its base URL.
+    pub async fn api(&self, allow_private_targets: bool, default_probe_set: &str) -> String {
+        serve(provenance::api::router(
+            self.store.clone(),
+            provenance::api::ApiConfig {
+                allow_private_targets,
+                default_probe_set: default_probe_set.into(),
+                rate_limit_per_key: None,
+            },
+        ))
+        .await
+    }
+}
+
+impl TestDb {
+    /// A scan worker in this process (short lease and poll, loopback suspects allowed);
+    /// sending `true` on the returned channel stops it.
+    pub fn spawn_worker(
+        &self,
+        references: provenance::jobs::ReferenceCache,
+    ) -> tokio::sync::watch::Sender<bool> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(provenance::jobs::run_worker(
+            self.store.clone(),
+            provenance::jobs::WorkerConfig {
+                lease: std::time::Duration::from_secs(10),
+                poll: std::time::Duration::from_millis(200),
+                allow_private_targets: true,
+                concurrency: 2,
+            },
+            references,
+            stop_rx,
+        ));
+        stop_tx
+    }
+}
