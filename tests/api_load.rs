@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use provenance::probes::ProbeSet;
-use provenance::store::{ModelKind, ModelRole, NewModel, NewScan, Role, Side, SuspectKind};
+use provenance::store::{NewScan, Role, Side};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -48,27 +47,7 @@ async fn the_api_holds_under_a_bounded_load() {
     let clients = env_usize("PROVENANCE_LOAD_CLIENTS", 16);
 
     let db = pg::TestDb::new().await;
-    let reference = db
-        .store
-        .create_model(&NewModel {
-            name: "smollm2".into(),
-            role: ModelRole::Reference,
-            kind: ModelKind::Local,
-            source: "/nonexistent.gguf".into(),
-            description: String::new(),
-        })
-        .await
-        .expect("reference");
-    let set = db
-        .store
-        .upsert_probe_set(&ProbeSet {
-            name: "default".into(),
-            version: "1".into(),
-            hash: "h".into(),
-            probes: Vec::new(),
-        })
-        .await
-        .expect("set");
+    let (set, reference) = db.register_stub_reference().await;
 
     // Seed: one scan per two fingerprints, both complete, as workers leave them.
     let started = Instant::now();
@@ -82,19 +61,8 @@ async fn the_api_holds_under_a_bounded_load() {
             async move {
                 let (scan, _) = store
                     .submit_scan(&NewScan {
-                        api_key_id: None,
-                        idempotency_key: None,
-                        suspect_kind: SuspectKind::Http,
-                        suspect_source: "http://127.0.0.1:9/v1".into(),
                         suspect_model: format!("suspect-{i}"),
-                        suspect_secret: None,
-                        reference_model_id: reference.id,
-                        probe_set_id: set.id,
-                        probes_per_kind: None,
-                        max_samples: None,
-                        early_stop: true,
-                        schedule_id: None,
-                        max_attempts: 3,
+                        ..pg::http_scan("http://127.0.0.1:9/v1", reference.id, set.id)
                     })
                     .await
                     .expect("scan");

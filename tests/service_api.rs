@@ -5,8 +5,7 @@
 mod pg;
 
 use provenance::api::{self, ApiConfig};
-use provenance::probes::ProbeSet;
-use provenance::store::{ModelKind, ModelRole, NewModel, Role};
+use provenance::store::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -23,25 +22,7 @@ async fn start() -> Api {
 
 async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
     let db = pg::TestDb::new().await;
-    db.store
-        .create_model(&NewModel {
-            name: "smollm2".into(),
-            role: ModelRole::Reference,
-            kind: ModelKind::Local,
-            source: "/nonexistent.gguf".into(),
-            description: String::new(),
-        })
-        .await
-        .expect("reference");
-    db.store
-        .upsert_probe_set(&ProbeSet {
-            name: "default".into(),
-            version: "1".into(),
-            hash: "h".into(),
-            probes: Vec::new(),
-        })
-        .await
-        .expect("set");
+    db.register_stub_reference().await;
     let mut keys = vec![(None, None)];
     for role in [Role::Submitter, Role::Analyst, Role::Admin] {
         let (_, key) = db.store.create_api_key(role, "t").await.expect("key");

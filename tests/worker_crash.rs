@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use provenance::endpoint::ModelEndpoint;
 use provenance::model::{LoadOptions, ModelHandle};
-use provenance::store::{ModelKind, ModelRole, NewModel, NewScan, ScanStatus, Side, SuspectKind};
+use provenance::store::{NewScan, ScanStatus, Side};
 
 /// Counts every request reaching the suspect (generations, `/tokenize`, model lists).
 async fn count(State(asked): State<Arc<AtomicUsize>>, req: Request, next: Next) -> Response {
@@ -67,11 +67,7 @@ async fn setup() -> Setup {
         },
     )
     .layer(axum::middleware::from_fn_with_state(asked.clone(), count));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("{}/v1", pg::serve(app).await);
 
     // What one capability detection costs, so it can be told apart from probe asks.
     let mut cfg = provenance::suspect::HttpModelConfig::new(&url, "suspect");
@@ -80,37 +76,19 @@ async fn setup() -> Setup {
     probe_client.capabilities().await.expect("capabilities");
     let detection = asked.swap(0, Ordering::SeqCst);
 
+    let (row, reference) = db
+        .register_reference("smollm2", &model.to_string_lossy())
+        .await;
     let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
-    let row = db.store.upsert_probe_set(&set).await.expect("set");
     let subset = provenance::fingerprint::subset(&set, 5, 2);
     let asks = provenance::fingerprint::plan(&subset).len();
-    let reference = db
-        .store
-        .create_model(&NewModel {
-            name: "smollm2".into(),
-            role: ModelRole::Reference,
-            kind: ModelKind::Local,
-            source: model.to_string_lossy().into_owned(),
-            description: String::new(),
-        })
-        .await
-        .expect("reference");
     let (scan, _) = db
         .store
         .submit_scan(&NewScan {
-            api_key_id: None,
-            idempotency_key: None,
-            suspect_kind: SuspectKind::Http,
-            suspect_source: url.clone(),
-            suspect_model: "suspect".into(),
-            suspect_secret: None,
-            reference_model_id: reference.id,
-            probe_set_id: row.id,
             probes_per_kind: Some(5),
             max_samples: Some(2),
             early_stop: false,
-            schedule_id: None,
-            max_attempts: 3,
+            ..pg::http_scan(&url, reference.id, row.id)
         })
         .await
         .expect("submit");
@@ -261,19 +239,15 @@ async fn two_worker_processes_never_run_the_same_scan() {
         let (row, _) =
             s.db.store
                 .submit_scan(&NewScan {
-                    api_key_id: None,
-                    idempotency_key: None,
-                    suspect_kind: first.suspect_kind,
-                    suspect_source: first.suspect_source.clone(),
                     suspect_model: first.suspect_model.clone(),
-                    suspect_secret: None,
-                    reference_model_id: first.reference_model_id,
-                    probe_set_id: first.probe_set_id,
                     probes_per_kind: first.probes_per_kind,
                     max_samples: first.max_samples,
                     early_stop: false,
-                    schedule_id: None,
-                    max_attempts: 3,
+                    ..pg::http_scan(
+                        &first.suspect_source,
+                        first.reference_model_id,
+                        first.probe_set_id,
+                    )
                 })
                 .await
                 .expect("submit");

@@ -124,3 +124,58 @@ impl TestDb {
         stop_tx
     }
 }
+
+/// A scan of the OpenAI-compatible suspect at `url`: every option at its default
+/// (early stop on, three attempts); callers override fields with `..http_scan(..)`.
+pub fn http_scan(
+    url: &str,
+    reference_model_id: uuid::Uuid,
+    probe_set_id: uuid::Uuid,
+) -> provenance::store::NewScan {
+    provenance::store::NewScan {
+        api_key_id: None,
+        idempotency_key: None,
+        suspect_kind: provenance::store::SuspectKind::Http,
+        suspect_source: url.into(),
+        suspect_model: "suspect".into(),
+        suspect_secret: None,
+        reference_model_id,
+        probe_set_id,
+        probes_per_kind: None,
+        max_samples: None,
+        early_stop: true,
+        schedule_id: None,
+        max_attempts: 3,
+    }
+}
+
+impl TestDb {
+    /// A reference named `smollm2` whose file does not exist and an empty probe set named
+    /// `default`: enough for API tests that never run a scan.
+    pub async fn register_stub_reference(
+        &self,
+    ) -> (provenance::store::ProbeSetRow, provenance::store::ModelRow) {
+        let model = self
+            .store
+            .create_model(&provenance::store::NewModel {
+                name: "smollm2".into(),
+                role: provenance::store::ModelRole::Reference,
+                kind: provenance::store::ModelKind::Local,
+                source: "/nonexistent.gguf".into(),
+                description: String::new(),
+            })
+            .await
+            .expect("reference");
+        let set = self
+            .store
+            .upsert_probe_set(&provenance::probes::ProbeSet {
+                name: "default".into(),
+                version: "1".into(),
+                hash: "h".into(),
+                probes: Vec::new(),
+            })
+            .await
+            .expect("set");
+        (set, model)
+    }
+}
