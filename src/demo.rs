@@ -125,6 +125,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             probes: PathBuf::from("probes/default"),
             reference: vec![format!("smollm2={smol}")],
             rate_limit: 50,
+            secure_cookies: false,
         },
         shutdown.clone(),
     )
@@ -199,6 +200,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!(
         "the report as JSON: curl -H 'Authorization: Bearer {key}' {base}/v1/scans/{id}/report"
     );
+    println!("the scan in the analyst UI: {base}/ui/scans/{id} (sign in with the key above)");
 
     if args.keep_serving {
         println!("\nserving until Ctrl-C");

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Requests per second each API key may make, bursts up to twice that (0: no limit).
     #[arg(long, default_value_t = 50)]
     pub rate_limit: u32,
+    /// Mark the UI's session cookies Secure (set when users reach the service over HTTPS).
+    #[arg(long)]
+    pub secure_cookies: bool,
 }
 
 #[derive(Subcommand)]
@@ -212,6 +215,7 @@ pub async fn start(args: ServeArgs, shutdown: watch::Receiver<bool>) -> Result<R
             allow_private_targets: args.worker.allow_private_targets,
             default_probe_set,
             rate_limit_per_key: std::num::NonZeroU32::new(args.rate_limit),
+            secure_cookies: args.secure_cookies,
         },
     );
     let listener = tokio::net::TcpListener::bind(args.addr)

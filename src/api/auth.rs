@@ -51,8 +51,19 @@ impl FromRequestParts<AppState> for Caller {
             .find_api_key(key)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if let Some(limiter) = &state.limiter {
-            if let Err(not_until) = limiter.check_key(&row.id) {
+        state.check_rate_limit(row.id)?;
+        Ok(Caller {
+            key_id: row.id,
+            role: row.role,
+        })
+    }
+}
+
+impl AppState {
+    /// Spends one request of the key's budget, or says how long to wait.
+    pub fn check_rate_limit(&self, key_id: Uuid) -> Result<(), ApiError> {
+        if let Some(limiter) = &self.limiter {
+            if let Err(not_until) = limiter.check_key(&key_id) {
                 let wait = not_until.wait_time_from(governor::clock::Clock::now(
                     &governor::clock::DefaultClock::default(),
                 ));
@@ -61,9 +72,6 @@ impl FromRequestParts<AppState> for Caller {
                 });
             }
         }
-        Ok(Caller {
-            key_id: row.id,
-            role: row.role,
-        })
+        Ok(())
     }
 }

@@ -60,6 +60,7 @@ pub async fn list_fingerprints(
             api_key_id: None,
             cursor: q.cursor.as_deref().map(Cursor::decode).transpose()?,
             limit: page_limit(q.limit),
+            without_document: false,
         })
         .await?;
     Ok(Json(FingerprintPage {
@@ -103,15 +104,27 @@ pub async fn create_comparison(
     caller: Caller,
     ApiJson(req): ApiJson<NewComparison>,
 ) -> Result<(StatusCode, Json<ComparisonRow>), ApiError> {
+    let row = compare_fingerprints(
+        &state,
+        &caller,
+        req.reference_fingerprint_id,
+        req.suspect_fingerprint_id,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+/// Compares two stored fingerprints against the stored controls and keeps the result
+/// (shared by the API and the UI's compare page).
+pub async fn compare_fingerprints(
+    state: &AppState,
+    caller: &Caller,
+    reference_id: Uuid,
+    suspect_id: Uuid,
+) -> Result<ComparisonRow, ApiError> {
     caller.require(Role::Analyst)?;
-    let reference_row = state
-        .store
-        .get_fingerprint(req.reference_fingerprint_id)
-        .await?;
-    let suspect_row = state
-        .store
-        .get_fingerprint(req.suspect_fingerprint_id)
-        .await?;
+    let reference_row = state.store.get_fingerprint(reference_id).await?;
+    let suspect_row = state.store.get_fingerprint(suspect_id).await?;
     let reference = load_fingerprint(&state.store, &reference_row).await?;
     let suspect = load_fingerprint(&state.store, &suspect_row).await?;
     let mut controls = Vec::new();
@@ -147,13 +160,13 @@ pub async fn create_comparison(
         .await?;
     state
         .audit(
-            &caller,
+            caller,
             "comparison.create",
             format!("comparison/{}", row.id),
             None,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(row)))
+    Ok(row)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -22,7 +22,10 @@ use utoipa::OpenApi;
 use crate::store::Store;
 
 pub use auth::Caller;
+pub use catalog::compare_fingerprints;
 pub use error::{ApiError, Problem};
+pub use scans::{cancel_scan, submit_scan, visible_scan, SubmitScan};
+pub use schedules::{create_schedule, CreateSchedule};
 
 /// Largest request body accepted (scan submissions are small).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -39,6 +42,8 @@ pub struct ApiConfig {
     /// Requests per second each API key may make (bursts up to twice that); `None` for
     /// no limit.
     pub rate_limit_per_key: Option<std::num::NonZeroU32>,
+    /// Mark the UI's cookies `Secure` (when the service sits behind TLS).
+    pub secure_cookies: bool,
 }
 
 /// Per-key request budget (governor's keyed GCRA limiter, in memory per process).
@@ -117,7 +122,7 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The whole API.
+/// The whole API, and the analyst UI beside it.
 pub fn router(store: Store, config: ApiConfig) -> Router {
     let limiter = config.rate_limit_per_key.map(|per_second| {
         let burst = per_second.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
@@ -155,6 +160,7 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .merge(crate::ui::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(tower_http::trace::TraceLayer::new_for_http())

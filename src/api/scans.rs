@@ -93,7 +93,6 @@ pub async fn submit(
     headers: HeaderMap,
     ApiJson(req): ApiJson<SubmitScan>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Role::Submitter)?;
     let idempotency_key = match headers.get("idempotency-key") {
         Some(v) => {
             let key = v
@@ -108,6 +107,26 @@ pub async fn submit(
         }
         None => None,
     };
+    let (scan, created) = submit_scan(&state, &caller, &req, idempotency_key).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/scans/{}", scan.id))],
+        Json(ScanAccepted {
+            id: scan.id,
+            status: scan.status,
+            created,
+        }),
+    ))
+}
+
+/// Validates and queues a scan for `caller` (shared by the API and the UI's form).
+pub async fn submit_scan(
+    state: &AppState,
+    caller: &Caller,
+    req: &SubmitScan,
+    idempotency_key: Option<String>,
+) -> Result<(ScanRow, bool), ApiError> {
+    caller.require(Role::Submitter)?;
     let (suspect_kind, suspect_source) = match (&req.suspect_url, &req.suspect_path) {
         (Some(url), None) => {
             UrlGuard::new(state.config.allow_private_targets)
@@ -169,18 +188,10 @@ pub async fn submit(
             .scans_submitted
             .fetch_add(1, Ordering::Relaxed);
         state
-            .audit(&caller, "scan.submit", format!("scan/{}", scan.id), None)
+            .audit(caller, "scan.submit", format!("scan/{}", scan.id), None)
             .await?;
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/v1/scans/{}", scan.id))],
-        Json(ScanAccepted {
-            id: scan.id,
-            status: scan.status,
-            created,
-        }),
-    ))
+    Ok((scan, created))
 }
 
 /// Browse scans (submitters see their own).
@@ -221,7 +232,11 @@ pub async fn list(
 }
 
 /// The scan if the caller may see it; otherwise "not found" (its existence is not told).
-async fn visible_scan(state: &AppState, caller: &Caller, id: Uuid) -> Result<ScanRow, ApiError> {
+pub async fn visible_scan(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<ScanRow, ApiError> {
     let scan = state.store.get_scan(id).await?;
     if !caller.sees_all() && scan.api_key_id != Some(caller.key_id) {
         return Err(ApiError::NotFound(format!("scan {id} not found")));
@@ -273,12 +288,17 @@ pub async fn cancel(
     caller: Caller,
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ScanRow>, ApiError> {
-    caller.require(Role::Submitter)?;
     let Path(id) = id?;
-    visible_scan(&state, &caller, id).await?;
+    Ok(Json(cancel_scan(&state, &caller, id).await?))
+}
+
+/// Cancels a scan the caller may see (shared by the API and the UI).
+pub async fn cancel_scan(state: &AppState, caller: &Caller, id: Uuid) -> Result<ScanRow, ApiError> {
+    caller.require(Role::Submitter)?;
+    visible_scan(state, caller, id).await?;
     let scan = state.store.cancel_scan(id).await?;
     state
-        .audit(&caller, "scan.cancel", format!("scan/{id}"), None)
+        .audit(caller, "scan.cancel", format!("scan/{id}"), None)
         .await?;
-    Ok(Json(scan))
+    Ok(scan)
 }

@@ -53,6 +53,16 @@ pub async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<CreateSchedule>,
 ) -> Result<(StatusCode, Json<ScheduleRow>), ApiError> {
+    let row = create_schedule(&state, &caller, req).await?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+/// Validates and stores a schedule for `caller` (shared by the API and the UI's form).
+pub async fn create_schedule(
+    state: &AppState,
+    caller: &Caller,
+    req: CreateSchedule,
+) -> Result<ScheduleRow, ApiError> {
     caller.require(Role::Admin)?;
     validate_cron(&req.cron).map_err(ApiError::BadRequest)?;
     let next_run_at = next_run(&req.cron, Utc::now())
@@ -124,13 +134,13 @@ pub async fn create(
         .await?;
     state
         .audit(
-            &caller,
+            caller,
             "schedule.create",
             format!("schedule/{}", row.id),
             None,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(row)))
+    Ok(row)
 }
 
 #[utoipa::path(delete, path = "/v1/schedules/{id}", params(("id" = Uuid, Path)),

@@ -89,4 +89,22 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+
+    /// The latest comparisons of one fingerprint pair, newest first.
+    pub async fn comparisons_between(
+        &self,
+        reference_fingerprint_id: Uuid,
+        suspect_fingerprint_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<ComparisonRow>> {
+        Ok(sqlx::query_as::<_, ComparisonRow>(&format!(
+            "{SELECT} WHERE c.reference_fingerprint_id = $1 AND c.suspect_fingerprint_id = $2
+             ORDER BY c.created_at DESC LIMIT $3"
+        ))
+        .bind(reference_fingerprint_id)
+        .bind(suspect_fingerprint_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }

@@ -76,6 +76,8 @@ pub struct FingerprintFilter {
     pub api_key_id: Option<Uuid>,
     pub cursor: Option<Cursor>,
     pub limit: i64,
+    /// Leave out the assembled `document` (large) when only the listing is shown.
+    pub without_document: bool,
 }
 
 const COLUMNS: &str = "f.id, f.scan_id, f.side, f.model_id, f.model_describe, f.probe_set_id,
@@ -242,8 +244,13 @@ impl Store {
     }
 
     pub async fn list_fingerprints(&self, f: &FingerprintFilter) -> Result<Page<FingerprintRow>> {
+        let columns = if f.without_document {
+            COLUMNS.replace("f.document", "NULL::jsonb AS document")
+        } else {
+            COLUMNS.to_string()
+        };
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-            "SELECT {COLUMNS} FROM fingerprints f LEFT JOIN scans s ON s.id = f.scan_id WHERE true"
+            "SELECT {columns} FROM fingerprints f LEFT JOIN scans s ON s.id = f.scan_id WHERE true"
         ));
         if let Some(m) = f.model_id {
             q.push(" AND f.model_id = ").push_bind(m);

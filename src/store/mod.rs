@@ -11,6 +11,8 @@ mod models;
 mod probe_sets;
 mod scans;
 mod schedules;
+mod sessions;
+mod views;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -23,6 +25,8 @@ pub use models::{ModelKind, ModelRole, ModelRow, NewModel};
 pub use probe_sets::ProbeSetRow;
 pub use scans::{Claimed, NewScan, ScanFilter, ScanRow, ScanStatus, SuspectKind};
 pub use schedules::{NewSchedule, ScheduleRow};
+pub use sessions::{random_token, SessionRow};
+pub use views::{HistoryPoint, MapCell};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
