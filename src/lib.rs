@@ -14,4 +14,5 @@ pub mod scan;
 pub mod serve;
 pub mod store;
 pub mod suspect;
+pub mod ui;
 pub mod zoo;
