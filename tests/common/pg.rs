@@ -96,6 +96,7 @@ impl TestDb {
                 allow_private_targets,
                 default_probe_set: default_probe_set.into(),
                 rate_limit_per_key: None,
+                secure_cookies: false,
             },
         ))
         .await
