@@ -34,6 +34,7 @@ async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
             allow_private_targets: false,
             default_probe_set: "default".into(),
             rate_limit_per_key,
+            secure_cookies: false,
         },
     );
     Api {
