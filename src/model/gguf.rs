@@ -155,6 +155,18 @@ impl GgufFile {
                 .map(|v| v as usize)
                 .ok_or_else(|| ModelError::Unsupported(format!("GGUF metadata lacks {arch}.{k}")))
         };
+        // Sizes are divisors and loop bounds below and in the model: zero is a broken file.
+        let need = |k: &str| {
+            need(k).and_then(|v| {
+                if v == 0 {
+                    Err(ModelError::Unsupported(format!(
+                        "GGUF metadata {arch}.{k} is 0"
+                    )))
+                } else {
+                    Ok(v)
+                }
+            })
+        };
         let hidden = need("embedding_length")?;
         let n_heads = need("attention.head_count")?;
         let n_kv_heads = self
@@ -182,6 +194,20 @@ impl GgufFile {
             ),
             Family::Llama => (None, rope_base),
         };
+        let sliding_pattern = self
+            .u32("gemma3.attention.sliding_window_type")
+            .map(|v| v as usize)
+            .unwrap_or(6);
+        if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+            return Err(ModelError::Unsupported(format!(
+                "GGUF metadata: {n_heads} attention heads cannot share {n_kv_heads} key/value heads"
+            )));
+        }
+        if head_dim == 0 || sliding_pattern == 0 {
+            return Err(ModelError::Unsupported(
+                "GGUF metadata: head size and sliding-window pattern must be positive".into(),
+            ));
+        }
         Ok(Config {
             family,
             hidden,
@@ -196,10 +222,7 @@ impl GgufFile {
             rope_base_local,
             rope_interleaved: family == Family::Llama,
             sliding_window,
-            sliding_pattern: self
-                .u32("gemma3.attention.sliding_window_type")
-                .map(|v| v as usize)
-                .unwrap_or(6),
+            sliding_pattern,
             attn_scale_base: head_dim as f64,
             context_length: trained_ctx.min(max_context),
             vocab_size,
