@@ -3,6 +3,8 @@
 //! spliced — and fed to the parsers and the API. Each must answer with a value or an error,
 //! never a panic or a 5xx. Random rather than coverage-guided (the toolchain here is
 //! stable-only, which cargo-fuzz's sanitizers need nightly for); the seeds are the corpus.
+//! The coverage-guided targets live in `fuzz/` (cargo-fuzz); their corpus, crashes found
+//! included, is replayed here through the same entry points (`provenance::fuzz`).
 
 mod common;
 #[path = "common/pg.rs"]
@@ -100,10 +102,7 @@ fn openai_response_parsers_never_panic() {
         .run(
             &(0..corpus.len(), prop::collection::vec(edit(), 1..8)),
             |(i, edits)| {
-                let input = apply(corpus[i].clone(), &edits);
-                let _ = provenance::suspect::parse::parse_chat_completion(&input);
-                let _ = provenance::suspect::parse::parse_completion(&input);
-                let _ = provenance::suspect::parse::parse_stream(&input);
+                provenance::fuzz::openai_response(&apply(corpus[i].clone(), &edits));
                 Ok(())
             },
         )
@@ -225,4 +224,34 @@ fn gguf_header_reader_never_panics() {
             },
         )
         .expect("no panic");
+}
+
+/// Every file of the cargo-fuzz corpus (seeds, and any crash found and kept as a
+/// regression case) goes through its target's entry point without a panic.
+#[test]
+fn the_fuzz_corpus_replays_cleanly() {
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 4] = [
+        ("openai_response", provenance::fuzz::openai_response),
+        ("probe_file", provenance::fuzz::probe_file),
+        ("gguf_header", provenance::fuzz::gguf_header),
+        ("api_body", provenance::fuzz::api_body),
+    ];
+    for (target, run) in targets {
+        let dir = std::path::Path::new("fuzz/corpus").join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+            let path = entry.expect("entry").path();
+            run(&std::fs::read(&path).expect("corpus file"));
+            n += 1;
+        }
+        assert!(n > 0, "{target} has no seeds in {}", dir.display());
+    }
+    // The seeds are valid inputs: the loaders accept them (a broken seed would leave the
+    // fuzzer exploring error paths only).
+    let g = provenance::model::gguf::GgufFile::open(std::path::Path::new(
+        "fuzz/corpus/gguf_header/tiny-llama.gguf",
+    ))
+    .expect("the llama seed is a GGUF file");
+    provenance::model::tokenizer::Tokenizer::from_gguf(&g).expect("its tokenizer builds");
 }

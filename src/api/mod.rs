@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use crate::store::Store;
 
 pub use auth::Caller;
-pub use catalog::compare_fingerprints;
+pub use catalog::{compare_fingerprints, ModelsWrite, NewComparison};
 pub use error::{ApiError, Problem};
 pub use scans::{cancel_scan, submit_scan, visible_scan, SubmitScan};
 pub use schedules::{create_schedule, CreateSchedule};

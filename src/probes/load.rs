@@ -81,12 +81,36 @@ pub fn load_dir(dir: &Path) -> Result<ProbeSet, ProbeError> {
             }),
         }
     }
-    let hash = hash_files(&sources);
+    parse_sources(dir, &sources, diags)
+}
+
+/// Parses and validates a probe set from its files' contents (`(file name, bytes)`, one
+/// named `set.toml`), as if read from `dir`; diagnostics name files under `dir`. The
+/// parsing half of [`load_dir`], and what the fuzz target feeds.
+pub fn load_sources(dir: &Path, sources: &[(String, Vec<u8>)]) -> Result<ProbeSet, ProbeError> {
+    let mut diags = Vec::new();
+    if !sources.iter().any(|(name, _)| name == SET_FILE) {
+        diags.push(Diagnostic {
+            file: dir.join(SET_FILE),
+            line: 0,
+            message: "missing: every probe set needs a set.toml with its name and version"
+                .to_string(),
+        });
+    }
+    parse_sources(dir, sources, diags)
+}
+
+fn parse_sources(
+    dir: &Path,
+    sources: &[(String, Vec<u8>)],
+    mut diags: Vec<Diagnostic>,
+) -> Result<ProbeSet, ProbeError> {
+    let hash = hash_files(sources);
 
     let mut header = None;
     let mut probes: Vec<Probe> = Vec::new();
     let mut ids: Vec<IdSite> = Vec::new();
-    for (name, bytes) in &sources {
+    for (name, bytes) in sources {
         let path = dir.join(name);
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::endpoint::{ChatMessage, ProbeRequest, PromptForm};
 
 pub use lexicon::RefusalLexicon;
-pub use load::{load_dir, Diagnostic, ProbeError};
+pub use load::{load_dir, load_sources, Diagnostic, ProbeError};
 
 /// What a probe measures, which decides how the runner scores its answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
