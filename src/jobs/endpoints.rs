@@ -44,6 +44,9 @@ pub fn secret_value(name: &str) -> Option<String> {
 #[derive(Clone, Default)]
 pub struct ReferenceCache {
     models: Arc<Mutex<HashMap<String, ModelHandle>>>,
+    /// One lock per (reference, probe set): concurrent scans of the same reference take
+    /// turns at its fingerprint, so all but the first reuse its answers.
+    fingerprinting: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
 }
 
 impl ReferenceCache {
@@ -70,6 +73,16 @@ impl ReferenceCache {
         .map_err(|e| JobError::Transient(format!("loading {spec}: {e}")))?;
         models.insert(spec.to_string(), handle.clone());
         Ok(handle)
+    }
+
+    /// The lock held while the reference fingerprint keyed `key` is being taken.
+    pub async fn fingerprint_lock(&self, key: &str) -> Arc<Mutex<()>> {
+        self.fingerprinting
+            .lock()
+            .await
+            .entry(key.to_string())
+            .or_default()
+            .clone()
     }
 
     pub async fn endpoint(&self, spec: &str) -> Result<Arc<dyn ModelEndpoint>, JobError> {

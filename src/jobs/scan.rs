@@ -76,6 +76,14 @@ pub(super) async fn run(
         done: 0,
         total: 2 * fingerprint::plan(&set).len() as i32,
     };
+    let turn = references
+        .fingerprint_lock(&format!(
+            "{}|{}",
+            ref_fp.model_describe, ref_fp.probe_set_id
+        ))
+        .await;
+    let turn = turn.lock().await;
+    reuse_reference_answers(store, claimed, &set, &ref_fp).await?;
     let ref_caps = observe_side(
         store,
         claimed,
@@ -91,6 +99,7 @@ pub(super) async fn run(
     store
         .complete_fingerprint(ref_fp.id, &document(&reference_print)?)
         .await?;
+    drop(turn);
 
     let mut controls = Vec::new();
     for row in store.control_fingerprints(scan.probe_set_id).await? {
@@ -225,6 +234,43 @@ impl Progress<'_> {
         }
         Ok(())
     }
+}
+
+/// Fills the scan's reference fingerprint from an earlier scan's answers of the same
+/// reference to the same probe set, so only what is missing is asked. The local reference
+/// answers deterministically (greedy and seeded sampling, batch-invariant runner), so the
+/// copy is what asking again would give, minus half a minute of model time per scan.
+async fn reuse_reference_answers(
+    store: &Store,
+    claimed: &Claimed,
+    set: &ProbeSet,
+    ref_fp: &FingerprintRow,
+) -> Result<(), JobError> {
+    let Some(model_id) = ref_fp.model_id else {
+        return Ok(());
+    };
+    let Some(donor) = store
+        .reusable_reference(
+            model_id,
+            &ref_fp.model_describe,
+            ref_fp.probe_set_id,
+            ref_fp.id,
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let keys: Vec<(String, i32)> = fingerprint::plan(set)
+        .iter()
+        .map(|j| (j.probe.id.clone(), j.sample_index as i32))
+        .collect();
+    let copied = store
+        .copy_observations(claimed.scan.id, &claimed.owner, donor, ref_fp.id, &keys)
+        .await?;
+    if copied > 0 {
+        tracing::info!(scan = %claimed.scan.id, %donor, copied, "reference answers reused");
+    }
+    Ok(())
 }
 
 /// Asks one model every probe it has not answered yet, storing each answer at once.

@@ -182,6 +182,83 @@ impl Store {
         Ok(true)
     }
 
+    /// The latest complete reference-side fingerprint of the same model (same model row and
+    /// description) over the same probe set, other than `except`: a scan's reference answers
+    /// are deterministic, so an earlier scan's can stand in for asking again.
+    pub async fn reusable_reference(
+        &self,
+        model_id: Uuid,
+        model_describe: &str,
+        probe_set_id: Uuid,
+        except: Uuid,
+    ) -> Result<Option<Uuid>> {
+        let row: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM fingerprints
+             WHERE side = 'reference' AND status = 'complete' AND model_id = $1
+               AND model_describe = $2 AND probe_set_id = $3 AND id <> $4
+             ORDER BY completed_at DESC LIMIT 1",
+        )
+        .bind(model_id)
+        .bind(model_describe)
+        .bind(probe_set_id)
+        .bind(except)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// Copies `from`'s successful observations of the given `(probe_id, sample_index)` keys
+    /// into fingerprint `to`, as long as `owner` holds scan `scan_id` (like
+    /// [`Store::add_observation`]); keys `to` already has are kept. Returns how many.
+    pub async fn copy_observations(
+        &self,
+        scan_id: Uuid,
+        owner: &str,
+        from: Uuid,
+        to: Uuid,
+        keys: &[(String, i32)],
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM scans WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+             FOR UPDATE",
+        )
+        .bind(scan_id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Ok(0);
+        }
+        let (probe_ids, samples): (Vec<String>, Vec<i32>) = keys.iter().cloned().unzip();
+        let copied = sqlx::query(
+            "INSERT INTO observations (fingerprint_id, probe_id, kind, sample_index, ok, data)
+             SELECT $2, o.probe_id, o.kind, o.sample_index, o.ok, o.data
+             FROM observations o
+             JOIN unnest($3::text[], $4::int4[]) AS k(probe_id, sample_index)
+               ON k.probe_id = o.probe_id AND k.sample_index = o.sample_index
+             WHERE o.fingerprint_id = $1 AND o.ok
+             ORDER BY o.id
+             ON CONFLICT (fingerprint_id, probe_id, sample_index) DO NOTHING",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(&probe_ids)
+        .bind(&samples)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE fingerprints SET observation_count = observation_count + $2 WHERE id = $1",
+        )
+        .bind(to)
+        .bind(copied as i32)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(copied)
+    }
+
     /// Every observation of a fingerprint, in insertion order.
     pub async fn observations(&self, fingerprint_id: Uuid) -> Result<Vec<ObservationRow>> {
         Ok(sqlx::query_as::<_, ObservationRow>(
