@@ -142,16 +142,7 @@ impl Store {
         data: &serde_json::Value,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        // Locks the scan row so a takeover cannot interleave with this write.
-        let held: Option<(Uuid,)> = sqlx::query_as(
-            "SELECT id FROM scans WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-             FOR UPDATE",
-        )
-        .bind(scan_id)
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if held.is_none() {
+        if !holds_lease(&mut tx, scan_id, owner).await? {
             return Ok(false);
         }
         let inserted = sqlx::query(
@@ -219,15 +210,7 @@ impl Store {
         keys: &[(String, i32)],
     ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        let held: Option<(Uuid,)> = sqlx::query_as(
-            "SELECT id FROM scans WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-             FOR UPDATE",
-        )
-        .bind(scan_id)
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if held.is_none() {
+        if !holds_lease(&mut tx, scan_id, owner).await? {
             return Ok(0);
         }
         let (probe_ids, samples): (Vec<String>, Vec<i32>) = keys.iter().cloned().unzip();
@@ -387,4 +370,22 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// True when `owner` holds running scan `scan_id`; locks the scan row for the rest of the
+/// transaction, so a takeover cannot interleave with the writes that follow.
+async fn holds_lease(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    scan_id: Uuid,
+    owner: &str,
+) -> Result<bool> {
+    let held: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM scans WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+         FOR UPDATE",
+    )
+    .bind(scan_id)
+    .bind(owner)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(held.is_some())
 }
