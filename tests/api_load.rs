@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use provenance::store::{NewScan, Role, Side};
+use provenance::store::Role;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -51,36 +51,14 @@ async fn the_api_holds_under_a_bounded_load() {
 
     // Seed: one scan per two fingerprints, both complete, as workers leave them.
     let started = Instant::now();
-    let document = json!({"format_version": 1, "observations": []});
     let mut scan_ids = Vec::new();
     let mut fingerprint_ids = Vec::new();
     for chunk in (0..fingerprints / 2).collect::<Vec<_>>().chunks(16) {
-        let made = join_all(chunk.iter().map(|i| {
-            let store = db.store.clone();
-            let document = document.clone();
-            async move {
-                let (scan, _) = store
-                    .submit_scan(&NewScan {
-                        suspect_model: format!("suspect-{i}"),
-                        ..pg::http_scan("http://127.0.0.1:9/v1", reference.id, set.id)
-                    })
-                    .await
-                    .expect("scan");
-                let mut ids = Vec::new();
-                for side in [Side::Reference, Side::Suspect] {
-                    let fp = store
-                        .scan_fingerprint(scan.id, side, None, &format!("model {i}"), set.id)
-                        .await
-                        .expect("fingerprint");
-                    store
-                        .complete_fingerprint(fp.id, &document)
-                        .await
-                        .expect("complete");
-                    ids.push(fp.id);
-                }
-                (scan.id, ids)
-            }
-        }))
+        let made = join_all(
+            chunk
+                .iter()
+                .map(|&i| pg::seed_scan(&db.store, i, reference.id, set.id, None)),
+        )
         .await;
         for (scan, ids) in made {
             scan_ids.push(scan);

@@ -7,6 +7,7 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test-deps.sh` installs them).
 
+mod common;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -21,15 +22,6 @@ use provenance::store::Role;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn smollm2() -> String {
-    let p = provenance::fetch::default_dir().join(provenance::fetch::SMOLLM2.file);
-    assert!(
-        p.exists(),
-        "run `cargo run --release -- models fetch` first"
-    );
-    p.to_string_lossy().into_owned()
-}
 
 /// chromedriver on a free loopback port; killed when dropped.
 struct Driver {
@@ -172,7 +164,7 @@ fn assert_readable_error(text: &str, expected: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_analyst_signs_in_scans_a_suspect_and_reads_the_verdict_and_the_map() {
     let db = pg::TestDb::new().await;
-    let model = smollm2();
+    let model = common::smollm2().to_string_lossy().into_owned();
     let handle = ModelHandle::spawn(&model, &LoadOptions::default(), 16).expect("load");
     let suspect = pg::serve(provenance::serve::router(
         handle.clone(),

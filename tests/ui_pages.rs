@@ -8,7 +8,7 @@ mod pg;
 use std::collections::HashSet;
 
 use futures::future::join_all;
-use provenance::store::{NewScan, Role, Side};
+use provenance::store::Role;
 use reqwest::redirect::Policy;
 use reqwest::{Client, StatusCode};
 use serde_json::json;
@@ -343,42 +343,17 @@ async fn lists_and_the_map_page_through_thousands_of_fingerprints() {
         .unwrap_or(1000);
     let db = pg::TestDb::new().await;
     let (set, reference) = db.register_stub_reference().await;
-    let document = json!({"format_version": 1, "observations": []});
     for chunk in (0..n_scans).collect::<Vec<_>>().chunks(16) {
-        join_all(chunk.iter().map(|i| {
+        join_all(chunk.iter().map(|&i| {
             let store = db.store.clone();
-            let document = document.clone();
             let (set_id, reference_id) = (set.id, reference.id);
             async move {
-                let (scan, _) = store
-                    .submit_scan(&NewScan {
-                        suspect_model: format!("suspect-{i}"),
-                        ..pg::http_scan("http://127.0.0.1:9/v1", reference_id, set_id)
-                    })
-                    .await
-                    .expect("scan");
-                let mut ids = Vec::new();
-                for side in [Side::Reference, Side::Suspect] {
-                    let fp = store
-                        .scan_fingerprint(
-                            scan.id,
-                            side,
-                            Some(reference_id),
-                            &format!("model {i}"),
-                            set_id,
-                        )
-                        .await
-                        .expect("fingerprint");
-                    store
-                        .complete_fingerprint(fp.id, &document)
-                        .await
-                        .expect("complete");
-                    ids.push(fp.id);
-                }
+                let (scan, ids) =
+                    pg::seed_scan(&store, i, reference_id, set_id, Some(reference_id)).await;
                 // A comparison whose logit score is i/1000.
-                let report = json!({"signals": [{"name": "logits", "score": *i as f64 / 1000.0}]});
+                let report = json!({"signals": [{"name": "logits", "score": i as f64 / 1000.0}]});
                 store
-                    .add_comparison(ids[0], ids[1], Some(scan.id), &report, None)
+                    .add_comparison(ids[0], ids[1], Some(scan), &report, None)
                     .await
                     .expect("comparison");
             }

@@ -6,6 +6,7 @@
 //! Long form: `PROVENANCE_THROUGHPUT_SCANS=8 PROVENANCE_THROUGHPUT_WORKERS=4 cargo test
 //! --release --test worker_throughput -- --nocapture`.
 
+mod common;
 #[path = "common/pg.rs"]
 mod pg;
 

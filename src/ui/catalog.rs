@@ -64,7 +64,7 @@ pub async fn fingerprints(
     query: Result<Query<FingerprintQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, UiError> {
     session.caller().require(Role::Analyst)?;
-    let Query(q) = query.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Query(q) = query?;
     let model_id = non_empty(&q.model)
         .map(|m| parse_id("model", &m))
         .transpose()?;
@@ -205,7 +205,7 @@ pub async fn compare_form(
     query: Result<Query<CompareQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, UiError> {
     session.caller().require(Role::Analyst)?;
-    let Query(q) = query.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Query(q) = query?;
     compare_page(&state, &session, &q, None, StatusCode::OK).await
 }
 
@@ -214,7 +214,7 @@ pub async fn compare(
     session: Session,
     form: Result<Form<CompareQuery>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
-    let Form(q) = form.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Form(q) = form?;
     session.check_csrf(&q.csrf)?;
     let caller = session.caller();
     caller.require(Role::Analyst)?;
@@ -235,7 +235,7 @@ pub async fn compare(
     };
     match outcome {
         Ok(row) => Ok(Redirect::to(&format!("/ui/comparisons/{}", row.id)).into_response()),
-        Err(e) if !e.status().is_server_error() => {
+        Err(e) if e.belongs_on_form() => {
             let status = e.status();
             compare_page(&state, &session, &q, Some(e.message()), status).await
         }
@@ -282,7 +282,7 @@ pub async fn map(
     query: Result<Query<MapQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, UiError> {
     session.caller().require(Role::Analyst)?;
-    let Query(q) = query.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Query(q) = query?;
     let page = state
         .store
         .similarity_map(

@@ -29,6 +29,18 @@ impl From<StoreError> for UiError {
     }
 }
 
+impl From<axum::extract::rejection::FormRejection> for UiError {
+    fn from(rejection: axum::extract::rejection::FormRejection) -> Self {
+        UiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for UiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        UiError::BadRequest(rejection.body_text())
+    }
+}
+
 impl UiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -38,6 +50,17 @@ impl UiError {
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             UiError::Api(e) => e.status(),
             UiError::Template(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// True for a problem with what was typed into a form (shown on the form, filled in
+    /// again), false for one of the session or the server (its own page or a redirect).
+    pub fn belongs_on_form(&self) -> bool {
+        match self {
+            UiError::BadRequest(_) | UiError::NotFound(_) => true,
+            UiError::Api(ApiError::Unauthorized) => false,
+            UiError::Api(e) => !e.status().is_server_error(),
+            _ => false,
         }
     }
 

@@ -9,7 +9,7 @@ use super::report_view::report_view;
 use super::{
     next_href, non_empty, parse_id, parse_optional_int, render, Session, UiError, PAGE_ROWS,
 };
-use crate::api::{cancel_scan, submit_scan, visible_scan, ApiError, AppState, SubmitScan};
+use crate::api::{cancel_scan, submit_scan, visible_scan, AppState, SubmitScan};
 use crate::compare::Report;
 use crate::store::{random_token, Cursor, ModelRole, ScanFilter, ScanRow, ScanStatus};
 
@@ -74,7 +74,7 @@ pub async fn list(
     session: Session,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, UiError> {
-    let Query(q) = query.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Query(q) = query?;
     let status = match non_empty(&q.status) {
         Some(s) => Some(
             ScanStatus::parse(&s)
@@ -213,7 +213,7 @@ pub async fn submit(
     session: Session,
     form: FormResult<ScanForm>,
 ) -> Result<Response, UiError> {
-    let Form(mut form) = form.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Form(mut form) = form?;
     session.check_csrf(&form.csrf)?;
     let outcome = match to_request(&form) {
         Ok(req) => submit_scan(&state, &session.caller(), &req, non_empty(&form.form_token))
@@ -224,7 +224,7 @@ pub async fn submit(
     match outcome {
         Ok((scan, _)) => Ok(Redirect::to(&format!("/ui/scans/{}", scan.id)).into_response()),
         // Input problems go back to the form, filled in as it was, with the reason.
-        Err(e @ (UiError::BadRequest(_) | UiError::Api(_))) if !is_server_fault(&e) => {
+        Err(e) if e.belongs_on_form() => {
             let status = e.status();
             if form.form_token.is_empty() {
                 form.form_token = random_token();
@@ -233,10 +233,6 @@ pub async fn submit(
         }
         Err(e) => Err(e),
     }
-}
-
-fn is_server_fault(e: &UiError) -> bool {
-    e.status().is_server_error() || matches!(e, UiError::Api(ApiError::Unauthorized))
 }
 
 pub async fn detail(
@@ -304,7 +300,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     form: FormResult<CsrfOnly>,
 ) -> Result<Response, UiError> {
-    let Form(form) = form.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Form(form) = form?;
     session.check_csrf(&form.csrf)?;
     let id = parse_id("scan", &id)?;
     cancel_scan(&state, &session.caller(), id).await?;

@@ -121,7 +121,7 @@ pub async fn create(
     session: Session,
     form: Result<Form<ScheduleForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
-    let Form(form) = form.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Form(form) = form?;
     session.check_csrf(&form.csrf)?;
     let outcome = match to_request(&form) {
         Ok(req) => create_schedule(&state, &session.caller(), req)
@@ -131,7 +131,7 @@ pub async fn create(
     };
     match outcome {
         Ok(row) => Ok(Redirect::to(&format!("/ui/schedules/{}", row.id)).into_response()),
-        Err(e) if !e.status().is_server_error() && e.status() != StatusCode::SEE_OTHER => {
+        Err(e) if e.belongs_on_form() => {
             let status = e.status();
             list_page(&state, &session, &form, Some(e.message()), status).await
         }

@@ -132,7 +132,7 @@ pub async fn login(
     jar: CookieJar,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
-    let Form(form) = form.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Form(form) = form?;
     let expected = jar.get(LOGIN_COOKIE).map(|c| c.value().to_string());
     if !expected.is_some_and(|t| same_token(&form.csrf, &t)) {
         return Err(UiError::Csrf);
@@ -194,7 +194,7 @@ pub async fn logout(
     jar: CookieJar,
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
-    let Form(form) = form.map_err(|e| UiError::BadRequest(e.body_text()))?;
+    let Form(form) = form?;
     session.check_csrf(&form.csrf)?;
     if let Some(c) = jar.get(SESSION_COOKIE) {
         state.store.delete_session(c.value()).await?;

@@ -180,3 +180,42 @@ impl TestDb {
         (set, model)
     }
 }
+
+/// Bulk data for load and paging tests: scan `i` of a dead suspect with both fingerprints
+/// complete (empty documents), the fingerprints' model set to `model_id`. Returns the scan
+/// and its [reference, suspect] fingerprint ids.
+pub async fn seed_scan(
+    store: &provenance::store::Store,
+    i: usize,
+    reference_id: uuid::Uuid,
+    set_id: uuid::Uuid,
+    model_id: Option<uuid::Uuid>,
+) -> (uuid::Uuid, [uuid::Uuid; 2]) {
+    let (scan, _) = store
+        .submit_scan(&provenance::store::NewScan {
+            suspect_model: format!("suspect-{i}"),
+            ..http_scan("http://127.0.0.1:9/v1", reference_id, set_id)
+        })
+        .await
+        .expect("scan");
+    let document = serde_json::json!({"format_version": 1, "observations": []});
+    let mut ids = [uuid::Uuid::nil(); 2];
+    for (slot, side) in [
+        provenance::store::Side::Reference,
+        provenance::store::Side::Suspect,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fp = store
+            .scan_fingerprint(scan.id, side, model_id, &format!("model {i}"), set_id)
+            .await
+            .expect("fingerprint");
+        store
+            .complete_fingerprint(fp.id, &document)
+            .await
+            .expect("complete");
+        ids[slot] = fp.id;
+    }
+    (scan.id, ids)
+}
