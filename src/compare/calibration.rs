@@ -6,9 +6,16 @@
 //! can never reach alpha, and decisions use a parametric stand-in instead:
 //!
 //! - `ok` (n + 1 >= 1/alpha): the empirical p-value decides.
-//! - `few` (2 <= n): a normal-theory prediction test, t = (x - mean) / (sd sqrt(1 + 1/n))
-//!   with n - 1 degrees of freedom, sd floored at [`SD_FLOOR`] so a tight cluster of
-//!   controls cannot make any small gap look decisive.
+//! - `few` (2 <= n): a normal-theory prediction test, t = (x - centre) / (spread sqrt(1 +
+//!   1/n)) with n - 1 degrees of freedom, spread floored at [`SD_FLOOR`] so a tight cluster
+//!   of controls cannot make any small gap look decisive. The test is one-sided (is the
+//!   suspect *more* similar than unrelated models?), so the fit describes the controls'
+//!   upper half: centre = their median, spread = the root mean square distance above it
+//!   (for normal scores, the standard deviation). Controls far below the rest (a barely
+//!   trained model, say) then cannot make a copy look ordinary, as they did with the mean
+//!   and standard deviation: adding an obviously unrelated control should never hide a
+//!   copy. And where any control is at least as similar as the suspect, the p-value is
+//!   never below the empirical one: no extrapolation past a control that matched.
 //! - `none` (n < 2): the signal's documented [`DefaultNull`], a deliberately pessimistic
 //!   guess of what unrelated models score (its mean is raised to a single control's score
 //!   when that is higher), its spread widened by the score's own standard error, since a
@@ -100,10 +107,15 @@ pub fn null_test(
     let (p, method) = match Level::of(n, alpha) {
         Level::Ok => (empirical.unwrap_or(1.0), NullMethod::Empirical),
         _ if n >= 2 => {
-            let m = control_mean.unwrap_or(default.mean);
-            let sd = control_sd.unwrap_or(default.sd).max(SD_FLOOR);
-            let t = (score - m) / (sd * (1.0 + 1.0 / n as f64).sqrt());
-            (student_t_sf(t, (n - 1) as f64), NullMethod::StudentT)
+            let (centre, spread) = upper_half_fit(controls);
+            let sd = spread.max(SD_FLOOR);
+            let t = (score - centre) / (sd * (1.0 + 1.0 / n as f64).sqrt());
+            let p = student_t_sf(t, (n - 1) as f64);
+            let p = match empirical {
+                Some(e) if as_similar > 0 => p.max(e),
+                _ => p,
+            };
+            (p, NullMethod::StudentT)
         }
         _ => {
             let m = controls.iter().copied().fold(default.mean, f64::max);
@@ -120,6 +132,25 @@ pub fn null_test(
         control_mean,
         control_sd,
     }
+}
+
+/// Median of the scores and the root mean square distance above it of those at or above
+/// it: a normal fit to the upper half.
+fn upper_half_fit(scores: &[f64]) -> (f64, f64) {
+    let mut sorted: Vec<f64> = scores.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return (0.0, 0.0);
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    let upper: Vec<f64> = sorted.iter().copied().filter(|&v| v >= median).collect();
+    let ms = upper.iter().map(|v| (v - median).powi(2)).sum::<f64>() / upper.len() as f64;
+    (median, ms.sqrt())
 }
 
 #[cfg(test)]
@@ -148,6 +179,28 @@ mod tests {
         assert!((far.empirical.unwrap_or(0.0) - 1.0 / 6.0).abs() < 1e-12);
         let near = null_test(0.47, 0.0, &controls, 0.01, NULL);
         assert!(near.p > 0.2, "{near:?}");
+    }
+
+    #[test]
+    fn controls_far_below_do_not_hide_a_copy() {
+        // Ten controls near 0.57 and two barely trained models near 0.1: a copy at 0.99
+        // stays decisive, as it is without the two.
+        let mut controls = vec![0.55, 0.56, 0.57, 0.58, 0.59, 0.60, 0.54, 0.57, 0.56, 0.58];
+        let without = null_test(0.99, 0.0, &controls, 0.01, NULL);
+        controls.extend([0.08, 0.12]);
+        let with = null_test(0.99, 0.0, &controls, 0.01, NULL);
+        assert!(without.p < 0.01 && with.p < 0.01, "{without:?} {with:?}");
+        // A score among the controls stays ordinary.
+        assert!(null_test(0.58, 0.0, &controls, 0.01, NULL).p > 0.2);
+    }
+
+    #[test]
+    fn a_control_as_similar_keeps_the_empirical_floor() {
+        // One unrelated control scored higher than the suspect: however far the rest lie
+        // below, the p-value is at least the empirical one.
+        let controls = [0.50, 0.50, 0.51, 0.50, 0.49, 0.97];
+        let t = null_test(0.95, 0.0, &controls, 0.01, NULL);
+        assert!((t.p - 2.0 / 7.0).abs() < 1e-12, "{t:?}");
     }
 
     #[test]
