@@ -72,3 +72,138 @@ fn a_dropped_layer_leaves_a_loadable_smaller_model() {
     .expect("the pruned model loads");
     drop(handle);
 }
+
+/// The token stream SmolLM2's template and tokenizer make of `pairs`.
+fn smollm2_stream(pairs: &[(String, String)]) -> zoo::student::Stream {
+    let speaker = provenance::model::LocalModel::load(
+        common::smollm2().to_str().expect("utf-8"),
+        &provenance::model::LoadOptions::default(),
+    )
+    .expect("SmolLM2 loads");
+    let render = |p: &str| {
+        speaker.render_chat(&[provenance::endpoint::ChatMessage {
+            role: "user".into(),
+            content: p.to_string(),
+        }])
+    };
+    zoo::student::training_stream(&speaker.tokenizer, render, pairs).expect("stream")
+}
+
+/// A student trained on two answers learns them by heart; served through the runner it
+/// must give them back. That holds only if training and the runner agree on the layout
+/// (RoPE pairing, norms, tied output) and the chat format the student was trained on.
+#[test]
+fn a_student_learns_its_teachers_text_and_loads_as_gguf() {
+    use provenance::model::{GenerateParams, LoadOptions, LocalModel};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pairs = vec![
+        (
+            "Name a colour.".to_string(),
+            "Green is the colour of spring leaves.".to_string(),
+        ),
+        (
+            "Name a fruit.".to_string(),
+            "A ripe pear is sweet and soft.".to_string(),
+        ),
+    ];
+    let stream = smollm2_stream(&pairs).repeated(8);
+    // Smaller than the zoo's recipe, so that it learns two answers by heart in seconds.
+    let shape = zoo::student::StudentShape {
+        hidden: 128,
+        layers: 2,
+        heads: 4,
+        ffn: 320,
+        window: 64,
+        batch: 4,
+        steps: 150,
+        learning_rate: 3e-3,
+    };
+    let out = dir.path().join("student.gguf");
+    let trained =
+        zoo::student::train_and_write(&stream, &common::smollm2(), &shape, 1, "test-student", &out)
+            .expect("trains");
+    eprintln!("loss {} -> {}", trained.first_loss, trained.final_loss);
+    assert!(
+        trained.final_loss < trained.first_loss * 0.2,
+        "loss {} -> {}",
+        trained.first_loss,
+        trained.final_loss
+    );
+
+    let mut student =
+        LocalModel::load(out.to_str().expect("utf-8"), &LoadOptions::default()).expect("loads");
+    assert_eq!(student.info.architecture, "llama");
+    // The whole vocabulary, though the training text used a few dozen tokens of it.
+    assert_eq!(student.info.vocab_size, 49152);
+    let prompt = student.render_chat(&[provenance::endpoint::ChatMessage {
+        role: "user".into(),
+        content: "Name a colour.".into(),
+    }]);
+    let ids = student
+        .encode_prompt(&prompt.expect("template"))
+        .expect("encode");
+    let answer = student
+        .generate(
+            &ids,
+            &GenerateParams {
+                max_tokens: 12,
+                ..GenerateParams::default()
+            },
+            |_, _| true,
+        )
+        .expect("generates")
+        .text;
+    assert!(
+        answer.starts_with("Green is the colour"),
+        "the student answered {answer:?}"
+    );
+}
+
+/// A fine-tune trains the last block only: its loss on the training windows falls, the
+/// other tensors stay exactly as stored, and the result loads.
+#[test]
+fn a_finetune_changes_only_its_last_blocks() {
+    use provenance::model::gguf::GgufFile;
+    use provenance::model::{LoadOptions, LocalModel};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pairs = vec![(
+        "Name a colour.".to_string(),
+        "Green, the colour of spring leaves and of old bottles.".to_string(),
+    )];
+    let stream = smollm2_stream(&pairs);
+    let shape = zoo::finetune::FinetuneShape {
+        blocks: 1,
+        window: 32,
+        batch: 2,
+        steps: 30,
+        learning_rate: 1e-3,
+        windows: 4,
+    };
+    let out = dir.path().join("finetuned.gguf");
+    let trained = zoo::finetune::finetune(&common::smollm2(), &stream.ids, &shape, 3, &out)
+        .expect("fine-tunes");
+    assert!(
+        trained.final_loss < trained.first_loss,
+        "loss {} -> {}",
+        trained.first_loss,
+        trained.final_loss
+    );
+    let mut before = GgufFile::open(&common::smollm2()).expect("base");
+    let mut after = GgufFile::open(&out).expect("fine-tune");
+    let raw = |g: &mut GgufFile, name: &str| {
+        let t = g.raw_tensor(name).expect("tensor");
+        (t.dtype(), t.data().expect("bytes").to_vec())
+    };
+    assert_eq!(
+        raw(&mut before, "blk.0.attn_q.weight"),
+        raw(&mut after, "blk.0.attn_q.weight"),
+        "a frozen block changed"
+    );
+    assert_ne!(
+        raw(&mut before, "blk.29.ffn_up.weight"),
+        raw(&mut after, "blk.29.ffn_up.weight"),
+        "the trained block did not change"
+    );
+    LocalModel::load(out.to_str().expect("utf-8"), &LoadOptions::default())
+        .expect("the fine-tune loads");
+}

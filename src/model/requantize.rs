@@ -82,10 +82,20 @@ where
     }
     let mut metadata = g.content.metadata.clone();
     meta(&mut metadata);
-    let mut keys: Vec<&String> = metadata.keys().collect();
-    keys.sort();
+    write_gguf(output, metadata.into_iter().collect(), tensors)
+}
+
+/// Writes a GGUF file whole or not at all (to `.gguf.partial`, then renamed), metadata
+/// and tensors in name order so that the same content gives the same bytes.
+pub fn write_gguf(
+    output: &Path,
+    mut metadata: Vec<(String, gguf_file::Value)>,
+    mut tensors: Vec<(String, QTensor)>,
+) -> Result<(), ModelError> {
+    metadata.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let metadata: Vec<(&str, &gguf_file::Value)> =
-        keys.iter().map(|k| (k.as_str(), &metadata[*k])).collect();
+        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let io = |e: std::io::Error| ModelError::Io {
         path: output.to_path_buf(),
@@ -97,4 +107,16 @@ where
     drop(file);
     std::fs::rename(&tmp, output).map_err(io)?;
     Ok(())
+}
+
+/// A trained or perturbed matrix as Q8_0 (finer than 4-bit originals, and what the runner
+/// computes with anyway) where its rows fit Q8_0 blocks; vectors and odd rows as F32.
+pub fn quantize_q8(t: &candle_core::Tensor) -> Result<QTensor, ModelError> {
+    let rows_fit = t.rank() == 2 && t.dim(1)?.is_multiple_of(GgmlDType::Q8_0.block_size());
+    let dtype = if rows_fit {
+        GgmlDType::Q8_0
+    } else {
+        GgmlDType::F32
+    };
+    Ok(QTensor::quantize(t, dtype)?)
 }

@@ -5,12 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
+use super::corpus::{self, SAMPLING};
+use super::finetune::FINETUNE;
+use super::student::{self, STUDENT};
 use super::{Class, Manifest, Member, Recipe, ZooError};
-use crate::model::requantize::{parse_type, requantize, rewrite};
+use crate::model::requantize::{parse_type, quantize_q8, requantize, rewrite};
 use crate::model::ModelError;
 
 /// One member to make: who, from what, how.
@@ -138,6 +141,40 @@ fn plan(base: &'static str, quick: bool) -> Vec<Plan> {
         Recipe::DropLayer { layer },
         0,
     ));
+    // A fine-tune: SmolLM2 only, since the trainer has llama blocks (Gemma's differ:
+    // sandwich norms, QK norms, GELU, local attention).
+    if base == "smollm2" {
+        out.push(member(
+            "finetune",
+            Class::Derived,
+            Recipe::FineTune {
+                data: "gemma3".to_string(),
+                shape: FINETUNE,
+                sampling: SAMPLING,
+            },
+            21,
+        ));
+    }
+    // Students of this model: with its own tokenizer and with the other model's. The
+    // other model's students, made the same way, are the unrelated ones.
+    let other = if base == "smollm2" {
+        "gemma3"
+    } else {
+        "smollm2"
+    };
+    for (suffix, tokenizer) in [("student", base), ("student-xtok", other)] {
+        out.push(member(
+            suffix,
+            Class::Distilled,
+            Recipe::Student {
+                teacher: base.to_string(),
+                tokenizer: tokenizer.to_string(),
+                shape: STUDENT,
+                sampling: SAMPLING,
+            },
+            11,
+        ));
+    }
     out
 }
 
@@ -168,7 +205,7 @@ pub fn build(
                 continue;
             }
             tracing::info!(member = %p.id, "building");
-            let member = make(dir, base_path, p)?;
+            let member = make(dir, base_path, bases, p)?;
             members.push(member);
         }
     }
@@ -188,7 +225,12 @@ pub fn resolve(dir: &Path, path: &str) -> PathBuf {
     }
 }
 
-fn make(dir: &Path, base_path: &Path, p: Plan) -> Result<Member, ZooError> {
+fn make(
+    dir: &Path,
+    base_path: &Path,
+    bases: &[(&'static str, PathBuf)],
+    p: Plan,
+) -> Result<Member, ZooError> {
     let failed = |id: &str| {
         let id = id.to_string();
         move |source: ModelError| ZooError::Build { member: id, source }
@@ -220,6 +262,42 @@ fn make(dir: &Path, base_path: &Path, p: Plan) -> Result<Member, ZooError> {
             drop_layer(base_path, &out, *layer).map_err(failed(&p.id))?;
             file
         }
+        Recipe::FineTune {
+            data,
+            shape,
+            sampling,
+        } => {
+            let pairs = corpus_of(dir, &base_of(bases, &p.id, data)?, sampling)?;
+            let stream = chat_stream(base_path, &pairs).map_err(failed(&p.id))?;
+            let trained = super::finetune::finetune(base_path, &stream.ids, shape, p.seed, &out)
+                .map_err(failed(&p.id))?;
+            tracing::info!(
+                member = %p.id,
+                first_loss = trained.first_loss,
+                final_loss = trained.final_loss,
+                "fine-tuned"
+            );
+            file
+        }
+        Recipe::Student {
+            teacher,
+            tokenizer,
+            shape,
+            sampling,
+        } => {
+            let path_of = |name: &str| base_of(bases, &p.id, name);
+            make_student(
+                dir,
+                &p.id,
+                &path_of(teacher)?,
+                &path_of(tokenizer)?,
+                shape,
+                sampling,
+                p.seed,
+                &out,
+            )?;
+            file
+        }
     };
     let sha256 = hash_path(&resolve(dir, &path))?;
     let system_prompt = match &p.recipe {
@@ -237,6 +315,87 @@ fn make(dir: &Path, base_path: &Path, p: Plan) -> Result<Member, ZooError> {
         system_prompt,
         sha256,
     })
+}
+
+fn base_of(
+    bases: &[(&'static str, PathBuf)],
+    member: &str,
+    name: &str,
+) -> Result<PathBuf, ZooError> {
+    bases
+        .iter()
+        .find(|(b, _)| *b == name)
+        .map(|(_, path)| path.clone())
+        .ok_or_else(|| ZooError::Serve {
+            member: member.to_string(),
+            message: format!("no fetched model named {name}"),
+        })
+}
+
+/// A teacher's answers to the corpus, cached under `corpus/` by teacher file name.
+fn corpus_of(
+    dir: &Path,
+    teacher: &Path,
+    sampling: &corpus::Sampling,
+) -> Result<Vec<(String, String)>, ZooError> {
+    let stem = teacher
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "teacher".into());
+    corpus::teacher_answers(
+        teacher,
+        &dir.join("corpus").join(format!("{stem}.json")),
+        sampling,
+    )
+}
+
+/// `pairs` as the token stream `speaker` (a model file) would be trained on: its chat
+/// template, its tokenizer.
+fn chat_stream(speaker: &Path, pairs: &[(String, String)]) -> Result<student::Stream, ModelError> {
+    let speaker = crate::model::LocalModel::load(
+        &speaker.to_string_lossy(),
+        &crate::model::LoadOptions::default(),
+    )?;
+    let render = |prompt: &str| {
+        speaker.render_chat(&[crate::endpoint::ChatMessage {
+            role: "user".into(),
+            content: prompt.to_string(),
+        }])
+    };
+    student::training_stream(&speaker.tokenizer, render, pairs)
+}
+
+/// The teacher's answers (cached in `corpus/`), re-tokenized for the student's tokenizer,
+/// then the student trained and written.
+#[allow(clippy::too_many_arguments)]
+fn make_student(
+    dir: &Path,
+    id: &str,
+    teacher: &Path,
+    tokenizer_model: &Path,
+    shape: &student::StudentShape,
+    sampling: &corpus::Sampling,
+    seed: u64,
+    out: &Path,
+) -> Result<(), ZooError> {
+    let failed = |source: ModelError| ZooError::Build {
+        member: id.to_string(),
+        source,
+    };
+    let pairs = corpus_of(dir, teacher, sampling)?;
+    // The tokenizer's own model renders the chat prompts, so the student learns the turn
+    // format it will be served with.
+    let stream = chat_stream(tokenizer_model, &pairs).map_err(failed)?;
+    let trained =
+        student::train_and_write(&stream, tokenizer_model, shape, seed, id, out).map_err(failed)?;
+    tracing::info!(
+        member = id,
+        corpus_tokens = stream.len(),
+        first_loss = trained.first_loss,
+        final_loss = trained.final_loss,
+        "student trained"
+    );
+    Ok(())
 }
 
 /// SHA-256 of a file, or of a directory's files in name order.
@@ -261,7 +420,7 @@ fn hash_path(path: &Path) -> Result<String, ZooError> {
 }
 
 /// Standard normal draws (Box-Muller), so the zoo needs no distribution crate.
-fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
+pub(crate) fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
     let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: ln stays finite
     let u2: f64 = rng.random::<f64>();
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
@@ -290,12 +449,7 @@ fn add_noise(input: &Path, output: &Path, relative_sd: f64, seed: u64) -> Result
                 *v += sd * gaussian(&mut rng);
             }
             let noisy = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?;
-            let dtype = if dims[dims.len() - 1].is_multiple_of(GgmlDType::Q8_0.block_size()) {
-                GgmlDType::Q8_0
-            } else {
-                GgmlDType::F32
-            };
-            Ok(Some(QTensor::quantize(&noisy, dtype)?))
+            Ok(Some(quantize_q8(&noisy)?))
         },
         |name| name.to_string(),
         |_| {},

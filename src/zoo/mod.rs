@@ -3,8 +3,12 @@
 //! (reference, member) pair (`eval`, with the pure tallies in `score`).
 
 pub mod build;
+pub mod corpus;
 pub mod eval;
+pub mod finetune;
 pub mod score;
+pub mod student;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -99,6 +103,21 @@ pub enum Recipe {
     Noise { relative_sd: f64 },
     /// One transformer block removed (pruning); later blocks move up one.
     DropLayer { layer: usize },
+    /// The parent's last blocks fine-tuned on `data`'s answers to the distillation corpus,
+    /// the rest kept as stored.
+    FineTune {
+        data: String,
+        shape: finetune::FinetuneShape,
+        sampling: corpus::Sampling,
+    },
+    /// A small model trained from scratch on the teacher's answers to the distillation
+    /// corpus (`corpus`), with the tokenizer and chat template of `tokenizer`'s model.
+    Student {
+        teacher: String,
+        tokenizer: String,
+        shape: student::StudentShape,
+        sampling: corpus::Sampling,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
