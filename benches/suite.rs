@@ -2,7 +2,7 @@
 //!
 //! It measures, on this machine: the reference runner on both models (`provenance bench`,
 //! one process per model so peak RSS is the model's own), llama.cpp on the same prompts
-//! where `bench/llama-cpp` is installed (`npm ci` there), full scans from a probe to a
+//! where `bench/llama-cpp` is installed (`npm install` there), full scans from a probe to a
 //! verdict (a persona-spoofing copy and an unrelated model) with the suspect queries each
 //! verdict took, the comparison alone, and the REST API under a mixed load with 10 000
 //! stored fingerprints. It prints Markdown tables and writes the figures as JSON to
@@ -116,7 +116,7 @@ fn runner(model: &Path) -> Value {
 fn llama_cpp(models: &[PathBuf]) -> Result<Vec<Value>, String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/llama-cpp");
     if !dir.join("node_modules").exists() {
-        return Err("not installed: `cd bench/llama-cpp && npm ci`".into());
+        return Err("not installed: `cd bench/llama-cpp && npm install`".into());
     }
     // Its threads spin-wait for each other: never more threads than cores.
     let threads = std::thread::available_parallelism()
@@ -185,8 +185,9 @@ async fn scan(
     cfg.allow_private_targets = true;
     let client = provenance::suspect::HttpModel::new(cfg).expect("client");
 
-    let set = provenance::probes::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/default"))
-        .expect("probe set");
+    let set =
+        provenance::probes::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/default"))
+            .expect("probe set");
     let set = provenance::fingerprint::subset(&set, per_kind, 4);
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = provenance::scan::ScanSettings {
@@ -226,7 +227,8 @@ fn compare_time(case: &str, dir: &Path) -> CompareRow {
     let mut ms: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
-            let report = provenance::compare::compare(&reference, &suspect, &[], &CompareOptions::default());
+            let report =
+                provenance::compare::compare(&reference, &suspect, &[], &CompareOptions::default());
             std::hint::black_box(report);
             t.elapsed().as_secs_f64() * 1e3
         })

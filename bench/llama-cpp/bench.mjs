@@ -3,7 +3,7 @@
 // "Once upon a time". Uses node-llama-cpp's prebuilt CPU build of llama.cpp (no compiler
 // needed); one thread per core this process may use (llama.cpp spin-waits between
 // threads, so more threads than cores collapses its speed).
-//   npm ci && node bench.mjs MODEL.gguf [--json]
+//   npm install && node bench.mjs MODEL.gguf [--json]
 import {availableParallelism} from "node:os";
 import {getLlama} from "node-llama-cpp";
 

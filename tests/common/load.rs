@@ -71,7 +71,10 @@ pub async fn run(db: &pg::TestDb, s: &LoadSettings) -> LoadOutcome {
     let started = Instant::now();
     let mut scan_ids = Vec::new();
     let mut fingerprint_ids = Vec::new();
-    for chunk in (0..s.fingerprints.max(2) / 2).collect::<Vec<_>>().chunks(16) {
+    for chunk in (0..s.fingerprints.max(2) / 2)
+        .collect::<Vec<_>>()
+        .chunks(16)
+    {
         let made = join_all(
             chunk
                 .iter()
@@ -192,7 +195,8 @@ pub async fn run(db: &pg::TestDb, s: &LoadSettings) -> LoadOutcome {
 }
 
 pub fn table(rows: &[LoadRow]) -> String {
-    let mut out = String::from("| request | count | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|\n");
+    let mut out =
+        String::from("| request | count | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|\n");
     for r in rows {
         out.push_str(&format!(
             "| {} | {} | {:.0} | {:.1} | {:.1} |\n",
