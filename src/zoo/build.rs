@@ -326,9 +326,9 @@ fn base_of(
         .iter()
         .find(|(b, _)| *b == name)
         .map(|(_, path)| path.clone())
-        .ok_or_else(|| ZooError::Serve {
+        .ok_or_else(|| ZooError::MissingBase {
             member: member.to_string(),
-            message: format!("no fetched model named {name}"),
+            base: name.to_string(),
         })
 }
 

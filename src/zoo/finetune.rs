@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::student::Trained;
-use super::train::{self, Block, Context};
+use super::train::{self, Block, Context, PARTS};
 use crate::model::gguf::GgufFile;
 use crate::model::requantize::{quantize_q8, rewrite};
 use crate::model::transformer::Family;
@@ -40,37 +40,14 @@ pub const FINETUNE: FinetuneShape = FinetuneShape {
     windows: 96,
 };
 
-const PARTS: [&str; 9] = [
-    "attn_norm",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_norm",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-];
-
-fn load_block(g: &mut GgufFile, i: usize) -> Result<Vec<Tensor>, ModelError> {
-    PARTS
-        .iter()
-        .map(|part| g.raw_dequantized(&format!("blk.{i}.{part}.weight")))
-        .collect()
-}
-
-fn as_block(t: &[Tensor]) -> Block {
-    Block {
-        attn_norm: t[0].clone(),
-        wq: t[1].clone(),
-        wk: t[2].clone(),
-        wv: t[3].clone(),
-        wo: t[4].clone(),
-        ffn_norm: t[5].clone(),
-        gate: t[6].clone(),
-        up: t[7].clone(),
-        down: t[8].clone(),
+/// Block `i`'s weights, dequantized, in [`PARTS`] order.
+fn load_block(g: &mut GgufFile, i: usize) -> Result<[Tensor; 9], ModelError> {
+    let mut out = Vec::with_capacity(PARTS.len());
+    for part in PARTS {
+        out.push(g.raw_dequantized(&format!("blk.{i}.{part}.weight"))?);
     }
+    out.try_into()
+        .map_err(|_| ModelError::BadInput("a block has nine tensors".into()))
 }
 
 /// Fine-tunes the last blocks of the llama GGUF `input` on `stream` and writes `output`.
@@ -143,7 +120,7 @@ pub fn finetune(
     drop(embed);
     let first = cfg.n_layers - shape.blocks;
     for i in 0..first {
-        let w = as_block(&load_block(&mut g, i)?);
+        let w = Block::from_parts(load_block(&mut g, i)?);
         // A few windows at a time bounds the attention scores' memory.
         let mut parts = Vec::new();
         for c in (0..n).step_by(8) {
@@ -153,14 +130,11 @@ pub fn finetune(
         hidden = Tensor::cat(&parts, 0)?;
     }
 
-    let mut vars: Vec<Vec<Var>> = Vec::with_capacity(shape.blocks);
+    let mut vars: Vec<[Var; 9]> = Vec::with_capacity(shape.blocks);
     for i in first..cfg.n_layers {
-        vars.push(
-            load_block(&mut g, i)?
-                .iter()
-                .map(Var::from_tensor)
-                .collect::<candle_core::Result<_>>()?,
-        );
+        let parts = load_block(&mut g, i)?.map(|t| Var::from_tensor(&t));
+        let [a, b, c, d, e, f, gate, up, down] = parts;
+        vars.push([a?, b?, c?, d?, e?, f?, gate?, up?, down?]);
     }
     let mut opt = AdamW::new(
         vars.iter().flatten().cloned().collect(),
@@ -179,8 +153,8 @@ pub fn finetune(
         let pick = Tensor::from_vec(pick, shape.batch, &Device::Cpu)?;
         let mut h = hidden.index_select(&pick, 0)?;
         for block in &vars {
-            let tensors: Vec<Tensor> = block.iter().map(|v| v.as_tensor().clone()).collect();
-            h = train::block(&h, &as_block(&tensors), &ctx)?;
+            let w = Block::from_parts(block.each_ref().map(|v| v.as_tensor().clone()));
+            h = train::block(&h, &w, &ctx)?;
         }
         let normed = train::rms_norm(&h, &final_norm, cfg.rms_eps)?;
         let logits = normed
@@ -222,6 +196,5 @@ pub fn finetune(
     Ok(Trained {
         first_loss,
         final_loss: last_loss,
-        tokens: shape.steps * shape.batch * shape.window,
     })
 }

@@ -44,6 +44,8 @@ pub enum ZooError {
         member: String,
         source: crate::fingerprint::FingerprintError,
     },
+    #[error("building {member}: it needs the fetched model `{base}`, which was not given")]
+    MissingBase { member: String, base: String },
     #[error("serving {member}: {message}")]
     Serve { member: String, message: String },
 }

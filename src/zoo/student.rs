@@ -77,36 +77,13 @@ pub const GEMMA_TEMPLATE: &str = r#"{%- set ns = namespace(system='') -%}
 
 struct Params {
     embed: Var,
-    layers: Vec<LayerParams>,
+    /// Each block's weights in [`train::PARTS`] order.
+    layers: Vec<[Var; 9]>,
     final_norm: Var,
 }
 
-struct LayerParams {
-    attn_norm: Var,
-    wq: Var,
-    wk: Var,
-    wv: Var,
-    wo: Var,
-    ffn_norm: Var,
-    gate: Var,
-    up: Var,
-    down: Var,
-}
-
-impl LayerParams {
-    fn tensors(&self) -> train::Block {
-        train::Block {
-            attn_norm: self.attn_norm.as_tensor().clone(),
-            wq: self.wq.as_tensor().clone(),
-            wk: self.wk.as_tensor().clone(),
-            wv: self.wv.as_tensor().clone(),
-            wo: self.wo.as_tensor().clone(),
-            ffn_norm: self.ffn_norm.as_tensor().clone(),
-            gate: self.gate.as_tensor().clone(),
-            up: self.up.as_tensor().clone(),
-            down: self.down.as_tensor().clone(),
-        }
-    }
+fn block(layer: &[Var; 9]) -> train::Block {
+    train::Block::from_parts(layer.each_ref().map(|v| v.as_tensor().clone()))
 }
 
 impl Params {
@@ -135,17 +112,17 @@ impl Params {
         let embed = normal(vocab, h, 0.02)?;
         let mut layers = Vec::with_capacity(shape.layers);
         for _ in 0..shape.layers {
-            layers.push(LayerParams {
-                attn_norm: ones(h)?,
-                wq: normal(h, h, 0.02)?,
-                wk: normal(h, h, 0.02)?,
-                wv: normal(h, h, 0.02)?,
-                wo: normal(h, h, out_sd)?,
-                ffn_norm: ones(h)?,
-                gate: normal(shape.ffn, h, 0.02)?,
-                up: normal(shape.ffn, h, 0.02)?,
-                down: normal(h, shape.ffn, out_sd)?,
-            });
+            layers.push([
+                ones(h)?,
+                normal(h, h, 0.02)?,
+                normal(h, h, 0.02)?,
+                normal(h, h, 0.02)?,
+                normal(h, h, out_sd)?,
+                ones(h)?,
+                normal(shape.ffn, h, 0.02)?,
+                normal(shape.ffn, h, 0.02)?,
+                normal(h, shape.ffn, out_sd)?,
+            ]);
         }
         Ok(Params {
             embed,
@@ -158,20 +135,7 @@ impl Params {
         // (The order only matters to the optimizer's bookkeeping.)
         let mut out = vec![self.embed.clone(), self.final_norm.clone()];
         for l in &self.layers {
-            out.extend(
-                [
-                    &l.attn_norm,
-                    &l.wq,
-                    &l.wk,
-                    &l.wv,
-                    &l.wo,
-                    &l.ffn_norm,
-                    &l.gate,
-                    &l.up,
-                    &l.down,
-                ]
-                .map(|v| v.clone()),
-            );
+            out.extend(l.iter().cloned());
         }
         out
     }
@@ -189,17 +153,7 @@ impl Params {
             ),
         ];
         for (i, l) in self.layers.iter().enumerate() {
-            for (part, v) in [
-                ("attn_norm", &l.attn_norm),
-                ("attn_q", &l.wq),
-                ("attn_k", &l.wk),
-                ("attn_v", &l.wv),
-                ("attn_output", &l.wo),
-                ("ffn_norm", &l.ffn_norm),
-                ("ffn_gate", &l.gate),
-                ("ffn_up", &l.up),
-                ("ffn_down", &l.down),
-            ] {
+            for (part, v) in train::PARTS.iter().zip(l) {
                 out.push((format!("blk.{i}.{part}.weight"), v.as_tensor().clone()));
             }
         }
@@ -227,7 +181,7 @@ fn loss(
         .embedding(&inputs.flatten_all()?)?
         .reshape((b, t, shape.hidden))?;
     for l in &p.layers {
-        h = train::block(&h, &l.tensors(), ctx)?;
+        h = train::block(&h, &block(l), ctx)?;
     }
     let n = train::rms_norm(&h, p.final_norm.as_tensor(), ctx.eps)?;
     let logits = n
@@ -313,7 +267,6 @@ impl CompactVocab {
 pub struct Trained {
     pub first_loss: f32,
     pub final_loss: f32,
-    pub tokens: usize,
 }
 
 /// The tokens a model learns from, and which of them are answer tokens.
@@ -470,7 +423,6 @@ pub fn train_and_write(
     Ok(Trained {
         first_loss: first,
         final_loss: last,
-        tokens: shape.steps * shape.batch * shape.window,
     })
 }
 

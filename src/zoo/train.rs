@@ -5,6 +5,20 @@
 
 use candle_core::{Device, Tensor, D};
 
+/// A block's tensors by name (`blk.N.{part}.weight` in GGUF), in the order
+/// [`Block::from_parts`] takes them.
+pub const PARTS: [&str; 9] = [
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
 /// One block's weights, GGUF layout (rows = outputs; Q and K rows in the pair order
 /// llama.cpp's files use).
 pub struct Block {
@@ -17,6 +31,24 @@ pub struct Block {
     pub gate: Tensor,
     pub up: Tensor,
     pub down: Tensor,
+}
+
+impl Block {
+    /// From tensors in [`PARTS`] order.
+    pub fn from_parts(parts: [Tensor; 9]) -> Block {
+        let [attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down] = parts;
+        Block {
+            attn_norm,
+            wq,
+            wk,
+            wv,
+            wo,
+            ffn_norm,
+            gate,
+            up,
+            down,
+        }
+    }
 }
 
 /// What every block of one model shares: head layout, RoPE tables and the causal mask for
