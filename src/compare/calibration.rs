@@ -85,6 +85,12 @@ pub struct NullTest {
     pub controls: usize,
     pub control_mean: Option<f64>,
     pub control_sd: Option<f64>,
+    /// What the deciding test compared the score with, when it was not the empirical
+    /// share: the controls' median and upper-half spread (`student_t`) or the default
+    /// null's mean and widened spread (`default`). The mean and SD above describe the
+    /// controls; these are what the p-value came from.
+    pub null_centre: Option<f64>,
+    pub null_spread: Option<f64>,
 }
 
 /// Tests `score` (higher = more similar to the reference) against `controls`;
@@ -104,8 +110,8 @@ pub fn null_test(
     let empirical = (n > 0).then(|| (1.0 + as_similar as f64) / (1.0 + n as f64));
     let control_mean = mean(controls);
     let control_sd = sample_sd(controls);
-    let (p, method) = match Level::of(n, alpha) {
-        Level::Ok => (empirical.unwrap_or(1.0), NullMethod::Empirical),
+    let (p, method, null) = match Level::of(n, alpha) {
+        Level::Ok => (empirical.unwrap_or(1.0), NullMethod::Empirical, None),
         _ if n >= 2 => {
             let (centre, spread) = upper_half_fit(controls);
             let sd = spread.max(SD_FLOOR);
@@ -115,13 +121,13 @@ pub fn null_test(
                 Some(e) if as_similar > 0 => p.max(e),
                 _ => p,
             };
-            (p, NullMethod::StudentT)
+            (p, NullMethod::StudentT, Some((centre, sd)))
         }
         _ => {
             let m = controls.iter().copied().fold(default.mean, f64::max);
             let sd = default.sd.hypot(score_se.max(0.0)).max(SD_FLOOR);
             let z = (score - m) / sd;
-            (normal_sf(z), NullMethod::Default)
+            (normal_sf(z), NullMethod::Default, Some((m, sd)))
         }
     };
     NullTest {
@@ -131,6 +137,8 @@ pub fn null_test(
         controls: n,
         control_mean,
         control_sd,
+        null_centre: null.map(|n| n.0),
+        null_spread: null.map(|n| n.1),
     }
 }
 
@@ -179,6 +187,19 @@ mod tests {
         assert!((far.empirical.unwrap_or(0.0) - 1.0 / 6.0).abs() < 1e-12);
         let near = null_test(0.47, 0.0, &controls, 0.01, NULL);
         assert!(near.p > 0.2, "{near:?}");
+        // The report shows what the test used: the median 0.45 and the RMS distance above
+        // it of 0.45, 0.50 and 0.48, not the controls' mean and SD.
+        assert_eq!(far.null_centre, Some(0.45));
+        let spread = ((0.0 + 0.0025 + 0.0009) / 3.0f64).sqrt();
+        assert!(
+            (far.null_spread.unwrap_or(0.0) - spread).abs() < 1e-12,
+            "{far:?}"
+        );
+        assert!((far.control_mean.unwrap_or(0.0) - 0.45).abs() < 1e-12);
+        let none = null_test(0.95, 0.0, &[], 0.01, NULL);
+        assert_eq!((none.null_centre, none.null_spread), (Some(0.5), Some(0.1)));
+        let many: Vec<f64> = (0..99).map(|i| i as f64 / 200.0).collect();
+        assert_eq!(null_test(0.95, 0.0, &many, 0.01, NULL).null_centre, None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod calibration;
 pub mod equality;
 pub mod identity;
+pub mod lexicon;
 pub mod logits;
 pub mod refusal;
 pub mod report;
@@ -42,25 +43,26 @@ pub const REFUSAL: &str = "refusal";
 pub const IDENTITY: &str = "identity";
 pub const STYLE: &str = "style";
 pub const EQUALITY: &str = "equality";
+pub const LEXICON: &str = "lexicon";
 
 /// Every signal, in report order.
-pub const SIGNALS: [&str; 7] = [
+pub const SIGNALS: [&str; 8] = [
     LOGITS,
     TOKENIZER,
     GREEDY_TEXT,
     STYLE,
+    LEXICON,
     REFUSAL,
     EQUALITY,
     IDENTITY,
 ];
 
-/// Text-level signals that may show distillation (identity is left out on purpose: a
-/// persona system prompt sets it at will).
 /// Signals that can show a student trained on the reference's outputs. The equality test is
 /// not one of them: failing to tell two sample distributions apart on a few prompts is weak
 /// evidence, and a student's samples differ from its teacher's by design; it serves the
-/// identical/not-identical question only.
-const DISTILLATION_SIGNALS: [&str; 3] = [GREEDY_TEXT, STYLE, REFUSAL];
+/// identical/not-identical question only. Identity is left out too: a persona system
+/// prompt sets it at will.
+const DISTILLATION_SIGNALS: [&str; 4] = [GREEDY_TEXT, STYLE, LEXICON, REFUSAL];
 
 /// What unrelated models are assumed to score when there are fewer than two controls.
 /// Pessimistic guesses (high means, wide spreads) so that without calibration only a
@@ -74,6 +76,9 @@ pub fn default_null(signal: &str) -> DefaultNull {
         TOKENIZER => (0.6, 0.15),
         GREEDY_TEXT => (0.3, 0.15),
         STYLE => (0.3, 0.1),
+        // 1 - JSD in bits of pooled word and word-pair frequencies; English answers on the
+        // same prompts share their common words whatever their lineage.
+        LEXICON => (0.5, 0.1),
         // Safety-tuned models agree on most refusals whatever their lineage.
         REFUSAL => (0.5, 0.2),
         EQUALITY => (0.6, 0.15),
@@ -233,6 +238,7 @@ struct Signals {
     refusal: Option<SignalOutcome>,
     identity: Option<SignalOutcome>,
     style: Option<SignalOutcome>,
+    lexicon: Option<SignalOutcome>,
     equality: Option<(SignalOutcome, MmdTest)>,
     stripped: Option<SafeguardsStripped>,
 }
@@ -260,6 +266,7 @@ impl Signals {
             refusal: refusal::signal(&refusal_pairs, lexicon, boot),
             identity: identity::signal(&pairs(reference, other, ProbeKind::Identity), boot),
             style: style::signal(&pairs(reference, other, ProbeKind::Style), boot),
+            lexicon: lexicon::signal(&lexicon::items(reference, other), boot),
             equality: equality::signal(&sample_groups(reference, other), &equality_opts),
             stripped: refusal::safeguards_stripped(&refusal::labelled(&refusal_pairs, lexicon)),
         }
@@ -273,6 +280,7 @@ impl Signals {
             REFUSAL => self.refusal.as_ref(),
             IDENTITY => self.identity.as_ref(),
             STYLE => self.style.as_ref(),
+            LEXICON => self.lexicon.as_ref(),
             EQUALITY => self.equality.as_ref().map(|e| &e.0),
             _ => None,
         }
@@ -545,6 +553,8 @@ fn signal_score(
             p_empirical: None,
             method: None,
             control_mean: None,
+            null_centre: None,
+            null_spread: None,
             n: 0,
             used_in_verdict: false,
             detail: unavailable(),
@@ -566,6 +576,8 @@ fn signal_score(
         p_empirical: test.and_then(|t| t.empirical),
         method: test.map(|t| t.method),
         control_mean: test.and_then(|t| t.control_mean),
+        null_centre: test.and_then(|t| t.null_centre),
+        null_spread: test.and_then(|t| t.null_spread),
         n: outcome.n,
         used_in_verdict: used,
         detail,

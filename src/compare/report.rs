@@ -26,6 +26,12 @@ pub struct SignalScore {
     pub p_empirical: Option<f64>,
     pub method: Option<NullMethod>,
     pub control_mean: Option<f64>,
+    /// Centre and spread of the null the p-value came from, when it was not the empirical
+    /// share (see `calibration::NullTest`).
+    #[serde(default)]
+    pub null_centre: Option<f64>,
+    #[serde(default)]
+    pub null_spread: Option<f64>,
     /// Probes (or prompts) compared.
     pub n: usize,
     pub used_in_verdict: bool,
@@ -160,20 +166,25 @@ pub fn to_markdown(report: &Report) -> String {
     }
 
     out.push_str("\n## Signals\n\n");
-    out.push_str("| signal | score | 95% interval | p vs controls | controls mean | n | in verdict | detail |\n");
-    out.push_str("| --- | ---: | --- | ---: | ---: | ---: | --- | --- |\n");
+    out.push_str("| signal | score | 95% interval | p vs controls | controls mean | null tested | n | in verdict | detail |\n");
+    out.push_str("| --- | ---: | --- | ---: | ---: | --- | ---: | --- | --- |\n");
     for s in &report.signals {
         let interval = s
             .interval
             .map(|(lo, hi)| format!("{lo:.3} – {hi:.3}"))
             .unwrap_or_else(|| "–".to_string());
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.name,
             num(s.score, 3),
             interval,
             num(s.p_value, 3),
             num(s.control_mean, 3),
+            match (s.p_value, s.null_centre, s.null_spread) {
+                (None, _, _) => "–".to_string(),
+                (Some(_), Some(c), Some(sd)) => format!("{c:.3} ± {sd:.3}"),
+                _ => "empirical".to_string(),
+            },
             s.n,
             if s.used_in_verdict { "yes" } else { "no" },
             cell(&s.detail)
