@@ -79,6 +79,8 @@ struct Spec {
     wording: usize,
     identity: usize,
     style: u64,
+    /// Whose favourite words (verbal tics) run through the answers.
+    habits: u64,
     /// Share of style words replaced (a distillation paraphrases a little).
     style_edit: Option<(u64, f64)>,
     sampling_weights: u64,
@@ -103,6 +105,7 @@ fn model(name: &str, seed: u64) -> Spec {
         wording: (seed % REFUSALS.len() as u64) as usize,
         identity: (seed % IDENTITIES.len() as u64) as usize,
         style: seed,
+        habits: seed,
         style_edit: None,
         sampling_weights: seed,
         sample_seed: seed,
@@ -179,13 +182,25 @@ fn positions(l: &Logits, probe: usize) -> Vec<TokenLogprobs> {
         .collect()
 }
 
-fn style_text(seed: u64, probe: usize) -> String {
+/// A model's three favourite words, drawn from its seed.
+fn favourites(habits: u64) -> [&'static str; 3] {
+    let mut r = rng(&[10, habits]);
+    [(); 3].map(|_| WORDS[r.random_range(0..WORDS.len())])
+}
+
+fn style_text(seed: u64, habits: u64, probe: usize) -> String {
     let mut r = rng(&[4, seed, probe as u64]);
+    let tics = favourites(habits);
     let words: Vec<&str> = (0..30)
         .map(|_| {
-            // Zipf-like: common words are shared by every model.
+            // Zipf-like: common words are shared by every model; one word in three is one
+            // of the model's favourites.
             let x: f64 = r.random();
-            WORDS[((x * x) * WORDS.len() as f64) as usize]
+            if r.random::<f64>() < 0.35 {
+                tics[r.random_range(0..tics.len())]
+            } else {
+                WORDS[((x * x) * WORDS.len() as f64) as usize]
+            }
         })
         .collect();
     let bullets = seed.is_multiple_of(2);
@@ -323,7 +338,7 @@ fn build(spec: &Spec) -> Fingerprint {
         let text = if refuses(spec.refusal, p) {
             REFUSALS[spec.wording].to_string()
         } else {
-            format!("Sure. {}", style_text(spec.style, 100 + p))
+            format!("Sure. {}", style_text(spec.style, spec.habits, 100 + p))
         };
         obs.push(observation(
             spec,
@@ -349,8 +364,13 @@ fn build(spec: &Spec) -> Fingerprint {
     }
     for p in 0..STYLE_PROBES {
         let text = match spec.style_edit {
-            Some((seed, rate)) => edited(&style_text(reference.style, p), seed, rate, p),
-            None => style_text(spec.style, p),
+            Some((seed, rate)) => edited(
+                &style_text(reference.style, reference.habits, p),
+                seed,
+                rate,
+                p,
+            ),
+            None => style_text(spec.style, spec.habits, p),
         };
         obs.push(observation(
             spec,
@@ -437,6 +457,17 @@ fn distilled_spec() -> Spec {
     spec
 }
 
+fn weak_student_spec() -> Spec {
+    // A small student that learned only its teacher's verbal tics: its own weights,
+    // tokenizer, refusal decisions and answers, with the reference's favourite words and
+    // refusal wording throughout.
+    let reference = reference_spec();
+    let mut spec = model("weak student", 7100);
+    spec.habits = reference.habits;
+    spec.wording = reference.wording;
+    spec
+}
+
 fn options() -> CompareOptions {
     CompareOptions {
         bootstrap: compare::bootstrap::BootstrapOptions {
@@ -498,6 +529,20 @@ fn other_tokenizer_same_answers_is_distilled() {
     assert_eq!(report.verdict, Verdict::Distilled, "{:#?}", report.reasons);
     let tokenizer = report.signal(compare::TOKENIZER).expect("tokenizer signal");
     assert!(tokenizer.score.unwrap_or(1.0) < 0.95);
+}
+
+/// No single answer of a weak student matches its teacher's, but pooled over every answer
+/// its vocabulary does, and that is enough to call it distilled.
+#[test]
+fn student_with_only_the_teachers_vocabulary_is_distilled() {
+    let report = verdict_of(&weak_student_spec(), &controls());
+    assert_eq!(report.verdict, Verdict::Distilled, "{:#?}", report.reasons);
+    let lexicon = report.signal(compare::LEXICON).expect("lexicon signal");
+    assert!(lexicon.used_in_verdict);
+    assert!(lexicon.p_value.unwrap_or(1.0) < 0.01, "{lexicon:?}");
+    // The same model with its own habits is unrelated.
+    let report = verdict_of(&model("weak student", 7100), &controls());
+    assert_eq!(report.verdict, Verdict::Unrelated, "{:#?}", report.reasons);
 }
 
 #[test]

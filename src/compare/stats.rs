@@ -180,9 +180,32 @@ pub fn fisher(p_values: &[f64]) -> Option<f64> {
     Some(chi2_sf_even(statistic, 2 * p_values.len()))
 }
 
+/// Bonferroni's combination: the smallest of k p-values times k (at most 1). Valid
+/// whatever the dependence between the tests, which matters where two signals read the
+/// same answers (style and the pooled vocabulary both read the style answers): Fisher's
+/// method would count that evidence twice. And one decisive signal is not diluted by
+/// others that say nothing, as it is under Fisher's method (a student may inherit its
+/// teacher's vocabulary and nothing else).
+pub fn bonferroni(p_values: &[f64]) -> Option<f64> {
+    let smallest = p_values.iter().copied().reduce(f64::min)?;
+    Some((smallest.max(0.0) * p_values.len() as f64).min(1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bonferroni_known_values() {
+        assert_eq!(bonferroni(&[]), None);
+        assert_eq!(bonferroni(&[0.5]), Some(0.5));
+        assert!((bonferroni(&[0.9, 0.002, 1.0, 0.3]).unwrap_or(1.0) - 0.008).abs() < 1e-15);
+        assert_eq!(bonferroni(&[0.4, 0.6, 0.9]), Some(1.0));
+        // Where Fisher's method is diluted by signals that say nothing, Bonferroni is not.
+        let ps = [0.001, 0.9, 0.9, 1.0];
+        assert!(bonferroni(&ps).unwrap_or(1.0) < 0.01);
+        assert!(fisher(&ps).unwrap_or(0.0) > 0.01);
+    }
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol

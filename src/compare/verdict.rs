@@ -14,7 +14,8 @@
 //!    above controls, greedy answers as exact as the band asks, and sampled answers that
 //!    the equality test does not tell apart.
 //! 5. Text, style, refusal and sampling signals (and, across tokenizers, logits aligned by
-//!    bytes) combined with Fisher's method far above controls: `distilled`.
+//!    bytes) far above controls after Bonferroni's correction (the smallest p-value
+//!    times their number, valid however the signals depend on each other): `distilled`.
 //! 6. Otherwise `unrelated`.
 //!
 //! Identity claims never decide: a persona system prompt changes them at will.
@@ -22,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::logits::LogitSummary;
-use super::stats::fisher;
+use super::stats::{bonferroni, fisher};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -251,7 +252,7 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     if let (Some((_, p)), Some(false)) = (&inputs.logits, same_tokenizer) {
         distill.push(("logits".to_string(), *p));
     }
-    let distill_p = fisher(&distill.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    let distill_p = bonferroni(&distill.iter().map(|(_, p)| *p).collect::<Vec<_>>());
     if let Some(p) = distill_p {
         tested.push(p);
         let listed = distill
@@ -261,7 +262,7 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
             .join(", ");
         if p <= alpha {
             reasons.push(format!(
-                "answers closer to the reference than controls (Fisher p = {p:.2e}: {listed})"
+                "answers closer to the reference than controls (Bonferroni p = {p:.2e}: {listed})"
             ));
             if inputs.logits.is_none() {
                 reasons.push(
@@ -272,7 +273,7 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
             return positive(Verdict::Distilled, p, reasons);
         }
         reasons.push(format!(
-            "answers no closer than controls (Fisher p = {p:.2}: {listed})"
+            "answers no closer than controls (Bonferroni p = {p:.2}: {listed})"
         ));
     }
 
