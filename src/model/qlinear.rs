@@ -181,32 +181,19 @@ impl Q8Matrix {
             for tile in range {
                 let r = tile * TILE;
                 let t = TILE.min(n - r);
-                let x = |i: usize| XRow {
-                    qs: &act.qs[i * self.cols..(i + 1) * self.cols],
-                    scales: &act.scales[i * kb..(i + 1) * kb],
-                    sums: &act.sums[i * kb..(i + 1) * kb],
-                };
-                let write = |i: usize, res: &[f32; TILE]| {
+                for i in 0..m {
+                    let x = XRow {
+                        qs: &act.qs[i * self.cols..(i + 1) * self.cols],
+                        scales: &act.scales[i * kb..(i + 1) * kb],
+                        sums: &act.sums[i * kb..(i + 1) * kb],
+                    };
+                    let mut res = [0f32; TILE];
+                    dot_tile(self, r, t, x, &mut res);
                     for (j, v) in res.iter().enumerate().take(t) {
                         // SAFETY: rows r..r+t belong to this tile alone, and
                         // (r + j) * m + i < n * m.
                         unsafe { *out_ptr.get().add((r + j) * m + i) = *v };
                     }
-                };
-                // Two activation rows at a time share each weight block's load and
-                // unpacking (prefill); a last odd row goes alone.
-                let mut i = 0;
-                while i + 2 <= m {
-                    let (mut res0, mut res1) = ([0f32; TILE], [0f32; TILE]);
-                    dot_tile2(self, r, t, [x(i), x(i + 1)], [&mut res0, &mut res1]);
-                    write(i, &res0);
-                    write(i + 1, &res1);
-                    i += 2;
-                }
-                if i < m {
-                    let mut res = [0f32; TILE];
-                    dot_tile(self, r, t, x(i), &mut res);
-                    write(i, &res);
                 }
             }
         };
@@ -272,31 +259,6 @@ fn dot_tile(w: &Q8Matrix, r: usize, t: usize, x: XRow, res: &mut [f32; 4]) {
         }
     }
     scalar_dot_tile(w, r, t, x, res);
-}
-
-/// [`dot_tile`] for two activation rows at once, with results bit-identical to two calls
-/// (the same operations per row, in the same order), so batching never changes a number.
-fn dot_tile2(w: &Q8Matrix, r: usize, t: usize, x: [XRow; 2], res: [&mut [f32; 4]; 2]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were just detected; the kernels check bounds before
-            // any raw load.
-            unsafe {
-                match &w.blocks {
-                    Blocks::Q8 { qs, scales } => avx2::dot_tile2_q8(qs, scales, w, r, t, x, res),
-                    Blocks::Q4_1 { nibbles, d, m } => {
-                        avx2::dot_tile2_q4_1(nibbles, d, m, w, r, t, x, res)
-                    }
-                }
-            };
-            return;
-        }
-    }
-    let [res0, res1] = res;
-    scalar_dot_tile(w, r, t, x[0], res0);
-    scalar_dot_tile(w, r, t, x[1], res1);
 }
 
 fn scalar_dot_tile(w: &Q8Matrix, r: usize, t: usize, x: XRow, res: &mut [f32; 4]) {
@@ -429,103 +391,6 @@ mod avx2 {
         }
         for j in 0..t {
             res[j] = hsum(acc[j]) + offset[j];
-        }
-    }
-
-    /// [`dot_tile_q8`] for two activation rows: each weight block is loaded and its signs
-    /// taken once; per row the operations are exactly those of [`q8_block`].
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_tile2_q8(
-        qs: &[i8],
-        scales: &[f32],
-        w: &Q8Matrix,
-        r: usize,
-        t: usize,
-        x: [XRow; 2],
-        res: [&mut [f32; 4]; 2],
-    ) {
-        let kb = w.cols / BLOCK;
-        assert!(t <= 4 && (r + t) * kb <= scales.len() && (r + t) * kb * BLOCK <= qs.len());
-        for xi in &x {
-            assert!(xi.qs.len() >= kb * BLOCK && xi.scales.len() >= kb);
-        }
-        let ones = _mm256_set1_epi16(1);
-        let mut acc0 = [_mm256_setzero_ps(); 4];
-        let mut acc1 = [_mm256_setzero_ps(); 4];
-        for b in 0..kb {
-            let xv0 = _mm256_loadu_si256(x[0].qs.as_ptr().add(b * BLOCK) as *const __m256i);
-            let xv1 = _mm256_loadu_si256(x[1].qs.as_ptr().add(b * BLOCK) as *const __m256i);
-            let (sx0, sx1) = (*x[0].scales.get_unchecked(b), *x[1].scales.get_unchecked(b));
-            for j in 0..t {
-                let blk = (r + j) * kb + b;
-                let wv = _mm256_loadu_si256(qs.as_ptr().add(blk * BLOCK) as *const __m256i);
-                let aw = _mm256_sign_epi8(wv, wv);
-                let sw = *scales.get_unchecked(blk);
-                let p0 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv0, wv));
-                let d0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(p0, ones));
-                acc0[j] = _mm256_fmadd_ps(d0, _mm256_set1_ps(sw * sx0), acc0[j]);
-                let p1 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv1, wv));
-                let d1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(p1, ones));
-                acc1[j] = _mm256_fmadd_ps(d1, _mm256_set1_ps(sw * sx1), acc1[j]);
-            }
-        }
-        let [res0, res1] = res;
-        for j in 0..t {
-            res0[j] = hsum(acc0[j]);
-            res1[j] = hsum(acc1[j]);
-        }
-    }
-
-    /// [`dot_tile_q4_1`] for two activation rows: each weight block is unpacked once; per
-    /// row the operations are exactly those of [`q4_block`].
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_tile2_q4_1(
-        nibbles: &[u8],
-        d: &[f32],
-        m: &[f32],
-        w: &Q8Matrix,
-        r: usize,
-        t: usize,
-        x: [XRow; 2],
-        res: [&mut [f32; 4]; 2],
-    ) {
-        let kb = w.cols / BLOCK;
-        assert!(t <= 4 && (r + t) * kb <= d.len() && (r + t) * kb <= m.len());
-        assert!((r + t) * kb * BLOCK / 2 <= nibbles.len());
-        for xi in &x {
-            assert!(xi.qs.len() >= kb * BLOCK && xi.scales.len() >= kb && xi.sums.len() >= kb);
-        }
-        let ones = _mm256_set1_epi16(1);
-        let low = _mm256_set1_epi8(0x0F);
-        let mut acc0 = [_mm256_setzero_ps(); 4];
-        let mut acc1 = [_mm256_setzero_ps(); 4];
-        let mut offset0 = [0f32; 4];
-        let mut offset1 = [0f32; 4];
-        for b in 0..kb {
-            let xv0 = _mm256_loadu_si256(x[0].qs.as_ptr().add(b * BLOCK) as *const __m256i);
-            let xv1 = _mm256_loadu_si256(x[1].qs.as_ptr().add(b * BLOCK) as *const __m256i);
-            let (sx0, sx1) = (*x[0].scales.get_unchecked(b), *x[1].scales.get_unchecked(b));
-            let (sum0, sum1) = (*x[0].sums.get_unchecked(b), *x[1].sums.get_unchecked(b));
-            for j in 0..t {
-                let blk = (r + j) * kb + b;
-                let packed =
-                    _mm_loadu_si128(nibbles.as_ptr().add(blk * BLOCK / 2) as *const __m128i);
-                let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-                let (dw, mw) = (*d.get_unchecked(blk), *m.get_unchecked(blk));
-                let p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xv0), ones));
-                acc0[j] = _mm256_fmadd_ps(p0, _mm256_set1_ps(dw * sx0), acc0[j]);
-                offset0[j] += mw * sum0;
-                let p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xv1), ones));
-                acc1[j] = _mm256_fmadd_ps(p1, _mm256_set1_ps(dw * sx1), acc1[j]);
-                offset1[j] += mw * sum1;
-            }
-        }
-        let [res0, res1] = res;
-        for j in 0..t {
-            res0[j] = hsum(acc0[j]) + offset0[j];
-            res1[j] = hsum(acc1[j]) + offset1[j];
         }
     }
 }
