@@ -426,15 +426,21 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
 mod tests {
     use super::*;
 
+    /// Deterministic weights (n x k) and activations (m x k) in [-1, 1].
+    fn inputs(n: usize, k: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+        let w = (0..n * k)
+            .map(|i| ((i * 7919) % 251) as f32 / 125.0 - 1.0)
+            .collect();
+        let x = (0..m * k)
+            .map(|i| ((i * 104729) % 199) as f32 / 99.0 - 1.0)
+            .collect();
+        (w, x)
+    }
+
     #[test]
     fn matches_a_dense_matmul_within_quantization_error() {
         let (n, k, m) = (37, 96, 5);
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 7919) % 251) as f32 / 125.0 - 1.0)
-            .collect();
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 104729) % 199) as f32 / 99.0 - 1.0)
-            .collect();
+        let (w, x) = inputs(n, k, m);
         let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
         let xt = Tensor::from_vec(x.clone(), (1, m, k), &Device::Cpu).unwrap();
         let q = Q8Matrix::from_dense(&wt).unwrap();
@@ -514,17 +520,12 @@ mod tests {
         }
     }
 
-    /// Prefill must not change a number: every row of a batched product (paired rows and
-    /// the odd one out, on every tile size) equals the same row computed alone, bit for bit.
+    /// Prefill must not change a number: every row of a batched product (on a full and a
+    /// partial tile of weight rows) equals the same row computed alone, bit for bit.
     #[test]
     fn batched_rows_equal_single_rows_exactly() {
         let (n, k, m) = (38, 96, 7);
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 7919) % 251) as f32 / 125.0 - 1.0)
-            .collect();
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 104729) % 199) as f32 / 99.0 - 1.0)
-            .collect();
+        let (w, x) = inputs(n, k, m);
         let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
         let q8 = Q8Matrix::from_dense(&wt).unwrap();
         let q4 = Q8Matrix::from_qtensor(&QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap()).unwrap();
