@@ -172,11 +172,58 @@ impl Manifest {
     }
 }
 
-/// The true relation of `member` to the reference `base`.
+/// The true relation of `member` to the reference `base`. A member trained on the other
+/// real model's answers learned from that model as well: the fine-tune of SmolLM2 on
+/// Gemma's answers is derived from SmolLM2 and, by the zoo's own definition of a student
+/// (trained on text sampled from the reference), distilled from Gemma. Calling it
+/// unrelated to Gemma would count a true detection as a false accusation and make it a
+/// control that is not one.
 pub fn truth(reference_base: &str, member: &Member) -> Class {
     if member.base == reference_base {
-        member.class
-    } else {
-        Class::Unrelated
+        return member.class;
+    }
+    match &member.recipe {
+        Recipe::FineTune { data, .. } if data == reference_base => Class::Distilled,
+        _ => Class::Unrelated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(base: &str, class: Class, recipe: Recipe) -> Member {
+        Member {
+            id: "m".into(),
+            base: base.into(),
+            class,
+            parent: base.into(),
+            recipe,
+            seed: 0,
+            path: "m.gguf".into(),
+            system_prompt: None,
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_fine_tune_on_the_other_models_answers_is_distilled_from_it() {
+        let finetune = member(
+            "smollm2",
+            Class::Derived,
+            Recipe::FineTune {
+                data: "gemma3".into(),
+                shape: finetune::FINETUNE,
+                sampling: corpus::SAMPLING,
+            },
+        );
+        assert_eq!(truth("smollm2", &finetune), Class::Derived);
+        assert_eq!(truth("gemma3", &finetune), Class::Distilled);
+        let noise = member(
+            "smollm2",
+            Class::Derived,
+            Recipe::Noise { relative_sd: 0.1 },
+        );
+        assert_eq!(truth("gemma3", &noise), Class::Unrelated);
     }
 }
