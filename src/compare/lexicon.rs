@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 
 use super::bootstrap::{self, BootstrapOptions};
+use super::equality::SampleGroup;
 use super::style::words;
 use super::{clip, Pair, ProbeScore, SignalOutcome};
-use crate::fingerprint::Fingerprint;
 use crate::probes::ProbeKind;
 
 /// One probe's answers on both sides (several for a sampling probe).
@@ -27,33 +27,29 @@ pub struct Item {
     pub suspect: Vec<String>,
 }
 
-/// The answers that are pooled, probe by probe, in the reference's order.
-pub fn items(reference: &Fingerprint, suspect: &Fingerprint) -> Vec<Item> {
-    let mut out = Vec::new();
-    for kind in [ProbeKind::Logit, ProbeKind::Style, ProbeKind::Refusal] {
-        for Pair {
-            reference: r,
-            suspect: s,
-        } in super::pairs(reference, suspect, kind)
-        {
-            if let (Some(rt), Some(st)) = (r.text(), s.text()) {
-                out.push(Item {
-                    probe_id: r.probe_id.clone(),
-                    kind,
-                    reference: vec![rt.to_string()],
-                    suspect: vec![st.to_string()],
-                });
-            }
-        }
-    }
-    for group in super::sample_groups(reference, suspect) {
-        out.push(Item {
-            probe_id: group.probe_id,
-            kind: ProbeKind::Sampling,
-            reference: group.reference,
-            suspect: group.suspect,
-        });
-    }
+/// The answers that are pooled, probe by probe: the greedy `pairs` (logit, style and
+/// refusal probes, already matched by the caller) and the sampling `groups`.
+pub fn items<'a>(
+    pairs: impl IntoIterator<Item = &'a Pair<'a>>,
+    groups: &[SampleGroup],
+) -> Vec<Item> {
+    let mut out: Vec<Item> = pairs
+        .into_iter()
+        .filter_map(|p| {
+            Some(Item {
+                probe_id: p.reference.probe_id.clone(),
+                kind: p.reference.kind,
+                reference: vec![p.reference.text()?.to_string()],
+                suspect: vec![p.suspect.text()?.to_string()],
+            })
+        })
+        .collect();
+    out.extend(groups.iter().map(|g| Item {
+        probe_id: g.probe_id.clone(),
+        kind: ProbeKind::Sampling,
+        reference: g.reference.clone(),
+        suspect: g.suspect.clone(),
+    }));
     out
 }
 

@@ -255,6 +255,8 @@ impl Signals {
         let boot = full.then_some(&opts.bootstrap);
         let logit_pairs = pairs(reference, other, ProbeKind::Logit);
         let refusal_pairs = pairs(reference, other, ProbeKind::Refusal);
+        let style_pairs = pairs(reference, other, ProbeKind::Style);
+        let groups = sample_groups(reference, other);
         let equality_opts = EqualityOptions {
             permutations: if full { opts.equality.permutations } else { 0 },
             ..opts.equality
@@ -265,9 +267,15 @@ impl Signals {
             tokenizer: tokenizer::signal(&pairs(reference, other, ProbeKind::Tokenizer), boot),
             refusal: refusal::signal(&refusal_pairs, lexicon, boot),
             identity: identity::signal(&pairs(reference, other, ProbeKind::Identity), boot),
-            style: style::signal(&pairs(reference, other, ProbeKind::Style), boot),
-            lexicon: lexicon::signal(&lexicon::items(reference, other), boot),
-            equality: equality::signal(&sample_groups(reference, other), &equality_opts),
+            style: style::signal(&style_pairs, boot),
+            lexicon: lexicon::signal(
+                &lexicon::items(
+                    logit_pairs.iter().chain(&style_pairs).chain(&refusal_pairs),
+                    &groups,
+                ),
+                boot,
+            ),
+            equality: equality::signal(&groups, &equality_opts),
             stripped: refusal::safeguards_stripped(&refusal::labelled(&refusal_pairs, lexicon)),
         }
     }
