@@ -200,6 +200,7 @@ async fn scan(
         },
         compare: CompareOptions::default(),
         early_stop: true,
+        forms: &[],
     };
     let t = Instant::now();
     let out = provenance::scan::run(&local, &client, &settings)

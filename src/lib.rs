@@ -7,6 +7,7 @@ pub mod compare;
 pub mod endpoint;
 pub mod fetch;
 pub mod fingerprint;
+pub mod forms;
 pub mod fuzz;
 pub mod jobs;
 pub mod model;

@@ -123,6 +123,9 @@ enum Command {
         format: OutputFormat,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Weight types each reference is also quantized to (see `scan --forms`).
+        #[arg(long, default_value = "ladder")]
+        forms: String,
     },
     /// Run the REST API with N scan workers and the scheduler (migrates first).
     Serve {
@@ -229,6 +232,12 @@ struct ScanArgs {
     /// Ask the whole probe set even when the sequential test decides early.
     #[arg(long)]
     no_early_stop: bool,
+    /// Also quantize a GGUF reference to these weight types (comma-separated; `ladder`
+    /// for q8_0,q6_k,q5_k,q5_0,q4_k,q4_0) and call a suspect that matches one of them
+    /// identical: the reference served quantized. Each costs one more fingerprint of the
+    /// reference, cached in the work dir.
+    #[arg(long, default_value = "none")]
+    forms: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -308,12 +317,14 @@ fn main() -> Result<()> {
             probes,
             format,
             out,
+            forms,
         } => {
             let manifest = provenance::zoo::Manifest::load(&zoo)?;
             let set = probes.load()?;
             let opts = provenance::zoo::eval::EvalOptions {
                 run: provenance::fingerprint::RunOptions::default(),
                 compare: provenance::compare::CompareOptions::default(),
+                forms: provenance::forms::parse_list(&forms)?,
             };
             let report =
                 runtime()?.block_on(provenance::zoo::eval::run(&zoo, &manifest, &set, &opts))?;
@@ -552,6 +563,7 @@ async fn scan(
     set: &provenance::probes::ProbeSet,
     args: ScanArgs,
 ) -> Result<()> {
+    let form_types = provenance::forms::parse_list(&args.forms)?;
     let spec = reference.to_string();
     let handle =
         tokio::task::spawn_blocking(move || ModelHandle::spawn(&spec, &LoadOptions::default(), 64))
@@ -569,13 +581,23 @@ async fn scan(
             tmp.path().to_path_buf()
         }
     };
+    let run = provenance::fingerprint::RunOptions::default();
+    let forms = provenance::forms::fingerprint_forms(
+        std::path::Path::new(reference),
+        &form_types,
+        set,
+        &run,
+        &work.join("forms"),
+    )
+    .await?;
     let settings = provenance::scan::ScanSettings {
         probes: set,
         controls: args.report.controls.as_deref(),
         work_dir: &work,
-        run: provenance::fingerprint::RunOptions::default(),
+        run,
         compare: provenance::compare::CompareOptions::default(),
         early_stop: !args.no_early_stop,
+        forms: &forms,
     };
     let outcome = provenance::scan::run(&local, suspect, &settings).await?;
     if outcome.stopped_early {

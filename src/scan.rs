@@ -43,6 +43,8 @@ pub struct ScanSettings<'a> {
     pub compare: CompareOptions,
     /// Stop as soon as the sequential test decides `identical`.
     pub early_stop: bool,
+    /// The reference in quantized forms (`crate::forms`); empty for none.
+    pub forms: &'a [compare::QuantizedForm],
 }
 
 pub struct ScanOutcome {
@@ -112,7 +114,16 @@ pub async fn run(
     let suspect = fingerprint_to(s.probes, suspect, &out, &s.run)
         .await
         .map_err(suspect_error)?;
-    let report = compare::compare(&reference, &suspect, &controls, &s.compare);
+    let report = compare::compare_calibrated(
+        &reference,
+        &suspect,
+        &compare::Calibration {
+            controls: &controls,
+            known_same: &[],
+            forms: s.forms,
+        },
+        &s.compare,
+    );
     Ok(ScanOutcome {
         reference,
         suspect,

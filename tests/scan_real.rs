@@ -49,6 +49,7 @@ async fn scan_outcome(
         },
         compare: provenance::compare::CompareOptions::default(),
         early_stop,
+        forms: &[],
     };
     let out = provenance::scan::run(reference, suspect, &settings)
         .await

@@ -10,7 +10,7 @@ async fn quick_zoo_pairs_get_their_true_verdicts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bases = [("smollm2", common::smollm2()), ("gemma3", common::gemma3())];
     let manifest = zoo::build::build(dir.path(), &bases, true).expect("zoo builds");
-    assert_eq!(manifest.members.len(), 5);
+    assert_eq!(manifest.members.len(), 6);
     // Recipes and hashes are recorded, and building again reuses what is there.
     let noisy = manifest
         .members
@@ -24,19 +24,36 @@ async fn quick_zoo_pairs_get_their_true_verdicts() {
 
     let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
     let set = provenance::fingerprint::subset(&set, 6, 2);
-    let opts = zoo::eval::EvalOptions {
+    let mut opts = zoo::eval::EvalOptions {
         run: provenance::fingerprint::RunOptions {
             progress: false,
             ..Default::default()
         },
         compare: provenance::compare::CompareOptions::default(),
+        forms: Vec::new(),
     };
+    // Without its quantized forms the engine takes SmolLM2 re-rounded from Q4_1 to Q4_0
+    // for a derivative: a nat away on average, as far as weight noise.
+    let report = zoo::eval::run(dir.path(), &manifest, &set, &opts)
+        .await
+        .expect("evaluation runs");
+    let q4_0 = |r: &zoo::eval::EvalReport| {
+        r.pairs
+            .iter()
+            .find(|p| p.reference == "smollm2" && p.member == "smollm2-q4_0")
+            .expect("the q4_0 pair")
+            .verdict
+    };
+    assert_ne!(q4_0(&report), provenance::compare::Verdict::Identical);
+    // With one form (to keep the test short) the copy is identical, and the 3%-noise
+    // derivative is not taken for that form. The prints are cached: only the form is new.
+    opts.forms = vec!["q4_0".to_string()];
     let report = zoo::eval::run(dir.path(), &manifest, &set, &opts)
         .await
         .expect("evaluation runs");
     eprintln!("{}", zoo::eval::to_table(&report));
-    // Two references times five members.
-    assert_eq!(report.pairs.len(), 10);
+    // Two references times six members.
+    assert_eq!(report.pairs.len(), 12);
     for p in &report.pairs {
         assert_eq!(
             p.verdict,

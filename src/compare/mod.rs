@@ -228,6 +228,17 @@ pub struct Calibration<'a> {
     pub controls: &'a [Fingerprint],
     /// The reference itself served another way (engine, quantization, system prompt).
     pub known_same: &'a [Fingerprint],
+    /// The reference quantized by the engine to standard weight types: a suspect inside
+    /// the identical band of one of them is the reference served quantized.
+    pub forms: &'a [QuantizedForm],
+}
+
+/// The reference quantized to one weight type and fingerprinted (see `crate::forms`).
+#[derive(Debug, Clone)]
+pub struct QuantizedForm {
+    /// The GGUF type, e.g. `q4_0`.
+    pub dtype: String,
+    pub fingerprint: Fingerprint,
 }
 
 /// All signals of one (reference, other) pair.
@@ -307,7 +318,7 @@ pub fn compare(
         suspect,
         &Calibration {
             controls,
-            known_same: &[],
+            ..Calibration::default()
         },
         opts,
     )
@@ -407,6 +418,11 @@ pub fn compare_calibrated(
             .as_ref()
             .filter(|_| usable(GREEDY_TEXT))
             .and_then(|g| g.extra.get("exact_match").copied()),
+        forms: calibration
+            .forms
+            .iter()
+            .filter_map(|f| form_logits(f, suspect, calibration.controls, opts))
+            .collect(),
         missing,
     };
     let mut outcome = verdict::decide(&inputs);
@@ -512,6 +528,43 @@ pub fn compare_calibrated(
         reference: model_ref(reference),
         suspect: model_ref(suspect),
     }
+}
+
+/// The suspect's logits against one quantized form of the reference, tested like the
+/// reference's own: against the controls' similarity to the same form.
+fn form_logits(
+    form: &QuantizedForm,
+    suspect: &Fingerprint,
+    controls: &[Fingerprint],
+    opts: &CompareOptions,
+) -> Option<verdict::FormLogits> {
+    let against = |other: &Fingerprint, boot| {
+        logits::signal(&pairs(&form.fingerprint, other, ProbeKind::Logit), boot)
+    };
+    let (outcome, summary) = against(suspect, Some(&opts.bootstrap))?;
+    if outcome.n < opts.min_probes {
+        return None;
+    }
+    let control_scores: Vec<f64> = controls
+        .iter()
+        .filter_map(|c| against(c, None).map(|(o, _)| o.score))
+        .collect();
+    let se = outcome
+        .interval
+        .map(|(lo, hi)| (hi - lo) / 3.92)
+        .unwrap_or(0.0);
+    let test = null_test(
+        outcome.score,
+        se,
+        &control_scores,
+        opts.alpha,
+        default_null(LOGITS),
+    );
+    Some(verdict::FormLogits {
+        dtype: form.dtype.clone(),
+        summary,
+        p: test.p,
+    })
 }
 
 /// Whether any logit probe came back with alternatives (from the observations, since

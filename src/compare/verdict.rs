@@ -9,12 +9,14 @@
 //!    saying what was missing.
 //! 2. A tokenizer mismatch rules out `identical` and `derived`.
 //! 3. With logits: similarity far above controls (p <= alpha) and agreement inside the
-//!    identical band is `identical`; far above controls but outside the band is `derived`.
+//!    identical band, with the reference or with one of its quantized forms (the reference
+//!    quantized by the engine, see `crate::forms`), is `identical`; far above controls but
+//!    outside the band of every form is `derived`.
 //! 4. Without logits but with the same tokenizer: `identical` needs the text signals far
-//!    above controls, greedy answers as exact as the band asks, and sampled answers that
+//!    above controls (Bonferroni, as in 5), greedy answers as exact as the band asks, and sampled answers that
 //!    the equality test does not tell apart.
-//! 5. Text, style, refusal and sampling signals (and, across tokenizers, logits aligned by
-//!    bytes) far above controls after Bonferroni's correction (the smallest p-value
+//! 5. The distillation signals (greedy text, style, pooled vocabulary, refusal; and,
+//!    across tokenizers, logits aligned by bytes) far above controls after Bonferroni's correction (the smallest p-value
 //!    times their number, valid however the signals depend on each other): `distilled`.
 //! 6. Otherwise `unrelated`.
 //!
@@ -23,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::logits::LogitSummary;
-use super::stats::{bonferroni, fisher};
+use super::stats::bonferroni;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -120,6 +122,14 @@ impl IdenticalBand {
         band.source = format!("known-same pairs ({})", pairs.len());
         Some(band)
     }
+
+    /// Whether next-token distributions this close are "the same weights".
+    pub fn contains(&self, summary: &LogitSummary) -> bool {
+        summary
+            .mean_abs_dlogprob
+            .is_some_and(|d| d <= self.max_mean_abs_dlogprob)
+            && summary.top1 >= self.min_top1
+    }
 }
 
 /// What the verdict is decided from; signals with too few probes are left out by the
@@ -139,8 +149,20 @@ pub struct VerdictInputs {
     pub equality_p: Option<f64>,
     /// Share of greedy answers that are exactly equal.
     pub greedy_exact: Option<f64>,
+    /// The suspect's logits against each quantized form of the reference.
+    pub forms: Vec<FormLogits>,
     /// Why signals are missing, for an inconclusive verdict.
     pub missing: Vec<String>,
+}
+
+/// The suspect's logits against one quantized form of the reference (`crate::forms`).
+#[derive(Debug, Clone)]
+pub struct FormLogits {
+    /// The weight type, e.g. `q4_0`.
+    pub dtype: String,
+    pub summary: LogitSummary,
+    /// The suspect's similarity to this form against the controls' similarity to it.
+    pub p: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,30 +211,33 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     if let Some((summary, p)) = &inputs.logits {
         tested.push(*p);
         if same_tokenizer != Some(false) {
-            let within_band = summary
-                .mean_abs_dlogprob
-                .is_some_and(|d| d <= band.max_mean_abs_dlogprob)
-                && summary.top1 >= band.min_top1;
-            let band_text = format!(
-                "mean |Δlogprob| {} (band ≤ {:.3}), top-1 agreement {:.0}% (band ≥ {:.0}%, {})",
-                summary
-                    .mean_abs_dlogprob
-                    .map(|d| format!("{d:.3}"))
-                    .unwrap_or_else(|| "n/a".to_string()),
-                band.max_mean_abs_dlogprob,
-                summary.top1 * 100.0,
-                band.min_top1 * 100.0,
-                band.source
-            );
-            if *p <= alpha && within_band {
+            let given = band_text(summary, band);
+            if *p <= alpha && band.contains(summary) {
                 reasons.push(format!(
-                    "next-token distributions far closer than controls (p = {p:.2e}) and within the identical band: {band_text}"
+                    "next-token distributions far closer than controls (p = {p:.2e}) and within the identical band: {given}"
                 ));
                 return positive(Verdict::Identical, *p, reasons);
             }
-            if *p <= alpha {
+            if let Some((form, form_p)) = matched_form(inputs) {
                 reasons.push(format!(
-                    "next-token distributions far closer than controls (p = {p:.2e}) but outside the identical band: {band_text}"
+                    "outside the identical band of the reference as given ({given}, p = {p:.2e} against controls) but within it for the reference quantized to {} ({}), far closer to that form than controls are (p = {form_p:.2e}, Bonferroni over {} forms): the reference served quantized",
+                    form.dtype,
+                    band_text(&form.summary, band),
+                    inputs.forms.len()
+                ));
+                return positive(Verdict::Identical, form_p, reasons);
+            }
+            if *p <= alpha {
+                let forms = if inputs.forms.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", nor for any of its {} quantized forms",
+                        inputs.forms.len()
+                    )
+                };
+                reasons.push(format!(
+                    "next-token distributions far closer than controls (p = {p:.2e}) but outside the identical band: {given}{forms}"
                 ));
                 if same_tokenizer.is_none() {
                     reasons.push("derived without a tokenizer check".to_string());
@@ -227,13 +252,15 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         reasons.push("no logit comparison".to_string());
     }
 
-    let text_p = fisher(&inputs.text.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    // Bonferroni, as for distillation below: style and the pooled vocabulary read the same
+    // answers, which Fisher's method would count twice.
+    let text_p = bonferroni(&inputs.text.iter().map(|(_, p)| *p).collect::<Vec<_>>());
     if inputs.logits.is_none() && same_tokenizer == Some(true) {
         if let (Some(p), Some(exact)) = (text_p, inputs.greedy_exact) {
             let equal_samples = inputs.equality_p.is_none_or(|q| q > alpha);
             if p <= alpha && exact >= band.min_greedy_exact && equal_samples {
                 reasons.push(format!(
-                    "without log-probabilities: same tokenizer, {:.0}% of greedy answers exactly equal (band ≥ {:.0}%), text signals far closer than controls (Fisher p = {p:.2e}){}",
+                    "without log-probabilities: same tokenizer, {:.0}% of greedy answers exactly equal (band ≥ {:.0}%), text signals far closer than controls (Bonferroni p = {p:.2e}){}",
                     exact * 100.0,
                     band.min_greedy_exact * 100.0,
                     match inputs.equality_p {
@@ -289,6 +316,35 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     }
 }
 
+/// The nearest quantized form whose logits lie inside the band and are far closer to the
+/// suspect's than the controls' are, with its p-value corrected for the forms tried.
+fn matched_form(inputs: &VerdictInputs) -> Option<(&FormLogits, f64)> {
+    let tried = inputs.forms.len() as f64;
+    inputs
+        .forms
+        .iter()
+        .map(|f| (f, (f.p * tried).min(1.0)))
+        .filter(|(f, p)| *p <= inputs.alpha && inputs.band.contains(&f.summary))
+        .min_by(|a, b| {
+            let d = |f: &FormLogits| f.summary.mean_abs_dlogprob.unwrap_or(f64::INFINITY);
+            d(a.0).total_cmp(&d(b.0))
+        })
+}
+
+fn band_text(summary: &LogitSummary, band: &IdenticalBand) -> String {
+    format!(
+        "mean |Δlogprob| {} (band ≤ {:.3}), top-1 agreement {:.0}% (band ≥ {:.0}%, {})",
+        summary
+            .mean_abs_dlogprob
+            .map(|d| format!("{d:.3}"))
+            .unwrap_or_else(|| "n/a".to_string()),
+        band.max_mean_abs_dlogprob,
+        summary.top1 * 100.0,
+        band.min_top1 * 100.0,
+        band.source
+    )
+}
+
 /// The sequential test's say, for a scan that stopped early or whose fixed-sample logit
 /// test was not decisive (the default null is pessimistic, and eight probes give a wide
 /// interval). Its e-value against "unrelated" is anytime-valid, so 1/e is a p-value however
@@ -314,12 +370,7 @@ pub fn with_sequential(
     if logits_decided || tokenizer_differs || e_against_unrelated * inputs.alpha < 1.0 {
         return outcome;
     }
-    let band = &inputs.band;
-    let within_band = summary
-        .mean_abs_dlogprob
-        .is_some_and(|d| d <= band.max_mean_abs_dlogprob)
-        && summary.top1 >= band.min_top1;
-    if !within_band {
+    if !inputs.band.contains(summary) {
         return outcome;
     }
     let p = (1.0 / e_against_unrelated).min(1.0);
@@ -389,6 +440,7 @@ mod tests {
             text: vec![("style".into(), 0.5), ("refusal".into(), 0.4)],
             equality_p: None,
             greedy_exact: Some(0.2),
+            forms: Vec::new(),
             missing: Vec::new(),
         }
     }
@@ -402,6 +454,45 @@ mod tests {
         assert_eq!(decide(&i).verdict, Verdict::Derived);
         i.logits = Some((summary(0.6, 0.8), 0.3));
         assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+    }
+
+    #[test]
+    fn a_copy_served_quantized_is_identical_through_its_form() {
+        let mut i = inputs();
+        // Re-rounded weights: far from the reference as given, far closer than controls.
+        i.logits = Some((summary(1.04, 0.31), 1e-5));
+        assert_eq!(decide(&i).verdict, Verdict::Derived);
+        let form = |dtype: &str, s: LogitSummary, p: f64| FormLogits {
+            dtype: dtype.into(),
+            summary: s,
+            p,
+        };
+        i.forms = vec![
+            form("q8_0", summary(1.02, 0.33), 1e-4),
+            form("q4_0", summary(0.0, 1.0), 1e-4),
+        ];
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
+        assert!(out.reasons.iter().any(|r| r.contains("quantized to q4_0")));
+        // The p-value is the form's, corrected for the two forms tried.
+        assert!((out.p_value.unwrap_or(1.0) - 2e-4).abs() < 1e-12);
+        // The form stands on its own test: with too few controls the reference as given
+        // may look no closer than chance, and a form it matches exactly still decides.
+        i.logits = Some((summary(1.04, 0.31), 0.3));
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
+        // A form inside the band that the controls are as close to decides nothing.
+        i.forms = vec![form("q4_0", summary(0.0, 1.0), 0.2)];
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+        // Nor does a form outside the band.
+        i.logits = Some((summary(1.04, 0.31), 1e-5));
+        i.forms = vec![form("q8_0", summary(0.9, 0.4), 1e-6)];
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Derived);
+        assert!(out.reasons.iter().any(|r| r.contains("1 quantized forms")));
+        // Different tokenizers rule identical out whatever the forms say.
+        i.forms = vec![form("q4_0", summary(0.0, 1.0), 1e-6)];
+        i.tokenizer = Some((0.3, 40));
+        assert_ne!(decide(&i).verdict, Verdict::Identical);
     }
 
     #[test]

@@ -18,11 +18,13 @@ pub fn parse_type(s: &str) -> Result<GgmlDType, ModelError> {
         "q4_0" => GgmlDType::Q4_0,
         "q4_1" => GgmlDType::Q4_1,
         "q5_0" => GgmlDType::Q5_0,
+        "q5_1" => GgmlDType::Q5_1,
         "q4_k" => GgmlDType::Q4K,
+        "q5_k" => GgmlDType::Q5K,
         "q6_k" => GgmlDType::Q6K,
         other => {
             return Err(ModelError::BadInput(format!(
-                "unknown weight type `{other}` (f32, f16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k)"
+                "unknown weight type `{other}` (f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)"
             )))
         }
     })

@@ -68,14 +68,16 @@ fn plan(base: &'static str, quick: bool) -> Vec<Plan> {
                 },
                 0,
             ));
-            out.push(member(
-                "q8_0",
-                Class::Identical,
-                Recipe::Requantize {
-                    dtype: "q8_0".into(),
-                },
-                0,
-            ));
+            for dtype in ["q8_0", "q4_0"] {
+                out.push(member(
+                    dtype,
+                    Class::Identical,
+                    Recipe::Requantize {
+                        dtype: dtype.into(),
+                    },
+                    0,
+                ));
+            }
             out.push(member(
                 "noise-0.03",
                 Class::Derived,

@@ -8,6 +8,7 @@
 //! unrelated to its reference, and its known-same pairs the members identical to it, in
 //! both cases without the member being judged, so no pair is judged against itself.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use super::build::resolve;
 use super::score::{score, ClassScore};
 use super::{truth, Class, Manifest, Member, ZooError};
 use crate::compare::{
-    compare_calibrated, Calibration, CompareOptions, SequentialDecision, Verdict,
+    compare_calibrated, Calibration, CompareOptions, QuantizedForm, SequentialDecision, Verdict,
 };
 use crate::endpoint::ModelEndpoint;
 use crate::fingerprint::{self, Fingerprint, RunOptions};
@@ -58,6 +59,8 @@ pub struct EvalReport {
 pub struct EvalOptions {
     pub run: RunOptions,
     pub compare: CompareOptions,
+    /// Weight types each reference is quantized to by the engine (`crate::forms`).
+    pub forms: Vec<String>,
 }
 
 fn prints_dir(dir: &Path) -> PathBuf {
@@ -150,6 +153,19 @@ pub async fn run(
             fingerprint_cached(set, &local, &out, &opts.run, &r.id).await?,
         ));
     }
+    let mut forms: HashMap<String, Vec<QuantizedForm>> = HashMap::new();
+    for (r, _) in &references {
+        let path = resolve(dir, &r.path);
+        let made = crate::forms::fingerprint_forms(
+            &path,
+            &opts.forms,
+            set,
+            &opts.run,
+            &prints.join("forms"),
+        )
+        .await?;
+        forms.insert(r.id.clone(), made);
+    }
     let mut members: Vec<(&Member, Fingerprint)> = Vec::new();
     for m in &manifest.members {
         tracing::info!(member = %m.id, "fingerprinting over the OpenAI-compatible API");
@@ -181,6 +197,7 @@ pub async fn run(
                 &Calibration {
                     controls: &controls,
                     known_same: &known_same,
+                    forms: &forms[&r.id],
                 },
                 &opts.compare,
             );

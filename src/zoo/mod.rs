@@ -48,6 +48,8 @@ pub enum ZooError {
     MissingBase { member: String, base: String },
     #[error("serving {member}: {message}")]
     Serve { member: String, message: String },
+    #[error(transparent)]
+    Forms(#[from] crate::forms::FormsError),
 }
 
 /// How a member relates to the real model it was made from.

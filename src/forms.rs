@@ -1,0 +1,178 @@
+//! The reference in the quantized forms a copy is commonly served in.
+//!
+//! A lab that copies a model usually serves it quantized (GGUF Q8_0, Q6_K, Q4_K, ...), and
+//! for a small model re-rounding its weights moves log-probabilities as far as damaging
+//! them would (SmolLM2's 4-bit weights re-rounded to Q4_0 differ by a nat on average).
+//! From outputs alone that copy looks like a derivative. But quantization is
+//! deterministic: ggml's reference quantizers (which candle ports, and which llama.cpp
+//! uses without an importance matrix) give the same bits for the same weights. So the
+//! engine quantizes the reference itself to each type of a ladder, fingerprints every
+//! form, and a suspect inside the identical band of any form is the reference served
+//! quantized (`compare::Calibration::forms`).
+
+use std::path::{Path, PathBuf};
+
+use crate::compare::QuantizedForm;
+use crate::fingerprint::{Fingerprint, FingerprintError, RunOptions};
+use crate::model::endpoint::LocalEndpoint;
+use crate::model::requantize::{parse_type, requantize};
+use crate::model::{LoadOptions, ModelError, ModelHandle};
+use crate::probes::ProbeSet;
+
+/// The GGUF types copies are most often published in, from 8 bits down to 4 (the
+/// `_K_M`/`_K_S` mixes put most matrices in `_K` of that width).
+pub const LADDER: [&str; 6] = ["q8_0", "q6_k", "q5_k", "q5_0", "q4_k", "q4_0"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormsError {
+    #[error("quantized forms need a local GGUF reference, not `{0}`")]
+    NotGguf(String),
+    #[error("making the {dtype} form of the reference: {source}")]
+    Model { dtype: String, source: ModelError },
+    #[error("fingerprinting the {dtype} form of the reference: {source}")]
+    Fingerprint {
+        dtype: String,
+        source: FingerprintError,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Parses a comma-separated list of weight types (`ladder` for [`LADDER`], `none` for
+/// none), checking each is one the requantizer can write.
+pub fn parse_list(s: &str) -> Result<Vec<String>, ModelError> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    if s.eq_ignore_ascii_case("ladder") {
+        return Ok(LADDER.iter().map(|t| t.to_string()).collect());
+    }
+    let mut out = Vec::new();
+    for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        parse_type(t)?;
+        let t = t.to_ascii_lowercase();
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Fingerprints `reference` (a GGUF file) quantized to each of `dtypes`. Each form's
+/// fingerprint is cached at `cache/<stem>-<size>-<mtime>-<dtype>.json` and reused while the probe set
+/// is the same; the quantized file itself lives only as long as its fingerprinting.
+pub async fn fingerprint_forms(
+    reference: &Path,
+    dtypes: &[String],
+    set: &ProbeSet,
+    run: &RunOptions,
+    cache: &Path,
+) -> Result<Vec<QuantizedForm>, FormsError> {
+    if dtypes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let is_gguf = reference.is_file()
+        && reference
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if !is_gguf {
+        return Err(FormsError::NotGguf(reference.display().to_string()));
+    }
+    std::fs::create_dir_all(cache).map_err(|source| FormsError::Io {
+        path: cache.to_path_buf(),
+        source,
+    })?;
+    // Keyed on the file's name, size and modification time as well as the probe set, so a
+    // replaced reference is fingerprinted again (hashing hundreds of MiB each time is not
+    // worth it).
+    let meta = std::fs::metadata(reference).map_err(|source| FormsError::Io {
+        path: reference.to_path_buf(),
+        source,
+    })?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let stem = format!(
+        "{}-{}-{modified}",
+        reference
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "reference".to_string()),
+        meta.len()
+    );
+    let mut forms = Vec::new();
+    for dtype in dtypes {
+        let out = cache.join(format!("{stem}-{dtype}.json"));
+        let fingerprint = match crate::fingerprint::load(&out) {
+            Ok(fp) if fp.probe_set.hash == set.hash => fp,
+            _ => fingerprint_one(reference, dtype, set, run, &out).await?,
+        };
+        forms.push(QuantizedForm {
+            dtype: dtype.clone(),
+            fingerprint,
+        });
+    }
+    Ok(forms)
+}
+
+async fn fingerprint_one(
+    reference: &Path,
+    dtype: &str,
+    set: &ProbeSet,
+    run: &RunOptions,
+    out: &Path,
+) -> Result<Fingerprint, FormsError> {
+    let model_err = |source| FormsError::Model {
+        dtype: dtype.to_string(),
+        source,
+    };
+    let ggml = parse_type(dtype).map_err(model_err)?;
+    let dir = tempfile::tempdir().map_err(|source| FormsError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let file = dir.path().join(format!("reference-{dtype}.gguf"));
+    tracing::info!(dtype, "quantizing the reference for its quantized form");
+    let (input, output) = (reference.to_path_buf(), file.clone());
+    let handle = tokio::task::spawn_blocking(move || {
+        requantize(&input, &output, ggml)?;
+        ModelHandle::spawn(&output.to_string_lossy(), &LoadOptions::default(), 64)
+    })
+    .await
+    .map_err(|e| model_err(ModelError::BadInput(e.to_string())))?
+    .map_err(model_err)?;
+    let endpoint = LocalEndpoint::new(handle);
+    crate::scan::fingerprint_to(set, &endpoint, out, run)
+        .await
+        .map_err(|source| FormsError::Fingerprint {
+            dtype: dtype.to_string(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_to_known_types() {
+        assert_eq!(parse_list("none").unwrap(), Vec::<String>::new());
+        assert_eq!(parse_list("").unwrap(), Vec::<String>::new());
+        assert_eq!(parse_list("ladder").unwrap().len(), LADDER.len());
+        assert_eq!(
+            parse_list("Q8_0, q4_k,q8_0").unwrap(),
+            vec!["q8_0".to_string(), "q4_k".to_string()]
+        );
+        let err = parse_list("q8_0,q9_9").unwrap_err().to_string();
+        assert!(err.contains("q9_9"), "{err}");
+        for t in LADDER {
+            parse_type(t).unwrap();
+        }
+    }
+}
