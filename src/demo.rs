@@ -120,6 +120,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 workers: 1,
                 allow_private_targets: true,
                 lease_secs: 60,
+                // The demo's suspect is a plain copy: no quantized forms needed.
+                forms: "none".into(),
+                forms_dir: None,
             },
             addr: args.addr,
             probes: PathBuf::from("probes/default"),

@@ -17,7 +17,7 @@ use crate::fingerprint::{Fingerprint, FingerprintError, RunOptions};
 use crate::model::endpoint::LocalEndpoint;
 use crate::model::requantize::{parse_type, requantize};
 use crate::model::{LoadOptions, ModelError, ModelHandle};
-use crate::probes::ProbeSet;
+use crate::probes::{ProbeKind, ProbeSet};
 
 /// The GGUF types copies are most often published in, from 8 bits down to 4 (the
 /// `_K_M`/`_K_S` mixes put most matrices in `_K` of that width).
@@ -106,12 +106,23 @@ pub async fn fingerprint_forms(
             .unwrap_or_else(|| "reference".to_string()),
         meta.len()
     );
+    // Only the logit probes: a form is compared on next-token distributions alone (it
+    // shares the reference's tokenizer, text and refusals by construction).
+    let logit_only = ProbeSet {
+        probes: set
+            .probes
+            .iter()
+            .filter(|p| p.kind == ProbeKind::Logit)
+            .cloned()
+            .collect(),
+        ..set.clone()
+    };
     let mut forms = Vec::new();
     for dtype in dtypes {
         let out = cache.join(format!("{stem}-{dtype}.json"));
         let fingerprint = match crate::fingerprint::load(&out) {
             Ok(fp) if fp.probe_set.hash == set.hash => fp,
-            _ => fingerprint_one(reference, dtype, set, run, &out).await?,
+            _ => fingerprint_one(reference, dtype, &logit_only, run, &out).await?,
         };
         forms.push(QuantizedForm {
             dtype: dtype.clone(),

@@ -25,6 +25,14 @@ pub struct WorkerArgs {
     /// Lease on a running scan; a worker that stops renewing loses it after this long.
     #[arg(long, default_value_t = 60)]
     pub lease_secs: u64,
+    /// Also quantize a GGUF reference to these weight types (comma-separated; `ladder`
+    /// for q8_0,q6_k,q5_k,q5_0,q4_k,q4_0), so that a copy served quantized is called
+    /// identical. Made once per reference and probe set: one reference fingerprint each.
+    #[arg(long, default_value = "none")]
+    pub forms: String,
+    /// Where the quantized forms' fingerprints are cached.
+    #[arg(long)]
+    pub forms_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -138,30 +146,35 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn worker_config(args: &WorkerArgs) -> WorkerConfig {
-    WorkerConfig {
+fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig> {
+    let defaults = WorkerConfig::default();
+    Ok(WorkerConfig {
         lease: Duration::from_secs(args.lease_secs.max(3)),
         allow_private_targets: args.allow_private_targets,
-        ..WorkerConfig::default()
-    }
+        forms: provenance::forms::parse_list(&args.forms).context("--forms")?,
+        forms_dir: args.forms_dir.clone().unwrap_or(defaults.forms_dir.clone()),
+        ..defaults
+    })
 }
 
-fn spawn_workers(store: &Store, args: &WorkerArgs, shutdown: &watch::Receiver<bool>) {
+fn spawn_workers(store: &Store, args: &WorkerArgs, shutdown: &watch::Receiver<bool>) -> Result<()> {
+    let config = worker_config(args)?;
     let references = ReferenceCache::new();
     for _ in 0..args.workers {
         tokio::spawn(jobs::run_worker(
             store.clone(),
-            worker_config(args),
+            config.clone(),
             references.clone(),
             shutdown.clone(),
         ));
     }
+    Ok(())
 }
 
 pub async fn worker(args: WorkerArgs) -> Result<()> {
     let store = open(&args.database_url).await?;
     let mut shutdown = shutdown_signal();
-    spawn_workers(&store, &args, &shutdown);
+    spawn_workers(&store, &args, &shutdown)?;
     let _ = shutdown.changed().await;
     Ok(())
 }
@@ -203,7 +216,7 @@ pub async fn start(args: ServeArgs, shutdown: watch::Receiver<bool>) -> Result<R
             Err(e) => return Err(e.into()),
         }
     }
-    spawn_workers(&store, &args.worker, &shutdown);
+    spawn_workers(&store, &args.worker, &shutdown)?;
     tokio::spawn(jobs::run_scheduler(
         store.clone(),
         Duration::from_secs(1),

@@ -161,6 +161,104 @@ async fn a_submitted_scan_runs_to_a_stored_verdict() {
     assert_eq!(resp.status(), 201);
 }
 
+/// Polls a scan until it is done or failed.
+async fn wait_for(client: &reqwest::Client, base: &str, key: &str, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let scan: Value = client
+            .get(format!("{base}/v1/scans/{id}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        let status = scan["status"].as_str().unwrap_or("").to_string();
+        if status == "done" || status == "failed" {
+            return scan;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "scan did not finish: {scan}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A copy served quantized (SmolLM2's Q4_1 weights re-rounded to Q4_0, a nat away on
+/// average) is identical once the worker quantizes the reference to that type itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_served_quantized_is_identical_through_the_reference_forms() {
+    let db = pg::TestDb::new().await;
+    let model = smollm2();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("copy-q4_0.gguf");
+    provenance::model::requantize::requantize(
+        std::path::Path::new(&model),
+        &copy,
+        provenance::model::requantize::parse_type("q4_0").expect("type"),
+    )
+    .expect("requantize");
+    let handle = ModelHandle::spawn(copy.to_str().expect("utf-8"), &LoadOptions::default(), 16)
+        .expect("load the copy");
+    let suspect = bind(provenance::serve::router(
+        handle,
+        provenance::serve::ServerConfig {
+            name: "copy".into(),
+            system_prompt: None,
+        },
+    ))
+    .await;
+    let (base, key) = api_with_reference(&db, &model, Role::Submitter).await;
+    let mut config = pg::TestDb::worker_config();
+    config.forms = vec!["q4_0".into()];
+    config.forms_dir = dir.path().join("forms");
+    let stop_tx = db.spawn_worker_with(ReferenceCache::new(), config);
+
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/v1/scans"))
+        .bearer_auth(&key)
+        .json(&json!({
+            "suspect_url": format!("{suspect}/v1"),
+            "suspect_model": "copy",
+            "reference": "smollm2",
+            "probes_per_kind": 5,
+            "max_samples": 2
+        }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let scan = wait_for(&client, &base, &key, &id).await;
+    let _ = stop_tx.send(true);
+    assert_eq!(scan["status"], "done", "{scan}");
+    let report: Value = client
+        .get(format!("{base}/v1/scans/{id}/report"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("report")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(scan["verdict"], "identical", "{report}");
+    assert!(
+        report.to_string().contains("quantized to q4_0"),
+        "the reasons name the form: {report}"
+    );
+    // The form's fingerprint is cached for the next scan (and the next start).
+    let cached = std::fs::read_dir(dir.path().join("forms"))
+        .expect("forms dir")
+        .count();
+    assert_eq!(cached, 1);
+}
+
 #[tokio::test]
 async fn webhooks_are_signed_and_retried() {
     let hits = Arc::new(AtomicU32::new(0));

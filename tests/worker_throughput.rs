@@ -78,6 +78,7 @@ async fn workers_run_concurrent_scans_to_their_verdicts() {
                 poll: Duration::from_millis(100),
                 allow_private_targets: true,
                 concurrency: 2,
+                ..Default::default()
             },
             references.clone(),
             stop_rx.clone(),

@@ -2,14 +2,19 @@
 //! process and shared) and the suspect (an OpenAI-compatible URL, or open weights).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::JobError;
+use super::{JobError, WorkerConfig};
+use crate::compare::QuantizedForm;
 use crate::endpoint::ModelEndpoint;
+use crate::fingerprint::RunOptions;
+use crate::forms::FormsError;
 use crate::model::endpoint::LocalEndpoint;
 use crate::model::{LoadOptions, ModelHandle};
+use crate::probes::ProbeSet;
 use crate::suspect::{HttpModel, HttpModelConfig};
 
 /// Secrets are environment variables with this prefix; a scan names only the rest, so a
@@ -47,6 +52,9 @@ pub struct ReferenceCache {
     /// One lock per (reference, probe set): concurrent scans of the same reference take
     /// turns at its fingerprint, so all but the first reuse its answers.
     fingerprinting: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// Quantized forms by (reference, probe set, types); one scan makes them while the
+    /// others wait, since each takes a fingerprint of the reference.
+    forms: Arc<Mutex<HashMap<String, Arc<Vec<QuantizedForm>>>>>,
 }
 
 impl ReferenceCache {
@@ -87,6 +95,47 @@ impl ReferenceCache {
 
     pub async fn endpoint(&self, spec: &str) -> Result<Arc<dyn ModelEndpoint>, JobError> {
         Ok(Arc::new(LocalEndpoint::new(self.get(spec).await?)))
+    }
+
+    /// The reference `spec` in the quantized forms `config` asks for, made on first use
+    /// and cached. A reference that is not a local GGUF file has none (logged, not an
+    /// error: the scan goes on without them).
+    pub async fn forms(
+        &self,
+        spec: &str,
+        set: &ProbeSet,
+        config: &WorkerConfig,
+    ) -> Result<Arc<Vec<QuantizedForm>>, JobError> {
+        if config.forms.is_empty() {
+            return Ok(Arc::default());
+        }
+        let key = format!("{spec}\n{}\n{}", set.hash, config.forms.join(","));
+        let mut forms = self.forms.lock().await;
+        if let Some(made) = forms.get(&key) {
+            return Ok(made.clone());
+        }
+        let made = match crate::forms::fingerprint_forms(
+            Path::new(spec),
+            &config.forms,
+            set,
+            &RunOptions {
+                progress: false,
+                ..RunOptions::default()
+            },
+            &config.forms_dir,
+        )
+        .await
+        {
+            Ok(made) => made,
+            Err(e @ FormsError::NotGguf(_)) => {
+                tracing::warn!(reference = spec, "no quantized forms: {e}");
+                Vec::new()
+            }
+            Err(e) => return Err(JobError::Transient(e.to_string())),
+        };
+        let made = Arc::new(made);
+        forms.insert(key, made.clone());
+        Ok(made)
     }
 }
 

@@ -49,6 +49,10 @@ pub struct WorkerConfig {
     pub allow_private_targets: bool,
     /// Asks in flight at once per side of a scan.
     pub concurrency: usize,
+    /// Weight types a GGUF reference is also quantized to (`crate::forms`); empty for none.
+    pub forms: Vec<String>,
+    /// Where the forms' fingerprints are cached between scans and restarts.
+    pub forms_dir: std::path::PathBuf,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +62,8 @@ impl Default for WorkerConfig {
             poll: Duration::from_secs(1),
             allow_private_targets: false,
             concurrency: 4,
+            forms: Vec::new(),
+            forms_dir: crate::fetch::default_dir().join("forms"),
         }
     }
 }

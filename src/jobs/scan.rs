@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::endpoints::{http_suspect, ReferenceCache};
 use super::{JobError, WorkerConfig};
-use crate::compare::{compare, CompareOptions};
+use crate::compare::{compare_calibrated, Calibration, CompareOptions};
 use crate::endpoint::{Capabilities, ModelEndpoint};
 use crate::fingerprint::{
     self, Fingerprint, ModelDescription, Observation, ProbeSetRef, RunOptions,
@@ -161,7 +161,19 @@ pub(super) async fn run(
             )
             .await?;
             let print = assemble(store, &set, &sus_fp, sus_caps).await?;
-            let report = compare(&reference_print, &print, &controls, &opts);
+            let forms = references
+                .forms(&reference_model.source, &set, config)
+                .await?;
+            let report = compare_calibrated(
+                &reference_print,
+                &print,
+                &Calibration {
+                    controls: &controls,
+                    known_same: &[],
+                    forms: &forms,
+                },
+                &opts,
+            );
             (print, report)
         }
     };

@@ -110,15 +110,29 @@ impl TestDb {
         &self,
         references: provenance::jobs::ReferenceCache,
     ) -> tokio::sync::watch::Sender<bool> {
+        self.spawn_worker_with(references, Self::worker_config())
+    }
+
+    /// The test worker's settings, for callers that change one.
+    pub fn worker_config() -> provenance::jobs::WorkerConfig {
+        provenance::jobs::WorkerConfig {
+            lease: std::time::Duration::from_secs(10),
+            poll: std::time::Duration::from_millis(200),
+            allow_private_targets: true,
+            concurrency: 2,
+            ..Default::default()
+        }
+    }
+
+    pub fn spawn_worker_with(
+        &self,
+        references: provenance::jobs::ReferenceCache,
+        config: provenance::jobs::WorkerConfig,
+    ) -> tokio::sync::watch::Sender<bool> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(provenance::jobs::run_worker(
             self.store.clone(),
-            provenance::jobs::WorkerConfig {
-                lease: std::time::Duration::from_secs(10),
-                poll: std::time::Duration::from_millis(200),
-                allow_private_targets: true,
-                concurrency: 2,
-            },
+            config,
             references,
             stop_rx,
         ));
