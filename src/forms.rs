@@ -121,7 +121,7 @@ pub async fn fingerprint_forms(
     for dtype in dtypes {
         let out = cache.join(format!("{stem}-{dtype}.json"));
         let fingerprint = match crate::fingerprint::load(&out) {
-            Ok(fp) if fp.probe_set.hash == set.hash => fp,
+            Ok(fp) if covers(&fp, &logit_only) => fp,
             _ => fingerprint_one(reference, dtype, &logit_only, run, &out).await?,
         };
         forms.push(QuantizedForm {
@@ -130,6 +130,16 @@ pub async fn fingerprint_forms(
         });
     }
     Ok(forms)
+}
+
+/// Whether a cached form answers every probe of `set`: subsets of a probe set share its
+/// hash, so a form made for a quick scan must not stand in for a full one.
+fn covers(fp: &Fingerprint, set: &ProbeSet) -> bool {
+    fp.probe_set.hash == set.hash
+        && set
+            .probes
+            .iter()
+            .all(|p| fp.observations.iter().any(|o| o.probe_id == p.id))
 }
 
 async fn fingerprint_one(
