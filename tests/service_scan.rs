@@ -57,47 +57,21 @@ async fn a_submitted_scan_runs_to_a_stored_verdict() {
     let stop_tx = db.spawn_worker(references);
 
     let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{base}/v1/scans"))
-        .bearer_auth(&key)
-        .header("Idempotency-Key", "e2e")
-        .json(&json!({
+    let id = submit(
+        &client,
+        &base,
+        &key,
+        "e2e",
+        json!({
             "suspect_url": format!("{suspect}/v1"),
             "suspect_model": "suspect",
             "reference": "smollm2",
             "probes_per_kind": 2,
             "max_samples": 2
-        }))
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    let scan = loop {
-        let scan: Value = client
-            .get(format!("{base}/v1/scans/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        let status = scan["status"].as_str().unwrap_or("").to_string();
-        if status == "done" || status == "failed" {
-            break scan;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "scan did not finish: {scan}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        }),
+    )
+    .await;
+    let scan = wait_for(&client, &base, &key, &id).await;
     let _ = stop_tx.send(true);
     assert_eq!(scan["status"], "done", "{scan}");
     let verdict = scan["verdict"].as_str().expect("a verdict");
@@ -161,6 +135,29 @@ async fn a_submitted_scan_runs_to_a_stored_verdict() {
     assert_eq!(resp.status(), 201);
 }
 
+/// Submits a scan over the API and returns its id.
+async fn submit(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    idempotency_key: &str,
+    body: Value,
+) -> String {
+    let resp = client
+        .post(format!("{base}/v1/scans"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", idempotency_key)
+        .json(&body)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 202);
+    resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
 /// Polls a scan until it is done or failed.
 async fn wait_for(client: &reqwest::Client, base: &str, key: &str, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
@@ -217,24 +214,20 @@ async fn a_copy_served_quantized_is_identical_through_the_reference_forms() {
     let stop_tx = db.spawn_worker_with(ReferenceCache::new(), config);
 
     let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{base}/v1/scans"))
-        .bearer_auth(&key)
-        .json(&json!({
+    let id = submit(
+        &client,
+        &base,
+        &key,
+        "quantized-copy",
+        json!({
             "suspect_url": format!("{suspect}/v1"),
             "suspect_model": "copy",
             "reference": "smollm2",
             "probes_per_kind": 5,
             "max_samples": 2
-        }))
-        .send()
-        .await
-        .expect("submit");
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        }),
+    )
+    .await;
     let scan = wait_for(&client, &base, &key, &id).await;
     let _ = stop_tx.send(true);
     assert_eq!(scan["status"], "done", "{scan}");

@@ -371,19 +371,7 @@ pub fn compare_calibrated(
                 .iter()
                 .filter_map(|c| c.get(name).map(|o| o.score))
                 .collect();
-            // Standard error from the 95% bootstrap interval (± 1.96 se).
-            let se = outcome
-                .interval
-                .map(|(lo, hi)| (hi - lo) / 3.92)
-                .unwrap_or(0.0);
-            let test = null_test(
-                outcome.score,
-                se,
-                &control_scores,
-                opts.alpha,
-                default_null(name),
-            );
-            tests.insert(name, test);
+            tests.insert(name, against_controls(name, outcome, &control_scores, opts));
         }
     }
 
@@ -530,6 +518,27 @@ pub fn compare_calibrated(
     }
 }
 
+/// Signal `name`'s score against the controls' scores of the same signal.
+fn against_controls(
+    name: &str,
+    outcome: &SignalOutcome,
+    control_scores: &[f64],
+    opts: &CompareOptions,
+) -> NullTest {
+    // Standard error from the 95% bootstrap interval (± 1.96 se).
+    let se = outcome
+        .interval
+        .map(|(lo, hi)| (hi - lo) / 3.92)
+        .unwrap_or(0.0);
+    null_test(
+        outcome.score,
+        se,
+        control_scores,
+        opts.alpha,
+        default_null(name),
+    )
+}
+
 /// The suspect's logits against one quantized form of the reference, tested like the
 /// reference's own: against the controls' similarity to the same form.
 fn form_logits(
@@ -549,17 +558,7 @@ fn form_logits(
         .iter()
         .filter_map(|c| against(c, None).map(|(o, _)| o.score))
         .collect();
-    let se = outcome
-        .interval
-        .map(|(lo, hi)| (hi - lo) / 3.92)
-        .unwrap_or(0.0);
-    let test = null_test(
-        outcome.score,
-        se,
-        &control_scores,
-        opts.alpha,
-        default_null(LOGITS),
-    );
+    let test = against_controls(LOGITS, &outcome, &control_scores, opts);
     Some(verdict::FormLogits {
         dtype: form.dtype.clone(),
         summary,
