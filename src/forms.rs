@@ -62,9 +62,10 @@ pub fn parse_list(s: &str) -> Result<Vec<String>, ModelError> {
     Ok(out)
 }
 
-/// Fingerprints `reference` (a GGUF file) quantized to each of `dtypes`. Each form's
-/// fingerprint is cached at `cache/<stem>-<size>-<mtime>-<dtype>.json` and reused while the probe set
-/// is the same; the quantized file itself lives only as long as its fingerprinting.
+/// Fingerprints `reference` (a GGUF file) quantized to each of `dtypes`, on the set's logit
+/// probes. Each form's fingerprint is cached at `cache/<stem>-<size>-<mtime>-<dtype>.json`
+/// and reused while it covers the set; the quantized file lives only as long as its
+/// fingerprinting.
 pub async fn fingerprint_forms(
     reference: &Path,
     dtypes: &[String],

@@ -9,15 +9,17 @@
 //!    saying what was missing.
 //! 2. A tokenizer mismatch rules out `identical` and `derived`.
 //! 3. With logits: similarity far above controls (p <= alpha) and agreement inside the
-//!    identical band, with the reference or with one of its quantized forms (the reference
-//!    quantized by the engine, see `crate::forms`), is `identical`; far above controls but
-//!    outside the band of every form is `derived`.
+//!    identical band is `identical`; so is agreement inside the band of one of the
+//!    reference's quantized forms (the reference quantized by the engine, `crate::forms`)
+//!    whose own similarity is far above the controls' similarity to it (Bonferroni over
+//!    the forms). Far above controls but outside every band is `derived`.
 //! 4. Without logits but with the same tokenizer: `identical` needs the text signals far
-//!    above controls (Bonferroni, as in 5), greedy answers as exact as the band asks, and sampled answers that
-//!    the equality test does not tell apart.
+//!    above controls (Bonferroni, as in 5), greedy answers as exact as the band asks, and
+//!    sampled answers that the equality test does not tell apart.
 //! 5. The distillation signals (greedy text, style, pooled vocabulary, refusal; and,
-//!    across tokenizers, logits aligned by bytes) far above controls after Bonferroni's correction (the smallest p-value
-//!    times their number, valid however the signals depend on each other): `distilled`.
+//!    across tokenizers, logits aligned by bytes) far above controls after Bonferroni's
+//!    correction (the smallest p-value times their number, valid however the signals
+//!    depend on each other): `distilled`.
 //! 6. Otherwise `unrelated`.
 //!
 //! Identity claims never decide: a persona system prompt changes them at will.
