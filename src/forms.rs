@@ -122,7 +122,7 @@ pub async fn fingerprint_forms(
     for dtype in dtypes {
         let out = cache.join(format!("{stem}-{dtype}.json"));
         let fingerprint = match crate::fingerprint::load(&out) {
-            Ok(fp) if covers(&fp, &logit_only) => fp,
+            Ok(fp) if fp.covers(&logit_only) => fp,
             _ => fingerprint_one(reference, dtype, &logit_only, run, &out).await?,
         };
         forms.push(QuantizedForm {
@@ -131,16 +131,6 @@ pub async fn fingerprint_forms(
         });
     }
     Ok(forms)
-}
-
-/// Whether a cached form answers every probe of `set`: subsets of a probe set share its
-/// hash, so a form made for a quick scan must not stand in for a full one.
-fn covers(fp: &Fingerprint, set: &ProbeSet) -> bool {
-    fp.probe_set.hash == set.hash
-        && set
-            .probes
-            .iter()
-            .all(|p| fp.observations.iter().any(|o| o.probe_id == p.id))
 }
 
 async fn fingerprint_one(

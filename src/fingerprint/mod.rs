@@ -147,6 +147,21 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// Whether this fingerprint holds an answer (or a recorded failure) to every ask of
+    /// `set`. Subsets of a probe set (`subset`) keep the set's hash, so a cached print
+    /// made with fewer probes or samples must not stand in for a larger one.
+    pub fn covers(&self, set: &ProbeSet) -> bool {
+        let have: std::collections::HashSet<(&str, usize)> = self
+            .observations
+            .iter()
+            .map(|o| (o.probe_id.as_str(), o.sample_index))
+            .collect();
+        self.probe_set.hash == set.hash
+            && plan(set)
+                .iter()
+                .all(|j| have.contains(&(j.probe.id.as_str(), j.sample_index)))
+    }
+
     /// Assembles a fingerprint and extracts its features with the built-in refusal lexicon.
     pub fn new(
         model: ModelDescription,
@@ -348,5 +363,37 @@ mod tests {
             err,
             Err(FingerprintError::Version { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn a_print_covers_only_the_asks_it_holds() {
+        let full = crate::probes::load_dir(Path::new("probes/default")).expect("probes");
+        let small = subset(&full, 1, 2);
+        let print = |set: &ProbeSet| {
+            let observations = plan(set)
+                .iter()
+                .map(|j| Observation {
+                    probe_id: j.probe.id.clone(),
+                    kind: j.probe.kind,
+                    sample_index: j.sample_index,
+                    ..observation(false)
+                })
+                .collect();
+            let model = ModelDescription {
+                describe: "m".into(),
+                capabilities: Capabilities::default(),
+            };
+            Fingerprint::new(model, ProbeSetRef::of(set), observations)
+        };
+        // A recorded failure still counts as asked.
+        assert!(print(&small).covers(&small));
+        // Same hash, more probes and samples: not covered.
+        assert!(!print(&small).covers(&subset(&full, 2, 2)));
+        assert!(!print(&small).covers(&subset(&full, 1, 3)));
+        assert!(print(&subset(&full, 2, 3)).covers(&small));
+        // Another probe set.
+        let mut other = small.clone();
+        other.hash = "other".into();
+        assert!(!print(&small).covers(&other));
     }
 }

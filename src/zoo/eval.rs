@@ -67,7 +67,7 @@ fn prints_dir(dir: &Path) -> PathBuf {
     dir.join("prints")
 }
 
-/// A cached fingerprint when it was made with this probe set, else a new one.
+/// A cached fingerprint when it answered every ask of this probe set, else a new one.
 async fn fingerprint_cached(
     set: &ProbeSet,
     endpoint: &dyn ModelEndpoint,
@@ -76,7 +76,7 @@ async fn fingerprint_cached(
     member: &str,
 ) -> Result<Fingerprint, ZooError> {
     if let Ok(fp) = fingerprint::load(out) {
-        if fp.probe_set.hash == set.hash {
+        if fp.covers(set) {
             return Ok(fp);
         }
     }
