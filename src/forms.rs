@@ -116,7 +116,9 @@ pub async fn fingerprint_forms(
             .filter(|p| p.kind == ProbeKind::Logit)
             .cloned()
             .collect(),
-        ..set.clone()
+        name: set.name.clone(),
+        version: set.version.clone(),
+        hash: set.hash.clone(),
     };
     let mut forms = Vec::new();
     for dtype in dtypes {
