@@ -201,6 +201,7 @@ async fn scan(
         compare: CompareOptions::default(),
         early_stop: true,
         forms: &[],
+        read_back: Some(local.handle()),
     };
     let t = Instant::now();
     let out = provenance::scan::run(&local, &client, &settings)

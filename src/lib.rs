@@ -10,6 +10,7 @@ pub mod fingerprint;
 pub mod forms;
 pub mod fuzz;
 pub mod jobs;
+pub mod likelihood;
 pub mod model;
 pub mod probes;
 pub mod scan;

@@ -92,6 +92,19 @@ enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Read stored fingerprints' answers back through a local reference model: how likely
+    /// the reference finds each model's text (the likelihood signal, per fingerprint).
+    Likelihood {
+        /// The reference: GGUF file, safetensors directory or hub repo id.
+        #[arg(long)]
+        reference: String,
+        /// Fingerprint JSON files.
+        #[arg(required = true)]
+        prints: Vec<PathBuf>,
+        /// Print JSON (every answer's score) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fingerprint the reference and a suspect endpoint, compare, print the verdict.
     Scan {
         /// The reference: GGUF file, safetensors directory or hub repo id.
@@ -362,6 +375,11 @@ fn main() -> Result<()> {
             suspect,
             report,
         } => compare(&reference, &suspect, &report),
+        Command::Likelihood {
+            reference,
+            prints,
+            json,
+        } => likelihood(&reference, &prints, json),
         Command::Scan {
             reference,
             suspect_url,
@@ -537,6 +555,48 @@ fn emit(
     Ok(())
 }
 
+fn likelihood(reference: &str, prints: &[PathBuf], json: bool) -> Result<()> {
+    use provenance::compare::likelihood::summarize;
+    let mut model = provenance::model::LocalModel::load(reference, &LoadOptions::default())
+        .with_context(|| format!("loading {reference}"))?;
+    let mut all = Vec::new();
+    if !json {
+        println!("answers  discrepancy  nats/token  top-1  fingerprint");
+    }
+    for path in prints {
+        let print = provenance::fingerprint::load(path)?;
+        let scores = provenance::likelihood::score_fingerprint(&mut model, &print)
+            .with_context(|| format!("reading back {}", path.display()))?;
+        match (json, summarize(&scores)) {
+            (true, summary) => all.push(serde_json::json!({
+                "fingerprint": path,
+                "summary": summary,
+                "answers": scores,
+            })),
+            (false, Some(s)) => println!(
+                "{:>7}  {:>11.3}  {:>10.3}  {:>4.0}%  {}",
+                s.answers,
+                s.discrepancy,
+                s.logprob_per_token,
+                s.top1 * 100.0,
+                path.display()
+            ),
+            (false, None) => println!(
+                "{:>7}  {:>11}  {:>10}  {:>5}  {}",
+                0,
+                "-",
+                "-",
+                "-",
+                path.display()
+            ),
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    }
+    Ok(())
+}
+
 fn compare(
     reference: &std::path::Path,
     suspect: &std::path::Path,
@@ -598,6 +658,7 @@ async fn scan(
         compare: provenance::compare::CompareOptions::default(),
         early_stop: !args.no_early_stop,
         forms: &forms,
+        read_back: Some(local.handle()),
     };
     let outcome = provenance::scan::run(&local, suspect, &settings).await?;
     if outcome.stopped_early {

@@ -17,6 +17,7 @@ use crate::fingerprint::{
     self, Fingerprint, FingerprintError, LogHeader, ModelDescription, Observation, ObservationLog,
     ProbeSetRef, RunOptions,
 };
+use crate::likelihood;
 use crate::probes::{Probe, ProbeSet};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,8 @@ pub enum ScanError {
         path: PathBuf,
         source: FingerprintError,
     },
+    #[error("reading answers back through the reference: {0}")]
+    ReadBack(#[from] crate::likelihood::LikelihoodError),
 }
 
 pub struct ScanSettings<'a> {
@@ -45,6 +48,9 @@ pub struct ScanSettings<'a> {
     pub early_stop: bool,
     /// The reference in quantized forms (`crate::forms`); empty for none.
     pub forms: &'a [compare::QuantizedForm],
+    /// The reference's model thread, to read the suspect's and the controls' answers back
+    /// for the likelihood signal (`crate::likelihood`); `None` leaves that signal out.
+    pub read_back: Option<&'a crate::model::ModelHandle>,
 }
 
 pub struct ScanOutcome {
@@ -114,6 +120,18 @@ pub async fn run(
     let suspect = fingerprint_to(s.probes, suspect, &out, &s.run)
         .await
         .map_err(suspect_error)?;
+    let mut read_back = None;
+    if let Some(handle) = s.read_back {
+        let cache = s.work_dir.join("likelihood");
+        let theirs =
+            likelihood::read_back(handle, &suspect, Some(&cache.join("suspect.json"))).await?;
+        let mut control_scores = Vec::with_capacity(controls.len());
+        for (i, c) in controls.iter().enumerate() {
+            let path = cache.join(format!("control-{i}.json"));
+            control_scores.push(likelihood::read_back(handle, c, Some(&path)).await?);
+        }
+        read_back = Some((theirs, control_scores));
+    }
     let report = compare::compare_calibrated(
         &reference,
         &suspect,
@@ -121,6 +139,9 @@ pub async fn run(
             controls: &controls,
             known_same: &[],
             forms: s.forms,
+            likelihood: read_back
+                .as_ref()
+                .map(|(suspect, controls)| compare::Likelihoods { suspect, controls }),
         },
         &s.compare,
     );

@@ -50,6 +50,7 @@ async fn scan_outcome(
         compare: provenance::compare::CompareOptions::default(),
         early_stop,
         forms: &[],
+        read_back: Some(reference.handle()),
     };
     let out = provenance::scan::run(reference, suspect, &settings)
         .await

@@ -12,6 +12,7 @@ pub mod calibration;
 pub mod equality;
 pub mod identity;
 pub mod lexicon;
+pub mod likelihood;
 pub mod logits;
 pub mod refusal;
 pub mod report;
@@ -44,14 +45,16 @@ pub const IDENTITY: &str = "identity";
 pub const STYLE: &str = "style";
 pub const EQUALITY: &str = "equality";
 pub const LEXICON: &str = "lexicon";
+pub const LIKELIHOOD: &str = "likelihood";
 
 /// Every signal, in report order.
-pub const SIGNALS: [&str; 8] = [
+pub const SIGNALS: [&str; 9] = [
     LOGITS,
     TOKENIZER,
     GREEDY_TEXT,
     STYLE,
     LEXICON,
+    LIKELIHOOD,
     REFUSAL,
     EQUALITY,
     IDENTITY,
@@ -62,7 +65,7 @@ pub const SIGNALS: [&str; 8] = [
 /// evidence, and a student's samples differ from its teacher's by design; it serves the
 /// identical/not-identical question only. Identity is left out too: a persona system
 /// prompt sets it at will.
-const DISTILLATION_SIGNALS: [&str; 4] = [GREEDY_TEXT, STYLE, LEXICON, REFUSAL];
+const DISTILLATION_SIGNALS: [&str; 5] = [GREEDY_TEXT, STYLE, LEXICON, LIKELIHOOD, REFUSAL];
 
 /// What unrelated models are assumed to score when there are fewer than two controls.
 /// Pessimistic guesses (high means, wide spreads) so that without calibration only a
@@ -79,6 +82,8 @@ pub fn default_null(signal: &str) -> DefaultNull {
         // 1 - JSD in bits of pooled word and word-pair frequencies; English answers on the
         // same prompts share their common words whatever their lineage.
         LEXICON => (0.5, 0.1),
+        // Mean Fast-DetectGPT-style discrepancy of answers read back by the reference.
+        LIKELIHOOD => (1.0, 1.0),
         // Safety-tuned models agree on most refusals whatever their lineage.
         REFUSAL => (0.5, 0.2),
         EQUALITY => (0.6, 0.15),
@@ -231,6 +236,17 @@ pub struct Calibration<'a> {
     /// The reference quantized by the engine to standard weight types: a suspect inside
     /// the identical band of one of them is the reference served quantized.
     pub forms: &'a [QuantizedForm],
+    /// The suspect's and the controls' answers read back by the reference model
+    /// (`crate::likelihood`); without them the likelihood signal is not computed.
+    pub likelihood: Option<Likelihoods<'a>>,
+}
+
+/// Answers read back by the reference: the suspect's, and each control's in the order of
+/// [`Calibration::controls`] (an empty list for a control that was not read back).
+#[derive(Debug, Clone, Copy)]
+pub struct Likelihoods<'a> {
+    pub suspect: &'a [likelihood::AnswerScore],
+    pub controls: &'a [Vec<likelihood::AnswerScore>],
 }
 
 /// The reference quantized to one weight type and fingerprinted (see `crate::forms`).
@@ -250,6 +266,7 @@ struct Signals {
     identity: Option<SignalOutcome>,
     style: Option<SignalOutcome>,
     lexicon: Option<SignalOutcome>,
+    likelihood: Option<SignalOutcome>,
     equality: Option<(SignalOutcome, MmdTest)>,
     stripped: Option<SafeguardsStripped>,
 }
@@ -259,6 +276,7 @@ impl Signals {
     fn compute(
         reference: &Fingerprint,
         other: &Fingerprint,
+        read_back: Option<&[likelihood::AnswerScore]>,
         opts: &CompareOptions,
         lexicon: &RefusalLexicon,
         full: bool,
@@ -286,6 +304,7 @@ impl Signals {
                 ),
                 boot,
             ),
+            likelihood: read_back.and_then(|scores| likelihood::signal(scores, boot)),
             equality: equality::signal(&groups, &equality_opts),
             stripped: refusal::safeguards_stripped(&refusal::labelled(&refusal_pairs, lexicon)),
         }
@@ -300,6 +319,7 @@ impl Signals {
             IDENTITY => self.identity.as_ref(),
             STYLE => self.style.as_ref(),
             LEXICON => self.lexicon.as_ref(),
+            LIKELIHOOD => self.likelihood.as_ref(),
             EQUALITY => self.equality.as_ref().map(|e| &e.0),
             _ => None,
         }
@@ -336,16 +356,28 @@ pub fn compare_calibrated(
         .lexicon
         .as_ref()
         .unwrap_or_else(|| refusal::default_lexicon());
-    let ours = Signals::compute(reference, suspect, opts, lexicon, true);
+    let read_back = calibration.likelihood;
+    let ours = Signals::compute(
+        reference,
+        suspect,
+        read_back.map(|l| l.suspect),
+        opts,
+        lexicon,
+        true,
+    );
     let controls: Vec<Signals> = calibration
         .controls
         .iter()
-        .map(|c| Signals::compute(reference, c, opts, lexicon, false))
+        .enumerate()
+        .map(|(i, c)| {
+            let scores = read_back.and_then(|l| l.controls.get(i)).map(Vec::as_slice);
+            Signals::compute(reference, c, scores, opts, lexicon, false)
+        })
         .collect();
     let known_same: Vec<Signals> = calibration
         .known_same
         .iter()
-        .map(|k| Signals::compute(reference, k, opts, lexicon, false))
+        .map(|k| Signals::compute(reference, k, None, opts, lexicon, false))
         .collect();
 
     let band = opts.band.clone().unwrap_or_else(|| {
@@ -582,6 +614,11 @@ fn model_ref(fp: &Fingerprint) -> ModelRef {
 
 /// Why a signal could not be computed.
 fn unavailable_reason(name: &str, reference: &Fingerprint, suspect: &Fingerprint) -> String {
+    if name == LIKELIHOOD {
+        return "not available: the suspect's answers were not read back by a local reference \
+                model"
+            .to_string();
+    }
     if name == REFUSAL {
         let n = pairs(reference, suspect, ProbeKind::Refusal).len();
         if n > 0 {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use super::{JobError, WorkerConfig};
+use crate::compare::likelihood::AnswerScore;
 use crate::compare::QuantizedForm;
 use crate::endpoint::ModelEndpoint;
-use crate::fingerprint::RunOptions;
+use crate::fingerprint::{Fingerprint, RunOptions};
 use crate::forms::FormsError;
 use crate::model::endpoint::LocalEndpoint;
 use crate::model::{LoadOptions, ModelHandle};
@@ -55,7 +56,12 @@ pub struct ReferenceCache {
     /// Quantized forms by (reference, probe set, types); one scan makes them while the
     /// others wait, since each takes a fingerprint of the reference.
     forms: Arc<Mutex<HashMap<String, Arc<Vec<QuantizedForm>>>>>,
+    /// Stored fingerprints' answers read back by a reference (`crate::likelihood`), by
+    /// (reference, fingerprint id): each control is read once per worker, not per scan.
+    read_backs: Arc<Mutex<ReadBacks>>,
 }
+
+type ReadBacks = HashMap<(String, uuid::Uuid), Arc<Vec<AnswerScore>>>;
 
 impl ReferenceCache {
     pub fn new() -> Self {
@@ -91,6 +97,33 @@ impl ReferenceCache {
             .entry(key.to_string())
             .or_default()
             .clone()
+    }
+
+    /// `print`'s answers read back by the reference `spec` on its model thread; kept
+    /// when `id` names a stored fingerprint (a control).
+    pub async fn read_back(
+        &self,
+        spec: &str,
+        id: Option<uuid::Uuid>,
+        print: &Fingerprint,
+    ) -> Result<Arc<Vec<AnswerScore>>, JobError> {
+        let key = id.map(|id| (spec.to_string(), id));
+        if let Some(key) = &key {
+            if let Some(hit) = self.read_backs.lock().await.get(key) {
+                return Ok(hit.clone());
+            }
+        }
+        let handle = self.get(spec).await?;
+        let scores = crate::likelihood::read_back(&handle, print, None)
+            .await
+            .map(Arc::new)
+            .map_err(|e| {
+                JobError::Transient(format!("reading answers back through {spec}: {e}"))
+            })?;
+        if let Some(key) = key {
+            self.read_backs.lock().await.insert(key, scores.clone());
+        }
+        Ok(scores)
     }
 
     pub async fn endpoint(&self, spec: &str) -> Result<Arc<dyn ModelEndpoint>, JobError> {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::endpoints::{http_suspect, ReferenceCache};
 use super::{JobError, WorkerConfig};
-use crate::compare::{compare_calibrated, Calibration, CompareOptions};
+use crate::compare::{compare_calibrated, Calibration, CompareOptions, Likelihoods};
 use crate::endpoint::{Capabilities, ModelEndpoint};
 use crate::fingerprint::{
     self, Fingerprint, ModelDescription, Observation, ProbeSetRef, RunOptions,
@@ -102,8 +102,10 @@ pub(super) async fn run(
     drop(turn);
 
     let mut controls = Vec::new();
+    let mut control_ids = Vec::new();
     for row in store.control_fingerprints(scan.probe_set_id).await? {
         controls.push(load_fingerprint(store, &row).await?);
+        control_ids.push(row.id);
     }
     let opts = CompareOptions::default();
     let sus_caps = suspect
@@ -164,6 +166,13 @@ pub(super) async fn run(
             let forms = references
                 .forms(&reference_model.source, &set, config)
                 .await?;
+            let spec = &reference_model.source;
+            let suspect_scores = references.read_back(spec, None, &print).await?;
+            let mut control_scores = Vec::with_capacity(controls.len());
+            for (id, control) in control_ids.iter().zip(&controls) {
+                let scores = references.read_back(spec, Some(*id), control).await?;
+                control_scores.push(scores.as_ref().clone());
+            }
             let report = compare_calibrated(
                 &reference_print,
                 &print,
@@ -171,6 +180,10 @@ pub(super) async fn run(
                     controls: &controls,
                     known_same: &[],
                     forms: &forms,
+                    likelihood: Some(Likelihoods {
+                        suspect: &suspect_scores,
+                        controls: &control_scores,
+                    }),
                 },
                 &opts,
             );

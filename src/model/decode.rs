@@ -159,7 +159,8 @@ fn silu(x: f32) -> f32 {
 }
 
 /// Runs `tokens` at positions `pos..` (the cache holds `pos` positions) and returns the
-/// logits after the last one, appending every position's keys and values to `kv`.
+/// logits after each of the last `outputs` of them (row-major, `outputs` × vocabulary),
+/// appending every position's keys and values to `kv`.
 ///
 /// Each position is computed exactly as it would be alone: products are per row, and
 /// attention loops over exactly the positions in reach. So a prompt gives the same numbers
@@ -172,10 +173,11 @@ pub fn run(
     tokens: &[u32],
     pos: usize,
     kv: &mut [LayerKv],
-    rope_global: &RopeTable,
-    rope_local: Option<&RopeTable>,
+    (rope_global, rope_local): (&RopeTable, Option<&RopeTable>),
+    outputs: usize,
 ) -> Vec<f32> {
     let m = tokens.len();
+    let outputs = outputs.clamp(1, m);
     let hidden = cfg.hidden;
     let hd = cfg.head_dim;
     let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
@@ -278,7 +280,6 @@ pub fn run(
         }
         x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
     }
-    let last = &x[(m - 1) * hidden..];
-    let last = rms_norm(last, &fw.final_norm, fw.eps);
-    fw.lm_head.matvec(&last)
+    let last = norm_rows(&x[(m - outputs) * hidden..], &fw.final_norm, hidden);
+    fw.lm_head.matmul_rows(&last, outputs)
 }

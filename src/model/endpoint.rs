@@ -21,6 +21,11 @@ impl LocalEndpoint {
     pub fn new(handle: ModelHandle) -> Self {
         Self { handle }
     }
+
+    /// The model thread behind this endpoint (to read other models' answers back).
+    pub fn handle(&self) -> &ModelHandle {
+        &self.handle
+    }
 }
 
 impl From<ModelError> for EndpointError {

@@ -281,6 +281,49 @@ impl LocalModel {
         Ok(keep)
     }
 
+    /// The model's view of `continuation` written after `prompt` (teacher forcing): at
+    /// each of its tokens, the token's log-probability and the moments of the model's own
+    /// log-probability at that position. Every position is computed exactly as in
+    /// generation (the fast forward pass is batch-invariant).
+    pub fn score_continuation(
+        &mut self,
+        prompt: &[u32],
+        continuation: &[u32],
+    ) -> Result<Vec<TokenScore>, ModelError> {
+        if prompt.is_empty() {
+            return Err(ModelError::BadInput("prompt has no tokens".into()));
+        }
+        let context = self.context_length();
+        if prompt.len() + continuation.len() > context {
+            return Err(ModelError::ContextOverflow {
+                prompt: prompt.len(),
+                max_tokens: continuation.len(),
+                context,
+            });
+        }
+        let Some((_, fed)) = continuation.split_last() else {
+            return Ok(Vec::new());
+        };
+        self.prefill(prompt)?;
+        let first = self
+            .last_logits
+            .take()
+            .ok_or_else(|| ModelError::BadInput("no logits after prefill".into()))?;
+        // Logits after the prompt and after each continuation token but the last.
+        let rest = match self.transformer.forward_each(fed, &mut self.cache) {
+            Ok(rest) => rest,
+            Err(e) => {
+                self.cache.clear();
+                return Err(e.into());
+            }
+        };
+        std::iter::once(first.as_slice())
+            .chain(rest.iter().map(Vec::as_slice))
+            .zip(continuation)
+            .map(|(logits, &token)| TokenScore::of(logits, token))
+            .collect()
+    }
+
     /// Generates from prompt ids; `on_step` sees each step as it is made and may stop the
     /// generation by returning false.
     pub fn generate(
@@ -365,6 +408,45 @@ impl LocalModel {
             steps,
             text,
             finish_reason: finish,
+        })
+    }
+}
+
+/// One teacher-forced position: the log-probability of the token written there, and the
+/// mean and second moment of log p under the model's own distribution at that position
+/// (so the token's surprise can be judged against what the model expects of itself).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TokenScore {
+    pub logprob: f64,
+    /// E_p[log p] (minus the entropy).
+    pub expected: f64,
+    /// E_p[(log p)^2].
+    pub second: f64,
+    /// The token is the model's most likely one.
+    pub top1: bool,
+}
+
+impl TokenScore {
+    fn of(logits: &[f32], token: u32) -> Result<TokenScore, ModelError> {
+        let chosen = *logits.get(token as usize).ok_or_else(|| {
+            ModelError::BadInput(format!(
+                "token {token} is outside the vocabulary of {}",
+                logits.len()
+            ))
+        })?;
+        let lse = log_sum_exp(logits) as f64;
+        let (mut expected, mut second) = (0.0f64, 0.0f64);
+        for &l in logits {
+            let lp = l as f64 - lse;
+            let p = lp.exp();
+            expected += p * lp;
+            second += p * lp * lp;
+        }
+        Ok(TokenScore {
+            logprob: chosen as f64 - lse,
+            expected,
+            second,
+            top1: argmax(logits) == token,
         })
     }
 }

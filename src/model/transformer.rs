@@ -267,12 +267,41 @@ impl Transformer {
         })
     }
 
-    /// Runs `tokens` after what the cache holds and returns the logits (f32, vocab) at the
-    /// last position.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
+    /// Runs `tokens` after what the cache holds and returns the logits (f32, vocab) after
+    /// each of them, one vector per token: what `forward` would give fed one at a time.
+    pub fn forward_each(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some((fw, global, local)) = &self.fast else {
+            // The tensor path is not batch-invariant; one token at a time keeps it exact.
+            return tokens
+                .iter()
+                .map(|t| self.forward(&[*t], cache)?.to_vec1::<f32>())
+                .collect();
+        };
+        self.check_room(tokens.len(), cache)?;
+        let vocab = cfg_vocab(&self.weights, &self.config);
+        let logits = decode::run(
+            fw,
+            &self.config,
+            tokens,
+            cache.tokens.len(),
+            &mut cache.layers,
+            (global, local.as_ref()),
+            tokens.len(),
+        );
+        cache.tokens.extend_from_slice(tokens);
+        Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    fn check_room(&self, seq: usize, cache: &mut KvCache) -> candle_core::Result<()> {
         let cfg = &self.config;
         let offset = cache.tokens.len();
-        let seq = tokens.len();
         if seq == 0 {
             candle_core::bail!("forward called with no tokens");
         }
@@ -287,6 +316,16 @@ impl Transformer {
             cache.layers = vec![LayerKv::default(); cfg.n_layers];
             cache.width = cfg.n_kv_heads * cfg.head_dim;
         }
+        Ok(())
+    }
+
+    /// Runs `tokens` after what the cache holds and returns the logits (f32, vocab) at the
+    /// last position.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
+        self.check_room(tokens.len(), cache)?;
+        let cfg = &self.config;
+        let offset = cache.tokens.len();
+        let seq = tokens.len();
         if let Some((fw, global, local)) = &self.fast {
             let logits = decode::run(
                 fw,
@@ -294,8 +333,8 @@ impl Transformer {
                 tokens,
                 offset,
                 &mut cache.layers,
-                global,
-                local.as_ref(),
+                (global, local.as_ref()),
+                1,
             );
             cache.tokens.extend_from_slice(tokens);
             return Tensor::from_vec(logits, cfg_vocab(&self.weights, cfg), &self.device);

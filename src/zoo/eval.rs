@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use super::build::resolve;
 use super::score::{score, ClassScore};
 use super::{truth, Class, Manifest, Member, ZooError};
+use crate::compare::likelihood::AnswerScore;
 use crate::compare::{
-    compare_calibrated, Calibration, CompareOptions, QuantizedForm, SequentialDecision, Verdict,
+    compare_calibrated, Calibration, CompareOptions, Likelihoods, QuantizedForm,
+    SequentialDecision, Verdict,
 };
 use crate::endpoint::ModelEndpoint;
 use crate::fingerprint::{self, Fingerprint, RunOptions};
@@ -177,20 +179,34 @@ pub async fn run(
     }
 
     write_controls(dir, &references, &members)?;
+    let read_back = read_back_all(dir, &references, &members, &prints).await?;
 
     let mut pairs = Vec::new();
     for (r, ref_print) in &references {
         for (m, print) in &members {
             let class = truth(&r.base, m);
-            let others = |want: Class| -> Vec<Fingerprint> {
+            let others = |want: Class| -> Vec<(&Member, Fingerprint)> {
                 members
                     .iter()
                     .filter(|(o, _)| o.id != m.id && truth(&r.base, o) == want)
-                    .map(|(_, fp)| fp.clone())
+                    .map(|(o, fp)| (*o, fp.clone()))
                     .collect()
             };
-            let controls = others(Class::Unrelated);
-            let known_same = others(Class::Identical);
+            let (control_members, controls): (Vec<&Member>, Vec<Fingerprint>) =
+                others(Class::Unrelated).into_iter().unzip();
+            let known_same: Vec<Fingerprint> = others(Class::Identical)
+                .into_iter()
+                .map(|(_, fp)| fp)
+                .collect();
+            let scores_of = |member: &Member| {
+                read_back
+                    .get(&(r.id.clone(), member.id.clone()))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let control_scores: Vec<Vec<AnswerScore>> =
+                control_members.iter().map(|c| scores_of(c)).collect();
+            let suspect_scores = scores_of(m);
             let report = compare_calibrated(
                 ref_print,
                 print,
@@ -198,6 +214,10 @@ pub async fn run(
                     controls: &controls,
                     known_same: &known_same,
                     forms: &forms[&r.id],
+                    likelihood: Some(Likelihoods {
+                        suspect: &suspect_scores,
+                        controls: &control_scores,
+                    }),
                 },
                 &opts.compare,
             );
@@ -244,6 +264,35 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
         mean_queries,
     })
+}
+
+/// Every member's answers read back by every reference (`crate::likelihood`), cached under
+/// `prints/likelihood` and redone when the member's print was remade.
+async fn read_back_all(
+    dir: &Path,
+    references: &[(&Member, Fingerprint)],
+    members: &[(&Member, Fingerprint)],
+    prints: &Path,
+) -> Result<HashMap<(String, String), Vec<AnswerScore>>, ZooError> {
+    let mut out = HashMap::new();
+    for (r, _) in references {
+        let handle = load(dir, r).await?;
+        for (m, print) in members {
+            tracing::info!(reference = %r.id, member = %m.id, "reading answers back");
+            let cache = prints
+                .join("likelihood")
+                .join(format!("{}--{}.json", r.id, m.id));
+            let scores = crate::likelihood::read_back(&handle, print, Some(&cache))
+                .await
+                .map_err(|e| ZooError::ReadBack {
+                    reference: r.id.clone(),
+                    member: m.id.clone(),
+                    message: e.to_string(),
+                })?;
+            out.insert((r.id.clone(), m.id.clone()), scores);
+        }
+    }
+    Ok(out)
 }
 
 /// Where `eval` leaves, for each reference, the fingerprints of the members unrelated to

@@ -50,6 +50,12 @@ pub enum ZooError {
     Serve { member: String, message: String },
     #[error(transparent)]
     Forms(#[from] crate::forms::FormsError),
+    #[error("reading {member}'s answers back through {reference}: {message}")]
+    ReadBack {
+        reference: String,
+        member: String,
+        message: String,
+    },
 }
 
 /// How a member relates to the real model it was made from.

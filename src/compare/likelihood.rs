@@ -1,0 +1,164 @@
+//! Likelihood under the reference: how the reference model itself rates another model's
+//! answers, read back token by token (teacher forcing, done outside this pure module by
+//! `crate::likelihood`).
+//!
+//! A student learns its teacher's distribution, so its answers are text the teacher would
+//! have written: the teacher finds them unsurprising. The raw log-probability mixes that
+//! with fluency (any good model's greedy text is likely under any other), so each answer is
+//! judged against the reference's own expectation at every position, as Fast-DetectGPT
+//! does: (Σ log p(token) − Σ E_p[log p]) / sqrt(Σ Var_p[log p]). Text the reference wrote
+//! itself scores about 0 (sampled) or above (greedy); text from another distribution is
+//! more surprising than the reference expects of itself and scores below. Answers are
+//! re-tokenized by the reference, so this works across tokenizers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::bootstrap::{self, BootstrapOptions};
+use super::{clip, ProbeScore, SignalOutcome};
+use crate::probes::ProbeKind;
+
+/// One answer read back by the reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerScore {
+    pub probe_id: String,
+    pub kind: ProbeKind,
+    /// The answer as the other model gave it (clipped).
+    pub text: String,
+    /// Reference tokens in the answer.
+    pub tokens: usize,
+    /// Σ log p(token).
+    pub logprob: f64,
+    /// Σ E_p[log p] at each position.
+    pub expected: f64,
+    /// Σ Var_p[log p] at each position.
+    pub variance: f64,
+    /// Tokens that are the reference's most likely one.
+    pub top1: usize,
+}
+
+impl AnswerScore {
+    /// The normalised discrepancy; `None` for an empty answer or one the reference was
+    /// certain about at every position (no spread to judge it by).
+    pub fn discrepancy(&self) -> Option<f64> {
+        (self.tokens > 0 && self.variance > 1e-9)
+            .then(|| (self.logprob - self.expected) / self.variance.sqrt())
+    }
+}
+
+/// Summary of a set of answer scores (several statistics, for reports and measurement).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub answers: usize,
+    /// Mean per-answer discrepancy (the signal's score).
+    pub discrepancy: f64,
+    /// Mean log-probability per token, pooled over answers.
+    pub logprob_per_token: f64,
+    /// Share of tokens that are the reference's top choice.
+    pub top1: f64,
+}
+
+pub fn summarize(scores: &[AnswerScore]) -> Option<Summary> {
+    let d: Vec<f64> = scores.iter().filter_map(AnswerScore::discrepancy).collect();
+    if d.is_empty() {
+        return None;
+    }
+    let tokens: usize = scores.iter().map(|s| s.tokens).sum();
+    let tokens_f = tokens.max(1) as f64;
+    Some(Summary {
+        answers: d.len(),
+        discrepancy: d.iter().sum::<f64>() / d.len() as f64,
+        logprob_per_token: scores.iter().map(|s| s.logprob).sum::<f64>() / tokens_f,
+        top1: scores.iter().map(|s| s.top1).sum::<usize>() as f64 / tokens_f,
+    })
+}
+
+/// The signal: mean discrepancy over answers (higher = more like text the reference writes).
+pub fn signal(scores: &[AnswerScore], boot: Option<&BootstrapOptions>) -> Option<SignalOutcome> {
+    let scored: Vec<(&AnswerScore, f64)> = scores
+        .iter()
+        .filter_map(|s| Some((s, s.discrepancy()?)))
+        .collect();
+    let summary = summarize(scores)?;
+    let values: Vec<f64> = scored.iter().map(|(_, d)| *d).collect();
+    let mut extra = BTreeMap::new();
+    extra.insert("logprob_per_token".to_string(), summary.logprob_per_token);
+    extra.insert("top1".to_string(), summary.top1);
+    let per_probe = scored
+        .iter()
+        .map(|(s, d)| ProbeScore {
+            probe_id: s.probe_id.clone(),
+            kind: s.kind,
+            score: *d,
+            reference_text: String::new(),
+            suspect_text: clip(&s.text),
+            note: format!(
+                "{} tokens, {:.2} nats/token under the reference, {:.0}% its top choice",
+                s.tokens,
+                s.logprob / s.tokens as f64,
+                100.0 * s.top1 as f64 / s.tokens as f64
+            ),
+        })
+        .collect();
+    Some(SignalOutcome {
+        score: summary.discrepancy,
+        n: values.len(),
+        interval: boot.and_then(|opts| bootstrap::mean_interval(&values, opts)),
+        detail: format!(
+            "the reference reads the answers at discrepancy {:.2} ({:.2} nats/token, {:.0}% its top choice) over {} answers",
+            summary.discrepancy,
+            summary.logprob_per_token,
+            summary.top1 * 100.0,
+            summary.answers
+        ),
+        extra,
+        per_probe,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(tokens: usize, logprob: f64, expected: f64, variance: f64) -> AnswerScore {
+        AnswerScore {
+            probe_id: "p".into(),
+            kind: ProbeKind::Style,
+            text: "t".into(),
+            tokens,
+            logprob,
+            expected,
+            variance,
+            top1: tokens / 2,
+        }
+    }
+
+    #[test]
+    fn discrepancy_is_surprise_against_the_models_own_expectation() {
+        // As surprised as the reference expects: 0. Less surprised: above. More: below.
+        assert_eq!(answer(4, -8.0, -8.0, 4.0).discrepancy(), Some(0.0));
+        assert_eq!(answer(4, -4.0, -8.0, 4.0).discrepancy(), Some(2.0));
+        assert_eq!(answer(4, -12.0, -8.0, 4.0).discrepancy(), Some(-2.0));
+        assert_eq!(answer(0, 0.0, 0.0, 0.0).discrepancy(), None);
+        assert_eq!(answer(3, 0.0, 0.0, 0.0).discrepancy(), None);
+    }
+
+    #[test]
+    fn signal_averages_answers_and_skips_empty_ones() {
+        let s = signal(
+            &[
+                answer(4, -4.0, -8.0, 4.0),
+                answer(4, -12.0, -8.0, 4.0),
+                answer(0, 0.0, 0.0, 0.0),
+                answer(4, -8.0, -8.0, 4.0),
+            ],
+            None,
+        )
+        .expect("answers");
+        assert_eq!(s.n, 3);
+        assert!(s.score.abs() < 1e-12, "{}", s.score);
+        assert!((s.extra["logprob_per_token"] - (-2.0)).abs() < 1e-12);
+        assert!(signal(&[answer(0, 0.0, 0.0, 0.0)], None).is_none());
+    }
+}

@@ -1,0 +1,127 @@
+//! Reads another model's answers back through the local reference, token by token, for
+//! the likelihood signal (`compare::likelihood` says what it measures and why). Blocking:
+//! call it on a model thread or from `spawn_blocking`, never inside an async handler.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compare::likelihood::AnswerScore;
+use crate::endpoint::PromptForm;
+use crate::fingerprint::Fingerprint;
+use crate::model::{LocalModel, ModelError, ModelHandle, QueueError};
+use crate::probes::ProbeKind;
+
+/// Probes whose greedy chat answers are read back: open-ended text a student imitates.
+pub const KINDS: [ProbeKind; 3] = [ProbeKind::Style, ProbeKind::Refusal, ProbeKind::Identity];
+
+/// Reference tokens read per answer at most; answers are capped at 64 generated tokens
+/// anyway, and another tokenizer may need a few more for the same text.
+pub const MAX_TOKENS: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LikelihoodError {
+    #[error("probe {probe}: {source}")]
+    Model { probe: String, source: ModelError },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Every greedy chat answer of [`KINDS`] in `print`, as `model` reads it after the same
+/// messages rendered in its own chat template. Empty answers are skipped.
+pub fn score_fingerprint(
+    model: &mut LocalModel,
+    print: &Fingerprint,
+) -> Result<Vec<AnswerScore>, LikelihoodError> {
+    let mut out = Vec::new();
+    for kind in KINDS {
+        for o in print.answered(kind).filter(|o| o.sample_index == 0) {
+            let (PromptForm::Chat { messages }, Some(text)) = (&o.request.prompt, o.text()) else {
+                continue;
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            let failed = |source| LikelihoodError::Model {
+                probe: o.probe_id.clone(),
+                source,
+            };
+            let prompt = model
+                .render_chat(messages)
+                .and_then(|p| model.encode_prompt(&p))
+                .map_err(failed)?;
+            let mut answer = model.tokenizer.encode(text).map_err(failed)?;
+            answer.truncate(MAX_TOKENS);
+            let tokens = model.score_continuation(&prompt, &answer).map_err(failed)?;
+            out.push(AnswerScore {
+                probe_id: o.probe_id.clone(),
+                kind,
+                text: crate::compare::clip(text),
+                tokens: tokens.len(),
+                logprob: tokens.iter().map(|t| t.logprob).sum(),
+                expected: tokens.iter().map(|t| t.expected).sum(),
+                variance: tokens
+                    .iter()
+                    .map(|t| (t.second - t.expected * t.expected).max(0.0))
+                    .sum(),
+                top1: tokens.iter().filter(|t| t.top1).count(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Scores cached with the print they came from and the reference that read them.
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    reference: String,
+    print_created_at: String,
+    scores: Vec<AnswerScore>,
+}
+
+/// [`score_fingerprint`] on the model thread behind `reference`, reusing `cache` (a JSON
+/// file) when it holds this print read back by this reference, and writing it otherwise.
+pub async fn read_back(
+    reference: &ModelHandle,
+    print: &Fingerprint,
+    cache: Option<&Path>,
+) -> Result<Vec<AnswerScore>, LikelihoodError> {
+    let who = reference.info.source.clone();
+    if let Some(path) = cache {
+        let hit = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
+            .filter(|c| c.reference == who && c.print_created_at == print.created_at);
+        if let Some(c) = hit {
+            return Ok(c.scores);
+        }
+    }
+    let owned = print.clone();
+    let scores = reference
+        .call(move |model| score_fingerprint(model, &owned))
+        .await??;
+    if let Some(path) = cache {
+        let record = Cached {
+            reference: who,
+            print_created_at: print.created_at.clone(),
+            scores,
+        };
+        let io = |source| LikelihoodError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        // Serializing plain numbers and strings cannot fail.
+        let json = serde_json::to_vec(&record).unwrap_or_default();
+        std::fs::write(path, json).map_err(io)?;
+        return Ok(record.scores);
+    }
+    Ok(scores)
+}
