@@ -82,8 +82,9 @@ pub fn default_null(signal: &str) -> DefaultNull {
         // 1 - JSD in bits of pooled word and word-pair frequencies; English answers on the
         // same prompts share their common words whatever their lineage.
         LEXICON => (0.5, 0.1),
-        // Mean Fast-DetectGPT-style discrepancy of answers read back by the reference.
-        LIKELIHOOD => (1.0, 1.0),
+        // Mean discrepancy of answers read back by the reference. A base model (Gemma)
+        // reads an unrelated chat model's fluent answers at 2.15, its own at 3.2.
+        LIKELIHOOD => (2.0, 1.0),
         // Safety-tuned models agree on most refusals whatever their lineage.
         REFUSAL => (0.5, 0.2),
         EQUALITY => (0.6, 0.15),

@@ -76,13 +76,24 @@ pub struct Sampling {
     pub temperature: f32,
     pub top_p: f32,
     pub seed: u64,
+    /// Answers sampled per prompt (each with its own seed).
+    #[serde(default = "one")]
+    pub samples: usize,
 }
 
+fn one() -> usize {
+    1
+}
+
+/// Four answers per prompt: one answer each (8k teacher tokens) left students writing word
+/// salad from the corpus's topic words, which no black-box test could attribute to a
+/// teacher; real distillation uses far more teacher text than even this.
 pub const SAMPLING: Sampling = Sampling {
     max_tokens: 48,
     temperature: 0.7,
     top_p: 0.9,
     seed: 7,
+    samples: 4,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,24 +118,7 @@ pub fn teacher_answers(
             }
         }
     }
-    let mut model = LocalModel::load(&teacher.to_string_lossy(), &LoadOptions::default())?;
-    let mut pairs = Vec::new();
-    for (i, prompt) in prompts().into_iter().enumerate() {
-        let text = model.render_chat(&[ChatMessage {
-            role: "user".into(),
-            content: prompt.clone(),
-        }])?;
-        let ids = model.encode_prompt(&text)?;
-        let params = GenerateParams {
-            max_tokens: sampling.max_tokens,
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            seed: Some(sampling.seed + i as u64),
-            ..GenerateParams::default()
-        };
-        let answer = model.generate(&ids, &params, |_, _| true)?.text;
-        pairs.push((prompt, answer));
-    }
+    let pairs = sample_answers(teacher, sampling)?;
     let c = Cached {
         teacher_sha256,
         sampling: *sampling,
@@ -141,6 +135,67 @@ pub fn teacher_answers(
         .map_err(|e| ZooError::Model(ModelError::BadInput(format!("encoding the corpus: {e}"))))?;
     std::fs::write(cache, text).map_err(io)?;
     Ok(c.pairs)
+}
+
+/// Every (prompt, sample) answered, split over one teacher copy per core. Each answer
+/// depends only on its prompt and seed (the runner is batch-invariant and reuses only
+/// exact prefixes), so the corpus is the same however the work is split.
+fn sample_answers(teacher: &Path, sampling: &Sampling) -> Result<Vec<(String, String)>, ZooError> {
+    let prompts = prompts();
+    // Job k is prompt k / samples; its seed is `seed + k` (one sample: as before samples).
+    let jobs: Vec<&str> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.as_str(), sampling.samples.max(1)))
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let answer_share = |worker: usize| -> Result<Vec<(usize, String)>, ModelError> {
+        let mut model = LocalModel::load(&teacher.to_string_lossy(), &LoadOptions::default())?;
+        let mut out = Vec::new();
+        for (job, prompt) in jobs.iter().enumerate().skip(worker).step_by(workers) {
+            let text = model.render_chat(&[ChatMessage {
+                role: "user".into(),
+                content: prompt.to_string(),
+            }])?;
+            let ids = model.encode_prompt(&text)?;
+            let params = GenerateParams {
+                max_tokens: sampling.max_tokens,
+                temperature: sampling.temperature,
+                top_p: sampling.top_p,
+                seed: Some(sampling.seed + job as u64),
+                ..GenerateParams::default()
+            };
+            out.push((job, model.generate(&ids, &params, |_, _| true)?.text));
+        }
+        Ok(out)
+    };
+    let answer_share = &answer_share;
+    let shares: Vec<Result<Vec<(usize, String)>, ModelError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| scope.spawn(move || answer_share(w)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ModelError::BadInput("a corpus worker panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut answers: Vec<Option<String>> = vec![None; jobs.len()];
+    for share in shares {
+        for (job, text) in share? {
+            answers[job] = Some(text);
+        }
+    }
+    Ok(jobs
+        .iter()
+        .zip(answers)
+        .map(|(prompt, answer)| (prompt.to_string(), answer.unwrap_or_default()))
+        .collect())
 }
 
 #[cfg(test)]
