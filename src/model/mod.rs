@@ -309,19 +309,24 @@ impl LocalModel {
             .last_logits
             .take()
             .ok_or_else(|| ModelError::BadInput("no logits after prefill".into()))?;
-        // Logits after the prompt and after each continuation token but the last.
-        let rest = match self.transformer.forward_each(fed, &mut self.cache) {
-            Ok(rest) => rest,
-            Err(e) => {
-                self.cache.clear();
-                return Err(e.into());
+        let mut out = vec![TokenScore::of(&first, continuation[0])?];
+        // The logits after each continuation token but the last score the next one. In
+        // chunks: a full-vocabulary row is 1 MiB for Gemma.
+        const CHUNK: usize = 16;
+        for (i, chunk) in fed.chunks(CHUNK).enumerate() {
+            let rows = match self.transformer.forward_each(chunk, &mut self.cache) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.cache.clear();
+                    return Err(e.into());
+                }
+            };
+            let next = &continuation[1 + i * CHUNK..];
+            for (logits, &token) in rows.iter().zip(next) {
+                out.push(TokenScore::of(logits, token)?);
             }
-        };
-        std::iter::once(first.as_slice())
-            .chain(rest.iter().map(Vec::as_slice))
-            .zip(continuation)
-            .map(|(logits, &token)| TokenScore::of(logits, token))
-            .collect()
+        }
+        Ok(out)
     }
 
     /// Generates from prompt ids; `on_step` sees each step as it is made and may stop the
