@@ -82,12 +82,21 @@ async fn fingerprint_cached(
             return Ok(fp);
         }
     }
-    crate::scan::fingerprint_to(set, endpoint, out, opts)
-        .await
-        .map_err(|source| ZooError::Fingerprint {
-            member: member.to_string(),
-            source,
-        })
+    let fresh = match crate::scan::fingerprint_to(set, endpoint, out, opts).await {
+        // Members are served on a new ephemeral port each run, so the log of an interrupted
+        // evaluation names another endpoint: its answers are the same model's, but the log
+        // cannot prove it, so it is dropped and the member asked again.
+        Err(fingerprint::FingerprintError::LogMismatch { path, what }) => {
+            tracing::warn!(member, log = %path.display(), %what, "dropping the log of an earlier run");
+            std::fs::remove_file(&path).map_err(|source| ZooError::Io { path, source })?;
+            crate::scan::fingerprint_to(set, endpoint, out, opts).await
+        }
+        other => other,
+    };
+    fresh.map_err(|source| ZooError::Fingerprint {
+        member: member.to_string(),
+        source,
+    })
 }
 
 async fn load(dir: &Path, member: &Member) -> Result<ModelHandle, ZooError> {

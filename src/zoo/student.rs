@@ -38,8 +38,7 @@ pub struct StudentShape {
 }
 
 /// 1.3 million parameters besides the embedding table (tied with the output), trained
-/// for 400 steps (about four CPU minutes: the output layer has a row per token the corpus
-/// uses) on four answers per corpus prompt. Row lengths are multiples of 32, so matrices are stored as
+/// for about two CPU minutes. Row lengths are multiples of 32, so matrices are stored as
 /// Q8_0, which is what the runner computes with anyway.
 pub const STUDENT: StudentShape = StudentShape {
     hidden: 192,
