@@ -65,7 +65,11 @@ pub const SIGNALS: [&str; 9] = [
 /// evidence, and a student's samples differ from its teacher's by design; it serves the
 /// identical/not-identical question only. Identity is left out too: a persona system
 /// prompt sets it at will.
-const DISTILLATION_SIGNALS: [&str; 5] = [GREEDY_TEXT, STYLE, LEXICON, LIKELIHOOD, REFUSAL];
+/// The likelihood signal is reported but left out until it is shown to catch a student:
+/// on the zoo it says nothing (p 0.93 to 1 for every distilled pair), and each extra
+/// Bonferroni term weakens the others (SmolLM2's fine-tune on Gemma's answers: lexicon
+/// p = 0.00245, caught over four signals, missed over five).
+const DISTILLATION_SIGNALS: [&str; 4] = [GREEDY_TEXT, STYLE, LEXICON, REFUSAL];
 
 /// What unrelated models are assumed to score when there are fewer than two controls.
 /// Pessimistic guesses (high means, wide spreads) so that without calibration only a
