@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::compare::likelihood::AnswerScore;
 use crate::endpoint::PromptForm;
 use crate::fingerprint::Fingerprint;
-use crate::model::{LocalModel, ModelError, ModelHandle, QueueError};
+use crate::model::{LocalModel, ModelError, ModelHandle, QueueError, TokenScore};
 use crate::probes::ProbeKind;
 
 /// Probes whose greedy chat answers are read back: open-ended text a student imitates.
@@ -58,22 +58,33 @@ pub fn score_fingerprint(
             let mut answer = model.tokenizer.encode(text).map_err(failed)?;
             answer.truncate(MAX_TOKENS);
             let tokens = model.score_continuation(&prompt, &answer).map_err(failed)?;
-            out.push(AnswerScore {
-                probe_id: o.probe_id.clone(),
-                kind,
-                text: crate::compare::clip(text),
-                tokens: tokens.len(),
-                logprob: tokens.iter().map(|t| t.logprob).sum(),
-                expected: tokens.iter().map(|t| t.expected).sum(),
-                variance: tokens
-                    .iter()
-                    .map(|t| (t.second - t.expected * t.expected).max(0.0))
-                    .sum(),
-                top1: tokens.iter().filter(|t| t.top1).count(),
-            });
+            out.push(answer_score(&o.probe_id, kind, text, &tokens));
         }
     }
     Ok(out)
+}
+
+/// One answer's teacher-forced positions summed into its score.
+pub fn answer_score(
+    probe_id: &str,
+    kind: ProbeKind,
+    text: &str,
+    tokens: &[TokenScore],
+) -> AnswerScore {
+    AnswerScore {
+        probe_id: probe_id.to_string(),
+        kind,
+        text: crate::compare::clip(text),
+        tokens: tokens.len(),
+        logprob: tokens.iter().map(|t| t.logprob).sum(),
+        expected: tokens.iter().map(|t| t.expected).sum(),
+        // Var = E[x²] − E[x]², floored at 0 against rounding.
+        variance: tokens
+            .iter()
+            .map(|t| (t.second - t.expected * t.expected).max(0.0))
+            .sum(),
+        top1: tokens.iter().filter(|t| t.top1).count(),
+    }
 }
 
 /// Scores cached with the print they came from and the reference that read them.

@@ -21,19 +21,7 @@ fn prompt(model: &LocalModel, text: &str) -> Vec<u32> {
 fn read_back(model: &mut LocalModel, prompt: &[u32], text: &[u32]) -> AnswerScore {
     let tokens = model.score_continuation(prompt, text).expect("scores");
     assert_eq!(tokens.len(), text.len());
-    AnswerScore {
-        probe_id: "p".into(),
-        kind: ProbeKind::Style,
-        text: String::new(),
-        tokens: tokens.len(),
-        logprob: tokens.iter().map(|t| t.logprob).sum(),
-        expected: tokens.iter().map(|t| t.expected).sum(),
-        variance: tokens
-            .iter()
-            .map(|t| t.second - t.expected * t.expected)
-            .sum(),
-        top1: tokens.iter().filter(|t| t.top1).count(),
-    }
+    provenance::likelihood::answer_score("p", ProbeKind::Style, "", &tokens)
 }
 
 #[test]
