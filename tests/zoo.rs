@@ -176,6 +176,87 @@ fn a_student_learns_its_teachers_text_and_loads_as_gguf() {
     );
 }
 
+/// Trained on the teacher's distributions (logit-level distillation), a student learns
+/// more than the teacher's words: where the teacher hesitated between two tokens, the
+/// student ranks the teacher's runner-up high too, which training on the sampled text
+/// alone never shows it.
+#[test]
+fn a_student_on_the_teachers_distributions_learns_its_runner_up_tokens() {
+    use provenance::model::{GenerateParams, LoadOptions, LocalModel};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut teacher = LocalModel::load(
+        common::smollm2().to_str().expect("utf-8"),
+        &LoadOptions::default(),
+    )
+    .expect("SmolLM2 loads");
+    let prompt = "Name a colour.";
+    let ask = |model: &mut LocalModel, max_tokens: usize| {
+        let text = model
+            .render_chat(&[provenance::endpoint::ChatMessage {
+                role: "user".into(),
+                content: prompt.into(),
+            }])
+            .expect("template");
+        let ids = model.encode_prompt(&text).expect("encode");
+        model
+            .generate(
+                &ids,
+                &GenerateParams {
+                    max_tokens,
+                    top_logprobs: 20,
+                    ..GenerateParams::default()
+                },
+                |_, _| true,
+            )
+            .expect("generates")
+    };
+    let said = ask(&mut teacher, 10);
+    let answer = zoo::corpus::TokenAnswer {
+        tokens: said.steps.iter().map(|s| s.token).collect(),
+        top: said.steps.iter().map(|s| s.top.clone()).collect(),
+    };
+    let render = |p: &str| {
+        teacher.render_chat(&[provenance::endpoint::ChatMessage {
+            role: "user".into(),
+            content: p.to_string(),
+        }])
+    };
+    let stream =
+        zoo::student::soft_training_stream(&teacher.tokenizer, render, &[prompt], &[answer])
+            .expect("stream")
+            .repeated(16);
+    let shape = zoo::student::StudentShape {
+        hidden: 128,
+        layers: 2,
+        heads: 4,
+        ffn: 320,
+        window: 64,
+        batch: 4,
+        steps: 150,
+        learning_rate: 3e-3,
+    };
+    let out = dir.path().join("student.gguf");
+    zoo::student::train_and_write(&stream, &common::smollm2(), &shape, 1, "soft-student", &out)
+        .expect("trains");
+    let mut student =
+        LocalModel::load(out.to_str().expect("utf-8"), &LoadOptions::default()).expect("loads");
+    let first = &ask(&mut student, 1).steps[0];
+    let teacher_first = &said.steps[0];
+    let rank = |id: u32| first.top.iter().position(|t| t.0 == id);
+    assert_eq!(
+        first.token, teacher_first.token,
+        "the student's first token differs from the teacher's"
+    );
+    let runner_up = teacher_first.top[1].0;
+    assert!(
+        rank(runner_up).is_some_and(|r| r <= 4),
+        "the teacher's runner-up {runner_up} ranks {:?} with the student (top: {:?}, teacher's: {:?})",
+        rank(runner_up),
+        &first.top[..5],
+        &teacher_first.top[..5]
+    );
+}
+
 /// A fine-tune trains the last block only: its loss on the training windows falls, the
 /// other tensors stay exactly as stored, and the result loads.
 #[test]

@@ -269,8 +269,9 @@ fn make(
             shape,
             sampling,
         } => {
-            let pairs = corpus_of(dir, &base_of(bases, &p.id, data)?, sampling)?;
-            let stream = chat_stream(base_path, &pairs).map_err(failed(&p.id))?;
+            let corpus = corpus_of(dir, &base_of(bases, &p.id, data)?, sampling)?;
+            // Fine-tuned on the words only, as one would with text harvested from a chat.
+            let stream = chat_stream(base_path, &corpus, false).map_err(failed(&p.id))?;
             let trained = super::finetune::finetune(base_path, &stream.ids, shape, p.seed, &out)
                 .map_err(failed(&p.id))?;
             tracing::info!(
@@ -339,7 +340,7 @@ fn corpus_of(
     dir: &Path,
     teacher: &Path,
     sampling: &corpus::Sampling,
-) -> Result<Vec<(String, String)>, ZooError> {
+) -> Result<corpus::Corpus, ZooError> {
     let stem = teacher
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -351,9 +352,14 @@ fn corpus_of(
     )
 }
 
-/// `pairs` as the token stream `speaker` (a model file) would be trained on: its chat
-/// template, its tokenizer.
-fn chat_stream(speaker: &Path, pairs: &[(String, String)]) -> Result<student::Stream, ModelError> {
+/// The corpus as the token stream `speaker` (a model file) would be trained on: its chat
+/// template, its tokenizer. With `soft` (the speaker is the teacher, and the corpus kept
+/// its distributions), the answers are the teacher's own tokens with their distributions.
+fn chat_stream(
+    speaker: &Path,
+    corpus: &corpus::Corpus,
+    soft: bool,
+) -> Result<student::Stream, ModelError> {
     let speaker = crate::model::LocalModel::load(
         &speaker.to_string_lossy(),
         &crate::model::LoadOptions::default(),
@@ -364,7 +370,12 @@ fn chat_stream(speaker: &Path, pairs: &[(String, String)]) -> Result<student::St
             content: prompt.to_string(),
         }])
     };
-    student::training_stream(&speaker.tokenizer, render, pairs)
+    if soft && !corpus.tokens.is_empty() {
+        let prompts: Vec<&str> = corpus.pairs.iter().map(|(p, _)| p.as_str()).collect();
+        student::soft_training_stream(&speaker.tokenizer, render, &prompts, &corpus.tokens)
+    } else {
+        student::training_stream(&speaker.tokenizer, render, &corpus.pairs)
+    }
 }
 
 /// The teacher's answers (cached in `corpus/`), re-tokenized for the student's tokenizer,
@@ -384,10 +395,13 @@ fn make_student(
         member: id.to_string(),
         source,
     };
-    let pairs = corpus_of(dir, teacher, sampling)?;
+    let corpus = corpus_of(dir, teacher, sampling)?;
     // The tokenizer's own model renders the chat prompts, so the student learns the turn
-    // format it will be served with.
-    let stream = chat_stream(tokenizer_model, &pairs).map_err(failed)?;
+    // format it will be served with. A student with the teacher's tokenizer learns the
+    // teacher's distributions (logit-level distillation); across tokenizers only the text
+    // carries over.
+    let soft = same_file(teacher, tokenizer_model);
+    let stream = chat_stream(tokenizer_model, &corpus, soft).map_err(failed)?;
     let trained =
         student::train_and_write(&stream, tokenizer_model, shape, seed, id, out).map_err(failed)?;
     tracing::info!(
@@ -398,6 +412,13 @@ fn make_student(
         "student trained"
     );
     Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// SHA-256 of a file, or of a directory's files in name order.

@@ -79,6 +79,10 @@ pub struct Sampling {
     /// Answers sampled per prompt (each with its own seed).
     #[serde(default = "one")]
     pub samples: usize,
+    /// The teacher's best alternatives kept at every answer position, for students
+    /// trained on its distributions rather than only its words (0: text only).
+    #[serde(default)]
+    pub top_logprobs: usize,
 }
 
 fn one() -> usize {
@@ -88,20 +92,41 @@ fn one() -> usize {
 /// One answer per prompt. Four (32k teacher tokens) were tried: with the same 400 steps the
 /// students fell into one-phrase loops (final loss 4.3 against 3.8), and training them
 /// to convergence would cost about half an hour each on two cores, since the output layer
-/// has a row per token the corpus uses.
+/// has a row per token the corpus uses. The teacher's top 20 at every position (what an
+/// API with log-probabilities hands a distiller) carry far more per token than the
+/// sampled word alone.
 pub const SAMPLING: Sampling = Sampling {
     max_tokens: 48,
     temperature: 0.7,
     top_p: 0.9,
     seed: 7,
     samples: 1,
+    top_logprobs: 20,
 };
+
+/// One teacher answer as generated: its tokens and, at each, the teacher's best
+/// alternatives (token id, log-probability), highest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenAnswer {
+    pub tokens: Vec<u32>,
+    pub top: Vec<Vec<(u32, f32)>>,
+}
+
+/// A teacher's corpus: (prompt, answer) text, and the same answers as tokens with the
+/// teacher's distributions, aligned with `pairs` (empty when sampled as text only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Corpus {
+    pub pairs: Vec<(String, String)>,
+    #[serde(default)]
+    pub tokens: Vec<TokenAnswer>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cached {
     teacher_sha256: String,
     sampling: Sampling,
-    pairs: Vec<(String, String)>,
+    #[serde(flatten)]
+    corpus: Corpus,
 }
 
 /// The teacher's answer to every corpus prompt, read from `cache` when it was made from
@@ -110,20 +135,20 @@ pub fn teacher_answers(
     teacher: &Path,
     cache: &Path,
     sampling: &Sampling,
-) -> Result<Vec<(String, String)>, ZooError> {
+) -> Result<Corpus, ZooError> {
     let teacher_sha256 = crate::fetch::sha256_file(teacher)?;
     if let Ok(text) = std::fs::read_to_string(cache) {
         if let Ok(c) = serde_json::from_str::<Cached>(&text) {
             if c.teacher_sha256 == teacher_sha256 && c.sampling == *sampling {
-                return Ok(c.pairs);
+                return Ok(c.corpus);
             }
         }
     }
-    let pairs = sample_answers(teacher, sampling)?;
+    let corpus = sample_answers(teacher, sampling)?;
     let c = Cached {
         teacher_sha256,
         sampling: *sampling,
-        pairs,
+        corpus,
     };
     let io = |source| ZooError::Io {
         path: cache.to_path_buf(),
@@ -135,13 +160,13 @@ pub fn teacher_answers(
     let text = serde_json::to_string_pretty(&c)
         .map_err(|e| ZooError::Model(ModelError::BadInput(format!("encoding the corpus: {e}"))))?;
     std::fs::write(cache, text).map_err(io)?;
-    Ok(c.pairs)
+    Ok(c.corpus)
 }
 
 /// Every (prompt, sample) answered, split over one teacher copy per core. Each answer
 /// depends only on its prompt and seed (the runner is batch-invariant and reuses only
 /// exact prefixes), so the corpus is the same however the work is split.
-fn sample_answers(teacher: &Path, sampling: &Sampling) -> Result<Vec<(String, String)>, ZooError> {
+fn sample_answers(teacher: &Path, sampling: &Sampling) -> Result<Corpus, ZooError> {
     let prompts = prompts();
     // Job k is prompt k / samples; its seed is `seed + k` (one sample: as before samples).
     let jobs: Vec<&str> = prompts
@@ -152,7 +177,7 @@ fn sample_answers(teacher: &Path, sampling: &Sampling) -> Result<Vec<(String, St
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 4);
-    let answer_share = |worker: usize| -> Result<Vec<(usize, String)>, ModelError> {
+    let answer_share = |worker: usize| -> Result<Vec<(usize, String, TokenAnswer)>, ModelError> {
         let mut model = LocalModel::load(&teacher.to_string_lossy(), &LoadOptions::default())?;
         let mut out = Vec::new();
         for (job, prompt) in jobs.iter().enumerate().skip(worker).step_by(workers) {
@@ -166,14 +191,21 @@ fn sample_answers(teacher: &Path, sampling: &Sampling) -> Result<Vec<(String, St
                 temperature: sampling.temperature,
                 top_p: sampling.top_p,
                 seed: Some(sampling.seed + job as u64),
+                top_logprobs: sampling.top_logprobs,
                 ..GenerateParams::default()
             };
-            out.push((job, model.generate(&ids, &params, |_, _| true)?.text));
+            let g = model.generate(&ids, &params, |_, _| true)?;
+            let tokens = TokenAnswer {
+                tokens: g.steps.iter().map(|s| s.token).collect(),
+                top: g.steps.into_iter().map(|s| s.top).collect(),
+            };
+            out.push((job, g.text, tokens));
         }
         Ok(out)
     };
     let answer_share = &answer_share;
-    let shares: Vec<Result<Vec<(usize, String)>, ModelError>> = std::thread::scope(|scope| {
+    type Share = Result<Vec<(usize, String, TokenAnswer)>, ModelError>;
+    let shares: Vec<Share> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| scope.spawn(move || answer_share(w)))
             .collect();
@@ -186,17 +218,26 @@ fn sample_answers(teacher: &Path, sampling: &Sampling) -> Result<Vec<(String, St
             })
             .collect()
     });
-    let mut answers: Vec<Option<String>> = vec![None; jobs.len()];
+    let mut answers: Vec<Option<(String, TokenAnswer)>> = vec![None; jobs.len()];
     for share in shares {
-        for (job, text) in share? {
-            answers[job] = Some(text);
+        for (job, text, tokens) in share? {
+            answers[job] = Some((text, tokens));
         }
     }
-    Ok(jobs
-        .iter()
-        .zip(answers)
-        .map(|(prompt, answer)| (prompt.to_string(), answer.unwrap_or_default()))
-        .collect())
+    let mut corpus = Corpus {
+        pairs: Vec::with_capacity(jobs.len()),
+        tokens: Vec::new(),
+    };
+    for (prompt, answer) in jobs.iter().zip(answers) {
+        let (text, tokens) = answer.ok_or_else(|| {
+            ZooError::Model(ModelError::BadInput(format!("no answer to {prompt:?}")))
+        })?;
+        corpus.pairs.push((prompt.to_string(), text));
+        if sampling.top_logprobs > 0 {
+            corpus.tokens.push(tokens);
+        }
+    }
+    Ok(corpus)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::corpus::TokenAnswer;
 use super::train;
 use crate::model::gguf::GgufFile;
 use crate::model::requantize::{quantize_q8, write_gguf};
@@ -161,20 +162,24 @@ impl Params {
     }
 }
 
-/// Mean next-token cross-entropy of a (B, T+1) batch of windows over the targets whose
-/// weight (B*T) is 1.
+/// Mean next-token cross-entropy of a (B, T+1) batch of windows against target
+/// distributions: for each of the B*T predicted positions, K (token, weight) pairs, the
+/// weights a distribution over the tokens (zero for positions not trained), `count` the
+/// number of trained positions.
+#[allow(clippy::too_many_arguments)]
 fn loss(
     p: &Params,
     shape: &StudentShape,
     batch: &Tensor,
+    targets: &Tensor,
     weights: &Tensor,
+    count: f32,
     ctx: &train::Context,
     bias: &Tensor,
 ) -> candle_core::Result<Tensor> {
     let (b, t1) = batch.dims2()?;
     let t = t1 - 1;
     let inputs = batch.narrow(1, 0, t)?;
-    let targets = batch.narrow(1, 1, t)?.flatten_all()?;
     let mut h = p
         .embed
         .as_tensor()
@@ -188,12 +193,31 @@ fn loss(
         .reshape((b * t, shape.hidden))?
         .matmul(&p.embed.as_tensor().t()?)?
         .broadcast_add(bias)?;
-    let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
-        .gather(&targets.unsqueeze(1)?, 1)?
-        .squeeze(1)?;
+    let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?.gather(targets, 1)?;
     // A window of prompt tokens only has nothing to learn; max(1) keeps it finite.
-    let count = weights.sum_all()?.to_scalar::<f32>()?.max(1.0);
-    (logp * weights)?.sum_all()? / f64::from(-count)
+    (logp * weights)?.sum_all()? / f64::from(-count.max(1.0))
+}
+
+/// The target distribution for predicting position `at` of the stream: K (compact id,
+/// weight) pairs. The teacher's top alternatives renormalized where known, else the token
+/// itself; all weights zero for tokens not trained (prompt tokens).
+fn targets_at(stream: &Stream, compact: &CompactVocab, at: usize, k: usize) -> Vec<(u32, f32)> {
+    let token = compact.index(stream.ids[at]);
+    let mut out = vec![(token, 0f32); k];
+    if !stream.answer[at] {
+        return out;
+    }
+    let soft = &stream.soft[at];
+    if soft.is_empty() {
+        out[0].1 = 1.0;
+        return out;
+    }
+    let max = soft.iter().map(|t| t.1).fold(f32::NEG_INFINITY, f32::max);
+    let total: f32 = soft.iter().map(|t| (t.1 - max).exp()).sum();
+    for (slot, &(id, lp)) in out.iter_mut().zip(soft) {
+        *slot = (compact.index(id), (lp - max).exp() / total);
+    }
+    out
 }
 
 /// Training over the whole vocabulary would spend nearly all its time on the output
@@ -278,6 +302,11 @@ pub struct Stream {
     /// one template would learn its default system prompt, SmolLM2's naming SmolLM, and
     /// the students of the other model would claim to be SmolLM too.
     pub answer: Vec<bool>,
+    /// The teacher's distribution over the token at each position (token id,
+    /// log-probability; its best alternatives), learned instead of the token itself;
+    /// empty where the teacher's distribution is not known (its text re-tokenized for
+    /// another tokenizer, the end-of-turn token).
+    pub soft: Vec<Vec<(u32, f32)>>,
 }
 
 impl Stream {
@@ -294,7 +323,14 @@ impl Stream {
         Stream {
             ids: self.ids.repeat(n),
             answer: self.answer.repeat(n),
+            soft: (0..n).flat_map(|_| self.soft.iter().cloned()).collect(),
         }
+    }
+
+    fn push_prompt(&mut self, prompt: Vec<u32>) {
+        self.answer.extend(std::iter::repeat_n(false, prompt.len()));
+        self.soft.resize(self.soft.len() + prompt.len(), Vec::new());
+        self.ids.extend(prompt);
     }
 }
 
@@ -309,19 +345,60 @@ pub fn training_stream(
     let mut stream = Stream {
         ids: Vec::new(),
         answer: Vec::new(),
+        soft: Vec::new(),
     };
     for (prompt, answer) in pairs {
-        let prompt = tokenizer.encode_prompt(&render(prompt)?)?;
-        stream
-            .answer
-            .extend(std::iter::repeat_n(false, prompt.len()));
-        stream.ids.extend(prompt);
+        stream.push_prompt(tokenizer.encode_prompt(&render(prompt)?)?);
         let mut answer = tokenizer.encode(answer.trim())?;
         answer.push(end);
         stream
             .answer
             .extend(std::iter::repeat_n(true, answer.len()));
+        stream
+            .soft
+            .resize(stream.soft.len() + answer.len(), Vec::new());
         stream.ids.extend(answer);
+    }
+    Ok(stream)
+}
+
+/// The stream a student with the teacher's own tokenizer learns from: each answer as the
+/// tokens the teacher generated, each with the teacher's distribution at that position
+/// (logit-level distillation), then the end-of-turn token.
+pub fn soft_training_stream(
+    tokenizer: &Tokenizer,
+    render: impl Fn(&str) -> Result<String, ModelError>,
+    prompts: &[&str],
+    answers: &[TokenAnswer],
+) -> Result<Stream, ModelError> {
+    if prompts.len() != answers.len() {
+        return Err(ModelError::BadInput(format!(
+            "{} prompts but {} token answers",
+            prompts.len(),
+            answers.len()
+        )));
+    }
+    let end = end_of_turn(tokenizer)?;
+    let mut stream = Stream {
+        ids: Vec::new(),
+        answer: Vec::new(),
+        soft: Vec::new(),
+    };
+    for (prompt, answer) in prompts.iter().zip(answers) {
+        if answer.tokens.len() != answer.top.len() {
+            return Err(ModelError::BadInput(
+                "a token answer's distributions do not match its tokens".into(),
+            ));
+        }
+        stream.push_prompt(tokenizer.encode_prompt(&render(prompt)?)?);
+        for (&token, top) in answer.tokens.iter().zip(&answer.top) {
+            stream.ids.push(token);
+            stream.answer.push(true);
+            stream.soft.push(top.clone());
+        }
+        stream.ids.push(end);
+        stream.answer.push(true);
+        stream.soft.push(Vec::new());
     }
     Ok(stream)
 }
@@ -352,22 +429,39 @@ pub fn train_and_write(
         .strings("tokenizer.ggml.tokens")
         .map(|t| t.len())
         .ok_or_else(|| ModelError::BadInput("tokenizer GGUF has no vocabulary".into()))?;
-    let weights = &stream.answer;
-    let stream = &stream.ids;
-    if stream.len() <= shape.window + 1 {
+    let ids = &stream.ids;
+    if ids.len() <= shape.window + 1 {
         return Err(ModelError::BadInput(format!(
             "{} training tokens cannot fill a window of {}",
-            stream.len(),
+            ids.len(),
             shape.window
         )));
     }
-    if let Some(bad) = stream.iter().find(|&&id| id as usize >= vocab) {
+    if stream.answer.len() != ids.len() || stream.soft.len() != ids.len() {
+        return Err(ModelError::BadInput(
+            "a training stream's labels do not match its tokens".into(),
+        ));
+    }
+    // Every token the student sees or is taught, alternatives included.
+    let taught: Vec<u32> = ids
+        .iter()
+        .copied()
+        .chain(stream.soft.iter().flatten().map(|t| t.0))
+        .collect();
+    if let Some(bad) = taught.iter().find(|&&id| id as usize >= vocab) {
         return Err(ModelError::BadInput(format!(
             "token {bad} outside the vocabulary of {vocab}"
         )));
     }
-    let compact = CompactVocab::new(stream, vocab);
-    let stream: Vec<u32> = stream.iter().map(|&id| compact.index(id)).collect();
+    let compact = CompactVocab::new(&taught, vocab);
+    let k = stream.soft.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    tracing::info!(
+        student = name,
+        rows = compact.rows(),
+        k,
+        "compact vocabulary"
+    );
+    let inputs: Vec<u32> = ids.iter().map(|&id| compact.index(id)).collect();
     let params = Params::init(shape, compact.rows(), seed)?;
     let bias = compact.bias()?;
     let mut opt = AdamW::new(
@@ -388,27 +482,35 @@ pub fn train_and_write(
     )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
     let (mut first, mut last) = (f32::NAN, f32::NAN);
-    let span = stream.len() - shape.window - 1;
+    let span = ids.len() - shape.window - 1;
     for step in 0..shape.steps {
         // Cosine decay to a tenth: small models on little data settle better.
         let progress = step as f64 / shape.steps.max(1) as f64;
         let lr = shape.learning_rate
             * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
         opt.set_learning_rate(lr);
-        let mut ids = Vec::with_capacity(shape.batch * (shape.window + 1));
-        let mut trained = Vec::with_capacity(shape.batch * shape.window);
+        let mut window = Vec::with_capacity(shape.batch * (shape.window + 1));
+        let mut targets = Vec::with_capacity(shape.batch * shape.window * k);
+        let mut weights = Vec::with_capacity(shape.batch * shape.window * k);
+        let mut count = 0f32;
         for _ in 0..shape.batch {
             let start = rng.random_range(0..=span);
-            ids.extend_from_slice(&stream[start..start + shape.window + 1]);
-            trained.extend(
-                weights[start + 1..start + shape.window + 1]
-                    .iter()
-                    .map(|&a| if a { 1f32 } else { 0.0 }),
-            );
+            window.extend_from_slice(&inputs[start..start + shape.window + 1]);
+            for at in start + 1..start + shape.window + 1 {
+                count += if stream.answer[at] { 1.0 } else { 0.0 };
+                for (id, w) in targets_at(stream, &compact, at, k) {
+                    targets.push(id);
+                    weights.push(w);
+                }
+            }
         }
-        let batch = Tensor::from_vec(ids, (shape.batch, shape.window + 1), &Device::Cpu)?;
-        let trained = Tensor::from_vec(trained, shape.batch * shape.window, &Device::Cpu)?;
-        let l = loss(&params, shape, &batch, &trained, &ctx, &bias)?;
+        let batch = Tensor::from_vec(window, (shape.batch, shape.window + 1), &Device::Cpu)?;
+        let rows = shape.batch * shape.window;
+        let targets = Tensor::from_vec(targets, (rows, k), &Device::Cpu)?;
+        let weights = Tensor::from_vec(weights, (rows, k), &Device::Cpu)?;
+        let l = loss(
+            &params, shape, &batch, &targets, &weights, count, &ctx, &bias,
+        )?;
         let value = l.to_scalar::<f32>()?;
         if step == 0 {
             first = value;
@@ -511,6 +613,34 @@ mod tests {
                 builtin.render(&messages).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn soft_targets_are_the_teachers_renormalized_distribution() {
+        // Token 5 at position 2, taught with the teacher's alternatives 5 and 7; position 1
+        // is a prompt token (not trained), position 3 the end-of-turn token (hard label).
+        let stream = Stream {
+            ids: vec![1, 2, 5, 9],
+            answer: vec![false, false, true, true],
+            soft: vec![
+                vec![],
+                vec![],
+                vec![(5, 0.5f32.ln()), (7, 0.25f32.ln())],
+                vec![],
+            ],
+        };
+        let c = CompactVocab::new(&[1, 2, 5, 9, 7], 12);
+        let prompt = targets_at(&stream, &c, 1, 3);
+        assert!(prompt.iter().all(|t| t.1 == 0.0), "{prompt:?}");
+        let soft = targets_at(&stream, &c, 2, 3);
+        assert_eq!(soft[0].0, c.index(5));
+        assert_eq!(soft[1].0, c.index(7));
+        assert!((soft[0].1 - 2.0 / 3.0).abs() < 1e-6, "{soft:?}");
+        assert!((soft[1].1 - 1.0 / 3.0).abs() < 1e-6, "{soft:?}");
+        assert_eq!(soft[2].1, 0.0);
+        let hard = targets_at(&stream, &c, 3, 3);
+        assert_eq!(hard[0], (c.index(9), 1.0));
+        assert_eq!(hard.iter().map(|t| t.1).sum::<f32>(), 1.0);
     }
 
     #[test]
