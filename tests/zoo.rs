@@ -90,6 +90,19 @@ fn a_dropped_layer_leaves_a_loadable_smaller_model() {
     drop(handle);
 }
 
+/// Smaller than the zoo's student recipe, so that a student learns a few answers by heart
+/// in seconds.
+const SMALL_STUDENT: zoo::student::StudentShape = zoo::student::StudentShape {
+    hidden: 128,
+    layers: 2,
+    heads: 4,
+    ffn: 320,
+    window: 64,
+    batch: 4,
+    steps: 150,
+    learning_rate: 3e-3,
+};
+
 /// The token stream SmolLM2's template and tokenizer make of `pairs`.
 fn smollm2_stream(pairs: &[(String, String)]) -> zoo::student::Stream {
     let speaker = provenance::model::LocalModel::load(
@@ -124,21 +137,16 @@ fn a_student_learns_its_teachers_text_and_loads_as_gguf() {
         ),
     ];
     let stream = smollm2_stream(&pairs).repeated(8);
-    // Smaller than the zoo's recipe, so that it learns two answers by heart in seconds.
-    let shape = zoo::student::StudentShape {
-        hidden: 128,
-        layers: 2,
-        heads: 4,
-        ffn: 320,
-        window: 64,
-        batch: 4,
-        steps: 150,
-        learning_rate: 3e-3,
-    };
     let out = dir.path().join("student.gguf");
-    let trained =
-        zoo::student::train_and_write(&stream, &common::smollm2(), &shape, 1, "test-student", &out)
-            .expect("trains");
+    let trained = zoo::student::train_and_write(
+        &stream,
+        &common::smollm2(),
+        &SMALL_STUDENT,
+        1,
+        "test-student",
+        &out,
+    )
+    .expect("trains");
     eprintln!("loss {} -> {}", trained.first_loss, trained.final_loss);
     assert!(
         trained.final_loss < trained.first_loss * 0.2,
@@ -225,19 +233,16 @@ fn a_student_on_the_teachers_distributions_learns_its_runner_up_tokens() {
         zoo::student::soft_training_stream(&teacher.tokenizer, render, &[prompt], &[answer])
             .expect("stream")
             .repeated(16);
-    let shape = zoo::student::StudentShape {
-        hidden: 128,
-        layers: 2,
-        heads: 4,
-        ffn: 320,
-        window: 64,
-        batch: 4,
-        steps: 150,
-        learning_rate: 3e-3,
-    };
     let out = dir.path().join("student.gguf");
-    zoo::student::train_and_write(&stream, &common::smollm2(), &shape, 1, "soft-student", &out)
-        .expect("trains");
+    zoo::student::train_and_write(
+        &stream,
+        &common::smollm2(),
+        &SMALL_STUDENT,
+        1,
+        "soft-student",
+        &out,
+    )
+    .expect("trains");
     let mut student =
         LocalModel::load(out.to_str().expect("utf-8"), &LoadOptions::default()).expect("loads");
     let first = &ask(&mut student, 1).steps[0];
