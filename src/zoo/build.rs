@@ -294,6 +294,7 @@ fn make(
                 &p.id,
                 &path_of(teacher)?,
                 &path_of(tokenizer)?,
+                teacher == tokenizer,
                 shape,
                 sampling,
                 p.seed,
@@ -386,6 +387,7 @@ fn make_student(
     id: &str,
     teacher: &Path,
     tokenizer_model: &Path,
+    same_tokenizer: bool,
     shape: &student::StudentShape,
     sampling: &corpus::Sampling,
     seed: u64,
@@ -400,8 +402,7 @@ fn make_student(
     // format it will be served with. A student with the teacher's tokenizer learns the
     // teacher's distributions (logit-level distillation); across tokenizers only the text
     // carries over.
-    let soft = same_file(teacher, tokenizer_model);
-    let stream = chat_stream(tokenizer_model, &corpus, soft).map_err(failed)?;
+    let stream = chat_stream(tokenizer_model, &corpus, same_tokenizer).map_err(failed)?;
     let trained =
         student::train_and_write(&stream, tokenizer_model, shape, seed, id, out).map_err(failed)?;
     tracing::info!(
@@ -412,13 +413,6 @@ fn make_student(
         "student trained"
     );
     Ok(())
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// SHA-256 of a file, or of a directory's files in name order.

@@ -294,7 +294,7 @@ pub struct Trained {
 }
 
 /// The tokens a model learns from, and which of them are answer tokens.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stream {
     pub ids: Vec<u32>,
     /// True for the answer's tokens and its end-of-turn token: the only ones a student is
@@ -342,11 +342,7 @@ pub fn training_stream(
     pairs: &[(String, String)],
 ) -> Result<Stream, ModelError> {
     let end = end_of_turn(tokenizer)?;
-    let mut stream = Stream {
-        ids: Vec::new(),
-        answer: Vec::new(),
-        soft: Vec::new(),
-    };
+    let mut stream = Stream::default();
     for (prompt, answer) in pairs {
         stream.push_prompt(tokenizer.encode_prompt(&render(prompt)?)?);
         let mut answer = tokenizer.encode(answer.trim())?;
@@ -379,11 +375,7 @@ pub fn soft_training_stream(
         )));
     }
     let end = end_of_turn(tokenizer)?;
-    let mut stream = Stream {
-        ids: Vec::new(),
-        answer: Vec::new(),
-        soft: Vec::new(),
-    };
+    let mut stream = Stream::default();
     for (prompt, answer) in prompts.iter().zip(answers) {
         if answer.tokens.len() != answer.top.len() {
             return Err(ModelError::BadInput(
