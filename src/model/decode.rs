@@ -7,7 +7,7 @@
 //! attention rounds differently with the batch's shape, which made greedy answers depend
 //! on which prompts had run before (through the shared-prefix cache).
 
-use super::qlinear::Q8Matrix;
+use super::qlinear::{par_chunks_mut, Q8Matrix};
 use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 
 /// Norm weights and matrices pulled out of the candle structures once.
@@ -173,6 +173,18 @@ pub fn run(
     tokens: &[u32],
     pos: usize,
     kv: &mut [LayerKv],
+    ropes: (&RopeTable, Option<&RopeTable>),
+    outputs: usize,
+) -> Vec<f32> {
+    super::parallel::install(|| run_on_pool(fw, cfg, tokens, pos, kv, ropes, outputs))
+}
+
+fn run_on_pool(
+    fw: &FastWeights,
+    cfg: &Config,
+    tokens: &[u32],
+    pos: usize,
+    kv: &mut [LayerKv],
     (rope_global, rope_local): (&RopeTable, Option<&RopeTable>),
     outputs: usize,
 ) -> Vec<f32> {
@@ -197,7 +209,6 @@ pub fn run(
             .flat_map(|r| rms_norm(r, w, fw.eps))
             .collect()
     };
-    let mut scores = Vec::new();
     for (li, l) in fw.layers.iter().enumerate() {
         let local =
             cfg.sliding_window.is_some() && !(li + 1).is_multiple_of(cfg.sliding_pattern.max(1));
@@ -206,9 +217,7 @@ pub fn run(
             _ => rope_global,
         };
         let h = norm_rows(&x, &l.attn_norm, hidden);
-        let mut q = l.wq.matmul_rows(&h, m);
-        let mut k = l.wk.matmul_rows(&h, m);
-        let v = l.wv.matmul_rows(&h, m);
+        let [mut q, mut k, v] = Q8Matrix::matmul_group([&l.wq, &l.wk, &l.wv], &h, m);
         for i in 0..m {
             let qi = &mut q[i * nh * hd..(i + 1) * nh * hd];
             let ki = &mut k[i * nkv * hd..(i + 1) * nkv * hd];
@@ -225,44 +234,47 @@ pub fn run(
         cache.k.extend_from_slice(&k);
         cache.v.extend_from_slice(&v);
         let mut att = vec![0f32; m * nh * hd];
-        for i in 0..m {
+        let cache = &*cache;
+        let span = |i: usize| {
             let total = pos + i + 1;
             let start = match (local, cfg.sliding_window) {
                 (true, Some(w)) => total.saturating_sub(w),
                 _ => 0,
             };
-            for head in 0..nh {
-                let g = head / group;
-                let qh = &q[(i * nh + head) * hd..(i * nh + head + 1) * hd];
-                scores.clear();
-                for t in start..total {
-                    let kt = &cache.k[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
-                    scores.push(dot(qh, kt) * scale);
-                }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let out = &mut att[(i * nh + head) * hd..(i * nh + head + 1) * hd];
-                for (j, t) in (start..total).enumerate() {
-                    let w = scores[j] / sum;
-                    let vt = &cache.v[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
-                    for (o, vv) in out.iter_mut().zip(vt) {
-                        *o += w * vv;
-                    }
+            start..total
+        };
+        let work = (0..m).map(|i| span(i).len()).sum::<usize>() * nh * hd * 2;
+        // One (position, head) per chunk: prefill spreads them over both cores.
+        par_chunks_mut(&mut att, hd, work, |idx, out| {
+            let (i, head) = (idx / nh, idx % nh);
+            let g = head / group;
+            let qh = &q[idx * hd..(idx + 1) * hd];
+            let positions = span(i);
+            let mut scores: Vec<f32> = positions
+                .clone()
+                .map(|t| dot(qh, &cache.k[(t * nkv + g) * hd..(t * nkv + g + 1) * hd]) * scale)
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for (j, t) in positions.enumerate() {
+                let w = scores[j] / sum;
+                let vt = &cache.v[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
+                for (o, vv) in out.iter_mut().zip(vt) {
+                    *o += w * vv;
                 }
             }
-        }
+        });
         let mut o = l.wo.matmul_rows(&att, m);
         if let Some(n) = &l.post_attn_norm {
             o = norm_rows(&o, n, hidden);
         }
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         let h = norm_rows(&x, &l.ffn_norm, hidden);
-        let gate = l.w_gate.matmul_rows(&h, m);
-        let up = l.w_up.matmul_rows(&h, m);
+        let [gate, up] = Q8Matrix::matmul_group([&l.w_gate, &l.w_up], &h, m);
         let act: Vec<f32> = gate
             .iter()
             .zip(&up)

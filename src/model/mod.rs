@@ -5,6 +5,7 @@ pub mod chat;
 mod decode;
 pub mod endpoint;
 pub mod gguf;
+mod parallel;
 pub mod qlinear;
 pub mod requantize;
 pub mod runner;

@@ -4,15 +4,18 @@
 //! product at a time and converts each block's f16 scale through a function call; profiles
 //! put 55-65% of our decode time there. Here a tile of four weight rows stays in L1 while
 //! every activation row of the batch streams past it (prefill), the scales are f32, and
-//! large products are split across candle's thread pool. Same arithmetic as ggml's Q8_0 x Q8_0 dot
+//! products are split across the pool of `parallel.rs`. Same arithmetic as ggml's Q8_0 x Q8_0 dot
 //! (activations quantized per block of 32 to int8, integer dot products, f32 scales).
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 pub const BLOCK: usize = 32;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_MIN_MACS: usize = 4 << 20;
+/// Below this many multiply-adds a product runs on the calling thread. Inside the forward
+/// pass (`parallel::install`) a split is a cheap join, so even a decode step's products
+/// pay: measured on 2 cores, 64 Ki beat 4 Mi and 0 (every product split).
+const PARALLEL_MIN_MACS: usize = 64 << 10;
 
 /// How the weights are held.
 #[derive(Debug, Clone)]
@@ -150,6 +153,33 @@ impl Q8Matrix {
         self.matmul(&act, m)
     }
 
+    /// Several matrices with the same inputs (Q, K and V; gate and up) applied to the same
+    /// `m` rows: the activations are quantized once and all products are split across the
+    /// pool as one. Each output equals `matmul_rows` of its matrix, bit for bit.
+    pub fn matmul_group<const N: usize>(
+        mats: [&Q8Matrix; N],
+        x: &[f32],
+        m: usize,
+    ) -> [Vec<f32>; N] {
+        let cols = mats.first().map_or(0, |w| w.cols);
+        debug_assert!(mats.iter().all(|w| w.cols == cols));
+        debug_assert_eq!(x.len(), m * cols);
+        let act = quantize_rows(x, cols);
+        let mut outs: [Vec<f32>; N] = mats.map(|w| vec![0f32; w.rows * m]);
+        let mut jobs: Vec<(&Q8Matrix, &mut [f32])> = mats
+            .iter()
+            .copied()
+            .zip(outs.iter_mut().map(Vec::as_mut_slice))
+            .collect();
+        run_tile_jobs(&mut jobs, &act, m);
+        if m > 1 {
+            for (w, out) in mats.iter().zip(outs.iter_mut()) {
+                *out = transpose(out, w.rows, m);
+            }
+        }
+        outs
+    }
+
     /// `x` is (..., cols); returns (..., rows).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();
@@ -170,65 +200,89 @@ impl Q8Matrix {
 
     /// out[i][r] = sum_b sx[i][b] * sw[r][b] * <x[i][b], w[r][b]>
     fn matmul(&self, act: &Q8Rows, m: usize) -> Vec<f32> {
-        const TILE: usize = 4;
-        let n = self.rows;
-        let kb = self.cols / BLOCK;
-        // Written as (n x m): each tile of weight rows owns a contiguous run.
-        let mut out_t = vec![0f32; n * m];
-        let out_ptr = SendPtr(out_t.as_mut_ptr());
-        let tiles = n.div_ceil(TILE);
-        let run_tiles = |range: std::ops::Range<usize>| {
-            for tile in range {
-                let r = tile * TILE;
-                let t = TILE.min(n - r);
-                for i in 0..m {
-                    let x = XRow {
-                        qs: &act.qs[i * self.cols..(i + 1) * self.cols],
-                        scales: &act.scales[i * kb..(i + 1) * kb],
-                        sums: &act.sums[i * kb..(i + 1) * kb],
-                    };
-                    let mut res = [0f32; TILE];
-                    dot_tile(self, r, t, x, &mut res);
-                    for (j, v) in res.iter().enumerate().take(t) {
-                        // SAFETY: rows r..r+t belong to this tile alone, and
-                        // (r + j) * m + i < n * m.
-                        unsafe { *out_ptr.get().add((r + j) * m + i) = *v };
-                    }
-                }
-            }
-        };
-        // Small products (every decode step of a small model) run on the calling thread:
-        // handing them to a pool costs more than it saves on two cores. Large ones go to
-        // candle's persistent pool, the one its own ops use, so no second pool competes.
-        if n * m * self.cols >= PARALLEL_MIN_MACS {
-            candle_core::utils::barrier_pool().execute_chunked(tiles, run_tiles);
-        } else {
-            run_tiles(0..tiles);
-        }
+        let mut out_t = vec![0f32; self.rows * m];
+        run_tile_jobs(&mut [(self, out_t.as_mut_slice())], act, m);
         if m == 1 {
             return out_t;
         }
-        let mut out = vec![0f32; n * m];
-        for r in 0..n {
-            for i in 0..m {
-                out[i * n + r] = out_t[r * m + i];
-            }
-        }
-        out
+        transpose(&out_t, self.rows, m)
     }
 }
 
-/// A raw output pointer shared by pool workers that write disjoint elements.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for writes to disjoint indices while the owning Vec outlives the job.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+const TILE: usize = 4;
 
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
+/// Computes each (matrix, output) job, the output written (rows x m) so that each tile of
+/// four weight rows owns a contiguous run. The tiles of all jobs form one parallel
+/// iterator, so a group of small matrices is split across the pool as one product.
+fn run_tile_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) {
+    let macs: usize = jobs.iter().map(|(w, _)| w.rows * w.cols * m).sum();
+    let tile = |(w, tile, out): (&Q8Matrix, usize, &mut [f32])| {
+        let kb = w.cols / BLOCK;
+        let r = tile * TILE;
+        let t = TILE.min(w.rows - r);
+        for i in 0..m {
+            let x = XRow {
+                qs: &act.qs[i * w.cols..(i + 1) * w.cols],
+                scales: &act.scales[i * kb..(i + 1) * kb],
+                sums: &act.sums[i * kb..(i + 1) * kb],
+            };
+            let mut res = [0f32; TILE];
+            dot_tile(w, r, t, x, &mut res);
+            for (j, v) in res.iter().enumerate().take(t) {
+                out[j * m + i] = *v;
+            }
+        }
+    };
+    if macs < PARALLEL_MIN_MACS {
+        for (w, out) in jobs.iter_mut() {
+            for (t, chunk) in out.chunks_mut(TILE * m).enumerate() {
+                tile((w, t, chunk));
+            }
+        }
+        return;
     }
+    jobs.par_iter_mut()
+        .flat_map(|(w, out)| {
+            let w: &Q8Matrix = w;
+            out.par_chunks_mut(TILE * m)
+                .enumerate()
+                .map(move |(t, chunk)| (w, t, chunk))
+        })
+        .for_each(tile);
+}
+
+/// Calls `f(index, chunk)` for every `chunk_len`-long chunk of `data`, split across the
+/// pool when `work` (multiply-adds in all) is worth it, else on the calling thread. Each
+/// chunk is computed by one call alone, so the results do not depend on the split.
+pub fn par_chunks_mut(
+    data: &mut [f32],
+    chunk_len: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    if chunk_len == 0 {
+        return;
+    }
+    if work < PARALLEL_MIN_MACS {
+        data.chunks_exact_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+        return;
+    }
+    data.par_chunks_exact_mut(chunk_len)
+        .enumerate()
+        .for_each(|(i, c)| f(i, c));
+}
+
+/// (n x m) to (m x n).
+fn transpose(out_t: &[f32], n: usize, m: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * m];
+    for r in 0..n {
+        for i in 0..m {
+            out[i * n + r] = out_t[r * m + i];
+        }
+    }
+    out
 }
 
 /// One activation row, quantized.
@@ -524,16 +578,50 @@ mod tests {
     /// partial tile of weight rows) equals the same row computed alone, bit for bit.
     #[test]
     fn batched_rows_equal_single_rows_exactly() {
-        let (n, k, m) = (38, 96, 7);
-        let (w, x) = inputs(n, k, m);
-        let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-        let q8 = Q8Matrix::from_dense(&wt).unwrap();
-        let q4 = Q8Matrix::from_qtensor(&QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap()).unwrap();
-        for q in [&q8, &q4] {
-            let batched = q.matmul_rows(&x, m);
-            for i in 0..m {
-                let alone = q.matvec(&x[i * k..(i + 1) * k]);
-                assert_eq!(&batched[i * n..(i + 1) * n], alone.as_slice(), "row {i}");
+        // The second shape is large enough to be split across threads, even row by row.
+        for (n, k, m) in [(38, 96, 7), (302, 256, 5)] {
+            let (w, x) = inputs(n, k, m);
+            let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+            let q8 = Q8Matrix::from_dense(&wt).unwrap();
+            let q4 =
+                Q8Matrix::from_qtensor(&QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap()).unwrap();
+            assert_eq!(n * k * m >= PARALLEL_MIN_MACS, n > 100);
+            for q in [&q8, &q4] {
+                let batched = q.matmul_rows(&x, m);
+                for i in 0..m {
+                    let alone = q.matvec(&x[i * k..(i + 1) * k]);
+                    assert_eq!(&batched[i * n..(i + 1) * n], alone.as_slice(), "row {i}");
+                    let mut tile = [0f32; 4];
+                    let act = quantize_rows(&x[i * k..(i + 1) * k], k);
+                    let row = XRow {
+                        qs: &act.qs,
+                        scales: &act.scales,
+                        sums: &act.sums,
+                    };
+                    dot_tile(q, n - 2, 2, row, &mut tile);
+                    assert_eq!(&tile[..2], &alone[n - 2..], "row {i}, last rows");
+                }
+            }
+        }
+    }
+
+    /// Q, K and V (of different heights and kinds) as one group give what each gives alone.
+    #[test]
+    fn grouped_products_equal_separate_ones_exactly() {
+        let (k, m) = (64, 3);
+        let (w, x) = inputs(40, k, m);
+        let dense = |rows: usize| {
+            Tensor::from_vec(w[..rows * k].to_vec(), (rows, k), &Device::Cpu).unwrap()
+        };
+        let a = Q8Matrix::from_dense(&dense(40)).unwrap();
+        let b = Q8Matrix::from_qtensor(&QTensor::quantize(&dense(9), GgmlDType::Q4_1).unwrap())
+            .unwrap();
+        let c = Q8Matrix::from_dense(&dense(4)).unwrap();
+        for rows in [1, m] {
+            let x = &x[..rows * k];
+            let grouped = Q8Matrix::matmul_group([&a, &b, &c], x, rows);
+            for (g, q) in grouped.iter().zip([&a, &b, &c]) {
+                assert_eq!(g, &q.matmul_rows(x, rows));
             }
         }
     }
