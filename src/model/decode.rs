@@ -7,7 +7,8 @@
 //! attention rounds differently with the batch's shape, which made greedy answers depend
 //! on which prompts had run before (through the shared-prefix cache).
 
-use super::qlinear::{par_chunks_mut, Q8Matrix};
+use super::parallel::par_chunks_mut;
+use super::qlinear::Q8Matrix;
 use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 
 /// Norm weights and matrices pulled out of the candle structures once.

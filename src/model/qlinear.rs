@@ -4,18 +4,17 @@
 //! product at a time and converts each block's f16 scale through a function call; profiles
 //! put 55-65% of our decode time there. Here a tile of four weight rows stays in L1 while
 //! every activation row of the batch streams past it (prefill), the scales are f32, and
-//! products are split across the pool of `parallel.rs`. Same arithmetic as ggml's Q8_0 x Q8_0 dot
-//! (activations quantized per block of 32 to int8, integer dot products, f32 scales).
+//! products are split across the pool of `parallel.rs`. Same arithmetic as ggml's
+//! Q8_0 x Q8_0 dot (activations quantized per block of 32 to int8, integer dot products,
+//! f32 scales).
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+use super::parallel::PARALLEL_MIN_MACS;
+
 pub const BLOCK: usize = 32;
-/// Below this many multiply-adds a product runs on the calling thread. Inside the forward
-/// pass (`parallel::install`) a split is a cheap join, so even a decode step's products
-/// pay: measured on 2 cores, 64 Ki beat 4 Mi and 0 (every product split).
-const PARALLEL_MIN_MACS: usize = 64 << 10;
 
 /// How the weights are held.
 #[derive(Debug, Clone)]
@@ -249,29 +248,6 @@ fn run_tile_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) {
                 .map(move |(t, chunk)| (w, t, chunk))
         })
         .for_each(tile);
-}
-
-/// Calls `f(index, chunk)` for every `chunk_len`-long chunk of `data`, split across the
-/// pool when `work` (multiply-adds in all) is worth it, else on the calling thread. Each
-/// chunk is computed by one call alone, so the results do not depend on the split.
-pub fn par_chunks_mut(
-    data: &mut [f32],
-    chunk_len: usize,
-    work: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
-) {
-    if chunk_len == 0 {
-        return;
-    }
-    if work < PARALLEL_MIN_MACS {
-        data.chunks_exact_mut(chunk_len)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-        return;
-    }
-    data.par_chunks_exact_mut(chunk_len)
-        .enumerate()
-        .for_each(|(i, c)| f(i, c));
 }
 
 /// (n x m) to (m x n).
