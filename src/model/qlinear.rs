@@ -46,6 +46,18 @@ struct Q8Rows {
     sums: Vec<f32>,
 }
 
+impl Q8Rows {
+    /// Row `i` of rows `cols` wide.
+    fn row(&self, i: usize, cols: usize) -> XRow<'_> {
+        let kb = cols / BLOCK;
+        XRow {
+            qs: &self.qs[i * cols..(i + 1) * cols],
+            scales: &self.scales[i * kb..(i + 1) * kb],
+            sums: &self.sums[i * kb..(i + 1) * kb],
+        }
+    }
+}
+
 impl Q8Matrix {
     /// From any candle tensor (dequantized first when needed).
     pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Self> {
@@ -163,20 +175,7 @@ impl Q8Matrix {
         let cols = mats.first().map_or(0, |w| w.cols);
         debug_assert!(mats.iter().all(|w| w.cols == cols));
         debug_assert_eq!(x.len(), m * cols);
-        let act = quantize_rows(x, cols);
-        let mut outs: [Vec<f32>; N] = mats.map(|w| vec![0f32; w.rows * m]);
-        let mut jobs: Vec<(&Q8Matrix, &mut [f32])> = mats
-            .iter()
-            .copied()
-            .zip(outs.iter_mut().map(Vec::as_mut_slice))
-            .collect();
-        run_tile_jobs(&mut jobs, &act, m);
-        if m > 1 {
-            for (w, out) in mats.iter().zip(outs.iter_mut()) {
-                *out = transpose(out, w.rows, m);
-            }
-        }
-        outs
+        Self::products(mats, &quantize_rows(x, cols), m)
     }
 
     /// `x` is (..., cols); returns (..., rows).
@@ -197,14 +196,27 @@ impl Q8Matrix {
         Tensor::from_vec(out, out_dims, x.device())
     }
 
-    /// out[i][r] = sum_b sx[i][b] * sw[r][b] * <x[i][b], w[r][b]>
     fn matmul(&self, act: &Q8Rows, m: usize) -> Vec<f32> {
-        let mut out_t = vec![0f32; self.rows * m];
-        run_tile_jobs(&mut [(self, out_t.as_mut_slice())], act, m);
-        if m == 1 {
-            return out_t;
+        let [out] = Self::products([self], act, m);
+        out
+    }
+
+    /// out[i][r] = sum_b sx[i][b] * sw[r][b] * <x[i][b], w[r][b]>, for each matrix, `m`
+    /// output rows each.
+    fn products<const N: usize>(mats: [&Q8Matrix; N], act: &Q8Rows, m: usize) -> [Vec<f32>; N] {
+        let mut outs: [Vec<f32>; N] = mats.map(|w| vec![0f32; w.rows * m]);
+        let mut jobs: Vec<(&Q8Matrix, &mut [f32])> = mats
+            .iter()
+            .copied()
+            .zip(outs.iter_mut().map(Vec::as_mut_slice))
+            .collect();
+        run_tile_jobs(&mut jobs, act, m);
+        if m > 1 {
+            for (w, out) in mats.iter().zip(outs.iter_mut()) {
+                *out = transpose(out, w.rows, m);
+            }
         }
-        transpose(&out_t, self.rows, m)
+        outs
     }
 }
 
@@ -216,17 +228,11 @@ const TILE: usize = 4;
 fn run_tile_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) {
     let macs: usize = jobs.iter().map(|(w, _)| w.rows * w.cols * m).sum();
     let tile = |(w, tile, out): (&Q8Matrix, usize, &mut [f32])| {
-        let kb = w.cols / BLOCK;
         let r = tile * TILE;
         let t = TILE.min(w.rows - r);
         for i in 0..m {
-            let x = XRow {
-                qs: &act.qs[i * w.cols..(i + 1) * w.cols],
-                scales: &act.scales[i * kb..(i + 1) * kb],
-                sums: &act.sums[i * kb..(i + 1) * kb],
-            };
             let mut res = [0f32; TILE];
-            dot_tile(w, r, t, x, &mut res);
+            dot_tile(w, r, t, act.row(i, w.cols), &mut res);
             for (j, v) in res.iter().enumerate().take(t) {
                 out[j * m + i] = *v;
             }
@@ -490,11 +496,7 @@ mod tests {
         }
         // The SIMD tile and the scalar fallback agree exactly up to summation order.
         let act = quantize_rows(&x[..k], k);
-        let row = XRow {
-            qs: &act.qs,
-            scales: &act.scales,
-            sums: &act.sums,
-        };
+        let row = act.row(0, k);
         let (mut a, mut b) = ([0f32; 4], [0f32; 4]);
         dot_tile(&q, 8, 4, row, &mut a);
         scalar_dot_tile(&q, 8, 4, row, &mut b);
@@ -537,11 +539,7 @@ mod tests {
             }
         }
         let act = quantize_rows(&x[..k], k);
-        let row = XRow {
-            qs: &act.qs,
-            scales: &act.scales,
-            sums: &act.sums,
-        };
+        let row = act.row(0, k);
         let (mut a, mut b) = ([0f32; 4], [0f32; 4]);
         dot_tile(&q, 4, 4, row, &mut a);
         scalar_dot_tile(&q, 4, 4, row, &mut b);
@@ -569,11 +567,7 @@ mod tests {
                     assert_eq!(&batched[i * n..(i + 1) * n], alone.as_slice(), "row {i}");
                     let mut tile = [0f32; 4];
                     let act = quantize_rows(&x[i * k..(i + 1) * k], k);
-                    let row = XRow {
-                        qs: &act.qs,
-                        scales: &act.scales,
-                        sums: &act.sums,
-                    };
+                    let row = act.row(0, k);
                     dot_tile(q, n - 2, 2, row, &mut tile);
                     assert_eq!(&tile[..2], &alone[n - 2..], "row {i}, last rows");
                 }
