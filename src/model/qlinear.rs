@@ -1,12 +1,15 @@
-//! Linear layers with 8-bit weights (Q8_0 blocks of 32) and our own AVX2 kernel.
+//! Linear layers with 8-bit or 4-bit weights in blocks of 32 and our own SIMD kernels.
 //!
 //! Why not candle's `QMatMul`: its CPU path computes one (weight row, activation row) dot
 //! product at a time and converts each block's f16 scale through a function call; profiles
-//! put 55-65% of our decode time there. Here a tile of four weight rows stays in L1 while
-//! every activation row of the batch streams past it (prefill), the scales are f32, and
-//! products are split across the pool of `parallel.rs`. Same arithmetic as ggml's
-//! Q8_0 x Q8_0 dot (activations quantized per block of 32 to int8, integer dot products,
-//! f32 scales).
+//! put 55-65% of our decode time there. Here the weights are interleaved at load in groups
+//! of eight rows (as llama.cpp's repacked kernels hold them): one 32-byte load carries four
+//! values of each of eight rows, so a broadcast of four activation values feeds eight rows
+//! at once, and the eight rows' block sums come out in the lanes of one register, scaled by
+//! one vector of their scales. With AVX-512 VNNI each such step is one `vpdpbusd`. Products
+//! are split across the pool of `parallel.rs`. Same arithmetic as ggml's Q8_0 x Q8_0 and
+//! Q4_1 x Q8_1 dots (activations quantized per block of 32 to int8, exact integer dot
+//! products per block, f32 scales), summed over blocks in order.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -16,13 +19,22 @@ use super::parallel::PARALLEL_MIN_MACS;
 
 pub const BLOCK: usize = 32;
 
-/// How the weights are held.
+/// Weight rows per interleaved group; a matrix's last group is padded with zero rows.
+const GROUP: usize = 8;
+
+/// Activation rows one kernel call runs past a group's weights while they sit in registers.
+const ACT_TILE: usize = 4;
+
+/// How the weights are held: per group of eight rows and per block, the block's bytes are
+/// cut into runs of four, and run `k` of the eight rows lies together (32 bytes: row 0's
+/// four bytes, then row 1's, ...); the eight rows' scales of the block follow one another.
 #[derive(Debug, Clone)]
 enum Blocks {
-    /// int8 values, one f32 scale per block (ggml Q8_0).
+    /// int8 values (run k holds elements 4k..4k+4), one f32 scale per row and block (ggml
+    /// Q8_0).
     Q8 { qs: Vec<i8>, scales: Vec<f32> },
-    /// 4-bit values packed two per byte (low nibbles are elements 0..16 of a block, high
-    /// nibbles 16..32), value = d * q + m (ggml Q4_1, kept exactly as stored).
+    /// 4-bit values as ggml Q4_1 packs a block (byte i: element i in the low nibble, element
+    /// i + 16 in the high one), value = d * q + m, kept exactly as stored.
     Q4_1 {
         nibbles: Vec<u8>,
         d: Vec<f32>,
@@ -39,11 +51,13 @@ pub struct Q8Matrix {
 }
 
 /// Activations quantized per block of 32 to int8 (ggml Q8_0 / Q8_1), one row per token;
-/// `sums` (d * sum of the block's ints) serves the Q4_1 offset term.
+/// `sums` (d * sum of the block's ints) serves the Q4_1 offset term, `isums` (the sum of
+/// the block's ints) the VNNI kernel's unsigned-weight correction.
 struct Q8Rows {
     qs: Vec<i8>,
     scales: Vec<f32>,
     sums: Vec<f32>,
+    isums: Vec<i32>,
 }
 
 impl Q8Rows {
@@ -54,8 +68,45 @@ impl Q8Rows {
             qs: &self.qs[i * cols..(i + 1) * cols],
             scales: &self.scales[i * kb..(i + 1) * kb],
             sums: &self.sums[i * kb..(i + 1) * kb],
+            isums: &self.isums[i * kb..(i + 1) * kb],
         }
     }
+}
+
+/// Rearranges row-major blocks (`block_bytes` per block, `kb` blocks per row) into the
+/// grouped layout, padding the last group with zero rows.
+fn interleave<T: Copy + Default>(
+    plain: &[T],
+    rows: usize,
+    kb: usize,
+    block_bytes: usize,
+) -> Vec<T> {
+    let groups = rows.div_ceil(GROUP);
+    let runs = block_bytes / 4;
+    let mut out = vec![T::default(); groups * GROUP * kb * block_bytes];
+    for row in 0..rows {
+        let (g, j) = (row / GROUP, row % GROUP);
+        for b in 0..kb {
+            let src = &plain[(row * kb + b) * block_bytes..(row * kb + b + 1) * block_bytes];
+            for k in 0..runs {
+                let at = ((g * kb + b) * runs + k) * GROUP * 4 + j * 4;
+                out[at..at + 4].copy_from_slice(&src[k * 4..k * 4 + 4]);
+            }
+        }
+    }
+    out
+}
+
+/// Per-(row, block) values into the grouped order, zeros for padding rows.
+fn interleave_scales(plain: &[f32], rows: usize, kb: usize) -> Vec<f32> {
+    let groups = rows.div_ceil(GROUP);
+    let mut out = vec![0f32; groups * GROUP * kb];
+    for row in 0..rows {
+        for b in 0..kb {
+            out[((row / GROUP) * kb + b) * GROUP + row % GROUP] = plain[row * kb + b];
+        }
+    }
+    out
 }
 
 impl Q8Matrix {
@@ -80,21 +131,27 @@ impl Q8Matrix {
             .flatten_all()?
             .to_vec1::<f32>()?;
         let q = quantize_rows(&data, cols);
-        Ok(Self {
+        Ok(Self::q8(q.qs, q.scales, rows, cols))
+    }
+
+    /// From row-major Q8 blocks.
+    fn q8(qs: Vec<i8>, scales: Vec<f32>, rows: usize, cols: usize) -> Self {
+        let kb = cols / BLOCK;
+        Self {
             rows,
             cols,
             blocks: Blocks::Q8 {
-                qs: q.qs,
-                scales: q.scales,
+                qs: interleave(&qs, rows, kb, BLOCK),
+                scales: interleave_scales(&scales, rows, kb),
             },
-        })
+        }
     }
 
     /// From ggml's Q4_1 layout: f16 d, f16 m, 16 bytes of nibbles per block.
     fn from_ggml_q4_1(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
         const SIZE: usize = 4 + BLOCK / 2;
         let blocks = rows * cols / BLOCK;
-        if bytes.len() != blocks * SIZE {
+        if bytes.len() != blocks * SIZE || !cols.is_multiple_of(BLOCK) {
             candle_core::bail!("Q4_1 data of {} bytes for {rows}x{cols}", bytes.len());
         }
         let mut nibbles = Vec::with_capacity(blocks * BLOCK / 2);
@@ -105,24 +162,40 @@ impl Q8Matrix {
             m.push(half::f16::from_le_bytes([b[2], b[3]]).to_f32());
             nibbles.extend_from_slice(&b[4..]);
         }
+        let kb = cols / BLOCK;
         Ok(Self {
             rows,
             cols,
-            blocks: Blocks::Q4_1 { nibbles, d, m },
+            blocks: Blocks::Q4_1 {
+                nibbles: interleave(&nibbles, rows, kb, BLOCK / 2),
+                d: interleave_scales(&d, rows, kb),
+                m: interleave_scales(&m, rows, kb),
+            },
         })
     }
 
-    /// From ggml's Q8_0 layout: per block an f16 scale followed by 32 int8 values.
+    /// From ggml's Q8_0 layout: per block an f16 scale followed by 32 int8 values. Written
+    /// straight into the grouped layout: a row-major copy on the way would add the whole
+    /// matrix to peak memory (Gemma's embedding is 168 MB).
     fn from_ggml_q8_0(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
-        let blocks = rows * cols / BLOCK;
-        if bytes.len() != blocks * (2 + BLOCK) {
+        const SIZE: usize = 2 + BLOCK;
+        let kb = cols / BLOCK;
+        if bytes.len() != rows * kb * SIZE || !cols.is_multiple_of(BLOCK) {
             candle_core::bail!("Q8_0 data of {} bytes for {rows}x{cols}", bytes.len());
         }
-        let mut qs = Vec::with_capacity(rows * cols);
-        let mut scales = Vec::with_capacity(blocks);
-        for b in bytes.chunks_exact(2 + BLOCK) {
-            scales.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
-            qs.extend(b[2..].iter().map(|&v| v as i8));
+        let groups = rows.div_ceil(GROUP);
+        let mut qs = vec![0i8; groups * GROUP * cols];
+        let mut scales = vec![0f32; groups * GROUP * kb];
+        for (i, b) in bytes.chunks_exact(SIZE).enumerate() {
+            let (row, blk) = (i / kb, i % kb);
+            let (g, j) = (row / GROUP, row % GROUP);
+            scales[(g * kb + blk) * GROUP + j] = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            for k in 0..BLOCK / 4 {
+                let at = ((g * kb + blk) * (BLOCK / 4) + k) * GROUP * 4 + j * 4;
+                for (q, &v) in qs[at..at + 4].iter_mut().zip(&b[2 + k * 4..2 + k * 4 + 4]) {
+                    *q = v as i8;
+                }
+            }
         }
         Ok(Self {
             rows,
@@ -134,17 +207,23 @@ impl Q8Matrix {
     /// Dequantized row `r` (embedding lookup).
     pub fn row(&self, r: usize) -> Vec<f32> {
         let kb = self.cols / BLOCK;
+        let (g, j) = (r / GROUP, r % GROUP);
         let mut out = Vec::with_capacity(self.cols);
-        for b in r * kb..(r + 1) * kb {
+        for b in 0..kb {
+            let blk = g * kb + b;
+            let s = blk * GROUP + j;
             match &self.blocks {
                 Blocks::Q8 { qs, scales } => {
-                    let s = scales[b];
-                    out.extend(qs[b * BLOCK..(b + 1) * BLOCK].iter().map(|&v| v as f32 * s));
+                    let base = blk * GROUP * BLOCK;
+                    out.extend((0..BLOCK).map(|e| {
+                        qs[base + (e / 4) * GROUP * 4 + j * 4 + e % 4] as f32 * scales[s]
+                    }));
                 }
                 Blocks::Q4_1 { nibbles, d, m } => {
-                    let q = &nibbles[b * BLOCK / 2..(b + 1) * BLOCK / 2];
-                    out.extend(q.iter().map(|&v| (v & 0xF) as f32 * d[b] + m[b]));
-                    out.extend(q.iter().map(|&v| (v >> 4) as f32 * d[b] + m[b]));
+                    let base = blk * GROUP * BLOCK / 2;
+                    let byte = |p: usize| nibbles[base + (p / 4) * GROUP * 4 + j * 4 + p % 4];
+                    out.extend((0..BLOCK / 2).map(|p| (byte(p) & 0xF) as f32 * d[s] + m[s]));
+                    out.extend((0..BLOCK / 2).map(|p| (byte(p) >> 4) as f32 * d[s] + m[s]));
                 }
             }
         }
@@ -210,7 +289,7 @@ impl Q8Matrix {
             .copied()
             .zip(outs.iter_mut().map(Vec::as_mut_slice))
             .collect();
-        run_tile_jobs(&mut jobs, act, m);
+        run_group_jobs(&mut jobs, act, m);
         if m > 1 {
             for (w, out) in mats.iter().zip(outs.iter_mut()) {
                 *out = transpose(out, w.rows, m);
@@ -220,28 +299,16 @@ impl Q8Matrix {
     }
 }
 
-const TILE: usize = 4;
-
-/// Computes each (matrix, output) job, the output written (rows x m) so that each tile of
-/// four weight rows owns a contiguous run. The tiles of all jobs form one parallel
-/// iterator, so a group of small matrices is split across the pool as one product.
-fn run_tile_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) {
+/// Computes each (matrix, output) job, the output written (rows x m) so that each group of
+/// eight weight rows owns a contiguous run. The groups of all jobs form one parallel
+/// iterator, so a set of small matrices is split across the pool as one product.
+fn run_group_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) {
     let macs: usize = jobs.iter().map(|(w, _)| w.rows * w.cols * m).sum();
-    let tile = |(w, tile, out): (&Q8Matrix, usize, &mut [f32])| {
-        let r = tile * TILE;
-        let t = TILE.min(w.rows - r);
-        for i in 0..m {
-            let mut res = [0f32; TILE];
-            dot_tile(w, r, t, act.row(i, w.cols), &mut res);
-            for (j, v) in res.iter().enumerate().take(t) {
-                out[j * m + i] = *v;
-            }
-        }
-    };
+    let group = |(w, g, out): (&Q8Matrix, usize, &mut [f32])| group_product(w, g, act, m, out);
     if macs < PARALLEL_MIN_MACS {
         for (w, out) in jobs.iter_mut() {
-            for (t, chunk) in out.chunks_mut(TILE * m).enumerate() {
-                tile((w, t, chunk));
+            for (g, chunk) in out.chunks_mut(GROUP * m).enumerate() {
+                group((w, g, chunk));
             }
         }
         return;
@@ -249,11 +316,30 @@ fn run_tile_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) {
     jobs.par_iter_mut()
         .flat_map(|(w, out)| {
             let w: &Q8Matrix = w;
-            out.par_chunks_mut(TILE * m)
+            out.par_chunks_mut(GROUP * m)
                 .enumerate()
-                .map(move |(t, chunk)| (w, t, chunk))
+                .map(move |(g, chunk)| (w, g, chunk))
         })
-        .for_each(tile);
+        .for_each(group);
+}
+
+/// Group `g`'s rows (as many as `out` holds, up to eight) times all `m` activation rows,
+/// written `out[j * m + i]`.
+fn group_product(w: &Q8Matrix, g: usize, act: &Q8Rows, m: usize, out: &mut [f32]) {
+    let t = out.len() / m;
+    let mut i0 = 0;
+    while i0 < m {
+        let n = ACT_TILE.min(m - i0);
+        let xs: Vec<XRow> = (i0..i0 + n).map(|i| act.row(i, w.cols)).collect();
+        let mut res = [[0f32; GROUP]; ACT_TILE];
+        dot_group(w, g, &xs, &mut res);
+        for (i, r) in res.iter().enumerate().take(n) {
+            for (j, v) in r.iter().enumerate().take(t) {
+                out[j * m + i0 + i] = *v;
+            }
+        }
+        i0 += n;
+    }
 }
 
 /// (n x m) to (m x n).
@@ -273,161 +359,282 @@ struct XRow<'a> {
     qs: &'a [i8],
     scales: &'a [f32],
     sums: &'a [f32],
+    isums: &'a [i32],
 }
 
-/// Dot products of up to four consecutive weight rows with one activation row.
-fn dot_tile(w: &Q8Matrix, r: usize, t: usize, x: XRow, res: &mut [f32; 4]) {
+/// The eight rows of group `g` times up to `ACT_TILE` activation rows: `res[i][j]`.
+fn dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]; ACT_TILE]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were just detected; the kernels check bounds before
-            // any raw load.
-            unsafe {
-                match &w.blocks {
-                    Blocks::Q8 { qs, scales } => avx2::dot_tile_q8(qs, scales, w, r, t, x, res),
-                    Blocks::Q4_1 { nibbles, d, m } => {
-                        avx2::dot_tile_q4_1(nibbles, d, m, w, r, t, x, res)
-                    }
-                }
-            };
+        if let Some(kernel) = simd::pick() {
+            // SAFETY: `pick` returns only kernels whose CPU features were detected; the
+            // kernels check bounds before any raw load.
+            unsafe { kernel(w, g, xs, res) };
             return;
         }
     }
-    scalar_dot_tile(w, r, t, x, res);
+    scalar_dot_group(w, g, xs, res);
 }
 
-fn scalar_dot_tile(w: &Q8Matrix, r: usize, t: usize, x: XRow, res: &mut [f32; 4]) {
+/// The same sums in the same order as the SIMD kernels (fused multiply-adds over blocks),
+/// so every result is bit for bit theirs.
+fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]; ACT_TILE]) {
     let kb = w.cols / BLOCK;
-    for (j, out) in res.iter_mut().enumerate().take(t) {
-        let row = r + j;
-        let mut acc = 0f32;
-        for b in 0..kb {
-            let xb = &x.qs[b * BLOCK..(b + 1) * BLOCK];
-            let blk = row * kb + b;
-            acc += match &w.blocks {
-                Blocks::Q8 { qs, scales } => {
-                    let wq = &qs[blk * BLOCK..(blk + 1) * BLOCK];
-                    let dot: i32 = wq.iter().zip(xb).map(|(&a, &c)| a as i32 * c as i32).sum();
-                    dot as f32 * scales[blk] * x.scales[b]
-                }
-                Blocks::Q4_1 { nibbles, d, m } => {
-                    let q = &nibbles[blk * BLOCK / 2..(blk + 1) * BLOCK / 2];
-                    let mut dot = 0i32;
-                    for (i, &v) in q.iter().enumerate() {
-                        dot += (v & 0xF) as i32 * xb[i] as i32;
-                        dot += (v >> 4) as i32 * xb[i + BLOCK / 2] as i32;
+    for (x, out) in xs.iter().zip(res.iter_mut()) {
+        for (j, r) in out.iter_mut().enumerate() {
+            let (mut acc, mut offset) = (0f32, 0f32);
+            for b in 0..kb {
+                let blk = g * kb + b;
+                let s = blk * GROUP + j;
+                let xb = &x.qs[b * BLOCK..(b + 1) * BLOCK];
+                match &w.blocks {
+                    Blocks::Q8 { qs, scales } => {
+                        let base = blk * GROUP * BLOCK;
+                        let dot: i32 = (0..BLOCK)
+                            .map(|e| {
+                                qs[base + (e / 4) * GROUP * 4 + j * 4 + e % 4] as i32 * xb[e] as i32
+                            })
+                            .sum();
+                        acc = (dot as f32).mul_add(scales[s] * x.scales[b], acc);
                     }
-                    dot as f32 * d[blk] * x.scales[b] + m[blk] * x.sums[b]
+                    Blocks::Q4_1 { nibbles, d, m } => {
+                        let base = blk * GROUP * BLOCK / 2;
+                        let mut dot = 0i32;
+                        for p in 0..BLOCK / 2 {
+                            let v = nibbles[base + (p / 4) * GROUP * 4 + j * 4 + p % 4];
+                            dot += (v & 0xF) as i32 * xb[p] as i32;
+                            dot += (v >> 4) as i32 * xb[p + BLOCK / 2] as i32;
+                        }
+                        acc = (dot as f32).mul_add(d[s] * x.scales[b], acc);
+                        offset = m[s].mul_add(x.sums[b], offset);
+                    }
                 }
-            };
+            }
+            *r = acc + offset;
         }
-        *out = acc;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Q8Matrix, XRow, BLOCK};
+mod simd {
+    //! The grouped kernels, generated twice: with AVX-512 VNNI (`vpdpbusd`: four u8 x i8
+    //! products summed into each i32 lane in one instruction) and with plain AVX2.
+    use super::{Blocks, Q8Matrix, XRow, ACT_TILE, BLOCK, GROUP};
     use std::arch::x86_64::*;
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_block(w: *const i8, x: *const i8) -> __m256 {
-        let wv = _mm256_loadu_si256(w as *const __m256i);
-        let xv = _mm256_loadu_si256(x as *const __m256i);
-        // |w| * (x * sign(w)) as u8 x i8 pairs; |w|, |x| <= 127 so the i16 sums of
-        // pairs cannot saturate.
-        let aw = _mm256_sign_epi8(wv, wv);
-        let sx = _mm256_sign_epi8(xv, wv);
-        let p16 = _mm256_maddubs_epi16(aw, sx);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
-    }
+    pub(super) type Kernel = unsafe fn(&Q8Matrix, usize, &[XRow], &mut [[f32; GROUP]; ACT_TILE]);
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q4_block(w: *const u8, x: *const i8) -> __m256 {
-        let packed = _mm_loadu_si128(w as *const __m128i);
-        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-        let q = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-        let xv = _mm256_loadu_si256(x as *const __m256i);
-        // Unsigned 4-bit values times signed int8: at most 15 * 127 * 2 per i16.
-        let p16 = _mm256_maddubs_epi16(q, xv);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_tile_q8(
-        qs: &[i8],
-        scales: &[f32],
-        w: &Q8Matrix,
-        r: usize,
-        t: usize,
-        x: XRow,
-        res: &mut [f32; 4],
-    ) {
-        let kb = w.cols / BLOCK;
-        assert!(t <= 4 && (r + t) * kb <= scales.len() && (r + t) * kb * BLOCK <= qs.len());
-        assert!(x.qs.len() >= kb * BLOCK && x.scales.len() >= kb);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for b in 0..kb {
-            let xp = x.qs.as_ptr().add(b * BLOCK);
-            let sx = *x.scales.get_unchecked(b);
-            for (j, a) in acc.iter_mut().enumerate().take(t) {
-                let blk = (r + j) * kb + b;
-                let d = q8_block(qs.as_ptr().add(blk * BLOCK), xp);
-                *a = _mm256_fmadd_ps(d, _mm256_set1_ps(*scales.get_unchecked(blk) * sx), *a);
+    /// The best kernel this CPU runs, if any.
+    pub(super) fn pick() -> Option<Kernel> {
+        use std::sync::OnceLock;
+        static PICK: OnceLock<Option<Kernel>> = OnceLock::new();
+        *PICK.get_or_init(|| {
+            let has = |f: &str| match f {
+                "vnni" => {
+                    is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512vl")
+                        && is_x86_feature_detected!("avx512vnni")
+                }
+                _ => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            };
+            if std::env::var_os("PROVENANCE_NO_VNNI").is_none() && has("vnni") && has("avx2") {
+                Some(vnni::dot_group as Kernel)
+            } else if has("avx2") {
+                Some(avx2::dot_group as Kernel)
+            } else {
+                None
             }
-        }
-        for j in 0..t {
-            res[j] = hsum(acc[j]);
-        }
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_tile_q4_1(
-        nibbles: &[u8],
-        d: &[f32],
-        m: &[f32],
-        w: &Q8Matrix,
-        r: usize,
-        t: usize,
-        x: XRow,
-        res: &mut [f32; 4],
-    ) {
-        let kb = w.cols / BLOCK;
-        assert!(t <= 4 && (r + t) * kb <= d.len() && (r + t) * kb <= m.len());
-        assert!((r + t) * kb * BLOCK / 2 <= nibbles.len());
-        assert!(x.qs.len() >= kb * BLOCK && x.scales.len() >= kb && x.sums.len() >= kb);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut offset = [0f32; 4];
-        for b in 0..kb {
-            let xp = x.qs.as_ptr().add(b * BLOCK);
-            let sx = *x.scales.get_unchecked(b);
-            let sum_x = *x.sums.get_unchecked(b);
-            for j in 0..t {
-                let blk = (r + j) * kb + b;
-                let p = q4_block(nibbles.as_ptr().add(blk * BLOCK / 2), xp);
-                acc[j] = _mm256_fmadd_ps(p, _mm256_set1_ps(*d.get_unchecked(blk) * sx), acc[j]);
-                offset[j] += *m.get_unchecked(blk) * sum_x;
+    /// Four activation bytes starting at `p`, in every lane.
+    #[inline(always)]
+    unsafe fn broadcast4(p: *const i8) -> __m256i {
+        _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32))
+    }
+
+    macro_rules! kernels {
+        ($features:literal, $q8_prepare:ident, $q8_dot:ident, $q8_init:ident, $q4_dot:ident) => {
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn dot_group(
+                w: &Q8Matrix,
+                g: usize,
+                xs: &[XRow],
+                res: &mut [[f32; GROUP]; ACT_TILE],
+            ) {
+                match xs.len() {
+                    1 => tile::<1>(w, g, xs, res),
+                    2 => tile::<2>(w, g, xs, res),
+                    3 => tile::<3>(w, g, xs, res),
+                    _ => tile::<ACT_TILE>(w, g, xs, res),
+                }
             }
+
+            #[target_feature(enable = $features)]
+            unsafe fn tile<const N: usize>(
+                w: &Q8Matrix,
+                g: usize,
+                xs: &[XRow],
+                res: &mut [[f32; GROUP]; ACT_TILE],
+            ) {
+                let kb = w.cols / BLOCK;
+                assert!(xs.len() >= N && N <= ACT_TILE);
+                for x in &xs[..N] {
+                    assert!(x.qs.len() >= kb * BLOCK && x.scales.len() >= kb);
+                    assert!(x.sums.len() >= kb && x.isums.len() >= kb);
+                }
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut offset = [_mm256_setzero_ps(); N];
+                match &w.blocks {
+                    Blocks::Q8 { qs, scales } => {
+                        assert!((g + 1) * kb * GROUP <= scales.len());
+                        assert!((g + 1) * kb * GROUP * BLOCK <= qs.len());
+                        for b in 0..kb {
+                            let blk = g * kb + b;
+                            let wp = qs.as_ptr().add(blk * GROUP * BLOCK);
+                            let mut wv = [_mm256_setzero_si256(); 8];
+                            for (k, v) in wv.iter_mut().enumerate() {
+                                *v = $q8_prepare(_mm256_loadu_si256(
+                                    wp.add(k * 32) as *const __m256i
+                                ));
+                            }
+                            let sw = _mm256_loadu_ps(scales.as_ptr().add(blk * GROUP));
+                            // Two chains per activation row halve the dependency depth.
+                            let mut s0 = [_mm256_setzero_si256(); N];
+                            let mut s1 = [_mm256_setzero_si256(); N];
+                            for i in 0..N {
+                                s0[i] = $q8_init(*xs[i].isums.get_unchecked(b));
+                            }
+                            for k in (0..8).step_by(2) {
+                                for i in 0..N {
+                                    let xp = xs[i].qs.as_ptr().add(b * BLOCK + k * 4);
+                                    s0[i] = $q8_dot(s0[i], wv[k], broadcast4(xp));
+                                    s1[i] = $q8_dot(s1[i], wv[k + 1], broadcast4(xp.add(4)));
+                                }
+                            }
+                            for i in 0..N {
+                                let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(s0[i], s1[i]));
+                                let d = _mm256_mul_ps(
+                                    sw,
+                                    _mm256_set1_ps(*xs[i].scales.get_unchecked(b)),
+                                );
+                                acc[i] = _mm256_fmadd_ps(dot, d, acc[i]);
+                            }
+                        }
+                    }
+                    Blocks::Q4_1 { nibbles, d, m } => {
+                        assert!((g + 1) * kb * GROUP <= d.len() && (g + 1) * kb * GROUP <= m.len());
+                        assert!((g + 1) * kb * GROUP * BLOCK / 2 <= nibbles.len());
+                        let low = _mm256_set1_epi8(0x0F);
+                        for b in 0..kb {
+                            let blk = g * kb + b;
+                            let wp = nibbles.as_ptr().add(blk * GROUP * BLOCK / 2);
+                            // Run k's low nibbles are elements 4k..4k+4, its high ones
+                            // 16+4k..16+4k+4: chunks k and 4 + k of the block.
+                            let mut wv = [_mm256_setzero_si256(); 8];
+                            for k in 0..4 {
+                                let r = _mm256_loadu_si256(wp.add(k * 32) as *const __m256i);
+                                wv[k] = _mm256_and_si256(r, low);
+                                wv[4 + k] = _mm256_and_si256(_mm256_srli_epi16(r, 4), low);
+                            }
+                            let sd = _mm256_loadu_ps(d.as_ptr().add(blk * GROUP));
+                            let sm = _mm256_loadu_ps(m.as_ptr().add(blk * GROUP));
+                            let mut s0 = [_mm256_setzero_si256(); N];
+                            let mut s1 = [_mm256_setzero_si256(); N];
+                            for k in (0..8).step_by(2) {
+                                for i in 0..N {
+                                    let xp = xs[i].qs.as_ptr().add(b * BLOCK + k * 4);
+                                    s0[i] = $q4_dot(s0[i], wv[k], broadcast4(xp));
+                                    s1[i] = $q4_dot(s1[i], wv[k + 1], broadcast4(xp.add(4)));
+                                }
+                            }
+                            for i in 0..N {
+                                let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(s0[i], s1[i]));
+                                let x = &xs[i];
+                                let dx =
+                                    _mm256_mul_ps(sd, _mm256_set1_ps(*x.scales.get_unchecked(b)));
+                                acc[i] = _mm256_fmadd_ps(dot, dx, acc[i]);
+                                offset[i] = _mm256_fmadd_ps(
+                                    sm,
+                                    _mm256_set1_ps(*x.sums.get_unchecked(b)),
+                                    offset[i],
+                                );
+                            }
+                        }
+                    }
+                }
+                for i in 0..N {
+                    _mm256_storeu_ps(res[i].as_mut_ptr(), _mm256_add_ps(acc[i], offset[i]));
+                }
+            }
+        };
+    }
+
+    pub(super) mod vnni {
+        use super::*;
+
+        /// Signed weights as unsigned bytes (w + 128) for `vpdpbusd`; `q8_init` takes the
+        /// 128 * sum(x) this adds back out.
+        #[inline]
+        #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+        unsafe fn q8_prepare(w: __m256i) -> __m256i {
+            _mm256_xor_si256(w, _mm256_set1_epi8(-128))
         }
-        for j in 0..t {
-            res[j] = hsum(acc[j]) + offset[j];
+
+        #[inline]
+        #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+        unsafe fn q8_init(sum_x: i32) -> __m256i {
+            _mm256_set1_epi32(-128 * sum_x)
         }
+
+        #[inline]
+        #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+        unsafe fn dot(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+            _mm256_dpbusd_epi32(acc, w, x)
+        }
+
+        kernels!(
+            "avx2,fma,avx512f,avx512vl,avx512vnni",
+            q8_prepare,
+            dot,
+            q8_init,
+            dot
+        );
+    }
+
+    pub(super) mod avx2 {
+        use super::*;
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn q8_prepare(w: __m256i) -> __m256i {
+            w
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn q8_init(_sum_x: i32) -> __m256i {
+            _mm256_setzero_si256()
+        }
+
+        /// Signed x signed: |w| * (x * sign(w)) as u8 x i8 pairs; |w|, |x| <= 127 so the
+        /// i16 sums of pairs cannot saturate.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn q8_dot(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+        }
+
+        /// Unsigned 4-bit values times signed int8: at most 15 * 128 * 2 per i16.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn q4_dot(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+            let p16 = _mm256_maddubs_epi16(w, x);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+        }
+
+        kernels!("avx2,fma", q8_prepare, q8_dot, q8_init, q4_dot);
     }
 }
 
@@ -437,6 +644,7 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
     let mut qs = vec![0i8; data.len()];
     let mut scales = vec![0f32; blocks];
     let mut sums = vec![0f32; blocks];
+    let mut isums = vec![0i32; blocks];
     debug_assert!(cols.is_multiple_of(BLOCK));
     for (b, (src, dst)) in data
         .chunks_exact(BLOCK)
@@ -454,13 +662,62 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
         // ggml stores these as f16; round the same way so our numbers match its.
         scales[b] = half::f16::from_f32(d).to_f32();
         sums[b] = half::f16::from_f32(d * total as f32).to_f32();
+        isums[b] = total;
     }
-    Q8Rows { qs, scales, sums }
+    Q8Rows {
+        qs,
+        scales,
+        sums,
+        isums,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kernel this CPU runs gives the scalar fallback's numbers bit for bit, on every
+    /// group (the last one partial when the rows are not a multiple of eight) and for every
+    /// number of activation rows in a tile.
+    fn kernels_agree_with_scalar(q: &Q8Matrix, x: &[f32], m: usize) {
+        let act = quantize_rows(x, q.cols);
+        let mut kernels: Vec<(
+            &str,
+            fn(&Q8Matrix, usize, &[XRow], &mut [[f32; GROUP]; ACT_TILE]),
+        )> = vec![("dispatch", dot_group)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            fn avx2(w: &Q8Matrix, g: usize, xs: &[XRow], r: &mut [[f32; GROUP]; ACT_TILE]) {
+                // SAFETY: only called after the features were detected below.
+                unsafe { simd::avx2::dot_group(w, g, xs, r) }
+            }
+            fn vnni(w: &Q8Matrix, g: usize, xs: &[XRow], r: &mut [[f32; GROUP]; ACT_TILE]) {
+                // SAFETY: only called after the features were detected below.
+                unsafe { simd::vnni::dot_group(w, g, xs, r) }
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                kernels.push(("avx2", avx2));
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    kernels.push(("vnni", vnni));
+                }
+            }
+        }
+        let rows: Vec<XRow> = (0..m).map(|i| act.row(i, q.cols)).collect();
+        for g in 0..q.rows.div_ceil(GROUP) {
+            for n in 1..=ACT_TILE.min(m) {
+                let mut want = [[0f32; GROUP]; ACT_TILE];
+                scalar_dot_group(q, g, &rows[..n], &mut want);
+                for (name, kernel) in &kernels {
+                    let mut got = [[0f32; GROUP]; ACT_TILE];
+                    kernel(q, g, &rows[..n], &mut got);
+                    assert_eq!(got[..n], want[..n], "{name}: group {g}, {n} rows");
+                }
+            }
+        }
+    }
 
     /// Deterministic weights (n x k) and activations (m x k) in [-1, 1].
     fn inputs(n: usize, k: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
@@ -480,6 +737,12 @@ mod tests {
         let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
         let xt = Tensor::from_vec(x.clone(), (1, m, k), &Device::Cpu).unwrap();
         let q = Q8Matrix::from_dense(&wt).unwrap();
+        // Rows come back out of the interleaved groups (the last one partial) in place.
+        for r in 0..n {
+            for (c, v) in q.row(r).iter().enumerate() {
+                assert!((v - w[r * k + c]).abs() < 0.01, "row {r} col {c}");
+            }
+        }
         let out = q.forward(&xt).unwrap();
         assert_eq!(out.dims(), &[1, m, n]);
         let got = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -494,15 +757,7 @@ mod tests {
                 );
             }
         }
-        // The SIMD tile and the scalar fallback agree exactly up to summation order.
-        let act = quantize_rows(&x[..k], k);
-        let row = act.row(0, k);
-        let (mut a, mut b) = ([0f32; 4], [0f32; 4]);
-        dot_tile(&q, 8, 4, row, &mut a);
-        scalar_dot_tile(&q, 8, 4, row, &mut b);
-        for j in 0..4 {
-            assert!((a[j] - b[j]).abs() < 1e-3, "{a:?} vs {b:?}");
-        }
+        kernels_agree_with_scalar(&q, &x, m);
     }
 
     #[test]
@@ -538,14 +793,7 @@ mod tests {
                 assert!((got[i * n + r] - exact).abs() < 0.05 * (1.0 + exact.abs()));
             }
         }
-        let act = quantize_rows(&x[..k], k);
-        let row = act.row(0, k);
-        let (mut a, mut b) = ([0f32; 4], [0f32; 4]);
-        dot_tile(&q, 4, 4, row, &mut a);
-        scalar_dot_tile(&q, 4, 4, row, &mut b);
-        for j in 0..4 {
-            assert!((a[j] - b[j]).abs() < 1e-3, "{a:?} vs {b:?}");
-        }
+        kernels_agree_with_scalar(&q, &x, 2);
     }
 
     /// Prefill must not change a number: every row of a batched product (on a full and a
@@ -561,15 +809,11 @@ mod tests {
                 Q8Matrix::from_qtensor(&QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap()).unwrap();
             assert_eq!(n * k * m >= PARALLEL_MIN_MACS, n > 100);
             for q in [&q8, &q4] {
+                kernels_agree_with_scalar(q, &x, m);
                 let batched = q.matmul_rows(&x, m);
                 for i in 0..m {
                     let alone = q.matvec(&x[i * k..(i + 1) * k]);
                     assert_eq!(&batched[i * n..(i + 1) * n], alone.as_slice(), "row {i}");
-                    let mut tile = [0f32; 4];
-                    let act = quantize_rows(&x[i * k..(i + 1) * k], k);
-                    let row = act.row(0, k);
-                    dot_tile(q, n - 2, 2, row, &mut tile);
-                    assert_eq!(&tile[..2], &alone[n - 2..], "row {i}, last rows");
                 }
             }
         }
@@ -594,6 +838,25 @@ mod tests {
                 assert_eq!(g, &q.matmul_rows(x, rows));
             }
         }
+    }
+
+    /// ggml Q8_0 bytes land in the grouped layout value for value.
+    #[test]
+    fn q8_0_rows_equal_candle_dequantization() {
+        let (n, k) = (13, 64);
+        let (w, x) = inputs(n, k, 3);
+        let qt = QTensor::quantize(
+            &Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap(),
+            GgmlDType::Q8_0,
+        )
+        .unwrap();
+        let q = Q8Matrix::from_qtensor(&qt).unwrap();
+        let dense = qt.dequantize(&Device::Cpu).unwrap();
+        let dense_v = dense.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for r in 0..n {
+            assert_eq!(q.row(r), dense_v[r * k..(r + 1) * k], "row {r}");
+        }
+        kernels_agree_with_scalar(&q, &x, 3);
     }
 
     #[test]
