@@ -116,6 +116,8 @@ impl Q8Matrix {
         match t.dtype() {
             GgmlDType::Q8_0 => return Self::from_ggml_q8_0(&t.data()?, rows, cols),
             GgmlDType::Q4_1 => return Self::from_ggml_q4_1(&t.data()?, rows, cols),
+            GgmlDType::Q5_0 => return Self::from_ggml_q5_0(&t.data()?, rows, cols),
+            GgmlDType::Q4K => return Self::from_ggml_q4_k(&t.data()?, rows, cols),
             _ => {}
         }
         Self::from_dense(&t.dequantize(&Device::Cpu)?)
@@ -161,6 +163,85 @@ impl Q8Matrix {
             d.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
             m.push(half::f16::from_le_bytes([b[2], b[3]]).to_f32());
             nibbles.extend_from_slice(&b[4..]);
+        }
+        let kb = cols / BLOCK;
+        Ok(Self {
+            rows,
+            cols,
+            blocks: Blocks::Q4_1 {
+                nibbles: interleave(&nibbles, rows, kb, BLOCK / 2),
+                d: interleave_scales(&d, rows, kb),
+                m: interleave_scales(&m, rows, kb),
+            },
+        })
+    }
+
+    /// From ggml's Q5_0 layout (f16 d, 32 high bits, 16 bytes of low nibbles; value =
+    /// d * (q - 16)): held exactly as int8 values q - 16 with scale d, which is how ggml's
+    /// own Q5_0 x Q8_0 dot multiplies them.
+    fn from_ggml_q5_0(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
+        const SIZE: usize = 2 + 4 + BLOCK / 2;
+        let blocks = rows * cols / BLOCK;
+        if bytes.len() != blocks * SIZE || !cols.is_multiple_of(BLOCK) {
+            candle_core::bail!("Q5_0 data of {} bytes for {rows}x{cols}", bytes.len());
+        }
+        let mut qs = Vec::with_capacity(rows * cols);
+        let mut scales = Vec::with_capacity(blocks);
+        for b in bytes.chunks_exact(SIZE) {
+            scales.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            let nib = &b[6..];
+            let value = |e: usize| {
+                let low = if e < 16 {
+                    nib[e] & 0xF
+                } else {
+                    nib[e - 16] >> 4
+                };
+                (low | (((qh >> e) & 1) as u8) << 4) as i8 - 16
+            };
+            qs.extend((0..BLOCK).map(value));
+        }
+        Ok(Self::q8(qs, scales, rows, cols))
+    }
+
+    /// From ggml's Q4_K layout (super-blocks of 256: f16 d and dmin, twelve bytes of 6-bit
+    /// scales and mins, then 128 bytes where each run of 32 bytes holds two sub-blocks of
+    /// 32, low nibbles first). Each sub-block is value = (d * sc) * q - dmin * m, which is
+    /// exactly a Q4_1 block with d' = d * sc and m' = -dmin * m (both exact in f32).
+    fn from_ggml_q4_k(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
+        const SUPER: usize = 256;
+        const SIZE: usize = 4 + 12 + SUPER / 2;
+        if !cols.is_multiple_of(SUPER) || bytes.len() != rows * cols / SUPER * SIZE {
+            candle_core::bail!("Q4_K data of {} bytes for {rows}x{cols}", bytes.len());
+        }
+        let blocks = rows * cols / BLOCK;
+        let mut nibbles = Vec::with_capacity(blocks * BLOCK / 2);
+        let mut d = Vec::with_capacity(blocks);
+        let mut m = Vec::with_capacity(blocks);
+        for sb in bytes.chunks_exact(SIZE) {
+            let dd = half::f16::from_le_bytes([sb[0], sb[1]]).to_f32();
+            let dmin = half::f16::from_le_bytes([sb[2], sb[3]]).to_f32();
+            let sc = &sb[4..16];
+            // ggml's get_scale_min_k4.
+            let scale_min = |j: usize| {
+                if j < 4 {
+                    (sc[j] & 63, sc[j + 4] & 63)
+                } else {
+                    (
+                        (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4),
+                        (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
+                    )
+                }
+            };
+            for (run, q) in sb[16..].chunks_exact(32).enumerate() {
+                for (half_, shift) in [(0, 0), (1, 4)] {
+                    let (s, mn) = scale_min(2 * run + half_);
+                    d.push(dd * s as f32);
+                    m.push(-(dmin * mn as f32));
+                    let v = |l: usize| (q[l] >> shift) & 0xF;
+                    nibbles.extend((0..BLOCK / 2).map(|i| v(i) | (v(i + BLOCK / 2) << 4)));
+                }
+            }
         }
         let kb = cols / BLOCK;
         Ok(Self {
@@ -330,9 +411,9 @@ fn group_product(w: &Q8Matrix, g: usize, act: &Q8Rows, m: usize, out: &mut [f32]
     let mut i0 = 0;
     while i0 < m {
         let n = ACT_TILE.min(m - i0);
-        let xs: Vec<XRow> = (i0..i0 + n).map(|i| act.row(i, w.cols)).collect();
+        let xs: [XRow; ACT_TILE] = std::array::from_fn(|t| act.row((i0 + t).min(m - 1), w.cols));
         let mut res = [[0f32; GROUP]; ACT_TILE];
-        dot_group(w, g, &xs, &mut res);
+        dot_group(w, g, &xs[..n], &mut res);
         for (i, r) in res.iter().enumerate().take(n) {
             for (j, v) in r.iter().enumerate().take(t) {
                 out[j * m + i0 + i] = *v;
@@ -653,10 +734,14 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
     {
         let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        // As ggml's x86 quantizer: 127 / amax, rounded half to even (its `nearest_int`
+        // trick: adding 1.5 * 2^23 leaves the rounded value in the low mantissa bits, with
+        // no call to libm's `roundf`, which the default x86_64 target does not inline).
+        let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         let mut total = 0i32;
         for (q, v) in dst.iter_mut().zip(src) {
-            *q = (v * id).round() as i8;
+            let f = v * id + 12_582_912.0;
+            *q = ((f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000) as i8;
             total += *q as i32;
         }
         // ggml stores these as f16; round the same way so our numbers match its.
@@ -676,15 +761,14 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
 mod tests {
     use super::*;
 
+    type Kernel = fn(&Q8Matrix, usize, &[XRow], &mut [[f32; GROUP]; ACT_TILE]);
+
     /// Every kernel this CPU runs gives the scalar fallback's numbers bit for bit, on every
     /// group (the last one partial when the rows are not a multiple of eight) and for every
     /// number of activation rows in a tile.
     fn kernels_agree_with_scalar(q: &Q8Matrix, x: &[f32], m: usize) {
         let act = quantize_rows(x, q.cols);
-        let mut kernels: Vec<(
-            &str,
-            fn(&Q8Matrix, usize, &[XRow], &mut [[f32; GROUP]; ACT_TILE]),
-        )> = vec![("dispatch", dot_group)];
+        let mut kernels: Vec<(&str, Kernel)> = vec![("dispatch", dot_group)];
         #[cfg(target_arch = "x86_64")]
         {
             fn avx2(w: &Q8Matrix, g: usize, xs: &[XRow], r: &mut [[f32; GROUP]; ACT_TILE]) {
@@ -857,6 +941,35 @@ mod tests {
             assert_eq!(q.row(r), dense_v[r * k..(r + 1) * k], "row {r}");
         }
         kernels_agree_with_scalar(&q, &x, 3);
+    }
+
+    /// Q5_0 and Q4_K weights are held exactly: every row equals candle's dequantization.
+    #[test]
+    fn q5_0_and_q4_k_rows_equal_candle_dequantization() {
+        let (n, k) = (11, 512);
+        let (w, x) = inputs(n, k, 2);
+        let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        for dtype in [GgmlDType::Q5_0, GgmlDType::Q4K] {
+            let qt = QTensor::quantize(&wt, dtype).unwrap();
+            let q = Q8Matrix::from_qtensor(&qt).unwrap();
+            let dense = qt.dequantize(&Device::Cpu).unwrap();
+            let dense_v = dense.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for r in 0..n {
+                assert_eq!(q.row(r), dense_v[r * k..(r + 1) * k], "{dtype:?} row {r}");
+            }
+            kernels_agree_with_scalar(&q, &x, 2);
+        }
+    }
+
+    /// Activations round as ggml's x86 quantizer rounds them: half to even.
+    #[test]
+    fn activations_round_half_to_even() {
+        let mut x = vec![0f32; BLOCK];
+        x[..7].copy_from_slice(&[127.0, -127.0, 2.5, 3.5, -2.5, 0.49, -3.51]);
+        let q = quantize_rows(&x, BLOCK);
+        assert_eq!(&q.qs[..7], &[127, -127, 2, 4, -2, 0, -4]);
+        assert_eq!(q.isums[0], 0);
+        assert_eq!(q.scales[0], 1.0);
     }
 
     #[test]
