@@ -152,7 +152,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn gelu_tanh(x: f32) -> f32 {
-    0.5 * x * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+    // 0.5 x (1 + tanh u) = x / (1 + e^(-2u)): the same function with one `expf` instead of
+    // libm's `tanhf` (which calls `expm1f`), a twentieth of Gemma's prefill time.
+    let u = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+    x / (1.0 + (-2.0 * u).exp())
 }
 
 fn silu(x: f32) -> f32 {
@@ -295,4 +298,26 @@ fn run_on_pool(
     }
     let last = norm_rows(&x[(m - outputs) * hidden..], &fw.final_norm, hidden);
     fw.lm_head.matmul_rows(&last, outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sigmoid form is Gemma's tanh-approximated GELU to f32 precision, tails included.
+    #[test]
+    fn gelu_matches_the_tanh_form() {
+        for i in -4000..=4000 {
+            let x = i as f32 / 200.0;
+            let u = (2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            let want = 0.5 * x * (1.0 + u.tanh());
+            let got = gelu_tanh(x);
+            assert!(
+                (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "x {x}: {got} vs {want}"
+            );
+        }
+        assert_eq!(gelu_tanh(-100.0), 0.0);
+        assert!(!gelu_tanh(-1e30).is_nan());
+    }
 }

@@ -373,19 +373,23 @@ impl Q8Matrix {
         run_group_jobs(&mut jobs, act, m);
         if m > 1 {
             for (w, out) in mats.iter().zip(outs.iter_mut()) {
-                *out = transpose(out, w.rows, m);
+                *out = ungroup(out, w.rows, m);
             }
         }
         outs
     }
 }
 
-/// Computes each (matrix, output) job, the output written (rows x m) so that each group of
-/// eight weight rows owns a contiguous run. The groups of all jobs form one parallel
+/// Computes each (matrix, output) job, the output written so that each group of eight
+/// weight rows owns a contiguous run. The groups of all jobs form one parallel
 /// iterator, so a set of small matrices is split across the pool as one product.
 fn run_group_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) {
+    let Some(cols) = jobs.first().map(|(w, _)| w.cols) else {
+        return;
+    };
+    let xs: Vec<XRow> = (0..m).map(|i| act.row(i, cols)).collect();
     let macs: usize = jobs.iter().map(|(w, _)| w.rows * w.cols * m).sum();
-    let group = |(w, g, out): (&Q8Matrix, usize, &mut [f32])| group_product(w, g, act, m, out);
+    let group = |(w, g, out): (&Q8Matrix, usize, &mut [f32])| group_product(w, g, &xs, out);
     if macs < PARALLEL_MIN_MACS {
         for (w, out) in jobs.iter_mut() {
             for (g, chunk) in out.chunks_mut(GROUP * m).enumerate() {
@@ -404,31 +408,26 @@ fn run_group_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) 
         .for_each(group);
 }
 
-/// Group `g`'s rows (as many as `out` holds, up to eight) times all `m` activation rows,
-/// written `out[j * m + i]`.
-fn group_product(w: &Q8Matrix, g: usize, act: &Q8Rows, m: usize, out: &mut [f32]) {
-    let t = out.len() / m;
-    let mut i0 = 0;
-    while i0 < m {
-        let n = ACT_TILE.min(m - i0);
-        let xs: [XRow; ACT_TILE] = std::array::from_fn(|t| act.row((i0 + t).min(m - 1), w.cols));
+/// Group `g`'s rows (as many as `out` holds, up to eight: `t`) times every activation row
+/// of `xs`, written `out[i * t + j]`: each activation row's results lie together.
+fn group_product(w: &Q8Matrix, g: usize, xs: &[XRow], out: &mut [f32]) {
+    let t = out.len() / xs.len();
+    for (tile, dst) in xs.chunks(ACT_TILE).zip(out.chunks_mut(ACT_TILE * t)) {
         let mut res = [[0f32; GROUP]; ACT_TILE];
-        dot_group(w, g, &xs[..n], &mut res);
-        for (i, r) in res.iter().enumerate().take(n) {
-            for (j, v) in r.iter().enumerate().take(t) {
-                out[j * m + i0 + i] = *v;
-            }
+        dot_group(w, g, tile, &mut res);
+        for (r, d) in res.iter().zip(dst.chunks_mut(t)) {
+            d.copy_from_slice(&r[..t]);
         }
-        i0 += n;
     }
 }
 
-/// (n x m) to (m x n).
-fn transpose(out_t: &[f32], n: usize, m: usize) -> Vec<f32> {
+/// From groups of (m x up to eight) to (m x n): one copy per group and row.
+fn ungroup(out_g: &[f32], n: usize, m: usize) -> Vec<f32> {
     let mut out = vec![0f32; n * m];
-    for r in 0..n {
-        for i in 0..m {
-            out[i * n + r] = out_t[r * m + i];
+    for (g, chunk) in out_g.chunks(GROUP * m).enumerate() {
+        let t = chunk.len() / m;
+        for (i, run) in chunk.chunks(t).enumerate() {
+            out[i * n + g * GROUP..i * n + g * GROUP + t].copy_from_slice(run);
         }
     }
     out
