@@ -34,7 +34,7 @@ enum Blocks {
     /// Q8_0).
     Q8 { qs: Vec<i8>, scales: Vec<f32> },
     /// 4-bit values as ggml Q4_1 packs a block (byte i: element i in the low nibble, element
-    /// i + 16 in the high one), value = d * q + m, kept exactly as stored.
+    /// i + 16 in the high one), value = d * q + m: ggml Q4_1, and Q4_K's sub-blocks.
     Q4_1 {
         nibbles: Vec<u8>,
         d: Vec<f32>,
@@ -149,6 +149,20 @@ impl Q8Matrix {
         }
     }
 
+    /// From row-major Q4_1 blocks (16 bytes of nibbles, d and m per block).
+    fn q4_1(nibbles: &[u8], d: &[f32], m: &[f32], rows: usize, cols: usize) -> Self {
+        let kb = cols / BLOCK;
+        Self {
+            rows,
+            cols,
+            blocks: Blocks::Q4_1 {
+                nibbles: interleave(nibbles, rows, kb, BLOCK / 2),
+                d: interleave_scales(d, rows, kb),
+                m: interleave_scales(m, rows, kb),
+            },
+        }
+    }
+
     /// From ggml's Q4_1 layout: f16 d, f16 m, 16 bytes of nibbles per block.
     fn from_ggml_q4_1(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
         const SIZE: usize = 4 + BLOCK / 2;
@@ -164,16 +178,7 @@ impl Q8Matrix {
             m.push(half::f16::from_le_bytes([b[2], b[3]]).to_f32());
             nibbles.extend_from_slice(&b[4..]);
         }
-        let kb = cols / BLOCK;
-        Ok(Self {
-            rows,
-            cols,
-            blocks: Blocks::Q4_1 {
-                nibbles: interleave(&nibbles, rows, kb, BLOCK / 2),
-                d: interleave_scales(&d, rows, kb),
-                m: interleave_scales(&m, rows, kb),
-            },
-        })
+        Ok(Self::q4_1(&nibbles, &d, &m, rows, cols))
     }
 
     /// From ggml's Q5_0 layout (f16 d, 32 high bits, 16 bytes of low nibbles; value =
@@ -243,16 +248,7 @@ impl Q8Matrix {
                 }
             }
         }
-        let kb = cols / BLOCK;
-        Ok(Self {
-            rows,
-            cols,
-            blocks: Blocks::Q4_1 {
-                nibbles: interleave(&nibbles, rows, kb, BLOCK / 2),
-                d: interleave_scales(&d, rows, kb),
-                m: interleave_scales(&m, rows, kb),
-            },
-        })
+        Ok(Self::q4_1(&nibbles, &d, &m, rows, cols))
     }
 
     /// From ggml's Q8_0 layout: per block an f16 scale followed by 32 int8 values. Written
