@@ -9,7 +9,7 @@ mod pg;
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,26 +20,65 @@ use provenance::endpoint::ModelEndpoint;
 use provenance::model::{LoadOptions, ModelHandle};
 use provenance::store::{NewScan, ScanStatus, Side};
 
-/// Counts every request reaching the suspect (generations, `/tokenize`, model lists).
-async fn count(State(asked): State<Arc<AtomicUsize>>, req: Request, next: Next) -> Response {
-    asked.fetch_add(1, Ordering::SeqCst);
+/// What the suspect's middleware shares with the test.
+#[derive(Clone)]
+struct Gate {
+    asked: Arc<AtomicUsize>,
+    /// Milliseconds every request waits before it is answered (0: none).
+    delay_ms: Arc<AtomicU64>,
+}
+
+/// Counts every request reaching the suspect (generations, `/tokenize`, model lists), and
+/// holds it back by the gate's delay.
+async fn count(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    gate.asked.fetch_add(1, Ordering::SeqCst);
+    let delay = gate.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     next.run(req).await
 }
 
-fn worker(database_url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_provenance"))
-        .args([
-            "worker",
-            "--database-url",
-            database_url,
-            "--allow-private-targets",
-            "--lease-secs",
-            "3",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a worker process")
+/// A worker process that is stopped when the test ends, passed or panicked: a worker left
+/// running would poll a dropped database and write into the test run's output forever.
+struct Worker(Child);
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(database_url: &str) -> Worker {
+    Worker(
+        Command::new(env!("CARGO_BIN_EXE_provenance"))
+            .args([
+                "worker",
+                "--database-url",
+                database_url,
+                "--allow-private-targets",
+                "--lease-secs",
+                "3",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start a worker process"),
+    )
 }
 
 /// A fresh database with a queued scan of a counted `serve-model` suspect (SmolLM2 against
@@ -47,6 +86,7 @@ fn worker(database_url: &str) -> Child {
 struct Setup {
     db: pg::TestDb,
     asked: Arc<AtomicUsize>,
+    delay_ms: Arc<AtomicU64>,
     /// Requests one capability detection makes.
     detection: usize,
     /// Asks per side.
@@ -58,6 +98,11 @@ async fn setup() -> Setup {
     let db = pg::TestDb::new().await;
     let model = common::smollm2();
     let asked = Arc::new(AtomicUsize::new(0));
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let gate = Gate {
+        asked: asked.clone(),
+        delay_ms: delay_ms.clone(),
+    };
     let app = provenance::serve::router(
         ModelHandle::spawn(model.to_str().expect("utf-8"), &LoadOptions::default(), 16)
             .expect("load"),
@@ -66,7 +111,7 @@ async fn setup() -> Setup {
             system_prompt: None,
         },
     )
-    .layer(axum::middleware::from_fn_with_state(asked.clone(), count));
+    .layer(axum::middleware::from_fn_with_state(gate, count));
     let url = format!("{}/v1", pg::serve(app).await);
 
     // What one capability detection costs, so it can be told apart from probe asks.
@@ -95,6 +140,7 @@ async fn setup() -> Setup {
     Setup {
         db,
         asked,
+        delay_ms,
         detection,
         asks,
         scan_id: scan.id,
@@ -203,25 +249,46 @@ async fn a_scan_survives_its_database_connections_being_cut() {
     let s = setup().await;
     let mut worker = worker(&s.db.url);
     suspect_print_with(&s, 5, &mut worker).await;
+    // Slow the suspect down so that the scan is still running through every cut (the
+    // runner alone would finish it in about a second).
+    s.delay_ms.store(150, Ordering::SeqCst);
     // What a PostgreSQL restart looks like to a client: every connection dropped, several
-    // times over while the worker reconnects. Only this test's database is touched.
+    // times over, each time once the worker has reconnected. Only this test's database is
+    // touched.
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(
         "postgres://postgres@127.0.0.1:5432/postgres",
     )
     .await
     .expect("admin connection");
-    for _ in 0..3 {
-        let cut: Vec<(bool,)> = sqlx::query_as(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(&s.db.name)
-        .fetch_all(&mut admin)
-        .await
-        .expect("terminate");
-        assert!(!cut.is_empty(), "nothing was connected");
+    for round in 0..3 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let cut: Vec<(bool,)> = sqlx::query_as(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&s.db.name)
+            .fetch_all(&mut admin)
+            .await
+            .expect("terminate");
+            if !cut.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker did not reconnect within 20 s after cut {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The test's own pool stays idle here, so whatever connects next is the worker.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let mid = s.db.store.get_scan(s.scan_id).await.expect("scan");
+    assert!(
+        matches!(mid.status, ScanStatus::Running | ScanStatus::Queued),
+        "the scan ended before the last cut: {mid:?}"
+    );
+    s.delay_ms.store(0, Ordering::SeqCst);
     let finished = finished_with_every_ask_once(&s).await;
     worker.kill().expect("stop");
     worker.wait().expect("reaped");
