@@ -73,6 +73,12 @@ impl Q8Rows {
     }
 }
 
+/// Where byte `p` of row `j`'s block lies in grouped block `blk` (`g * kb + b`), for blocks
+/// of `block_bytes` bytes: runs of four bytes, the group's eight rows side by side.
+fn grouped(blk: usize, j: usize, p: usize, block_bytes: usize) -> usize {
+    blk * GROUP * block_bytes + (p / 4) * GROUP * 4 + j * 4 + p % 4
+}
+
 /// Rearranges row-major blocks (`block_bytes` per block, `kb` blocks per row) into the
 /// grouped layout, padding the last group with zero rows.
 fn interleave<T: Copy + Default>(
@@ -82,15 +88,14 @@ fn interleave<T: Copy + Default>(
     block_bytes: usize,
 ) -> Vec<T> {
     let groups = rows.div_ceil(GROUP);
-    let runs = block_bytes / 4;
     let mut out = vec![T::default(); groups * GROUP * kb * block_bytes];
     for row in 0..rows {
         let (g, j) = (row / GROUP, row % GROUP);
         for b in 0..kb {
             let src = &plain[(row * kb + b) * block_bytes..(row * kb + b + 1) * block_bytes];
-            for k in 0..runs {
-                let at = ((g * kb + b) * runs + k) * GROUP * 4 + j * 4;
-                out[at..at + 4].copy_from_slice(&src[k * 4..k * 4 + 4]);
+            for p in (0..block_bytes).step_by(4) {
+                let at = grouped(g * kb + b, j, p, block_bytes);
+                out[at..at + 4].copy_from_slice(&src[p..p + 4]);
             }
         }
     }
@@ -267,11 +272,8 @@ impl Q8Matrix {
             let (row, blk) = (i / kb, i % kb);
             let (g, j) = (row / GROUP, row % GROUP);
             scales[(g * kb + blk) * GROUP + j] = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-            for k in 0..BLOCK / 4 {
-                let at = ((g * kb + blk) * (BLOCK / 4) + k) * GROUP * 4 + j * 4;
-                for (q, &v) in qs[at..at + 4].iter_mut().zip(&b[2 + k * 4..2 + k * 4 + 4]) {
-                    *q = v as i8;
-                }
+            for (p, &v) in b[2..].iter().enumerate() {
+                qs[grouped(g * kb + blk, j, p, BLOCK)] = v as i8;
             }
         }
         Ok(Self {
@@ -291,14 +293,12 @@ impl Q8Matrix {
             let s = blk * GROUP + j;
             match &self.blocks {
                 Blocks::Q8 { qs, scales } => {
-                    let base = blk * GROUP * BLOCK;
-                    out.extend((0..BLOCK).map(|e| {
-                        qs[base + (e / 4) * GROUP * 4 + j * 4 + e % 4] as f32 * scales[s]
-                    }));
+                    out.extend(
+                        (0..BLOCK).map(|e| qs[grouped(blk, j, e, BLOCK)] as f32 * scales[s]),
+                    );
                 }
                 Blocks::Q4_1 { nibbles, d, m } => {
-                    let base = blk * GROUP * BLOCK / 2;
-                    let byte = |p: usize| nibbles[base + (p / 4) * GROUP * 4 + j * 4 + p % 4];
+                    let byte = |p: usize| nibbles[grouped(blk, j, p, BLOCK / 2)];
                     out.extend((0..BLOCK / 2).map(|p| (byte(p) & 0xF) as f32 * d[s] + m[s]));
                     out.extend((0..BLOCK / 2).map(|p| (byte(p) >> 4) as f32 * d[s] + m[s]));
                 }
@@ -438,6 +438,10 @@ struct XRow<'a> {
     isums: &'a [i32],
 }
 
+/// A group kernel: unsafe because the SIMD ones need CPU features the caller has checked.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+type Kernel = unsafe fn(&Q8Matrix, usize, &[XRow], &mut [[f32; GROUP]; ACT_TILE]);
+
 /// The eight rows of group `g` times up to `ACT_TILE` activation rows: `res[i][j]`.
 fn dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]; ACT_TILE]) {
     #[cfg(target_arch = "x86_64")]
@@ -465,19 +469,15 @@ fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]
                 let xb = &x.qs[b * BLOCK..(b + 1) * BLOCK];
                 match &w.blocks {
                     Blocks::Q8 { qs, scales } => {
-                        let base = blk * GROUP * BLOCK;
                         let dot: i32 = (0..BLOCK)
-                            .map(|e| {
-                                qs[base + (e / 4) * GROUP * 4 + j * 4 + e % 4] as i32 * xb[e] as i32
-                            })
+                            .map(|e| qs[grouped(blk, j, e, BLOCK)] as i32 * xb[e] as i32)
                             .sum();
                         acc = (dot as f32).mul_add(scales[s] * x.scales[b], acc);
                     }
                     Blocks::Q4_1 { nibbles, d, m } => {
-                        let base = blk * GROUP * BLOCK / 2;
                         let mut dot = 0i32;
                         for p in 0..BLOCK / 2 {
-                            let v = nibbles[base + (p / 4) * GROUP * 4 + j * 4 + p % 4];
+                            let v = nibbles[grouped(blk, j, p, BLOCK / 2)];
                             dot += (v & 0xF) as i32 * xb[p] as i32;
                             dot += (v >> 4) as i32 * xb[p + BLOCK / 2] as i32;
                         }
@@ -495,32 +495,32 @@ fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]
 mod simd {
     //! The grouped kernels, generated twice: with AVX-512 VNNI (`vpdpbusd`: four u8 x i8
     //! products summed into each i32 lane in one instruction) and with plain AVX2.
-    use super::{Blocks, Q8Matrix, XRow, ACT_TILE, BLOCK, GROUP};
+    use super::{Blocks, Kernel, Q8Matrix, XRow, ACT_TILE, BLOCK, GROUP};
     use std::arch::x86_64::*;
 
-    pub(super) type Kernel = unsafe fn(&Q8Matrix, usize, &[XRow], &mut [[f32; GROUP]; ACT_TILE]);
+    /// Every kernel this CPU runs, best first. `PROVENANCE_NO_VNNI` leaves out the VNNI one
+    /// (to measure or check the AVX2 path on a VNNI machine).
+    pub(super) fn detected() -> Vec<(&'static str, Kernel)> {
+        let mut kernels = Vec::new();
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return kernels;
+        }
+        if std::env::var_os("PROVENANCE_NO_VNNI").is_none()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            kernels.push(("vnni", vnni::dot_group as Kernel));
+        }
+        kernels.push(("avx2", avx2::dot_group as Kernel));
+        kernels
+    }
 
-    /// The best kernel this CPU runs, if any.
+    /// The best kernel this CPU runs, if any (detected once).
     pub(super) fn pick() -> Option<Kernel> {
         use std::sync::OnceLock;
         static PICK: OnceLock<Option<Kernel>> = OnceLock::new();
-        *PICK.get_or_init(|| {
-            let has = |f: &str| match f {
-                "vnni" => {
-                    is_x86_feature_detected!("avx512f")
-                        && is_x86_feature_detected!("avx512vl")
-                        && is_x86_feature_detected!("avx512vnni")
-                }
-                _ => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            };
-            if std::env::var_os("PROVENANCE_NO_VNNI").is_none() && has("vnni") && has("avx2") {
-                Some(vnni::dot_group as Kernel)
-            } else if has("avx2") {
-                Some(avx2::dot_group as Kernel)
-            } else {
-                None
-            }
-        })
+        *PICK.get_or_init(|| detected().first().map(|&(_, k)| k))
     }
 
     /// Four activation bytes starting at `p`, in every lane.
@@ -756,8 +756,6 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
 mod tests {
     use super::*;
 
-    type Kernel = fn(&Q8Matrix, usize, &[XRow], &mut [[f32; GROUP]; ACT_TILE]);
-
     /// Every kernel this CPU runs gives the scalar fallback's numbers bit for bit, on every
     /// group (the last one partial when the rows are not a multiple of eight) and for every
     /// number of activation rows in a tile.
@@ -765,25 +763,7 @@ mod tests {
         let act = quantize_rows(x, q.cols);
         let mut kernels: Vec<(&str, Kernel)> = vec![("dispatch", dot_group)];
         #[cfg(target_arch = "x86_64")]
-        {
-            fn avx2(w: &Q8Matrix, g: usize, xs: &[XRow], r: &mut [[f32; GROUP]; ACT_TILE]) {
-                // SAFETY: only called after the features were detected below.
-                unsafe { simd::avx2::dot_group(w, g, xs, r) }
-            }
-            fn vnni(w: &Q8Matrix, g: usize, xs: &[XRow], r: &mut [[f32; GROUP]; ACT_TILE]) {
-                // SAFETY: only called after the features were detected below.
-                unsafe { simd::vnni::dot_group(w, g, xs, r) }
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                kernels.push(("avx2", avx2));
-                if is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("avx512vnni")
-                {
-                    kernels.push(("vnni", vnni));
-                }
-            }
-        }
+        kernels.extend(simd::detected());
         let rows: Vec<XRow> = (0..m).map(|i| act.row(i, q.cols)).collect();
         for g in 0..q.rows.div_ceil(GROUP) {
             for n in 1..=ACT_TILE.min(m) {
@@ -791,7 +771,8 @@ mod tests {
                 scalar_dot_group(q, g, &rows[..n], &mut want);
                 for (name, kernel) in &kernels {
                     let mut got = [[0f32; GROUP]; ACT_TILE];
-                    kernel(q, g, &rows[..n], &mut got);
+                    // SAFETY: `detected` lists only kernels whose features this CPU has.
+                    unsafe { kernel(q, g, &rows[..n], &mut got) };
                     assert_eq!(got[..n], want[..n], "{name}: group {g}, {n} rows");
                 }
             }
@@ -919,32 +900,14 @@ mod tests {
         }
     }
 
-    /// ggml Q8_0 bytes land in the grouped layout value for value.
+    /// Q8_0, Q5_0 and Q4_K weights land in the grouped layout exactly (the last group
+    /// partial): every row equals candle's dequantization, and every kernel agrees.
     #[test]
-    fn q8_0_rows_equal_candle_dequantization() {
-        let (n, k) = (13, 64);
-        let (w, x) = inputs(n, k, 3);
-        let qt = QTensor::quantize(
-            &Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap(),
-            GgmlDType::Q8_0,
-        )
-        .unwrap();
-        let q = Q8Matrix::from_qtensor(&qt).unwrap();
-        let dense = qt.dequantize(&Device::Cpu).unwrap();
-        let dense_v = dense.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for r in 0..n {
-            assert_eq!(q.row(r), dense_v[r * k..(r + 1) * k], "row {r}");
-        }
-        kernels_agree_with_scalar(&q, &x, 3);
-    }
-
-    /// Q5_0 and Q4_K weights are held exactly: every row equals candle's dequantization.
-    #[test]
-    fn q5_0_and_q4_k_rows_equal_candle_dequantization() {
-        let (n, k) = (11, 512);
-        let (w, x) = inputs(n, k, 2);
+    fn stored_types_rows_equal_candle_dequantization() {
+        let (n, k, m) = (13, 512, 3);
+        let (w, x) = inputs(n, k, m);
         let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-        for dtype in [GgmlDType::Q5_0, GgmlDType::Q4K] {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4K] {
             let qt = QTensor::quantize(&wt, dtype).unwrap();
             let q = Q8Matrix::from_qtensor(&qt).unwrap();
             let dense = qt.dequantize(&Device::Cpu).unwrap();
@@ -952,7 +915,7 @@ mod tests {
             for r in 0..n {
                 assert_eq!(q.row(r), dense_v[r * k..(r + 1) * k], "{dtype:?} row {r}");
             }
-            kernels_agree_with_scalar(&q, &x, 2);
+            kernels_agree_with_scalar(&q, &x, m);
         }
     }
 
