@@ -532,14 +532,25 @@ fn other_tokenizer_same_answers_is_distilled() {
 }
 
 /// No single answer of a weak student matches its teacher's, but pooled over every answer
-/// its vocabulary does, and that is enough to call it distilled.
+/// it leans on the teacher's favourite words where the controls do not, and that is
+/// enough to call it distilled. With controls the vocabulary counts as that contrast;
+/// the plain pooled similarity is reported beside it, not counted twice.
 #[test]
 fn student_with_only_the_teachers_vocabulary_is_distilled() {
     let report = verdict_of(&weak_student_spec(), &controls());
     assert_eq!(report.verdict, Verdict::Distilled, "{:#?}", report.reasons);
+    let contrast = report.signal(compare::CONTRAST).expect("contrast signal");
+    assert!(contrast.used_in_verdict);
+    assert!(contrast.p_value.unwrap_or(1.0) < 0.01, "{contrast:?}");
+    assert!(contrast.score.unwrap_or(0.0) > 0.0, "{contrast:?}");
     let lexicon = report.signal(compare::LEXICON).expect("lexicon signal");
-    assert!(lexicon.used_in_verdict);
-    assert!(lexicon.p_value.unwrap_or(1.0) < 0.01, "{lexicon:?}");
+    assert!(!lexicon.used_in_verdict);
+    // Without controls there is nothing to contrast with: the pooled similarity counts.
+    let report = verdict_of(&weak_student_spec(), &[]);
+    let contrast = report.signal(compare::CONTRAST).expect("contrast listed");
+    assert!(contrast.score.is_none() && !contrast.used_in_verdict);
+    let lexicon = report.signal(compare::LEXICON).expect("lexicon signal");
+    assert!(lexicon.used_in_verdict, "{lexicon:?}");
     // The same model with its own habits is unrelated.
     let report = verdict_of(&model("weak student", 7100), &controls());
     assert_eq!(report.verdict, Verdict::Unrelated, "{:#?}", report.reasons);

@@ -55,7 +55,7 @@ pub fn items<'a>(
 
 /// Word and word-pair counts of one answer. Formatting marks (list bullets, numbering,
 /// bold, headings, line breaks) count as words, since they are habits too.
-fn terms(text: &str) -> (Vec<String>, Vec<String>) {
+pub(crate) fn terms(text: &str) -> (Vec<String>, Vec<String>) {
     let mut unigrams = Vec::new();
     for line in text.lines() {
         let trimmed = line.trim_start();

@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 pub mod calibration;
+pub mod contrast;
 pub mod equality;
 pub mod identity;
 pub mod lexicon;
@@ -46,14 +47,16 @@ pub const STYLE: &str = "style";
 pub const EQUALITY: &str = "equality";
 pub const LEXICON: &str = "lexicon";
 pub const LIKELIHOOD: &str = "likelihood";
+pub const CONTRAST: &str = "contrast";
 
 /// Every signal, in report order.
-pub const SIGNALS: [&str; 9] = [
+pub const SIGNALS: [&str; 10] = [
     LOGITS,
     TOKENIZER,
     GREEDY_TEXT,
     STYLE,
     LEXICON,
+    CONTRAST,
     LIKELIHOOD,
     REFUSAL,
     EQUALITY,
@@ -65,11 +68,20 @@ pub const SIGNALS: [&str; 9] = [
 /// evidence, and a student's samples differ from its teacher's by design; it serves the
 /// identical/not-identical question only. Identity is left out too: a persona system
 /// prompt sets it at will.
+/// The vocabulary counts once: as the contrast with the controls when there are controls
+/// to contrast with, else as the pooled similarity (`lexicon`). Both read the same words,
+/// and the similarity mostly measures fluency (on the zoo it missed every student; the
+/// contrast caught them all), while each extra Bonferroni term weakens the others.
 /// The likelihood signal is reported but left out until it is shown to catch a student:
-/// on the zoo it says nothing (p 0.93 to 1 for every distilled pair), and each extra
-/// Bonferroni term weakens the others (SmolLM2's fine-tune on Gemma's answers: lexicon
-/// p = 0.00245, caught over four signals, missed over five).
-const DISTILLATION_SIGNALS: [&str; 4] = [GREEDY_TEXT, STYLE, LEXICON, REFUSAL];
+/// on the zoo it says nothing (p 0.69 to 0.99 for the students).
+fn distillation_signals(ours: &Signals) -> [&'static str; 4] {
+    let vocabulary = if ours.contrast.is_some() {
+        CONTRAST
+    } else {
+        LEXICON
+    };
+    [GREEDY_TEXT, STYLE, vocabulary, REFUSAL]
+}
 
 /// What unrelated models are assumed to score when there are fewer than two controls.
 /// Pessimistic guesses (high means, wide spreads) so that without calibration only a
@@ -86,6 +98,10 @@ pub fn default_null(signal: &str) -> DefaultNull {
         // 1 - JSD in bits of pooled word and word-pair frequencies; English answers on the
         // same prompts share their common words whatever their lineage.
         LEXICON => (0.5, 0.1),
+        // Mean log-ratio (nats) of the suspect's terms, reference against controls. An
+        // unrelated model leans to the controls' side (below 0); the default allows a
+        // third of a nat towards the reference by chance.
+        CONTRAST => (0.0, 0.15),
         // Mean discrepancy of answers read back by the reference. A base model (Gemma)
         // reads an unrelated chat model's fluent answers at 2.15, its own at 3.2.
         LIKELIHOOD => (2.0, 1.0),
@@ -271,6 +287,8 @@ struct Signals {
     identity: Option<SignalOutcome>,
     style: Option<SignalOutcome>,
     lexicon: Option<SignalOutcome>,
+    /// Set by the caller, which has the other controls (`contrast`).
+    contrast: Option<SignalOutcome>,
     likelihood: Option<SignalOutcome>,
     equality: Option<(SignalOutcome, MmdTest)>,
     stripped: Option<SafeguardsStripped>,
@@ -309,6 +327,7 @@ impl Signals {
                 ),
                 boot,
             ),
+            contrast: None,
             likelihood: read_back.and_then(|scores| likelihood::signal(scores, boot)),
             equality: equality::signal(&groups, &equality_opts),
             stripped: refusal::safeguards_stripped(&refusal::labelled(&refusal_pairs, lexicon)),
@@ -324,6 +343,7 @@ impl Signals {
             IDENTITY => self.identity.as_ref(),
             STYLE => self.style.as_ref(),
             LEXICON => self.lexicon.as_ref(),
+            CONTRAST => self.contrast.as_ref(),
             LIKELIHOOD => self.likelihood.as_ref(),
             EQUALITY => self.equality.as_ref().map(|e| &e.0),
             _ => None,
@@ -362,7 +382,7 @@ pub fn compare_calibrated(
         .as_ref()
         .unwrap_or_else(|| refusal::default_lexicon());
     let read_back = calibration.likelihood;
-    let ours = Signals::compute(
+    let mut ours = Signals::compute(
         reference,
         suspect,
         read_back.map(|l| l.suspect),
@@ -370,7 +390,7 @@ pub fn compare_calibrated(
         lexicon,
         true,
     );
-    let controls: Vec<Signals> = calibration
+    let mut controls: Vec<Signals> = calibration
         .controls
         .iter()
         .enumerate()
@@ -379,6 +399,24 @@ pub fn compare_calibrated(
             Signals::compute(reference, c, scores, opts, lexicon, false)
         })
         .collect();
+    let reference_pool = contrast::Pool::of(reference);
+    let control_pools: Vec<contrast::Pool> = calibration
+        .controls
+        .iter()
+        .map(contrast::Pool::of)
+        .collect();
+    ours.contrast = contrast::signal(
+        &reference_pool,
+        &contrast::Pool::of(suspect),
+        control_pools.iter().collect(),
+        Some(&opts.bootstrap),
+    );
+    for (c, outcome) in controls
+        .iter_mut()
+        .zip(contrast::control_signals(&reference_pool, &control_pools))
+    {
+        c.contrast = outcome;
+    }
     let known_same: Vec<Signals> = calibration
         .known_same
         .iter()
@@ -428,7 +466,7 @@ pub fn compare_calibrated(
             .map(|t| (t.score, t.n)),
         same_tokenizer_min: opts.same_tokenizer_min,
         band: band.clone(),
-        text: DISTILLATION_SIGNALS
+        text: distillation_signals(&ours)
             .iter()
             .filter(|name| usable(name))
             .filter_map(|name| Some((name.to_string(), tests.get(name)?.p)))
@@ -624,6 +662,11 @@ fn unavailable_reason(name: &str, reference: &Fingerprint, suspect: &Fingerprint
                 model"
             .to_string();
     }
+    if name == CONTRAST {
+        return "not available: it needs control fingerprints and answers that use the \
+                reference's words (the pooled vocabulary similarity counts instead)"
+            .to_string();
+    }
     if name == REFUSAL {
         let n = pairs(reference, suspect, ProbeKind::Refusal).len();
         if n > 0 {
@@ -721,7 +764,10 @@ fn missing_reasons(
             "the suspect answered {answered} of {asked} asks (errors: {listed})"
         ));
     }
-    for name in DISTILLATION_SIGNALS.iter().chain(&[LOGITS, TOKENIZER]) {
+    for name in distillation_signals(ours)
+        .iter()
+        .chain(&[LOGITS, TOKENIZER])
+    {
         let n = ours.get(name).map(|o| o.n).unwrap_or(0);
         if ours.get(name).is_none() && *name == REFUSAL {
             reasons.push(format!(

@@ -8,7 +8,7 @@
 //! unrelated to its reference, and its known-same pairs the members identical to it, in
 //! both cases without the member being judged, so no pair is judged against itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -40,6 +40,10 @@ pub struct PairResult {
     /// else every probe asked.
     pub queries: usize,
     pub reasons: Vec<String>,
+    /// Each signal's p-value against the controls (`None`: not computed), so a miss can
+    /// be traced to the signal that failed to see it.
+    #[serde(default)]
+    pub p_values: BTreeMap<String, Option<f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,6 +251,11 @@ pub async fn run(
                 confidence: report.confidence,
                 queries,
                 reasons: report.reasons.clone(),
+                p_values: report
+                    .signals
+                    .iter()
+                    .map(|s| (s.name.clone(), s.p_value))
+                    .collect(),
             });
         }
     }
