@@ -132,67 +132,121 @@ impl Pool {
     }
 }
 
-/// Log-ratios of terms, reference against the mean of the background pools.
-struct Weights<'a> {
+/// The reference's terms weighed against the controls: the suspect is scored against all
+/// of them, each control against the others. The controls' probabilities are summed once
+/// per term, so leaving one out costs a subtraction, not another pass over the controls
+/// (empirical p-values need 99 controls or more).
+pub struct Contrast<'a> {
     reference: &'a Pool,
-    background: Vec<&'a Pool>,
-    /// Vocabulary sizes (words, word pairs) of the reference and background together.
+    /// Controls with any answer, with their index among all the controls given (an empty
+    /// pool would pull the mean towards a uniform distribution).
+    controls: Vec<(usize, &'a Pool)>,
+    given: usize,
+    /// Vocabulary sizes (words, word pairs) of the reference and the controls together.
     vocabulary: [f64; 2],
+    /// Per term the reference used: its smoothed probability summed over the controls.
+    sums: [HashMap<&'a str, f64>; 2],
 }
 
-impl<'a> Weights<'a> {
-    fn new(reference: &'a Pool, background: Vec<&'a Pool>) -> Weights<'a> {
+impl<'a> Contrast<'a> {
+    pub fn new(reference: &'a Pool, controls: &'a [Pool]) -> Contrast<'a> {
+        let given = controls.len();
+        let controls: Vec<(usize, &Pool)> = controls
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
         let size = |pairs: bool| {
             let mut seen: HashSet<&str> = HashSet::new();
-            for pool in std::iter::once(reference).chain(background.iter().copied()) {
+            for pool in std::iter::once(reference).chain(controls.iter().map(|(_, p)| *p)) {
                 seen.extend(pool.table(pairs).counts.keys().map(String::as_str));
             }
             seen.len() as f64
         };
         let vocabulary = [size(false), size(true)];
-        Weights {
+        let sums = [false, true].map(|pairs| {
+            let v = vocabulary[usize::from(pairs)];
+            reference
+                .table(pairs)
+                .counts
+                .keys()
+                .map(|t| {
+                    let sum = controls
+                        .iter()
+                        .map(|(_, p)| p.table(pairs).probability(t, v))
+                        .sum::<f64>();
+                    (t.as_str(), sum)
+                })
+                .collect()
+        });
+        Contrast {
             reference,
-            background,
+            controls,
+            given,
             vocabulary,
+            sums,
         }
     }
 
-    /// The term's log-ratio; `None` when the reference never used it. A term the reference
-    /// never used has a frequency made of smoothing alone there, against a mean over many
-    /// pools that cover more of the language: its log-ratio would measure that coverage gap
-    /// (and punish word salad, whose rare word pairs some control happens to share) rather
-    /// than any habit.
-    fn weight(&self, term: &str, pairs: bool) -> Option<f64> {
-        if !self.reference.table(pairs).counts.contains_key(term) {
-            return None;
+    /// The term's log-ratio, against every control but `left_out`; `None` when the
+    /// reference never used the term. A term the reference never used has a frequency
+    /// made of smoothing alone there, against a mean over many pools that cover more of
+    /// the language: its log-ratio would measure that coverage gap (and punish word
+    /// salad, whose rare word pairs some control happens to share) rather than any habit.
+    fn weight(&self, term: &str, pairs: bool, left_out: Option<&Pool>) -> Option<f64> {
+        let i = usize::from(pairs);
+        let sum = *self.sums[i].get(term)?;
+        let v = self.vocabulary[i];
+        let (sum, n) = match left_out {
+            Some(pool) => (
+                sum - pool.table(pairs).probability(term, v),
+                self.controls.len() - 1,
+            ),
+            None => (sum, self.controls.len()),
+        };
+        // Every pool gives each term a probability above zero; the floor only guards
+        // against the subtraction's rounding.
+        let background = (sum / n as f64).max(f64::MIN_POSITIVE);
+        Some(self.reference.table(pairs).probability(term, v).ln() - background.ln())
+    }
+
+    /// The signal for the suspect, against every control; `None` without controls or
+    /// without any answer on a side.
+    pub fn suspect(
+        &self,
+        suspect: &Pool,
+        boot: Option<&BootstrapOptions>,
+    ) -> Option<SignalOutcome> {
+        self.score(suspect, None, boot)
+    }
+
+    /// The signal for each control given, against the others (`None` for a control when
+    /// it is the only one), so controls are scored as the suspect is.
+    pub fn controls(&self) -> Vec<Option<SignalOutcome>> {
+        let mut out = vec![None; self.given];
+        for &(i, pool) in &self.controls {
+            out[i] = self.score(pool, Some(pool), None);
         }
-        let v = self.vocabulary[usize::from(pairs)];
-        let reference = self.reference.table(pairs).probability(term, v);
-        let background = self
-            .background
-            .iter()
-            .map(|p| p.table(pairs).probability(term, v))
-            .sum::<f64>()
-            / self.background.len() as f64;
-        Some(reference.ln() - background.ln())
+        out
     }
 }
 
 /// Per probe of the suspect: (sum of word log-ratios, words counted, the same for pairs).
 type ProbeSums = (f64, f64, f64, f64);
 
-/// Every distinct term of the suspect's with its weight, computed once (a term recurs
-/// across probes, and each weight reads every background pool).
+/// Every distinct term of the scored pool with its weight, computed once (a term recurs
+/// across probes).
 fn weigh_all<'a>(
-    weights: &Weights,
-    suspect: &'a Pool,
+    contrast: &Contrast,
+    scored: &'a Pool,
     pairs: bool,
+    left_out: Option<&Pool>,
 ) -> HashMap<&'a str, Option<f64>> {
-    suspect
+    scored
         .table(pairs)
         .counts
         .keys()
-        .map(|t| (t.as_str(), weights.weight(t, pairs)))
+        .map(|t| (t.as_str(), contrast.weight(t, pairs, left_out)))
         .collect()
 }
 
@@ -232,37 +286,36 @@ fn score_of(sums: &[ProbeSums], indices: &[usize]) -> Option<(f64, f64, f64)> {
     Some(((words + pairs) / 2.0, words, pairs))
 }
 
-/// The signal for `suspect` against the `background` pools (the controls, never the
-/// suspect itself); `None` without a background or without any answer on a side.
-pub fn signal(
-    reference: &Pool,
-    suspect: &Pool,
-    background: Vec<&Pool>,
-    boot: Option<&BootstrapOptions>,
-) -> Option<SignalOutcome> {
-    let background: Vec<&Pool> = background.into_iter().filter(|p| !p.is_empty()).collect();
-    if background.is_empty() || reference.is_empty() || suspect.is_empty() {
-        return None;
-    }
-    let weights = Weights::new(reference, background);
-    let word_weights = weigh_all(&weights, suspect, false);
-    let pair_weights = weigh_all(&weights, suspect, true);
-    let sums: Vec<ProbeSums> = suspect
-        .probes
-        .iter()
-        .map(|p| probe_sums(&word_weights, &pair_weights, p))
-        .collect();
-    let all: Vec<usize> = (0..sums.len()).collect();
-    let (score, words, pairs) = score_of(&sums, &all)?;
-    let interval = boot.and_then(|opts| {
-        bootstrap::interval(sums.len(), opts, |idx| score_of(&sums, idx).map(|s| s.0))
-    });
-    let reference_text: HashMap<&str, &str> = reference
-        .probes
-        .iter()
-        .map(|p| (p.probe_id.as_str(), p.first_text.as_str()))
-        .collect();
-    let per_probe = suspect
+impl Contrast<'_> {
+    fn score(
+        &self,
+        suspect: &Pool,
+        left_out: Option<&Pool>,
+        boot: Option<&BootstrapOptions>,
+    ) -> Option<SignalOutcome> {
+        let background = self.controls.len() - usize::from(left_out.is_some());
+        if background == 0 || self.reference.is_empty() || suspect.is_empty() {
+            return None;
+        }
+        let word_weights = weigh_all(self, suspect, false, left_out);
+        let pair_weights = weigh_all(self, suspect, true, left_out);
+        let reference = self.reference;
+        let sums: Vec<ProbeSums> = suspect
+            .probes
+            .iter()
+            .map(|p| probe_sums(&word_weights, &pair_weights, p))
+            .collect();
+        let all: Vec<usize> = (0..sums.len()).collect();
+        let (score, words, pairs) = score_of(&sums, &all)?;
+        let interval = boot.and_then(|opts| {
+            bootstrap::interval(sums.len(), opts, |idx| score_of(&sums, idx).map(|s| s.0))
+        });
+        let reference_text: HashMap<&str, &str> = reference
+            .probes
+            .iter()
+            .map(|p| (p.probe_id.as_str(), p.first_text.as_str()))
+            .collect();
+        let per_probe = suspect
         .probes
         .iter()
         .zip(&sums)
@@ -281,41 +334,23 @@ pub fn signal(
             }
         })
         .collect();
-    let mut extra = BTreeMap::new();
-    extra.insert("words".to_string(), words);
-    extra.insert("word_pairs".to_string(), pairs);
-    extra.insert(
-        "background_models".to_string(),
-        weights.background.len() as f64,
-    );
-    Some(SignalOutcome {
+        let mut extra = BTreeMap::new();
+        extra.insert("words".to_string(), words);
+        extra.insert("word_pairs".to_string(), pairs);
+        extra.insert("background_models".to_string(), background as f64);
+        Some(SignalOutcome {
         score,
         n: sums.len(),
         interval,
         detail: format!(
             "the suspect's words lean {} the reference (mean log-ratio {score:+.3} against {} controls; words {words:+.3}, word pairs {pairs:+.3})",
             if score > 0.0 { "towards" } else { "away from" },
-            weights.background.len()
+            background
         ),
         extra,
         per_probe,
     })
-}
-
-/// The signal for each control against the other controls (`None` for a control when it
-/// is the only one), so controls are scored as the suspect is.
-pub fn control_signals(reference: &Pool, controls: &[Pool]) -> Vec<Option<SignalOutcome>> {
-    (0..controls.len())
-        .map(|i| {
-            let others = controls
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, p)| p)
-                .collect();
-            signal(reference, &controls[i], others, None)
-        })
-        .collect()
+    }
 }
 
 #[cfg(test)]
@@ -349,7 +384,8 @@ mod tests {
     }
 
     fn score(reference: &Pool, suspect: &Pool, background: &[Pool]) -> f64 {
-        signal(reference, suspect, background.iter().collect(), None)
+        Contrast::new(reference, background)
+            .suspect(suspect, None)
             .expect("signal")
             .score
     }
@@ -388,12 +424,16 @@ mod tests {
             pool("So,", "In short.", false),
             pool("Certainly!", "Hope this helps!", true),
         ];
-        let scores = control_signals(&reference, &controls);
+        let scores = Contrast::new(&reference, &controls).controls();
         let third = scores[2].as_ref().expect("scored").score;
+        // Up to the smoothing, whose vocabulary size counts every control.
         let against_others = score(&reference, &controls[2], &controls[..2]);
-        assert!((third - against_others).abs() < 1e-12);
+        assert!(
+            (third - against_others).abs() < 1e-2,
+            "{third} {against_others}"
+        );
         assert!(third > 0.3, "{third}");
-        assert!(control_signals(&reference, &controls[..1])[0].is_none());
+        assert!(Contrast::new(&reference, &controls[..1]).controls()[0].is_none());
     }
 
     #[test]
@@ -401,10 +441,16 @@ mod tests {
         let reference = pool("Certainly!", "Hope this helps!", false);
         let empty = Pool::from_answers(std::iter::empty());
         let control = [pool("Well,", "That is all.", false)];
-        assert!(signal(&reference, &empty, control.iter().collect(), None).is_none());
-        assert!(signal(&reference, &control[0], Vec::new(), None).is_none());
+        assert!(Contrast::new(&reference, &control)
+            .suspect(&empty, None)
+            .is_none());
+        assert!(Contrast::new(&reference, &[])
+            .suspect(&control[0], None)
+            .is_none());
         // Words the reference never used carry no evidence.
         let novel = Pool::from_answers([("p0", ProbeKind::Style, "zyx qwv")]);
-        assert!(signal(&reference, &novel, control.iter().collect(), None).is_none());
+        assert!(Contrast::new(&reference, &control)
+            .suspect(&novel, None)
+            .is_none());
     }
 }

@@ -405,16 +405,9 @@ pub fn compare_calibrated(
         .iter()
         .map(contrast::Pool::of)
         .collect();
-    ours.contrast = contrast::signal(
-        &reference_pool,
-        &contrast::Pool::of(suspect),
-        control_pools.iter().collect(),
-        Some(&opts.bootstrap),
-    );
-    for (c, outcome) in controls
-        .iter_mut()
-        .zip(contrast::control_signals(&reference_pool, &control_pools))
-    {
+    let contrast = contrast::Contrast::new(&reference_pool, &control_pools);
+    ours.contrast = contrast.suspect(&contrast::Pool::of(suspect), Some(&opts.bootstrap));
+    for (c, outcome) in controls.iter_mut().zip(contrast.controls()) {
         c.contrast = outcome;
     }
     let known_same: Vec<Signals> = calibration
