@@ -46,12 +46,17 @@ fn clamp01(x: f64) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bar {
     pub label: String,
-    /// Similarity in [0, 1]; `None` when the signal could not be computed.
+    /// Similarity in [0, 1] (else see `logistic`); `None` when the signal could not be
+    /// computed.
     pub score: Option<f64>,
     pub interval: Option<(f64, f64)>,
     /// Mean score of the controls (unrelated models), drawn as a tick.
     pub control: Option<f64>,
     pub used_in_verdict: bool,
+    /// The score lies on an open scale (a log-ratio, a z-like score) rather than in
+    /// [0, 1]: it is drawn at 1/(1+e^-score), so 0 sits mid-axis and sign shows, where
+    /// clamping would flatten every negative score to nothing.
+    pub logistic: bool,
 }
 
 /// Horizontal bars of signal scores on a 0–1 axis, with bootstrap intervals as whiskers and
@@ -80,6 +85,13 @@ pub fn signal_bars(bars: &[Bar]) -> String {
         );
     }
     for (i, bar) in bars.iter().enumerate() {
+        let x = |v: f64| {
+            if bar.logistic {
+                x(1.0 / (1.0 + (-v).exp()))
+            } else {
+                x(v)
+            }
+        };
         let top = 30.0 + ROW * i as f64;
         let mid = top + 10.0;
         let _ = write!(
@@ -130,6 +142,9 @@ pub fn signal_bars(bars: &[Bar]) -> String {
                 mid - 5.0
             );
         }
+        if bar.logistic {
+            label.push_str(" ‡");
+        }
         if !bar.used_in_verdict {
             label.push_str(" (not in verdict)");
         }
@@ -141,9 +156,14 @@ pub fn signal_bars(bars: &[Bar]) -> String {
             esc(&label)
         );
     }
+    let open_scale = if bars.iter().any(|b| b.logistic) {
+        "; ‡ open scale, drawn at 1/(1+e^-score)"
+    } else {
+        ""
+    };
     let _ = write!(
         s,
-        r##"<path d="M{0} {1} l5 5 l-5 5 l-5 -5 z" fill="#e8a33d" stroke="#000"/><text x="{2}" y="{3}" fill="#333">controls' mean; whiskers: 95% bootstrap interval; hollow: not used in the verdict</text></svg>"##,
+        r##"<path d="M{0} {1} l5 5 l-5 5 l-5 -5 z" fill="#e8a33d" stroke="#000"/><text x="{2}" y="{3}" fill="#333">controls' mean; whiskers: 95% bootstrap interval; hollow: not used in the verdict{open_scale}</text></svg>"##,
         LEFT,
         height - 16.0,
         LEFT + 10.0,
@@ -452,6 +472,7 @@ mod tests {
             interval: Some((0.4, 0.6)),
             control: Some(0.2),
             used_in_verdict: true,
+            logistic: false,
         }]);
         assert!(!svg.contains("<script>"));
         assert!(svg.contains("&lt;script&gt;"));
@@ -466,12 +487,25 @@ mod tests {
             interval: None,
             control: None,
             used_in_verdict: true,
+            logistic: false,
         };
         let full = signal_bars(&[bar(Some(1.0))]);
         assert!(full.contains(r#"width="360.0""#), "{full}");
         let half = signal_bars(&[bar(Some(0.5))]);
         assert!(half.contains(r#"width="180.0""#), "{half}");
         assert!(signal_bars(&[bar(None)]).contains("not computed"));
+        // An open-scale score: 0 mid-axis, a negative one short of it but still drawn.
+        let open = |score| Bar {
+            logistic: true,
+            ..bar(Some(score))
+        };
+        let zero = signal_bars(&[open(0.0)]);
+        assert!(zero.contains(r#"width="180.0""#), "{zero}");
+        assert!(zero.contains("open scale"), "{zero}");
+        let below = signal_bars(&[open(-1.0)]);
+        // 360 / (1 + e) = 96.8
+        assert!(below.contains(r#"width="96.8""#), "{below}");
+        assert!(!full.contains("open scale"));
     }
 
     #[test]

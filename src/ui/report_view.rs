@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::diff::{side_by_side, Segment};
 use super::plots::{signal_bars, Bar};
-use crate::compare::Report;
+use crate::compare::{self, Report};
 
 #[derive(Debug, Serialize)]
 pub struct EvidenceView {
@@ -75,6 +75,7 @@ pub fn report_view(report: &Report) -> ReportView {
             interval: s.interval,
             control: s.control_mean,
             used_in_verdict: s.used_in_verdict,
+            logistic: matches!(s.name.as_str(), compare::LIKELIHOOD | compare::CONTRAST),
         })
         .collect();
     let signals = report
