@@ -11,8 +11,8 @@
 //! uses (a naive Bayes classifier of "reference or controls" applied to its answers). A
 //! model that learned from the reference leans towards the reference's side; an unrelated
 //! model, fluent or not, leans towards the controls'. Only terms the reference used count
-//! (see [`Weights::weight`]). Each control is scored the same way against the other
-//! controls, so the p-value compares like with like.
+//! (see `Contrast::weight`). Each control is scored the same way, against the other
+//! controls and the suspect, so the p-value compares like with like (see [`Contrast`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -132,33 +132,33 @@ impl Pool {
     }
 }
 
-/// The reference's terms weighed against the controls: the suspect is scored against all
-/// of them, each control against the others. The controls' probabilities are summed once
-/// per term, so leaving one out costs a subtraction, not another pass over the controls
-/// (empirical p-values need 99 controls or more).
+/// The reference's terms weighed against a set of pools, the controls' and the suspect's,
+/// each pool scored against all the others: the suspect against every control, each
+/// control against the other controls and the suspect. Under the null (the suspect is one
+/// more unrelated model) the scores are then exchangeable, so the controls' scores are a
+/// valid null for the suspect's; scoring each control against the other controls only
+/// would set it against one model fewer than the suspect. The pools' probabilities are
+/// summed once per term, so leaving one out costs a subtraction, not another pass over
+/// the pools (empirical p-values need 99 controls or more).
 pub struct Contrast<'a> {
     reference: &'a Pool,
-    /// Controls with any answer, with their index among all the controls given (an empty
-    /// pool would pull the mean towards a uniform distribution).
-    controls: Vec<(usize, &'a Pool)>,
-    given: usize,
-    /// Vocabulary sizes (words, word pairs) of the reference and the controls together.
+    /// In the order given; a pool without answers takes no part (it would pull the mean
+    /// towards a uniform distribution).
+    pools: Vec<&'a Pool>,
+    /// Pools with answers.
+    active: usize,
+    /// Vocabulary sizes (words, word pairs) of the reference and the pools together.
     vocabulary: [f64; 2],
-    /// Per term the reference used: its smoothed probability summed over the controls.
+    /// Per term the reference used: its smoothed probability summed over the pools.
     sums: [HashMap<&'a str, f64>; 2],
 }
 
 impl<'a> Contrast<'a> {
-    pub fn new(reference: &'a Pool, controls: &'a [Pool]) -> Contrast<'a> {
-        let given = controls.len();
-        let controls: Vec<(usize, &Pool)> = controls
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !p.is_empty())
-            .collect();
+    pub fn new(reference: &'a Pool, pools: Vec<&'a Pool>) -> Contrast<'a> {
+        let active_pools = || pools.iter().copied().filter(|p| !p.is_empty());
         let size = |pairs: bool| {
             let mut seen: HashSet<&str> = HashSet::new();
-            for pool in std::iter::once(reference).chain(controls.iter().map(|(_, p)| *p)) {
+            for pool in std::iter::once(reference).chain(active_pools()) {
                 seen.extend(pool.table(pairs).counts.keys().map(String::as_str));
             }
             seen.len() as f64
@@ -171,84 +171,118 @@ impl<'a> Contrast<'a> {
                 .counts
                 .keys()
                 .map(|t| {
-                    let sum = controls
-                        .iter()
-                        .map(|(_, p)| p.table(pairs).probability(t, v))
+                    let sum = active_pools()
+                        .map(|p| p.table(pairs).probability(t, v))
                         .sum::<f64>();
                     (t.as_str(), sum)
                 })
                 .collect()
         });
+        let active = active_pools().count();
         Contrast {
             reference,
-            controls,
-            given,
+            pools,
+            active,
             vocabulary,
             sums,
         }
     }
 
-    /// The term's log-ratio, against every control but `left_out`; `None` when the
-    /// reference never used the term. A term the reference never used has a frequency
-    /// made of smoothing alone there, against a mean over many pools that cover more of
-    /// the language: its log-ratio would measure that coverage gap (and punish word
-    /// salad, whose rare word pairs some control happens to share) rather than any habit.
-    fn weight(&self, term: &str, pairs: bool, left_out: Option<&Pool>) -> Option<f64> {
+    /// The term's log-ratio against every pool but `left_out`; `None` when the reference
+    /// never used the term. A term the reference never used has a frequency made of
+    /// smoothing alone there, against a mean over many pools that cover more of the
+    /// language: its log-ratio would measure that coverage gap (and punish word salad,
+    /// whose rare word pairs some control happens to share) rather than any habit.
+    fn weight(&self, term: &str, pairs: bool, left_out: &Pool) -> Option<f64> {
         let i = usize::from(pairs);
-        let sum = *self.sums[i].get(term)?;
         let v = self.vocabulary[i];
-        let (sum, n) = match left_out {
-            Some(pool) => (
-                sum - pool.table(pairs).probability(term, v),
-                self.controls.len() - 1,
-            ),
-            None => (sum, self.controls.len()),
-        };
+        let sum = self.sums[i].get(term)? - left_out.table(pairs).probability(term, v);
         // Every pool gives each term a probability above zero; the floor only guards
         // against the subtraction's rounding.
-        let background = (sum / n as f64).max(f64::MIN_POSITIVE);
+        let background = (sum / (self.active - 1) as f64).max(f64::MIN_POSITIVE);
         Some(self.reference.table(pairs).probability(term, v).ln() - background.ln())
     }
 
-    /// The signal for the suspect, against every control; `None` without controls or
-    /// without any answer on a side.
-    pub fn suspect(
-        &self,
-        suspect: &Pool,
-        boot: Option<&BootstrapOptions>,
-    ) -> Option<SignalOutcome> {
-        self.score(suspect, None, boot)
-    }
-
-    /// The signal for each control given, against the others (`None` for a control when
-    /// it is the only one), so controls are scored as the suspect is.
-    pub fn controls(&self) -> Vec<Option<SignalOutcome>> {
-        let mut out = vec![None; self.given];
-        for &(i, pool) in &self.controls {
-            out[i] = self.score(pool, Some(pool), None);
+    /// Pool `i` scored against every other pool with answers; `None` when it has no
+    /// answers, when no other pool has any, or when none of its words is the reference's.
+    pub fn left_out(&self, i: usize, boot: Option<&BootstrapOptions>) -> Option<SignalOutcome> {
+        let scored = *self.pools.get(i)?;
+        let others = self.active - 1;
+        if scored.is_empty() || others == 0 || self.reference.is_empty() {
+            return None;
         }
-        out
+        let weigh_all = |pairs: bool| -> HashMap<&str, Option<f64>> {
+            scored
+                .table(pairs)
+                .counts
+                .keys()
+                .map(|t| (t.as_str(), self.weight(t, pairs, scored)))
+                .collect()
+        };
+        let (word_weights, pair_weights) = (weigh_all(false), weigh_all(true));
+        // Only probes where the scored model used some word of the reference's say
+        // anything; the rest are neither counted nor listed.
+        let probes: Vec<(&ProbeTerms, ProbeSums)> = scored
+            .probes
+            .iter()
+            .map(|p| (p, probe_sums(&word_weights, &pair_weights, p)))
+            .filter(|(_, s)| s.1 > 0.0)
+            .collect();
+        let sums: Vec<ProbeSums> = probes.iter().map(|(_, s)| *s).collect();
+        let all: Vec<usize> = (0..sums.len()).collect();
+        let (score, words, pairs) = score_of(&sums, &all)?;
+        let interval = boot.and_then(|opts| {
+            bootstrap::interval(sums.len(), opts, |idx| score_of(&sums, idx).map(|s| s.0))
+        });
+        let reference_text: HashMap<&str, &str> = self
+            .reference
+            .probes
+            .iter()
+            .map(|p| (p.probe_id.as_str(), p.first_text.as_str()))
+            .collect();
+        let per_probe = probes
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (p, s))| {
+                let (mean, _, _) = score_of(&sums, &[k])?;
+                Some(ProbeScore {
+                    probe_id: p.probe_id.clone(),
+                    kind: p.kind,
+                    score: mean,
+                    reference_text: clip(reference_text.get(p.probe_id.as_str()).unwrap_or(&"")),
+                    suspect_text: clip(&p.first_text),
+                    note: format!(
+                        "mean log-ratio {mean:+.3} over {} of the reference's words \
+                         (its frequencies against the other models')",
+                        s.1
+                    ),
+                })
+            })
+            .collect();
+        let mut extra = BTreeMap::new();
+        extra.insert("words".to_string(), words);
+        if let Some(pairs) = pairs {
+            extra.insert("word_pairs".to_string(), pairs);
+        }
+        extra.insert("background_models".to_string(), others as f64);
+        let pairs_text = pairs.map_or(String::new(), |p| format!(", word pairs {p:+.3}"));
+        Some(SignalOutcome {
+            score,
+            n: sums.len(),
+            interval,
+            detail: format!(
+                "words lean {} the reference's side: mean log-ratio {score:+.3} against \
+                 {others} other models (words {words:+.3}{pairs_text})",
+                if score > 0.0 { "towards" } else { "away from" },
+            ),
+            extra,
+            per_probe,
+        })
     }
 }
 
-/// Per probe of the suspect: (sum of word log-ratios, words counted, the same for pairs).
+/// Per probe: (sum of word log-ratios, words counted, the same for word pairs).
 type ProbeSums = (f64, f64, f64, f64);
-
-/// Every distinct term of the scored pool with its weight, computed once (a term recurs
-/// across probes).
-fn weigh_all<'a>(
-    contrast: &Contrast,
-    scored: &'a Pool,
-    pairs: bool,
-    left_out: Option<&Pool>,
-) -> HashMap<&'a str, Option<f64>> {
-    scored
-        .table(pairs)
-        .counts
-        .keys()
-        .map(|t| (t.as_str(), contrast.weight(t, pairs, left_out)))
-        .collect()
-}
 
 fn probe_sums(
     words: &HashMap<&str, Option<f64>>,
@@ -266,9 +300,10 @@ fn probe_sums(
     (ws, wn, ps, pn)
 }
 
-/// Mean log-ratio of words and of word pairs over the probes at `indices`, averaged
-/// (score, words, word pairs).
-fn score_of(sums: &[ProbeSums], indices: &[usize]) -> Option<(f64, f64, f64)> {
+/// Mean log-ratio of words and of word pairs over the probes at `indices`, averaged:
+/// (score, words, word pairs). Word salad may share no word pair with the reference:
+/// then words alone speak.
+fn score_of(sums: &[ProbeSums], indices: &[usize]) -> Option<(f64, f64, Option<f64>)> {
     let mut total = (0.0, 0.0, 0.0, 0.0);
     for &i in indices {
         let s = sums[i];
@@ -278,79 +313,11 @@ fn score_of(sums: &[ProbeSums], indices: &[usize]) -> Option<(f64, f64, f64)> {
         return None;
     }
     let words = total.0 / total.1;
-    // Word salad may share no word pair with anyone: then words alone speak.
     if total.3 == 0.0 {
-        return Some((words, words, 0.0));
+        return Some((words, words, None));
     }
     let pairs = total.2 / total.3;
-    Some(((words + pairs) / 2.0, words, pairs))
-}
-
-impl Contrast<'_> {
-    fn score(
-        &self,
-        suspect: &Pool,
-        left_out: Option<&Pool>,
-        boot: Option<&BootstrapOptions>,
-    ) -> Option<SignalOutcome> {
-        let background = self.controls.len() - usize::from(left_out.is_some());
-        if background == 0 || self.reference.is_empty() || suspect.is_empty() {
-            return None;
-        }
-        let word_weights = weigh_all(self, suspect, false, left_out);
-        let pair_weights = weigh_all(self, suspect, true, left_out);
-        let reference = self.reference;
-        let sums: Vec<ProbeSums> = suspect
-            .probes
-            .iter()
-            .map(|p| probe_sums(&word_weights, &pair_weights, p))
-            .collect();
-        let all: Vec<usize> = (0..sums.len()).collect();
-        let (score, words, pairs) = score_of(&sums, &all)?;
-        let interval = boot.and_then(|opts| {
-            bootstrap::interval(sums.len(), opts, |idx| score_of(&sums, idx).map(|s| s.0))
-        });
-        let reference_text: HashMap<&str, &str> = reference
-            .probes
-            .iter()
-            .map(|p| (p.probe_id.as_str(), p.first_text.as_str()))
-            .collect();
-        let per_probe = suspect
-        .probes
-        .iter()
-        .zip(&sums)
-        .map(|(p, s)| {
-            let mean = if s.1 > 0.0 { s.0 / s.1 } else { 0.0 };
-            ProbeScore {
-                probe_id: p.probe_id.clone(),
-                kind: p.kind,
-                score: mean,
-                reference_text: clip(reference_text.get(p.probe_id.as_str()).unwrap_or(&"")),
-                suspect_text: clip(&p.first_text),
-                note: format!(
-                    "mean log-ratio {mean:+.3} over {} words (reference's frequencies against the controls')",
-                    s.1
-                ),
-            }
-        })
-        .collect();
-        let mut extra = BTreeMap::new();
-        extra.insert("words".to_string(), words);
-        extra.insert("word_pairs".to_string(), pairs);
-        extra.insert("background_models".to_string(), background as f64);
-        Some(SignalOutcome {
-        score,
-        n: sums.len(),
-        interval,
-        detail: format!(
-            "the suspect's words lean {} the reference (mean log-ratio {score:+.3} against {} controls; words {words:+.3}, word pairs {pairs:+.3})",
-            if score > 0.0 { "towards" } else { "away from" },
-            background
-        ),
-        extra,
-        per_probe,
-    })
-    }
+    Some(((words + pairs) / 2.0, words, Some(pairs)))
 }
 
 #[cfg(test)]
@@ -383,9 +350,12 @@ mod tests {
         )
     }
 
+    /// The suspect's score against the background models, the suspect last in the set.
     fn score(reference: &Pool, suspect: &Pool, background: &[Pool]) -> f64 {
-        Contrast::new(reference, background)
-            .suspect(suspect, None)
+        let mut pools: Vec<&Pool> = background.iter().collect();
+        pools.push(suspect);
+        Contrast::new(reference, pools)
+            .left_out(background.len(), None)
             .expect("signal")
             .score
     }
@@ -414,26 +384,29 @@ mod tests {
         assert!(score(&reference, &reference, &controls) > 0.3);
     }
 
-    /// Each control is judged against the others only: with itself in the background
-    /// it would lean away from the reference by construction.
+    /// Every pool is scored against all the others, whatever its place in the set: the
+    /// suspect and the controls are scored alike, as the p-value needs.
     #[test]
-    fn controls_are_left_out_of_their_own_background() {
+    fn each_pool_is_scored_against_all_the_others() {
         let reference = pool("Certainly!", "Hope this helps!", false);
-        let controls = [
-            pool("Well,", "That is all.", false),
-            pool("So,", "In short.", false),
-            pool("Certainly!", "Hope this helps!", true),
-        ];
-        let scores = Contrast::new(&reference, &controls).controls();
-        let third = scores[2].as_ref().expect("scored").score;
-        // Up to the smoothing, whose vocabulary size counts every control.
-        let against_others = score(&reference, &controls[2], &controls[..2]);
-        assert!(
-            (third - against_others).abs() < 1e-2,
-            "{third} {against_others}"
-        );
-        assert!(third > 0.3, "{third}");
-        assert!(Contrast::new(&reference, &controls[..1]).controls()[0].is_none());
+        let well = pool("Well,", "That is all.", false);
+        let so = pool("So,", "In short.", false);
+        let student = pool("Certainly!", "Hope this helps!", true);
+        let first = Contrast::new(&reference, vec![&student, &well, &so]);
+        let last = Contrast::new(&reference, vec![&well, &so, &student]);
+        let a = first.left_out(0, None).expect("scored").score;
+        let b = last.left_out(2, None).expect("scored").score;
+        assert!((a - b).abs() < 1e-12, "{a} {b}");
+        assert!(a > 0.3, "{a}");
+        // A control, scored against the others with the student among them, leans the
+        // reference's way less than the student does.
+        let c = last.left_out(0, None).expect("scored").score;
+        assert!(c < a, "{c} {a}");
+        // Alone, a pool has nothing to be scored against; out of range is no pool.
+        assert!(Contrast::new(&reference, vec![&well])
+            .left_out(0, None)
+            .is_none());
+        assert!(last.left_out(3, None).is_none());
     }
 
     #[test]
@@ -441,16 +414,16 @@ mod tests {
         let reference = pool("Certainly!", "Hope this helps!", false);
         let empty = Pool::from_answers(std::iter::empty());
         let control = [pool("Well,", "That is all.", false)];
-        assert!(Contrast::new(&reference, &control)
-            .suspect(&empty, None)
+        assert!(Contrast::new(&reference, vec![&control[0], &empty])
+            .left_out(1, None)
             .is_none());
-        assert!(Contrast::new(&reference, &[])
-            .suspect(&control[0], None)
+        assert!(Contrast::new(&reference, vec![&control[0]])
+            .left_out(0, None)
             .is_none());
         // Words the reference never used carry no evidence.
         let novel = Pool::from_answers([("p0", ProbeKind::Style, "zyx qwv")]);
-        assert!(Contrast::new(&reference, &control)
-            .suspect(&novel, None)
+        assert!(Contrast::new(&reference, vec![&control[0], &novel])
+            .left_out(1, None)
             .is_none());
     }
 }

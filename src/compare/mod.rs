@@ -68,14 +68,16 @@ pub const SIGNALS: [&str; 10] = [
 /// evidence, and a student's samples differ from its teacher's by design; it serves the
 /// identical/not-identical question only. Identity is left out too: a persona system
 /// prompt sets it at will.
-/// The vocabulary counts once: as the contrast with the controls when there are controls
-/// to contrast with, else as the pooled similarity (`lexicon`). Both read the same words,
-/// and the similarity mostly measures fluency (on the zoo it missed every student; the
-/// contrast caught them all), while each extra Bonferroni term weakens the others.
+/// The vocabulary counts once: as the contrast with the controls when at least two
+/// controls were scored on it (with fewer, the suspect's contrast would be judged against
+/// a guessed default alone), else as the pooled similarity (`lexicon`). Both read the same
+/// words, and the similarity mostly measures fluency (on the zoo it missed every student;
+/// the contrast caught them all), while each extra Bonferroni term weakens the others.
 /// The likelihood signal is reported but left out until it is shown to catch a student:
 /// on the zoo it says nothing (p 0.69 to 0.99 for the students).
-fn distillation_signals(ours: &Signals) -> [&'static str; 4] {
-    let vocabulary = if ours.contrast.is_some() {
+fn distillation_signals(ours: &Signals, controls: &[Signals]) -> [&'static str; 4] {
+    let scored_controls = controls.iter().filter(|c| c.contrast.is_some()).count();
+    let vocabulary = if ours.contrast.is_some() && scored_controls >= 2 {
         CONTRAST
     } else {
         LEXICON
@@ -405,11 +407,16 @@ pub fn compare_calibrated(
         .iter()
         .map(contrast::Pool::of)
         .collect();
-    let contrast = contrast::Contrast::new(&reference_pool, &control_pools);
-    ours.contrast = contrast.suspect(&contrast::Pool::of(suspect), Some(&opts.bootstrap));
-    for (c, outcome) in controls.iter_mut().zip(contrast.controls()) {
-        c.contrast = outcome;
+    let suspect_pool = contrast::Pool::of(suspect);
+    let contrast = contrast::Contrast::new(
+        &reference_pool,
+        control_pools.iter().chain([&suspect_pool]).collect(),
+    );
+    ours.contrast = contrast.left_out(control_pools.len(), Some(&opts.bootstrap));
+    for (i, c) in controls.iter_mut().enumerate() {
+        c.contrast = contrast.left_out(i, None);
     }
+    let distillation = distillation_signals(&ours, &controls);
     let known_same: Vec<Signals> = calibration
         .known_same
         .iter()
@@ -444,7 +451,7 @@ pub fn compare_calibrated(
     }
 
     let usable = |name: &str| ours.get(name).is_some_and(|o| o.n >= opts.min_probes);
-    let missing = missing_reasons(reference, suspect, &ours, opts.min_probes);
+    let missing = missing_reasons(reference, suspect, &ours, &distillation, opts.min_probes);
     let inputs = verdict::VerdictInputs {
         alpha: opts.alpha,
         logits: ours
@@ -459,7 +466,7 @@ pub fn compare_calibrated(
             .map(|t| (t.score, t.n)),
         same_tokenizer_min: opts.same_tokenizer_min,
         band: band.clone(),
-        text: distillation_signals(&ours)
+        text: distillation
             .iter()
             .filter(|name| usable(name))
             .filter_map(|name| Some((name.to_string(), tests.get(name)?.p)))
@@ -728,6 +735,7 @@ fn missing_reasons(
     reference: &Fingerprint,
     suspect: &Fingerprint,
     ours: &Signals,
+    distillation: &[&str],
     min_probes: usize,
 ) -> Vec<String> {
     let mut reasons = Vec::new();
@@ -757,10 +765,7 @@ fn missing_reasons(
             "the suspect answered {answered} of {asked} asks (errors: {listed})"
         ));
     }
-    for name in distillation_signals(ours)
-        .iter()
-        .chain(&[LOGITS, TOKENIZER])
-    {
+    for name in distillation.iter().chain(&[LOGITS, TOKENIZER]) {
         let n = ours.get(name).map(|o| o.n).unwrap_or(0);
         if ours.get(name).is_none() && *name == REFUSAL {
             reasons.push(format!(
