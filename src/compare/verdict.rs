@@ -16,8 +16,9 @@
 //! 4. Without logits but with the same tokenizer: `identical` needs the text signals far
 //!    above controls (Bonferroni, as in 5), greedy answers as exact as the band asks, and
 //!    sampled answers that the equality test does not tell apart.
-//! 5. The distillation signals (greedy text, style, pooled vocabulary, refusal; and,
-//!    across tokenizers, logits aligned by bytes) far above controls after Bonferroni's
+//! 5. The distillation signals (greedy text, style, vocabulary (the contrast with the
+//!    controls, else the pooled similarity), refusal; and, across tokenizers, logits
+//!    aligned by bytes) far above controls after Bonferroni's
 //!    correction (the smallest p-value times their number, valid however the signals
 //!    depend on each other): `distilled`.
 //! 6. Otherwise `unrelated`.
