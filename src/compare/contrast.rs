@@ -55,7 +55,13 @@ struct Table {
 
 impl Table {
     fn add(&mut self, term: &str) {
-        *self.counts.entry(term.to_string()).or_insert(0.0) += 1.0;
+        // A key is allocated once per distinct term, not per occurrence.
+        match self.counts.get_mut(term) {
+            Some(count) => *count += 1.0,
+            None => {
+                self.counts.insert(term.to_string(), 1.0);
+            }
+        }
         self.total += 1.0;
     }
 
@@ -87,25 +93,23 @@ impl Pool {
     pub fn from_answers<'a>(
         answers: impl IntoIterator<Item = (&'a str, ProbeKind, &'a str)>,
     ) -> Pool {
-        let mut by_probe: BTreeMap<(usize, String), ProbeTerms> = BTreeMap::new();
-        let mut order: HashMap<String, usize> = HashMap::new();
+        let mut probes: Vec<ProbeTerms> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for (probe_id, kind, text) in answers {
-            let next = order.len();
-            let rank = *order.entry(probe_id.to_string()).or_insert(next);
-            let entry = by_probe
-                .entry((rank, probe_id.to_string()))
-                .or_insert_with(|| ProbeTerms {
+            let at = *index.entry(probe_id).or_insert_with(|| {
+                probes.push(ProbeTerms {
                     probe_id: probe_id.to_string(),
                     kind,
                     first_text: text.to_string(),
                     words: Vec::new(),
                     pairs: Vec::new(),
                 });
+                probes.len() - 1
+            });
             let (w, p) = terms(text);
-            entry.words.extend(w);
-            entry.pairs.extend(p);
+            probes[at].words.extend(w);
+            probes[at].pairs.extend(p);
         }
-        let probes: Vec<ProbeTerms> = by_probe.into_values().collect();
         let mut words = Table::default();
         let mut pairs = Table::default();
         for p in &probes {
@@ -151,6 +155,8 @@ pub struct Contrast<'a> {
     vocabulary: [f64; 2],
     /// Per term the reference used: its smoothed probability summed over the pools.
     sums: [HashMap<&'a str, f64>; 2],
+    /// The reference's first answer per probe, for the evidence table.
+    reference_text: HashMap<&'a str, &'a str>,
 }
 
 impl<'a> Contrast<'a> {
@@ -179,12 +185,18 @@ impl<'a> Contrast<'a> {
                 .collect()
         });
         let active = active_pools().count();
+        let reference_text = reference
+            .probes
+            .iter()
+            .map(|p| (p.probe_id.as_str(), p.first_text.as_str()))
+            .collect();
         Contrast {
             reference,
             pools,
             active,
             vocabulary,
             sums,
+            reference_text,
         }
     }
 
@@ -234,12 +246,6 @@ impl<'a> Contrast<'a> {
         let interval = boot.and_then(|opts| {
             bootstrap::interval(sums.len(), opts, |idx| score_of(&sums, idx).map(|s| s.0))
         });
-        let reference_text: HashMap<&str, &str> = self
-            .reference
-            .probes
-            .iter()
-            .map(|p| (p.probe_id.as_str(), p.first_text.as_str()))
-            .collect();
         let per_probe = probes
             .iter()
             .enumerate()
@@ -249,7 +255,9 @@ impl<'a> Contrast<'a> {
                     probe_id: p.probe_id.clone(),
                     kind: p.kind,
                     score: mean,
-                    reference_text: clip(reference_text.get(p.probe_id.as_str()).unwrap_or(&"")),
+                    reference_text: clip(
+                        self.reference_text.get(p.probe_id.as_str()).unwrap_or(&""),
+                    ),
                     suspect_text: clip(&p.first_text),
                     note: format!(
                         "mean log-ratio {mean:+.3} over {} of the reference's words \

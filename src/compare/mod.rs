@@ -401,20 +401,11 @@ pub fn compare_calibrated(
             Signals::compute(reference, c, scores, opts, lexicon, false)
         })
         .collect();
-    let reference_pool = contrast::Pool::of(reference);
-    let control_pools: Vec<contrast::Pool> = calibration
-        .controls
-        .iter()
-        .map(contrast::Pool::of)
-        .collect();
-    let suspect_pool = contrast::Pool::of(suspect);
-    let contrast = contrast::Contrast::new(
-        &reference_pool,
-        control_pools.iter().chain([&suspect_pool]).collect(),
-    );
-    ours.contrast = contrast.left_out(control_pools.len(), Some(&opts.bootstrap));
-    for (i, c) in controls.iter_mut().enumerate() {
-        c.contrast = contrast.left_out(i, None);
+    let (suspect_contrast, control_contrasts) =
+        contrast_signals(reference, suspect, calibration.controls, &opts.bootstrap);
+    ours.contrast = suspect_contrast;
+    for (c, outcome) in controls.iter_mut().zip(control_contrasts) {
+        c.contrast = outcome;
     }
     let distillation = distillation_signals(&ours, &controls);
     let known_same: Vec<Signals> = calibration
@@ -591,6 +582,28 @@ pub fn compare_calibrated(
         reference: model_ref(reference),
         suspect: model_ref(suspect),
     }
+}
+
+/// The contrast signal for the suspect and for each control, every one scored against
+/// all the others (`contrast::Contrast`).
+fn contrast_signals(
+    reference: &Fingerprint,
+    suspect: &Fingerprint,
+    controls: &[Fingerprint],
+    boot: &BootstrapOptions,
+) -> (Option<SignalOutcome>, Vec<Option<SignalOutcome>>) {
+    let reference_pool = contrast::Pool::of(reference);
+    let control_pools: Vec<contrast::Pool> = controls.iter().map(contrast::Pool::of).collect();
+    let suspect_pool = contrast::Pool::of(suspect);
+    let contrast = contrast::Contrast::new(
+        &reference_pool,
+        control_pools.iter().chain([&suspect_pool]).collect(),
+    );
+    let ours = contrast.left_out(control_pools.len(), Some(boot));
+    let theirs = (0..control_pools.len())
+        .map(|i| contrast.left_out(i, None))
+        .collect();
+    (ours, theirs)
 }
 
 /// Signal `name`'s score against the controls' scores of the same signal.
