@@ -260,6 +260,10 @@ struct ProbeArgs {
     /// Use at most this many probes of each kind (quick scans).
     #[arg(long)]
     per_kind: Option<usize>,
+    /// With --per-kind: use this many logit probes instead (they cost a few tokens each,
+    /// and telling a copy from a derivative closer than engine noise takes many).
+    #[arg(long, requires = "per_kind")]
+    logit_probes: Option<usize>,
 }
 
 impl ProbeArgs {
@@ -268,7 +272,12 @@ impl ProbeArgs {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("loading probes from {}", self.probes.display()))?;
         Ok(match self.per_kind {
-            Some(n) => provenance::fingerprint::subset(&set, n, 4),
+            Some(n) => provenance::fingerprint::subset_with_logits(
+                &set,
+                n,
+                self.logit_probes.unwrap_or(n),
+                4,
+            ),
             None => set,
         })
     }

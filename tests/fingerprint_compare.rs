@@ -65,6 +65,9 @@ struct Logits {
     /// Extra noise on top (engine noise, fine-tuning).
     jitter: u64,
     jitter_sd: f64,
+    /// A shift per token, the same in every probe: what changed weights add.
+    shift: u64,
+    shift_sd: f64,
 }
 
 #[derive(Clone)]
@@ -94,6 +97,8 @@ fn model(name: &str, seed: u64) -> Spec {
         own_sd: 1.5,
         jitter: 0,
         jitter_sd: 0.0,
+        shift: 0,
+        shift_sd: 0.0,
     };
     Spec {
         name: name.to_string(),
@@ -140,10 +145,11 @@ fn log_probs(l: &Logits, probe: usize, position: usize) -> Vec<f64> {
     let mut own = rng(&[2, l.own, probe as u64, position as u64]);
     let mut jitter = rng(&[3, l.jitter, probe as u64, position as u64]);
     let raw: Vec<f64> = (0..VOCAB)
-        .map(|_| {
+        .map(|token| {
             2.0 * normal(&mut shared)
                 + l.own_sd * normal(&mut own)
                 + l.jitter_sd * normal(&mut jitter)
+                + l.shift_sd * normal(&mut rng(&[11, l.shift, token as u64]))
         })
         .collect();
     let max = raw.iter().copied().fold(f64::MIN, f64::max);
@@ -521,6 +527,33 @@ fn identical_without_controls_falls_back_and_says_so() {
 fn same_tokenizer_noisy_logits_is_derived() {
     let report = verdict_of(&derived_spec(), &controls());
     assert_eq!(report.verdict, Verdict::Derived, "{:#?}", report.reasons);
+}
+
+#[test]
+fn weights_changed_less_than_engine_noise_are_derived() {
+    // Rounding noise on a copy is tolerated; a per-token shift of the same size, repeated in
+    // every probe as changed weights repeat it, is not (`compare::shift`).
+    let mut noisy_copy = identical_spec();
+    noisy_copy.logits.jitter_sd = 0.06;
+    let copy = verdict_of(&noisy_copy, &controls());
+    assert_eq!(copy.verdict, Verdict::Identical, "{:#?}", copy.reasons);
+    let mut changed = identical_spec();
+    changed.name = "reference with slightly changed weights".into();
+    changed.logits.shift = 79;
+    changed.logits.shift_sd = 0.06;
+    let report = verdict_of(&changed, &controls());
+    assert_eq!(report.verdict, Verdict::Derived, "{:#?}", report.reasons);
+    // Inside the band: the size of the differences alone would call it identical.
+    assert!(
+        report.reasons.iter().any(|r| r.contains("within the identical band")
+            && r.contains("repeat token by token")),
+        "{:#?}",
+        report.reasons
+    );
+    let shift = report.weight_shift.as_ref().expect("shift test ran");
+    assert!(shift.p_value <= 0.01 && shift.share > 0.05, "{shift:?}");
+    let copy_shift = copy.weight_shift.as_ref().expect("shift test ran");
+    assert!(copy_shift.share < 0.05, "{copy_shift:?}");
 }
 
 #[test]

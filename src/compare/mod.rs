@@ -18,6 +18,7 @@ pub mod logits;
 pub mod refusal;
 pub mod report;
 pub mod sequential;
+pub mod shift;
 pub mod stats;
 pub mod style;
 pub mod tokenizer;
@@ -472,6 +473,10 @@ pub fn compare_calibrated(
             .as_ref()
             .filter(|_| usable(GREEDY_TEXT))
             .and_then(|g| g.extra.get("exact_match").copied()),
+        shift: shift::test(
+            &pairs(reference, suspect, ProbeKind::Logit),
+            opts.min_probes,
+        ),
         forms: calibration
             .forms
             .iter()
@@ -578,6 +583,7 @@ pub fn compare_calibrated(
         known_same: calibration.known_same.len(),
         calibration_note,
         identical_band: band,
+        weight_shift: inputs.shift.clone(),
         sequential: sequential_outcome,
         reference: model_ref(reference),
         suspect: model_ref(suspect),
@@ -638,6 +644,10 @@ fn form_logits(
     let against = |other: &Fingerprint, boot| {
         logits::signal(&pairs(&form.fingerprint, other, ProbeKind::Logit), boot)
     };
+    let shift = shift::test(
+        &pairs(&form.fingerprint, suspect, ProbeKind::Logit),
+        opts.min_probes,
+    );
     let (outcome, summary) = against(suspect, Some(&opts.bootstrap))?;
     if outcome.n < opts.min_probes {
         return None;
@@ -651,6 +661,7 @@ fn form_logits(
         dtype: form.dtype.clone(),
         summary,
         p: test.p,
+        shift,
     })
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calibration::{Level, NullMethod};
 use super::sequential::SequentialOutcome;
+use super::shift::ShiftTest;
 use super::verdict::{IdenticalBand, Verdict};
 use crate::fingerprint::ProbeSetRef;
 use crate::probes::ProbeKind;
@@ -100,6 +101,9 @@ pub struct Report {
     pub known_same: usize,
     pub calibration_note: String,
     pub identical_band: IdenticalBand,
+    /// Whether log-probability differences repeat token by token across probes (changed
+    /// weights) rather than change sign from probe to probe (rounding); `compare::shift`.
+    pub weight_shift: Option<ShiftTest>,
     pub sequential: Option<SequentialOutcome>,
     pub reference: ModelRef,
     pub suspect: ModelRef,

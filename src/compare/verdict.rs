@@ -9,10 +9,13 @@
 //!    saying what was missing.
 //! 2. A tokenizer mismatch rules out `identical` and `derived`.
 //! 3. With logits: similarity far above controls (p <= alpha) and agreement inside the
-//!    identical band is `identical`; so is agreement inside the band of one of the
-//!    reference's quantized forms (the reference quantized by the engine, `crate::forms`)
-//!    whose own similarity is far above the controls' similarity to it (Bonferroni over
-//!    the forms). Far above controls but outside every band is `derived`.
+//!    identical band, with differences that do not repeat token by token across probes
+//!    (the shift test, [`super::shift`]), is `identical`; so is such agreement with one of
+//!    the reference's quantized forms (the reference quantized by the engine,
+//!    `crate::forms`) whose own similarity is far above the controls' similarity to it
+//!    (Bonferroni over the forms). Far above controls but outside every band, or inside
+//!    it with repeating differences (weights changed by less than engine noise), is
+//!    `derived`.
 //! 4. Without logits but with the same tokenizer: `identical` needs the text signals far
 //!    above controls (Bonferroni, as in 5), greedy answers as exact as the band asks, and
 //!    sampled answers that the equality test does not tell apart.
@@ -28,6 +31,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::logits::LogitSummary;
+use super::shift::ShiftTest;
 use super::stats::bonferroni;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +66,19 @@ pub struct IdenticalBand {
     pub min_top1: f64,
     /// Smallest share of greedy answers that are exactly equal (used without logits).
     pub min_greedy_exact: f64,
+    /// Largest share of log-probability differences that may repeat token by token
+    /// across probes (`super::shift`) when that repetition is significant.
+    #[serde(default = "default_max_shift_share")]
+    pub max_shift_share: f64,
     /// `default` or `known-same pairs (n)`.
     pub source: String,
+}
+
+/// Four times the most that the same weights showed through other arithmetic (0.012: f32,
+/// or candle's kernels against ours, over the raw logit probes; `super::shift`); 1% weight
+/// noise shows 0.09.
+fn default_max_shift_share() -> f64 {
+    0.05
 }
 
 /// Slack added to what known-same pairs show, so the band is not the narrowest pair seen.
@@ -72,14 +87,18 @@ const BAND_SLACK_NATS: f64 = 0.02;
 const BAND_SLACK_SHARE: f64 = 0.05;
 
 impl IdenticalBand {
-    /// Without known-same pairs: about twice the ~0.07 nats by which llama.cpp differs
-    /// from itself with its prompt cache on (DESIGN.md), and 90% greedy agreement, which
-    /// leaves room for near-ties flipped by numerical noise.
+    /// Without known-same pairs: what the same weights show through other arithmetic, with
+    /// room. Measured over the 165 default logit probes, our kernels against candle's and
+    /// against f32 weights: mean |Δlogprob| 0.10 to 0.15 (Gemma 0.148), top-1 agreement 81%
+    /// to 92% (SmolLM2's near-ties flip). The earlier 0.15 and 90% (twice llama.cpp's
+    /// run-to-run noise) called such copies derived. Weights changed by less than this
+    /// (1% weight noise: 0.18 to 0.19) are the shift test's to find, not the band's.
     pub fn default_band() -> IdenticalBand {
         IdenticalBand {
-            max_mean_abs_dlogprob: 0.15,
-            min_top1: 0.9,
+            max_mean_abs_dlogprob: 0.2,
+            min_top1: 0.75,
             min_greedy_exact: 0.9,
+            max_shift_share: default_max_shift_share(),
             source: "default".to_string(),
         }
     }
@@ -152,6 +171,9 @@ pub struct VerdictInputs {
     pub equality_p: Option<f64>,
     /// Share of greedy answers that are exactly equal.
     pub greedy_exact: Option<f64>,
+    /// Whether the log-probability differences repeat token by token across probes
+    /// (`super::shift`): inside the band, the sign of changed weights.
+    pub shift: Option<ShiftTest>,
     /// The suspect's logits against each quantized form of the reference.
     pub forms: Vec<FormLogits>,
     /// Why signals are missing, for an inconclusive verdict.
@@ -166,6 +188,8 @@ pub struct FormLogits {
     pub summary: LogitSummary,
     /// The suspect's similarity to this form against the controls' similarity to it.
     pub p: f64,
+    /// The shift test against this form.
+    pub shift: Option<ShiftTest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,9 +239,11 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         tested.push(*p);
         if same_tokenizer != Some(false) {
             let given = band_text(summary, band);
-            if *p <= alpha && band.contains(summary) {
+            let in_band = *p <= alpha && band.contains(summary);
+            if in_band && !shifted(inputs.shift.as_ref(), band, alpha) {
                 reasons.push(format!(
-                    "next-token distributions far closer than controls (p = {p:.2e}) and within the identical band: {given}"
+                    "next-token distributions far closer than controls (p = {p:.2e}) and within the identical band: {given}{}",
+                    shift_text(inputs.shift.as_ref(), band)
                 ));
                 return positive(Verdict::Identical, *p, reasons);
             }
@@ -230,6 +256,12 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                 ));
                 return positive(Verdict::Identical, form_p, reasons);
             }
+            if in_band {
+                reasons.push(format!(
+                    "next-token distributions far closer than controls (p = {p:.2e}) and within the identical band ({given}), but their differences repeat token by token across probes, as changed weights make them and rounding does not{}",
+                    shift_text(inputs.shift.as_ref(), band)
+                ));
+            }
             if *p <= alpha {
                 let forms = if inputs.forms.is_empty() {
                     String::new()
@@ -239,9 +271,16 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                         inputs.forms.len()
                     )
                 };
-                reasons.push(format!(
-                    "next-token distributions far closer than controls (p = {p:.2e}) but outside the identical band: {given}{forms}"
-                ));
+                if !in_band {
+                    reasons.push(format!(
+                        "next-token distributions far closer than controls (p = {p:.2e}) but outside the identical band: {given}{forms}"
+                    ));
+                } else if !inputs.forms.is_empty() {
+                    reasons.push(format!(
+                        "no quantized form of the reference matches either ({} tried)",
+                        inputs.forms.len()
+                    ));
+                }
                 if same_tokenizer.is_none() {
                     reasons.push("derived without a tokenizer check".to_string());
                 }
@@ -327,11 +366,36 @@ fn matched_form(inputs: &VerdictInputs) -> Option<(&FormLogits, f64)> {
         .forms
         .iter()
         .map(|f| (f, (f.p * tried).min(1.0)))
-        .filter(|(f, p)| *p <= inputs.alpha && inputs.band.contains(&f.summary))
+        .filter(|(f, p)| {
+            *p <= inputs.alpha
+                && inputs.band.contains(&f.summary)
+                && !shifted(f.shift.as_ref(), &inputs.band, inputs.alpha)
+        })
         .min_by(|a, b| {
             let d = |f: &FormLogits| f.summary.mean_abs_dlogprob.unwrap_or(f64::INFINITY);
             d(a.0).total_cmp(&d(b.0))
         })
+}
+
+/// Whether more of the differences repeat across probes than rounding makes repeat, and
+/// significantly so: changed weights. Without the test (too few probes) nothing is found.
+fn shifted(shift: Option<&ShiftTest>, band: &IdenticalBand, alpha: f64) -> bool {
+    shift.is_some_and(|s| s.p_value <= alpha && s.share > band.max_shift_share)
+}
+
+fn shift_text(shift: Option<&ShiftTest>, band: &IdenticalBand) -> String {
+    match shift {
+        Some(s) => format!(
+            "; {:.1}% of the differences repeat token by token across probes (band ≤ {:.1}%; {} tokens in {} {}probes, p = {:.4})",
+            s.share * 100.0,
+            band.max_shift_share * 100.0,
+            s.tokens,
+            s.probes,
+            if s.raw_only { "raw " } else { "" },
+            s.p_value
+        ),
+        None => "; too few probes for the shift test".to_string(),
+    }
 }
 
 fn band_text(summary: &LogitSummary, band: &IdenticalBand) -> String {
@@ -373,7 +437,8 @@ pub fn with_sequential(
     if logits_decided || tokenizer_differs || e_against_unrelated * inputs.alpha < 1.0 {
         return outcome;
     }
-    if !inputs.band.contains(summary) {
+    if !inputs.band.contains(summary) || shifted(inputs.shift.as_ref(), &inputs.band, inputs.alpha)
+    {
         return outcome;
     }
     let p = (1.0 / e_against_unrelated).min(1.0);
@@ -388,6 +453,15 @@ pub fn with_sequential(
             .unwrap_or_else(|| "n/a".to_string()),
         summary.top1 * 100.0
     ));
+    reasons.push(match &inputs.shift {
+        None => "too few logit probes for the shift test, which alone sees weights changed \
+                 by less than engine noise: scan without early stopping to rule that out"
+            .to_string(),
+        Some(_) => format!(
+            "shift test{}",
+            shift_text(inputs.shift.as_ref(), &inputs.band)
+        ),
+    });
     positive(Verdict::Identical, p, reasons)
 }
 
@@ -443,9 +517,54 @@ mod tests {
             text: vec![("style".into(), 0.5), ("refusal".into(), 0.4)],
             equality_p: None,
             greedy_exact: Some(0.2),
+            shift: None,
             forms: Vec::new(),
             missing: Vec::new(),
         }
+    }
+
+    fn shift(p_value: f64) -> Option<ShiftTest> {
+        Some(ShiftTest {
+            statistic: 10.0,
+            share: 0.1,
+            tokens: 100,
+            probes: 60,
+            raw_only: true,
+            p_value,
+        })
+    }
+
+    #[test]
+    fn repeated_shifts_inside_the_band_are_derived_unless_a_form_matches_without_them() {
+        let mut i = inputs();
+        i.logits = Some((summary(0.12, 0.94), 1e-5));
+        i.shift = shift(0.3);
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
+        // Significant, but no more of it repeating than rounding makes repeat.
+        i.shift = shift(0.001).map(|s| ShiftTest { share: 0.02, ..s });
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
+        i.shift = shift(0.001);
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Derived);
+        assert!(
+            out.reasons
+                .iter()
+                .any(|r| r.contains("repeat token by token")),
+            "{:?}",
+            out.reasons
+        );
+        // A form inside the band but shifted against the suspect too: still derived.
+        let form = |p_value| FormLogits {
+            dtype: "q8_0".into(),
+            summary: summary(0.01, 1.0),
+            p: 1e-6,
+            shift: shift(p_value),
+        };
+        i.forms = vec![form(0.002)];
+        assert_eq!(decide(&i).verdict, Verdict::Derived);
+        // The same weights quantized: the suspect is that form, unshifted.
+        i.forms = vec![form(0.4)];
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
     }
 
     #[test]
@@ -469,6 +588,7 @@ mod tests {
             dtype: dtype.into(),
             summary: s,
             p,
+            shift: None,
         };
         i.forms = vec![
             form("q8_0", summary(1.02, 0.33), 1e-4),

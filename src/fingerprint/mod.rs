@@ -270,6 +270,17 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// stay those of the full set: observations are matched by probe id, and the fingerprint
 /// simply covers fewer of them. For quick scans and tests.
 pub fn subset(set: &ProbeSet, per_kind: usize, max_samples: usize) -> ProbeSet {
+    subset_with_logits(set, per_kind, per_kind, max_samples)
+}
+
+/// [`subset`] with its own cap for logit probes: they cost a few tokens each, and telling a
+/// copy from a derivative closer than engine noise (`compare::shift`) takes many of them.
+pub fn subset_with_logits(
+    set: &ProbeSet,
+    per_kind: usize,
+    logit: usize,
+    max_samples: usize,
+) -> ProbeSet {
     let mut taken = std::collections::BTreeMap::new();
     let probes = set
         .probes
@@ -277,7 +288,11 @@ pub fn subset(set: &ProbeSet, per_kind: usize, max_samples: usize) -> ProbeSet {
         .filter(|p| {
             let n = taken.entry(p.kind).or_insert(0usize);
             *n += 1;
-            *n <= per_kind
+            *n <= if p.kind == ProbeKind::Logit {
+                logit
+            } else {
+                per_kind
+            }
         })
         .map(|p| {
             let mut p = p.clone();

@@ -446,7 +446,12 @@ pub(crate) fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
 /// Every weight matrix plus Gaussian noise of `relative_sd` times its RMS, stored as Q8_0
 /// (finer than the originals, so the noise is what changes, not the rounding); vectors
 /// (norms) are kept.
-fn add_noise(input: &Path, output: &Path, relative_sd: f64, seed: u64) -> Result<(), ModelError> {
+pub fn add_noise(
+    input: &Path,
+    output: &Path,
+    relative_sd: f64,
+    seed: u64,
+) -> Result<(), ModelError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     rewrite(
         input,
