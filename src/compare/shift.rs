@@ -199,39 +199,137 @@ fn centred_deltas(r: &TopK, s: &TopK) -> Vec<(Vec<u8>, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoint::{ChatMessage, ProbeRequest, ProbeResponse, TokenLogprobs, TopLogprob};
+    use crate::fingerprint::Observation;
+    use crate::probes::ProbeKind;
 
-    /// Per probe, top lists of tokens a..t with log-probabilities `base + noise + bias`.
-    fn terms_of(probes: usize, bias: f64, seed: u64) -> Vec<Vec<(usize, f64)>> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let tokens = 20;
-        let mut out = vec![Vec::new(); tokens];
-        for p in 0..probes {
-            let d: Vec<f64> = (0..tokens)
-                .map(|j| {
-                    let noise: f64 = rng.random_range(-0.2..0.2);
-                    noise + if j % 2 == 0 { bias } else { -bias }
-                })
-                .collect();
-            let mean = d.iter().sum::<f64>() / tokens as f64;
-            for (j, x) in d.iter().enumerate() {
-                out[j].push((p, x - mean));
+    const TOKENS: usize = 12;
+
+    /// One logit answer of one position: tokens t0..t11 with log-probabilities `lp(j)`.
+    fn answer(id: &str, raw: bool, lp: impl Fn(usize) -> f64) -> Observation {
+        let top: Vec<TopLogprob> = (0..TOKENS)
+            .map(|j| TopLogprob {
+                id: Some(j as u32),
+                token: format!("t{j}"),
+                bytes: format!("t{j}").into_bytes(),
+                logprob: lp(j) as f32,
+            })
+            .collect();
+        let prompt = if raw {
+            PromptForm::Raw { prompt: id.into() }
+        } else {
+            PromptForm::Chat {
+                messages: vec![ChatMessage {
+                    role: "user".into(),
+                    content: id.into(),
+                }],
             }
+        };
+        Observation {
+            probe_id: id.into(),
+            kind: ProbeKind::Logit,
+            sample_index: 0,
+            request: ProbeRequest {
+                prompt,
+                max_tokens: 1,
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: None,
+                top_logprobs: TOKENS,
+                stop: Vec::new(),
+            },
+            response: Some(ProbeResponse {
+                text: "t0".into(),
+                tokens: vec![TokenLogprobs {
+                    id: Some(0),
+                    token: "t0".into(),
+                    bytes: b"t0".to_vec(),
+                    logprob: top[0].logprob,
+                    top,
+                }],
+                usage: None,
+                finish_reason: None,
+                latency_ms: 1,
+            }),
+            token_ids: None,
+            error: None,
+            attempts: 1,
+            latency_ms: 1,
         }
-        out
+    }
+
+    /// The reference's log-probabilities at probe `p` (strictly decreasing in `j`).
+    fn reference_lp(p: usize, j: usize) -> f64 {
+        -0.5 - 0.4 * j as f64 - 0.01 * (p % 7) as f64
+    }
+
+    /// Noise in [-0.1, 0.1] that depends on probe and token.
+    fn noise(seed: u64, p: usize, j: usize) -> f64 {
+        let mut rng = StdRng::seed_from_u64(seed ^ ((p as u64) << 8) ^ j as u64);
+        rng.random_range(-0.1..0.1)
+    }
+
+    /// `probes` pairs: raw ones (or chat ones), the suspect being the reference plus
+    /// `suspect(p, j)`.
+    fn observations(
+        probes: usize,
+        raw: bool,
+        suspect: impl Fn(usize, usize) -> f64,
+    ) -> Vec<(Observation, Observation)> {
+        (0..probes)
+            .map(|p| {
+                let id = format!("{}{p}", if raw { "raw" } else { "chat" });
+                (
+                    answer(&id, raw, |j| reference_lp(p, j)),
+                    answer(&id, raw, |j| reference_lp(p, j) + suspect(p, j)),
+                )
+            })
+            .collect()
+    }
+
+    fn run(obs: &[(Observation, Observation)]) -> Option<ShiftTest> {
+        let pairs: Vec<Pair> = obs
+            .iter()
+            .map(|(r, s)| Pair {
+                reference: r,
+                suspect: s,
+            })
+            .collect();
+        test(&pairs, 5)
     }
 
     #[test]
-    fn noise_alone_is_not_a_shift() {
-        let terms = terms_of(60, 0.0, 1);
-        let t = statistic(&terms, &[1.0; 60]);
-        // E[T] = 0 under sign symmetry; 20 tokens of ~N(0, 2) terms.
-        assert!(t.abs() < 15.0, "{t}");
+    fn noise_that_changes_sign_is_not_a_shift() {
+        let t = run(&observations(40, true, |p, j| noise(1, p, j))).expect("enough probes");
+        assert!(t.p_value > 0.01 && t.share < 0.05, "{t:?}");
+        assert_eq!((t.probes, t.tokens, t.raw_only), (40, TOKENS, true));
     }
 
     #[test]
-    fn consistent_shifts_raise_the_statistic() {
-        let quiet = statistic(&terms_of(60, 0.0, 2), &[1.0; 60]);
-        let shifted = statistic(&terms_of(60, 0.05, 2), &[1.0; 60]);
-        assert!(shifted > quiet + 50.0, "{quiet} {shifted}");
+    fn a_shift_per_token_repeated_in_every_probe_is_found() {
+        // Half the size of the noise, the same sign in every probe.
+        let bias = |j: usize| if j % 2 == 0 { 0.05 } else { -0.05 };
+        let t =
+            run(&observations(40, true, |p, j| noise(2, p, j) + bias(j))).expect("enough probes");
+        assert!(t.p_value <= 0.01 && t.share > 0.05, "{t:?}");
+    }
+
+    #[test]
+    fn raw_probes_decide_when_a_system_prompt_shifts_the_chat_ones() {
+        // A persona: chat answers shifted the same way in every probe, raw ones equal.
+        let mut obs = observations(20, true, |_, _| 0.0);
+        let persona = |j: usize| 0.3 * (j % 3) as f64;
+        obs.extend(observations(20, false, |p, j| noise(3, p, j) + persona(j)));
+        let t = run(&obs).expect("enough probes");
+        assert!(t.raw_only, "{t:?}");
+        assert_eq!((t.share, t.p_value, t.tokens), (0.0, 1.0, 0));
+        // Without raw probes the chat ones are all there is, and they show the shift.
+        let t = run(&obs[20..]).expect("enough probes");
+        assert!(!t.raw_only && t.p_value <= 0.01, "{t:?}");
+    }
+
+    #[test]
+    fn too_few_probes_give_no_test() {
+        assert!(run(&observations(4, true, |p, j| noise(4, p, j))).is_none());
     }
 }
