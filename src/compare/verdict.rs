@@ -682,22 +682,22 @@ mod tests {
     #[test]
     fn band_from_known_same_pairs() {
         let band = IdenticalBand::from_known_same(&[
-            (Some(summary(0.08, 0.96)), Some(0.95)),
-            (Some(summary(0.10, 0.93)), Some(1.0)),
+            (Some(summary(0.12, 0.80)), Some(0.95)),
+            (Some(summary(0.14, 0.76)), Some(1.0)),
         ])
         .expect("band");
-        assert!((band.max_mean_abs_dlogprob - (0.09 * 1.5 + 0.02)).abs() < 1e-12);
-        // Lower quartile of (0.96, 0.93) is 0.9375.
-        assert!((band.min_top1 - 0.8875).abs() < 1e-12);
+        assert!((band.max_mean_abs_dlogprob - (0.13 * 1.5 + 0.02)).abs() < 1e-12);
+        // Lower quartile of (0.80, 0.76) is 0.77.
+        assert!((band.min_top1 - 0.72).abs() < 1e-12);
         assert!((band.min_greedy_exact - 0.90).abs() < 1e-12);
         // One badly damaged "copy" among the known-same pairs does not widen the band.
         let band = IdenticalBand::from_known_same(&[
-            (Some(summary(0.10, 0.94)), Some(0.95)),
-            (Some(summary(0.12, 0.92)), Some(0.95)),
+            (Some(summary(0.14, 0.94)), Some(0.95)),
+            (Some(summary(0.16, 0.92)), Some(0.95)),
             (Some(summary(1.04, 0.31)), Some(0.1)),
         ])
         .expect("band");
-        assert!((band.max_mean_abs_dlogprob - (0.12 * 1.5 + 0.02)).abs() < 1e-12);
+        assert!((band.max_mean_abs_dlogprob - (0.16 * 1.5 + 0.02)).abs() < 1e-12);
         // Lower quartile of (0.31, 0.92, 0.94) is 0.615.
         assert!((band.min_top1 - 0.565).abs() < 1e-12);
         // Pairs that agree exactly (same engine) do not narrow the default band.
