@@ -83,9 +83,11 @@ pub fn test(pairs: &[Pair], min_probes: usize) -> Option<ShiftTest> {
     test_on(&raw, min_probes, true).or_else(|| test_on(pairs, min_probes, false))
 }
 
+/// One token's summed centred Δ per probe: (probe index, sum).
+type Shifts = Vec<(usize, f64)>;
+
 fn test_on(pairs: &[Pair], min_probes: usize, raw_only: bool) -> Option<ShiftTest> {
-    // Per token: (probe index, summed centred Δ).
-    let mut by_token: HashMap<Vec<u8>, Vec<(usize, f64)>> = HashMap::new();
+    let mut by_token: HashMap<Vec<u8>, Shifts> = HashMap::new();
     let mut probes = 0;
     for pair in pairs {
         let shifts = probe_shifts(pair);
@@ -98,7 +100,7 @@ fn test_on(pairs: &[Pair], min_probes: usize, raw_only: bool) -> Option<ShiftTes
         probes += 1;
     }
     // Sorted, so the sum (and the p-value's last digits) do not depend on hash order.
-    let mut terms: Vec<(Vec<u8>, Vec<(usize, f64)>)> = by_token
+    let mut terms: Vec<(Vec<u8>, Shifts)> = by_token
         .into_iter()
         .filter(|(_, v)| v.len() >= 2 && v.iter().any(|(_, s)| *s != 0.0))
         .collect();
@@ -117,7 +119,7 @@ fn test_on(pairs: &[Pair], min_probes: usize, raw_only: bool) -> Option<ShiftTes
             p_value: 1.0,
         });
     }
-    let terms: Vec<Vec<(usize, f64)>> = terms.into_iter().map(|(_, v)| v).collect();
+    let terms: Vec<Shifts> = terms.into_iter().map(|(_, v)| v).collect();
     let observed = statistic(&terms, &vec![1.0; probes]);
     let mut rng = StdRng::seed_from_u64(SEED);
     let mut signs = vec![1.0; probes];
@@ -143,7 +145,7 @@ fn test_on(pairs: &[Pair], min_probes: usize, raw_only: bool) -> Option<ShiftTes
 }
 
 /// `T` with probe `p`'s shifts multiplied by `signs[p]`.
-fn statistic(terms: &[Vec<(usize, f64)>], signs: &[f64]) -> f64 {
+fn statistic(terms: &[Shifts], signs: &[f64]) -> f64 {
     terms
         .iter()
         .map(|v| {
@@ -308,7 +310,7 @@ mod tests {
     #[test]
     fn a_shift_per_token_repeated_in_every_probe_is_found() {
         // Half the size of the noise, the same sign in every probe.
-        let bias = |j: usize| if j % 2 == 0 { 0.05 } else { -0.05 };
+        let bias = |j: usize| if j.is_multiple_of(2) { 0.05 } else { -0.05 };
         let t =
             run(&observations(40, true, |p, j| noise(2, p, j) + bias(j))).expect("enough probes");
         assert!(t.p_value <= 0.01 && t.share > 0.05, "{t:?}");
