@@ -191,23 +191,34 @@ pub fn spearman(p: &TopK, q: &TopK) -> Option<f64> {
     Some(1.0 - 6.0 * d2 / (n * (n * n - 1.0)))
 }
 
-/// Mean |Δ logprob| over shared tokens (raw, not renormalised); `None` if none shared.
-pub fn mean_abs_delta(p: &TopK, q: &TopK) -> Option<f64> {
+/// `p`'s minus `q`'s log-probability of every token both lists hold, in `p`'s order.
+pub fn shared_deltas<'a>(p: &'a TopK, q: &TopK) -> Vec<(&'a [u8], f64)> {
     let qm: BTreeMap<&[u8], f64> = q
         .entries
         .iter()
         .map(|(k, lp)| (k.as_slice(), *lp))
         .collect();
-    let deltas: Vec<f64> = p
-        .entries
+    p.entries
         .iter()
-        .filter_map(|(k, lp)| qm.get(k.as_slice()).map(|lq| (lp - lq).abs()))
-        .collect();
+        .filter_map(|(k, lp)| qm.get(k.as_slice()).map(|lq| (k.as_slice(), lp - lq)))
+        .collect()
+}
+
+/// Mean |Δ logprob| over shared tokens (raw, not renormalised); `None` if none shared.
+pub fn mean_abs_delta(p: &TopK, q: &TopK) -> Option<f64> {
+    let deltas = shared_deltas(p, q);
     if deltas.is_empty() {
         None
     } else {
-        Some(deltas.iter().sum::<f64>() / deltas.len() as f64)
+        Some(deltas.iter().map(|(_, d)| d.abs()).sum::<f64>() / deltas.len() as f64)
     }
+}
+
+/// Both lists cut to the shorter one's length (a longer list would otherwise hold mass,
+/// and tokens, the shorter one puts in its tail).
+pub fn common_length(p: &TopK, q: &TopK) -> (TopK, TopK) {
+    let k = p.len().min(q.len());
+    (p.truncated(k), q.truncated(k))
 }
 
 /// All measures at one position.
@@ -220,11 +231,9 @@ pub struct PositionStats {
     pub mean_abs_dlogprob: Option<f64>,
 }
 
-/// Compares two lists cut to the shorter one's length (a longer list would otherwise
-/// hold mass the shorter one puts in its tail).
+/// Compares two lists cut to the shorter one's length ([`common_length`]).
 pub fn compare_position(p: &TopK, q: &TopK) -> PositionStats {
-    let k = p.len().min(q.len());
-    let (p, q) = (p.truncated(k), q.truncated(k));
+    let (p, q) = common_length(p, q);
     PositionStats {
         jsd: jsd(&p, &q),
         top1: p.top1().is_some() && p.top1() == q.top1(),
@@ -270,20 +279,32 @@ pub fn positions(obs: &Observation) -> Vec<(Vec<u8>, Option<TopK>)> {
         .unwrap_or_default()
 }
 
-/// Compares the positions of two answers to one probe; `None` when either side has no
-/// alternatives at the first position.
-pub fn compare_observations(reference: &Observation, suspect: &Observation) -> Option<ProbeLogits> {
-    let (r, s) = (positions(reference), positions(suspect));
+/// The positions at which two answers to one probe are compared: each generated position
+/// where both sides give alternatives, up to and including the first where they chose
+/// different tokens (after it they condition on different text).
+pub fn aligned_positions(reference: &Observation, suspect: &Observation) -> Vec<(TopK, TopK)> {
     let mut out = Vec::new();
-    for ((r_chosen, r_top), (s_chosen, s_top)) in r.iter().zip(&s) {
+    for ((r_chosen, r_top), (s_chosen, s_top)) in
+        positions(reference).into_iter().zip(positions(suspect))
+    {
         let (Some(r_top), Some(s_top)) = (r_top, s_top) else {
             break;
         };
-        out.push(compare_position(r_top, s_top));
+        out.push((r_top, s_top));
         if r_chosen != s_chosen {
             break;
         }
     }
+    out
+}
+
+/// Compares the positions of two answers to one probe; `None` when either side has no
+/// alternatives at the first position.
+pub fn compare_observations(reference: &Observation, suspect: &Observation) -> Option<ProbeLogits> {
+    let out: Vec<PositionStats> = aligned_positions(reference, suspect)
+        .iter()
+        .map(|(r, s)| compare_position(r, s))
+        .collect();
     if out.is_empty() {
         return None;
     }

@@ -480,7 +480,7 @@ pub fn compare_calibrated(
         forms: calibration
             .forms
             .iter()
-            .filter_map(|f| form_logits(f, suspect, calibration.controls, opts))
+            .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, opts))
             .collect(),
         missing,
     };
@@ -634,24 +634,27 @@ fn against_controls(
 }
 
 /// The suspect's logits against one quantized form of the reference, tested like the
-/// reference's own: against the controls' similarity to the same form.
+/// reference's own: against the controls' similarity to the same form. The shift test
+/// runs only for a form whose logits lie inside the band: elsewhere it cannot matter.
 fn form_logits(
     form: &QuantizedForm,
     suspect: &Fingerprint,
     controls: &[Fingerprint],
+    band: &IdenticalBand,
     opts: &CompareOptions,
 ) -> Option<verdict::FormLogits> {
     let against = |other: &Fingerprint, boot| {
         logits::signal(&pairs(&form.fingerprint, other, ProbeKind::Logit), boot)
     };
-    let shift = shift::test(
-        &pairs(&form.fingerprint, suspect, ProbeKind::Logit),
-        opts.min_probes,
-    );
-    let (outcome, summary) = against(suspect, Some(&opts.bootstrap))?;
+    let suspect_pairs = pairs(&form.fingerprint, suspect, ProbeKind::Logit);
+    let (outcome, summary) = logits::signal(&suspect_pairs, Some(&opts.bootstrap))?;
     if outcome.n < opts.min_probes {
         return None;
     }
+    let shift = band
+        .contains(&summary)
+        .then(|| shift::test(&suspect_pairs, opts.min_probes))
+        .flatten();
     let control_scores: Vec<f64> = controls
         .iter()
         .filter_map(|c| against(c, None).map(|(o, _)| o.score))

@@ -41,7 +41,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::logits::{positions, TopK};
+use super::logits::{aligned_positions, common_length, shared_deltas};
 use super::Pair;
 use crate::endpoint::PromptForm;
 
@@ -159,38 +159,22 @@ fn statistic(terms: &[Shifts], signs: &[f64]) -> f64 {
 
 /// One probe's centred shifts, summed per token over its positions.
 fn probe_shifts(pair: &Pair) -> Vec<(Vec<u8>, f64)> {
-    let (r, s) = (positions(pair.reference), positions(pair.suspect));
     let mut sums: Vec<(Vec<u8>, f64)> = Vec::new();
-    for ((r_chosen, r_top), (s_chosen, s_top)) in r.iter().zip(&s) {
-        let (Some(r_top), Some(s_top)) = (r_top, s_top) else {
-            break;
-        };
-        for (token, d) in centred_deltas(r_top, s_top) {
-            match sums.iter_mut().find(|(t, _)| *t == token) {
+    for (r_top, s_top) in aligned_positions(pair.reference, pair.suspect) {
+        let (r_top, s_top) = common_length(&r_top, &s_top);
+        for (token, d) in centred(shared_deltas(&r_top, &s_top)) {
+            match sums.iter_mut().find(|(t, _)| t.as_slice() == token) {
                 Some((_, sum)) => *sum += d,
-                None => sums.push((token, d)),
+                None => sums.push((token.to_vec(), d)),
             }
-        }
-        if r_chosen != s_chosen {
-            break;
         }
     }
     sums
 }
 
-/// Reference minus suspect log-probability of each token both lists (cut to the shorter
-/// one's length) hold, minus their mean; empty with fewer than two shared tokens.
-fn centred_deltas(r: &TopK, s: &TopK) -> Vec<(Vec<u8>, f64)> {
-    let k = r.len().min(s.len());
-    let (r, s) = (r.truncated(k), s.truncated(k));
-    let deltas: Vec<(Vec<u8>, f64)> = r
-        .entries
-        .iter()
-        .filter_map(|(token, lr)| {
-            let (_, ls) = s.entries.iter().find(|(t, _)| t == token)?;
-            Some((token.clone(), lr - ls))
-        })
-        .collect();
+/// Reference-minus-suspect deltas minus their mean; empty with fewer than two (one shared
+/// token carries no shift of its own once the normaliser's is removed).
+fn centred(deltas: Vec<(&[u8], f64)>) -> Vec<(&[u8], f64)> {
     if deltas.len() < 2 {
         return Vec::new();
     }

@@ -188,7 +188,7 @@ pub struct FormLogits {
     pub summary: LogitSummary,
     /// The suspect's similarity to this form against the controls' similarity to it.
     pub p: f64,
-    /// The shift test against this form.
+    /// The shift test against this form (run only when the form lies inside the band).
     pub shift: Option<ShiftTest>,
 }
 
