@@ -63,7 +63,8 @@ pub fn parse_list(s: &str) -> Result<Vec<String>, ModelError> {
 }
 
 /// Fingerprints `reference` (a GGUF file) quantized to each of `dtypes`, on the set's logit
-/// probes. Each form's fingerprint is cached at `cache/<stem>-<size>-<mtime>-<dtype>.json`
+/// probes. Each form's fingerprint is cached at
+/// `cache/<stem>-<size>-<mtime>-<dtype>-r<arithmetic revision>.json`
 /// and reused while it covers the set; the quantized file lives only as long as its
 /// fingerprinting.
 pub async fn fingerprint_forms(
@@ -122,7 +123,10 @@ pub async fn fingerprint_forms(
     };
     let mut forms = Vec::new();
     for dtype in dtypes {
-        let out = cache.join(format!("{stem}-{dtype}.json"));
+        let out = cache.join(format!(
+            "{stem}-{dtype}-r{}.json",
+            crate::model::ARITHMETIC_REVISION
+        ));
         let fingerprint = match crate::fingerprint::load(&out) {
             Ok(fp) if fp.covers(&logit_only) => fp,
             _ => fingerprint_one(reference, dtype, &logit_only, run, &out).await?,

@@ -15,9 +15,9 @@ use super::ModelError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Requantize {
-    /// Every matrix becomes Q8_0 (8-bit blocks of 32) on our AVX2 kernel: 4-, 5- and 6-bit
-    /// values are re-expressed with 8 bits, so the error added is a fraction of the
-    /// original quantization's.
+    /// Our kernels (`qlinear.rs`): Q4_1, Q4_K, Q5_0, Q6_K and Q8_0 held exactly as stored;
+    /// any other type re-quantized to Q8_0 (8-bit blocks of 32), which adds a fraction of
+    /// the original quantization's error.
     #[default]
     Auto,
     /// Keep every tensor as stored, on candle's kernels (exact, but ~10x slower on Q4_1 /

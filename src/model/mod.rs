@@ -20,6 +20,11 @@ use std::path::PathBuf;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+/// Changes whenever the runner computes other numbers from the same weights; caches of
+/// fingerprints the runner made (quantized forms, the zoo's) are keyed on it so that none
+/// outlives the arithmetic that made it. 2: Q6_K held exactly (was re-rounded to Q8_0).
+pub const ARITHMETIC_REVISION: u32 = 2;
+
 pub use gguf::Requantize;
 pub use runner::{ModelHandle, QueueError};
 

@@ -69,8 +69,9 @@ pub struct EvalOptions {
     pub forms: Vec<String>,
 }
 
+/// Per arithmetic revision of the runner, which serves every member.
 fn prints_dir(dir: &Path) -> PathBuf {
-    dir.join("prints")
+    dir.join(format!("prints-r{}", crate::model::ARITHMETIC_REVISION))
 }
 
 /// A cached fingerprint when it answered every ask of this probe set, else a new one.
@@ -285,7 +286,7 @@ pub async fn run(
 }
 
 /// Every member's answers read back by every reference (`crate::likelihood`), cached under
-/// `prints/likelihood` and redone when the member's print was remade.
+/// `prints-r<revision>/likelihood` and redone when the member's print was remade.
 async fn read_back_all(
     dir: &Path,
     references: &[(&Member, Fingerprint)],
