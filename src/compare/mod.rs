@@ -34,6 +34,7 @@ use calibration::{null_test, DefaultNull, Level, NullTest};
 use equality::{EqualityOptions, MmdTest, SampleGroup};
 use logits::LogitSummary;
 use refusal::SafeguardsStripped;
+use shift::ShiftTest;
 
 pub use report::{to_markdown, EvidenceItem, Finding, ModelRef, Queries, Report, SignalScore};
 pub use sequential::{SequentialDecision, SequentialOptions, SequentialOutcome};
@@ -295,10 +296,13 @@ struct Signals {
     likelihood: Option<SignalOutcome>,
     equality: Option<(SignalOutcome, MmdTest)>,
     stripped: Option<SafeguardsStripped>,
+    /// Only with `full`: the verdict reads it for the suspect alone.
+    shift: Option<ShiftTest>,
 }
 
 impl Signals {
-    /// `full` adds bootstrap intervals and the permutation test (not needed for controls).
+    /// `full` adds bootstrap intervals, the permutation test and the shift test (not needed
+    /// for controls).
     fn compute(
         reference: &Fingerprint,
         other: &Fingerprint,
@@ -334,6 +338,9 @@ impl Signals {
             likelihood: read_back.and_then(|scores| likelihood::signal(scores, boot)),
             equality: equality::signal(&groups, &equality_opts),
             stripped: refusal::safeguards_stripped(&refusal::labelled(&refusal_pairs, lexicon)),
+            shift: full
+                .then(|| shift::test(&logit_pairs, opts.min_probes))
+                .flatten(),
         }
     }
 
@@ -473,10 +480,7 @@ pub fn compare_calibrated(
             .as_ref()
             .filter(|_| usable(GREEDY_TEXT))
             .and_then(|g| g.extra.get("exact_match").copied()),
-        shift: shift::test(
-            &pairs(reference, suspect, ProbeKind::Logit),
-            opts.min_probes,
-        ),
+        shift: ours.shift.clone(),
         forms: calibration
             .forms
             .iter()

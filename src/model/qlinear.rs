@@ -430,11 +430,13 @@ impl Q8Matrix {
         let cols = mats.first().map_or(0, |w| w.cols);
         debug_assert!(mats.iter().all(|w| w.cols == cols));
         debug_assert_eq!(x.len(), m * cols);
+        let act = quantize_rows(x, cols);
         if mats.iter().any(|w| w.halves) {
-            // Their inputs are laid out differently; each product is the same alone.
-            return mats.map(|w| w.matmul_rows(x, m));
+            // Their inputs are laid out differently: each product alone, on activations
+            // quantized once (Q4_K_M files often hold attn_v as Q6_K beside Q4_K q and k).
+            return mats.map(|w| w.matmul(&act, m));
         }
-        Self::products(mats, &quantize_rows(x, cols), m)
+        Self::products(mats, &act, m)
     }
 
     /// `x` is (..., cols); returns (..., rows).
