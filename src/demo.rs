@@ -123,6 +123,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 // The demo's suspect is a plain copy: no quantized forms needed.
                 forms: "none".into(),
                 forms_dir: None,
+                models_dirs: Vec::new(),
+                allow_hub: false,
             },
             addr: args.addr,
             probes: PathBuf::from("probes/default"),

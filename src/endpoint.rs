@@ -109,6 +109,22 @@ pub enum EndpointError {
 }
 
 impl EndpointError {
+    /// The same kind of error with its message rewritten (to scrub or shorten it).
+    pub fn map_message(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            Self::Auth(m) => Self::Auth(f(&m)),
+            Self::RateLimited(m) => Self::RateLimited(f(&m)),
+            Self::BadRequest(m) => Self::BadRequest(f(&m)),
+            Self::ContextOverflow(m) => Self::ContextOverflow(f(&m)),
+            Self::Server(m) => Self::Server(f(&m)),
+            Self::Malformed(m) => Self::Malformed(f(&m)),
+            Self::Timeout(m) => Self::Timeout(f(&m)),
+            Self::Connection(m) => Self::Connection(f(&m)),
+            Self::Forbidden(m) => Self::Forbidden(f(&m)),
+            Self::Unsupported(m) => Self::Unsupported(f(&m)),
+        }
+    }
+
     /// Worth retrying with backoff (429, 5xx, connection trouble, timeouts).
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -56,7 +56,7 @@ pub fn api_body(data: &[u8]) {
                     let _ = guard.check_url(url);
                 }
                 if let Some(secret) = &req.suspect_secret {
-                    let _ = crate::jobs::valid_secret_name(secret);
+                    let _ = crate::secrets::valid_secret_name(secret);
                 }
             }
         }

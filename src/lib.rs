@@ -14,6 +14,7 @@ pub mod likelihood;
 pub mod model;
 pub mod probes;
 pub mod scan;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod suspect;

@@ -33,6 +33,25 @@ pub struct WorkerArgs {
     /// Where the quantized forms' fingerprints are cached.
     #[arg(long)]
     pub forms_dir: Option<PathBuf>,
+    /// A directory users' model paths (`suspect_path`, local models registered through the
+    /// API) must lie in; repeatable. Without one, the fetched models' directory.
+    #[arg(long = "models-dir")]
+    pub models_dirs: Vec<PathBuf>,
+    /// Let users name hub repo ids (`owner/name`) as models, which the service downloads.
+    #[arg(long)]
+    pub allow_hub: bool,
+}
+
+impl WorkerArgs {
+    /// Where users' model paths may point.
+    pub fn model_access(&self) -> provenance::model::allowed::ModelAccess {
+        let dirs = if self.models_dirs.is_empty() {
+            vec![provenance::fetch::default_dir()]
+        } else {
+            self.models_dirs.clone()
+        };
+        provenance::model::allowed::ModelAccess::new(&dirs, self.allow_hub)
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -153,6 +172,7 @@ fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig> {
         allow_private_targets: args.allow_private_targets,
         forms: provenance::forms::parse_list(&args.forms).context("--forms")?,
         forms_dir: args.forms_dir.clone().unwrap_or(defaults.forms_dir.clone()),
+        models: args.model_access(),
         ..defaults
     })
 }
@@ -229,6 +249,7 @@ pub async fn start(args: ServeArgs, shutdown: watch::Receiver<bool>) -> Result<R
             default_probe_set,
             rate_limit_per_key: std::num::NonZeroU32::new(args.rate_limit),
             secure_cookies: args.secure_cookies,
+            models: args.worker.model_access(),
         },
     );
     let listener = tokio::net::TcpListener::bind(args.addr)

@@ -72,6 +72,8 @@ async fn the_suspects_key_is_in_no_response_row_or_log() {
     )
     .layer(axum::middleware::from_fn(require_key));
     let suspect_url = format!("{}/v1", pg::serve(suspect).await);
+    // The key may go to this suspect and nowhere else.
+    std::env::set_var("PROVENANCE_SECRET_SUSPECT_KEY__URL", &suspect_url);
 
     let (set, _) = db.register_reference("smollm2", &model).await;
     let (_, key) = db

@@ -14,6 +14,8 @@ struct Api {
     client: reqwest::Client,
     _db: pg::TestDb,
     keys: Vec<(Option<Role>, Option<String>)>,
+    /// The API's model directory, holding `x.gguf`.
+    _models: tempfile::TempDir,
 }
 
 async fn start() -> Api {
@@ -28,6 +30,8 @@ async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
         let (_, key) = db.store.create_api_key(role, "t").await.expect("key");
         keys.push((Some(role), Some(key)));
     }
+    let models = tempfile::tempdir().expect("models dir");
+    std::fs::write(models.path().join("x.gguf"), b"not a model").expect("x.gguf");
     let app = api::router(
         db.store.clone(),
         ApiConfig {
@@ -35,6 +39,10 @@ async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
             default_probe_set: "default".into(),
             rate_limit_per_key,
             secure_cookies: false,
+            models: provenance::model::allowed::ModelAccess::new(
+                &[models.path().to_path_buf()],
+                false,
+            ),
         },
     );
     Api {
@@ -42,6 +50,7 @@ async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
         client: reqwest::Client::new(),
         _db: db,
         keys,
+        _models: models,
     }
 }
 
@@ -137,7 +146,7 @@ async fn roles_are_enforced_on_every_route() {
         (
             Method::POST,
             "/v1/models".into(),
-            Some(json!({"name": "ctl", "role": "control", "kind": "local", "source": "/x.gguf"})),
+            Some(json!({"name": "ctl", "role": "control", "kind": "local", "source": "x.gguf"})),
             Role::Analyst,
         ),
         (Method::GET, "/v1/probe-sets".into(), None, Role::Submitter),
@@ -146,7 +155,7 @@ async fn roles_are_enforced_on_every_route() {
             Method::POST,
             "/v1/schedules".into(),
             Some(
-                json!({"name": "s", "cron": "0 * * * *", "suspect_url": "https://suspect.example.com/v1", "reference": "smollm2"}),
+                json!({"name": "s", "cron": "0 * * * *", "suspect_url": "https://suspect.example.com/v1", "suspect_model": "m", "reference": "smollm2"}),
             ),
             Role::Admin,
         ),

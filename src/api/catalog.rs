@@ -185,7 +185,16 @@ pub async fn list_models(
 ) -> Result<Json<Vec<ModelRow>>, ApiError> {
     caller.require(Role::Submitter)?;
     let Query(q) = query?;
-    Ok(Json(state.store.list_models(q.role).await?))
+    let models = state.store.list_models(q.role).await?;
+    Ok(Json(models.into_iter().map(public_model).collect()))
+}
+
+/// A model as users see it: a local model's source without the server's directories.
+fn public_model(mut row: ModelRow) -> ModelRow {
+    if row.kind == ModelKind::Local {
+        row.source = crate::model::public_source(&row.source);
+    }
+    row
 }
 
 /// Register a model, or mark a stored fingerprint as a control (or not).
@@ -232,14 +241,24 @@ pub async fn write_models(
             let row = state.store.get_fingerprint(fingerprint_id).await?;
             Ok((StatusCode::OK, Json(ModelsWritten::Fingerprint(row))))
         }
-        ModelsWrite::Register(model) => {
+        ModelsWrite::Register(mut model) => {
             if model.name.trim().is_empty() || model.source.trim().is_empty() {
                 return Err(ApiError::BadRequest("name and source are required".into()));
             }
-            if model.kind == ModelKind::Http {
-                UrlGuard::new(state.config.allow_private_targets)
-                    .check_url(&model.source)
-                    .map_err(|e| ApiError::BadRequest(format!("source: {e}")))?;
+            match model.kind {
+                ModelKind::Http => {
+                    UrlGuard::new(state.config.allow_private_targets)
+                        .check_url(&model.source)
+                        .map_err(|e| ApiError::BadRequest(format!("source: {e}")))?;
+                }
+                // Stored resolved, so the worker loads exactly what was checked here.
+                ModelKind::Local => {
+                    model.source = state
+                        .config
+                        .models
+                        .resolve(&model.source)
+                        .map_err(|e| ApiError::BadRequest(format!("source: {e}")))?;
+                }
             }
             if model.role == ModelRole::Reference && model.kind != ModelKind::Local {
                 return Err(ApiError::BadRequest(
@@ -250,7 +269,10 @@ pub async fn write_models(
             state
                 .audit(&caller, "model.create", format!("model/{}", row.id), None)
                 .await?;
-            Ok((StatusCode::CREATED, Json(ModelsWritten::Model(row))))
+            Ok((
+                StatusCode::CREATED,
+                Json(ModelsWritten::Model(public_model(row))),
+            ))
         }
     }
 }

@@ -7,14 +7,16 @@ mod error;
 mod ops;
 mod scans;
 mod schedules;
+mod suspect;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get};
+use axum::routing::{any, delete, get};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
@@ -44,6 +46,8 @@ pub struct ApiConfig {
     pub rate_limit_per_key: Option<std::num::NonZeroU32>,
     /// Mark the UI's cookies `Secure` (when the service sits behind TLS).
     pub secure_cookies: bool,
+    /// Where `suspect_path` and local models registered through the API may come from.
+    pub models: crate::model::allowed::ModelAccess,
 }
 
 /// Per-key request budget (governor's keyed GCRA limiter, in memory per process).
@@ -160,8 +164,11 @@ pub fn router(store: Store, config: ApiConfig) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/v1", any(no_such_endpoint))
+        .route("/v1/{*rest}", any(no_such_endpoint))
         .merge(crate::ui::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -175,6 +182,37 @@ async fn count(State(state): State<AppState>, req: Request, next: Next) -> Respo
     } else if resp.status().is_server_error() {
         state.metrics.responses_5xx.fetch_add(1, Ordering::Relaxed);
     }
+    resp
+}
+
+/// Unknown API paths answer a problem document like every other API error (the UI's
+/// fallback serves everything outside `/v1`).
+async fn no_such_endpoint() -> ApiError {
+    ApiError::NotFound("no such API endpoint".into())
+}
+
+/// The UI's pages load nothing but their own stylesheet: no scripts, no frames, forms
+/// posting only back here.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers that keep browsers from framing, sniffing or running anything on our pages.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 

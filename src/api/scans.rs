@@ -10,13 +10,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::suspect::{check_suspect, SuspectFields};
 use super::{page_limit, ApiError, ApiJson, AppState, Caller};
-use crate::jobs::valid_secret_name;
 use crate::store::{
     ComparisonRow, Cursor, FingerprintRow, ModelRole, NewScan, Role, ScanFilter, ScanRow,
-    ScanStatus, SuspectKind,
+    ScanStatus,
 };
-use crate::suspect::UrlGuard;
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
@@ -127,31 +126,16 @@ pub async fn submit_scan(
     idempotency_key: Option<String>,
 ) -> Result<(ScanRow, bool), ApiError> {
     caller.require(Role::Submitter)?;
-    let (suspect_kind, suspect_source) = match (&req.suspect_url, &req.suspect_path) {
-        (Some(url), None) => {
-            UrlGuard::new(state.config.allow_private_targets)
-                .check_url(url)
-                .map_err(|e| ApiError::BadRequest(format!("suspect_url: {e}")))?;
-            (SuspectKind::Http, url.trim().to_string())
-        }
-        (None, Some(path)) => {
-            // Loading files or hub repos on the server is not for every submitter.
-            caller.require(Role::Analyst)?;
-            (SuspectKind::Local, path.clone())
-        }
-        _ => {
-            return Err(ApiError::BadRequest(
-                "give exactly one of suspect_url and suspect_path".into(),
-            ))
-        }
-    };
-    if let Some(secret) = &req.suspect_secret {
-        if !valid_secret_name(secret) {
-            return Err(ApiError::BadRequest(
-                "suspect_secret must be a secret NAME: letters, digits and underscores".into(),
-            ));
-        }
-    }
+    let (suspect_kind, suspect_source) = check_suspect(
+        state,
+        caller,
+        &SuspectFields {
+            url: req.suspect_url.as_deref(),
+            path: req.suspect_path.as_deref(),
+            model: &req.suspect_model,
+            secret: req.suspect_secret.as_deref(),
+        },
+    )?;
     let reference = state.store.find_model(&req.reference).await?;
     if reference.role != ModelRole::Reference {
         return Err(ApiError::BadRequest(format!(
@@ -171,7 +155,7 @@ pub async fn submit_scan(
             idempotency_key,
             suspect_kind,
             suspect_source,
-            suspect_model: req.suspect_model.clone(),
+            suspect_model: req.suspect_model.trim().to_string(),
             suspect_secret: req.suspect_secret.clone(),
             reference_model_id: reference.id,
             probe_set_id: probe_set.id,

@@ -7,9 +7,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::suspect::{check_suspect, SuspectFields};
 use super::{ApiError, ApiJson, AppState, Caller};
-use crate::jobs::{next_run, valid_secret_name, validate_cron};
-use crate::store::{ModelRole, NewSchedule, Role, ScheduleRow, SuspectKind};
+use crate::jobs::{next_run, validate_cron};
+use crate::secrets::valid_secret_name;
+use crate::store::{ModelRole, NewSchedule, Role, ScheduleRow};
 use crate::suspect::UrlGuard;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -67,33 +69,25 @@ pub async fn create_schedule(
     validate_cron(&req.cron).map_err(ApiError::BadRequest)?;
     let next_run_at = next_run(&req.cron, Utc::now())
         .ok_or_else(|| ApiError::BadRequest("the cron expression never fires again".into()))?;
-    let guard = UrlGuard::new(state.config.allow_private_targets);
-    let (suspect_kind, suspect_source) = match (&req.suspect_url, &req.suspect_path) {
-        (Some(url), None) => {
-            guard
-                .check_url(url)
-                .map_err(|e| ApiError::BadRequest(format!("suspect_url: {e}")))?;
-            (SuspectKind::Http, url.trim().to_string())
-        }
-        (None, Some(path)) => (SuspectKind::Local, path.clone()),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "give exactly one of suspect_url and suspect_path".into(),
-            ))
-        }
-    };
+    let (suspect_kind, suspect_source) = check_suspect(
+        state,
+        caller,
+        &SuspectFields {
+            url: req.suspect_url.as_deref(),
+            path: req.suspect_path.as_deref(),
+            model: &req.suspect_model,
+            secret: req.suspect_secret.as_deref(),
+        },
+    )?;
     if let Some(url) = &req.webhook_url {
-        guard
+        UrlGuard::new(state.config.allow_private_targets)
             .check_url(url)
             .map_err(|e| ApiError::BadRequest(format!("webhook_url: {e}")))?;
     }
-    for secret in [&req.suspect_secret, &req.webhook_secret]
-        .into_iter()
-        .flatten()
-    {
+    if let Some(secret) = &req.webhook_secret {
         if !valid_secret_name(secret) {
             return Err(ApiError::BadRequest(format!(
-                "{secret:?} is not a secret name (letters, digits, underscores)"
+                "{secret:?} is not a secret name (letters, digits, single underscores)"
             )));
         }
     }
@@ -119,7 +113,7 @@ pub async fn create_schedule(
             cron: req.cron,
             suspect_kind,
             suspect_source,
-            suspect_model: req.suspect_model,
+            suspect_model: req.suspect_model.trim().to_string(),
             suspect_secret: req.suspect_secret,
             reference_model_id: reference.id,
             probe_set_id: probe_set.id,

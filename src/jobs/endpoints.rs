@@ -16,34 +16,8 @@ use crate::forms::FormsError;
 use crate::model::endpoint::LocalEndpoint;
 use crate::model::{LoadOptions, ModelHandle};
 use crate::probes::ProbeSet;
+use crate::secrets;
 use crate::suspect::{HttpModel, HttpModelConfig};
-
-/// Secrets are environment variables with this prefix; a scan names only the rest, so a
-/// submitter can never make the service send an arbitrary variable (say its database
-/// password) to a URL of their choosing.
-pub const SECRET_PREFIX: &str = "PROVENANCE_SECRET_";
-
-/// Letters, digits and underscores, at most 64.
-pub fn valid_secret_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The environment variable that holds the secret `name`.
-pub fn secret_env_name(name: &str) -> String {
-    format!("{SECRET_PREFIX}{}", name.to_ascii_uppercase())
-}
-
-/// The secret's value, if set.
-pub fn secret_value(name: &str) -> Option<String> {
-    if !valid_secret_name(name) {
-        return None;
-    }
-    std::env::var(secret_env_name(name))
-        .ok()
-        .filter(|v| !v.is_empty())
-}
 
 /// Loaded local models by path, shared by the workers of one process: loading takes
 /// seconds and memory, so a model is loaded once.
@@ -79,12 +53,21 @@ impl ReferenceCache {
             return Ok(h.clone());
         }
         let owned = spec.to_string();
+        // The loader's errors name server paths and, for a file that is not a model, its
+        // first bytes: they go to the operator's log, and the scan says only which model.
+        let refused = |detail: String| {
+            tracing::warn!(model = spec, error = %detail, "loading a model failed");
+            JobError::Permanent(format!(
+                "model {:?} could not be loaded: not a model file this service reads",
+                crate::model::public_source(spec)
+            ))
+        };
         let handle = tokio::task::spawn_blocking(move || {
             ModelHandle::spawn(&owned, &LoadOptions::default(), 16)
         })
         .await
-        .map_err(|e| JobError::Transient(format!("loading {spec}: {e}")))?
-        .map_err(|e| JobError::Transient(format!("loading {spec}: {e}")))?;
+        .map_err(|e| refused(e.to_string()))?
+        .map_err(|e| refused(e.to_string()))?;
         models.insert(spec.to_string(), handle.clone());
         Ok(handle)
     }
@@ -118,7 +101,11 @@ impl ReferenceCache {
             .await
             .map(Arc::new)
             .map_err(|e| {
-                JobError::Transient(format!("reading answers back through {spec}: {e}"))
+                tracing::warn!(reference = spec, error = %e, "reading answers back failed");
+                JobError::Transient(format!(
+                    "reading answers back through {:?} failed",
+                    crate::model::public_source(spec)
+                ))
             })?;
         if let Some(key) = key {
             self.read_backs.lock().await.insert(key, scores.clone());
@@ -164,7 +151,13 @@ impl ReferenceCache {
                 tracing::warn!(reference = spec, "no quantized forms: {e}");
                 Vec::new()
             }
-            Err(e) => return Err(JobError::Transient(e.to_string())),
+            Err(e) => {
+                tracing::warn!(reference = spec, error = %e, "making quantized forms failed");
+                return Err(JobError::Transient(format!(
+                    "making quantized forms of {:?} failed",
+                    crate::model::public_source(spec)
+                )));
+            }
         };
         let made = Arc::new(made);
         forms.insert(key, made.clone());
@@ -173,7 +166,8 @@ impl ReferenceCache {
 }
 
 /// The suspect behind an OpenAI-compatible URL. Its key, when it has one, is read from
-/// the named server-side secret by the client itself and never leaves it.
+/// the named server-side secret by the client itself and never leaves it; a secret is
+/// sent only under the URL prefix it is bound to (`crate::secrets`).
 pub fn http_suspect(
     url: &str,
     model: &str,
@@ -182,10 +176,14 @@ pub fn http_suspect(
 ) -> Result<Arc<dyn ModelEndpoint>, JobError> {
     let mut cfg = HttpModelConfig::new(url, model);
     if let Some(name) = secret {
-        if !valid_secret_name(name) {
-            return Err(JobError::Permanent(format!("invalid secret name {name:?}")));
-        }
-        cfg.api_key_env = Some(secret_env_name(name));
+        let bound = secrets::bound_secret(name).map_err(|e| JobError::Permanent(e.to_string()))?;
+        let target = url::Url::parse(url.trim())
+            .map_err(|e| JobError::Permanent(format!("suspect URL: {e}")))?;
+        bound
+            .check_target(&target)
+            .map_err(|e| JobError::Permanent(e.to_string()))?;
+        cfg.api_key_env = Some(bound.env_var.clone());
+        cfg.api_key_scope = Some(bound.allowed.clone());
     }
     cfg.allow_private_targets = allow_private;
     let client = HttpModel::new(cfg).map_err(|e| JobError::Permanent(e.to_string()))?;

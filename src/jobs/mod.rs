@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::store::{Claimed, Store, StoreError};
 
-pub use endpoints::{secret_env_name, secret_value, valid_secret_name, ReferenceCache};
+pub use endpoints::ReferenceCache;
 pub use scan::load_fingerprint;
 pub use schedule::{answer_drift, next_run, run_scheduler, validate_cron};
 
@@ -38,6 +38,27 @@ pub enum JobError {
     Transient(String),
 }
 
+impl JobError {
+    /// A failed capability check of `endpoint`: a refusal by the outbound policy (a
+    /// refused address, a redirect) fails the scan at once, since no retry can pass it.
+    pub fn endpoint(
+        endpoint: &dyn crate::endpoint::ModelEndpoint,
+        err: crate::endpoint::EndpointError,
+    ) -> Self {
+        let message = format!("{}: {err}", endpoint.describe());
+        match err {
+            crate::endpoint::EndpointError::Forbidden(_) => Self::Permanent(message),
+            _ => Self::Transient(message),
+        }
+    }
+
+    /// The message a scan records and the log shows: configured secrets scrubbed, one
+    /// line (a backtrace stays out), a few hundred characters at most.
+    pub fn public_message(&self) -> String {
+        crate::secrets::excerpt(&crate::secrets::scrub(&self.to_string()), 500)
+    }
+}
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -53,6 +74,8 @@ pub struct WorkerConfig {
     pub forms: Vec<String>,
     /// Where the forms' fingerprints are cached between scans and restarts.
     pub forms_dir: std::path::PathBuf,
+    /// Where a local suspect (`suspect_path`) may be loaded from.
+    pub models: crate::model::allowed::ModelAccess,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +87,7 @@ impl Default for WorkerConfig {
             concurrency: 4,
             forms: Vec::new(),
             forms_dir: crate::fetch::default_dir().join("forms"),
+            models: crate::model::allowed::ModelAccess::new(&[crate::fetch::default_dir()], false),
         }
     }
 }
@@ -134,11 +158,9 @@ pub async fn run_claimed(
         }
         Err(err) => {
             let retry = !matches!(err, JobError::Permanent(_));
-            tracing::warn!(scan = %scan_id, error = %err, retry, "scan attempt failed");
-            if let Err(e) = store
-                .fail_scan(scan_id, &owner, &err.to_string(), retry)
-                .await
-            {
+            let message = err.public_message();
+            tracing::warn!(scan = %scan_id, error = %message, retry, "scan attempt failed");
+            if let Err(e) = store.fail_scan(scan_id, &owner, &message, retry).await {
                 tracing::warn!(scan = %scan_id, error = %e, "recording the failure failed");
             }
         }

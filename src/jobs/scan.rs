@@ -111,7 +111,7 @@ pub(super) async fn run(
     let sus_caps = suspect
         .capabilities()
         .await
-        .map_err(|e| JobError::Transient(format!("{}: {e}", suspect.describe())))?;
+        .map_err(|e| JobError::endpoint(suspect.as_ref(), e))?;
     let (early, counted) = if scan.early_stop {
         let mut source = StoreSource {
             store,
@@ -235,7 +235,13 @@ async fn suspect_endpoint(
             scan.suspect_secret.as_deref(),
             config.allow_private_targets,
         ),
-        SuspectKind::Local => references.endpoint(&scan.suspect_source).await,
+        SuspectKind::Local => {
+            let spec = config
+                .models
+                .resolve(&scan.suspect_source)
+                .map_err(|e| JobError::Permanent(e.to_string()))?;
+            references.endpoint(&spec).await
+        }
     }
 }
 
@@ -314,7 +320,7 @@ async fn observe_side(
     let caps = endpoint
         .capabilities()
         .await
-        .map_err(|e| JobError::Transient(format!("{}: {e}", endpoint.describe())))?;
+        .map_err(|e| JobError::endpoint(endpoint, e))?;
     let stored: HashSet<(String, i32)> = store.observed_keys(fp.id).await?.into_iter().collect();
     let jobs = fingerprint::plan(set);
     let todo: Vec<_> = jobs

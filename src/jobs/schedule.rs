@@ -9,12 +9,12 @@ use croner::Cron;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::endpoints::secret_value;
 use super::scan::load_fingerprint;
 use super::webhook::{self, Delivery};
 use super::WorkerConfig;
 use crate::fingerprint::Fingerprint;
 use crate::probes::ProbeKind;
+use crate::secrets::secret_value;
 use crate::store::{ScanRow, Side, Store};
 
 /// Parses a cron expression (5 fields, or 6 with seconds first).

@@ -110,7 +110,8 @@ impl ModelEndpoint for LocalEndpoint {
     fn describe(&self) -> String {
         format!(
             "local:{} ({})",
-            self.handle.info.name, self.handle.info.source
+            self.handle.info.name,
+            self.handle.info.source_name()
         )
     }
 

@@ -1,6 +1,7 @@
 //! The local reference model: loading (GGUF, safetensors, hf-hub), tokenizer, chat
 //! template, and next-token log-probabilities at every generated position.
 
+pub mod allowed;
 pub mod chat;
 mod decode;
 pub mod endpoint;
@@ -94,6 +95,26 @@ pub struct ModelInfo {
     pub chat_template: String,
     pub requantize: Requantize,
     pub sha256: Option<String>,
+}
+
+impl ModelInfo {
+    /// The source without its directories (a file or directory name, or a hub id): what
+    /// may be shown to users, who must not learn the server's paths.
+    pub fn source_name(&self) -> String {
+        public_source(&self.source)
+    }
+}
+
+/// `source` without its directories, for display (see [`ModelInfo::source_name`]).
+pub fn public_source(source: &str) -> String {
+    let path = std::path::Path::new(source);
+    if path.is_absolute() || source.starts_with('.') {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        source.to_string()
+    }
 }
 
 /// Generation settings for one request.

@@ -79,7 +79,7 @@ async fn list_models(State(st): State<Arc<AppState>>) -> Json<serde_json::Value>
             "meta": {
                 "architecture": info.architecture,
                 "format": info.format,
-                "source": info.source,
+                "source": info.source_name(),
                 "n_ctx": st.model.context_length,
                 "n_vocab": info.vocab_size,
                 "tokenizer": info.tokenizer,

@@ -62,6 +62,10 @@ pub struct HttpModelConfig {
     pub model: String,
     /// The NAME of the environment variable holding the API key (never the key itself).
     pub api_key_env: Option<String>,
+    /// The URL prefix the key may be sent under (`crate::secrets::url_within`); a request
+    /// elsewhere goes without it. `None` sends it wherever `base_url` points (the command
+    /// line, where the person running it named both).
+    pub api_key_scope: Option<Url>,
     pub connect_timeout: Duration,
     /// Longest silence while waiting for response bytes.
     pub read_timeout: Duration,
@@ -90,6 +94,7 @@ impl HttpModelConfig {
             base_url: base_url.into(),
             model: model.into(),
             api_key_env: None,
+            api_key_scope: None,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             total_timeout: Duration::from_secs(180),
@@ -105,10 +110,12 @@ impl HttpModelConfig {
     }
 }
 
-/// The key, kept out of `Debug` output and logs.
+/// The key, kept out of `Debug` output and logs; its value is kept to scrub it from any
+/// text the server sends back.
 #[derive(Clone)]
 struct ApiKey {
     header: HeaderValue,
+    value: String,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -240,6 +247,13 @@ impl HttpModel {
         validate(&config)?;
         let guard = UrlGuard::new(config.allow_private_targets);
         let routes = Routes::new(guard.check_url(&config.base_url)?)?;
+        if let Some(scope) = &config.api_key_scope {
+            if !crate::secrets::url_within(scope, &routes.base) {
+                return Err(SuspectError::Config(
+                    "the API key may not be sent to this base URL (outside its binding)".into(),
+                ));
+            }
+        }
         let api_key = match &config.api_key_env {
             Some(var) => Some(read_api_key(var)?),
             None => None,
@@ -392,7 +406,14 @@ impl HttpModel {
                 .request(method, url.clone())
                 .header(ACCEPT, "application/json, text/event-stream");
             if let Some(key) = &self.api_key {
-                request = request.header(AUTHORIZATION, key.header.clone());
+                let in_scope = self
+                    .config
+                    .api_key_scope
+                    .as_ref()
+                    .is_none_or(|scope| crate::secrets::url_within(scope, url));
+                if in_scope {
+                    request = request.header(AUTHORIZATION, key.header.clone());
+                }
             }
             if let Some(body) = body {
                 request = request
@@ -406,13 +427,59 @@ impl HttpModel {
             self.read_response(url, response, started).await
         };
         match tokio::time::timeout(self.config.total_timeout, exchange).await {
-            Ok(result) => result,
+            Ok(result) => result.map_err(|failure| Failure {
+                error: self.scrub_error(failure.error),
+                retry_after: failure.retry_after,
+            }),
             Err(_) => Err(EndpointError::Timeout(format!(
                 "no complete response from {url} within total_timeout ({:?})",
                 self.config.total_timeout
             ))
             .into()),
         }
+    }
+
+    /// Every value to keep out of text the server sent: this client's key and every
+    /// configured secret.
+    fn scrub_text(&self, text: &str) -> String {
+        let text = crate::secrets::scrub(text);
+        match &self.api_key {
+            Some(key) => crate::secrets::scrub_values(&text, &[key.value.as_str()]),
+            None => text,
+        }
+    }
+
+    fn scrub_error(&self, err: EndpointError) -> EndpointError {
+        err.map_message(|m| self.scrub_text(m))
+    }
+
+    /// An answer whose text (or any token of it) holds a secret: the server echoed it.
+    fn scrub_response(&self, mut response: ProbeResponse) -> ProbeResponse {
+        let clean = self.scrub_text(&response.text);
+        if clean != response.text {
+            response.text = clean;
+            // The key may be spread over several tokens; none of them is kept.
+            for token in &mut response.tokens {
+                token.token = crate::secrets::REDACTED.to_string();
+                token.bytes = token.token.as_bytes().to_vec();
+                token.top.clear();
+            }
+        }
+        for token in &mut response.tokens {
+            let clean = self.scrub_text(&token.token);
+            if clean != token.token {
+                token.bytes = clean.as_bytes().to_vec();
+                token.token = clean;
+            }
+            for alt in &mut token.top {
+                let clean = self.scrub_text(&alt.token);
+                if clean != alt.token {
+                    alt.bytes = clean.as_bytes().to_vec();
+                    alt.token = clean;
+                }
+            }
+        }
+        response
     }
 
     async fn read_response(
@@ -446,6 +513,10 @@ impl HttpModel {
             let body = read_capped(url, response, limit, true)
                 .await
                 .unwrap_or_default();
+            // Scrubbed before it is cut to an excerpt, so no cut leaves part of a key.
+            let body = self
+                .scrub_text(&String::from_utf8_lossy(&body))
+                .into_bytes();
             return Err(Failure {
                 error: parse::classify_error(status.as_u16(), &body, &self.error_context(url)),
                 retry_after,
@@ -489,7 +560,11 @@ impl HttpModel {
                 } else {
                     &reply.content_type
                 },
-                parse::snippet(&reply.body, 200)
+                parse::snippet(
+                    self.scrub_text(&String::from_utf8_lossy(&reply.body))
+                        .as_bytes(),
+                    200
+                )
             )),
             other => other,
         }
@@ -614,22 +689,9 @@ impl HttpModel {
             })?;
         parse::parse_tokenize(&reply.body).map_err(|err| self.malformed(&url, &reply, err))
     }
-}
 
-#[async_trait]
-impl ModelEndpoint for HttpModel {
-    fn describe(&self) -> String {
-        format!("{} (model {})", self.routes.base, self.config.model)
-    }
-
-    async fn capabilities(&self) -> Result<Capabilities, EndpointError> {
-        self.capabilities
-            .get_or_try_init(|| self.detect_capabilities())
-            .await
-            .cloned()
-    }
-
-    async fn run(&self, request: &ProbeRequest) -> Result<ProbeResponse, EndpointError> {
+    /// One generation request, parsed (secrets not yet scrubbed).
+    async fn generate(&self, request: &ProbeRequest) -> Result<ProbeResponse, EndpointError> {
         let (url, body, chat) = self.generation_body(request);
         let reply = self.send(Method::POST, &url, Some(&body)).await?;
         let parsed = if reply.content_type.contains("text/event-stream") {
@@ -643,6 +705,28 @@ impl ModelEndpoint for HttpModel {
         response.latency_ms = u64::try_from(reply.latency.as_millis()).unwrap_or(u64::MAX);
         Ok(response)
     }
+}
+
+#[async_trait]
+impl ModelEndpoint for HttpModel {
+    fn describe(&self) -> String {
+        format!("{} (model {})", self.routes.base, self.config.model)
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, EndpointError> {
+        self.capabilities
+            .get_or_try_init(|| self.detect_capabilities())
+            .await
+            .cloned()
+            .map_err(|e| self.scrub_error(e))
+    }
+
+    async fn run(&self, request: &ProbeRequest) -> Result<ProbeResponse, EndpointError> {
+        self.generate(request)
+            .await
+            .map(|r| self.scrub_response(r))
+            .map_err(|e| self.scrub_error(e))
+    }
 
     async fn tokenize(&self, text: &str) -> Result<Vec<u32>, EndpointError> {
         if let Some(caps) = self.capabilities.get() {
@@ -653,7 +737,9 @@ impl ModelEndpoint for HttpModel {
                 )));
             }
         }
-        self.tokenize_once(text).await
+        self.tokenize_once(text)
+            .await
+            .map_err(|e| self.scrub_error(e))
     }
 }
 
@@ -746,7 +832,10 @@ fn read_api_key(var: &str) -> Result<ApiKey, SuspectError> {
         .map_err(|_| SuspectError::InvalidApiKey(var.to_string()))?;
     // Keeps the value out of reqwest/hyper debug output.
     header.set_sensitive(true);
-    Ok(ApiKey { header })
+    Ok(ApiKey {
+        header,
+        value: key.trim().to_string(),
+    })
 }
 
 fn rate_limiter(requests_per_second: f64) -> Option<DefaultDirectRateLimiter> {

@@ -140,7 +140,7 @@ pub struct ErrorContext {
 pub fn classify_error(status: u16, body: &[u8], ctx: &ErrorContext) -> EndpointError {
     let api = parse_api_error(body);
     let detail = match &api {
-        Some(api) => api.to_string(),
+        Some(api) => snippet(api.to_string().as_bytes(), 300),
         None => snippet(body, 300),
     };
     let what = format!("{status} from {}: {detail}", ctx.url);

@@ -9,8 +9,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use url::{Host, Url};
 
 /// Why a target was refused.
+/// Longest URL accepted; real API base URLs are far shorter.
+pub const MAX_URL_LEN: usize = 2048;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
+    #[error("the URL is {0} characters long; at most {MAX_URL_LEN} are accepted")]
+    TooLong(usize),
     #[error("{url:?} is not a valid URL: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("scheme {0:?} is not allowed (only http and https)")]
@@ -50,7 +55,8 @@ impl From<GuardError> for crate::endpoint::EndpointError {
 }
 
 /// The outbound policy: public http(s) targets only, unless private ones are allowed on
-/// purpose (tests, local demos).
+/// purpose (tests, local demos). Cloud metadata services stay refused either way: the flag
+/// is for reaching a model on this machine or network, never the host's credentials.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UrlGuard {
     allow_private: bool,
@@ -73,6 +79,9 @@ impl UrlGuard {
     /// `http://0x7f000001/`, `http://0177.0.0.1/` and `http://127.1/` into `127.0.0.1`
     /// for http(s), so a literal address is checked whichever way it was spelled.
     pub fn check_url(&self, url: &str) -> Result<Url, GuardError> {
+        if url.len() > MAX_URL_LEN {
+            return Err(GuardError::TooLong(url.len()));
+        }
         let parsed = Url::parse(url.trim()).map_err(|err| GuardError::InvalidUrl {
             url: url.to_string(),
             reason: err.to_string(),
@@ -96,25 +105,25 @@ impl UrlGuard {
     /// Refuses names that always point inside: localhost and cloud metadata services.
     /// Everything else is judged by the addresses it resolves to.
     pub fn check_domain(&self, name: &str) -> Result<(), GuardError> {
-        if self.allow_private {
-            return Ok(());
-        }
         if name.is_empty() {
             return Err(GuardError::NoHost);
         }
         // A trailing dot is the same name (fully qualified); compare without it.
         let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if is_metadata_name(&name) {
+            return Err(GuardError::BlockedHost {
+                host: name,
+                reason: "cloud metadata service",
+            });
+        }
+        if self.allow_private {
+            return Ok(());
+        }
         let reason = if name == "localhost"
             || name.ends_with(".localhost")
             || name == "localhost.localdomain"
         {
             Some("localhost")
-        } else if matches!(
-            name.as_str(),
-            "metadata" | "metadata.google.internal" | "metadata.goog" | "instance-data"
-        ) || name.starts_with("instance-data.")
-        {
-            Some("cloud metadata service")
         } else if name.ends_with(".internal") || name.ends_with(".local") {
             Some("internal-only domain")
         } else {
@@ -128,12 +137,13 @@ impl UrlGuard {
 
     /// Refuses every address that is not plain public unicast.
     pub fn check_addr(&self, ip: IpAddr) -> Result<(), GuardError> {
-        if self.allow_private {
-            return Ok(());
-        }
         let reason = match ip {
             IpAddr::V4(v4) => v4_refusal(v4),
             IpAddr::V6(v6) => v6_refusal(v6),
+        };
+        let reason = match reason {
+            Some(_) if self.allow_private && !always_refused(ip) => None,
+            other => other,
         };
         match reason {
             Some(reason) => Err(GuardError::BlockedAddr { addr: ip, reason }),
@@ -186,6 +196,52 @@ impl UrlGuard {
             .copied()
             .ok_or_else(|| GuardError::NoAddress(name.to_string()))
     }
+}
+
+/// Cloud metadata addresses (AWS/GCP/Azure, Alibaba, Oracle-style).
+const METADATA_V4: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(169, 254, 169, 254),
+    Ipv4Addr::new(100, 100, 100, 200),
+    Ipv4Addr::new(192, 0, 0, 192),
+];
+const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// Addresses refused even where private targets are allowed: metadata services and the
+/// link-local ranges they (and container credential endpoints) live in, however the
+/// address is spelled (plain, or carried inside an IPv6 address).
+fn always_refused(ip: IpAddr) -> bool {
+    let v4_bad = |v4: Ipv4Addr| METADATA_V4.contains(&v4) || in_v4(v4, [169, 254, 0, 0], 16);
+    match ip {
+        IpAddr::V4(v4) => v4_bad(v4),
+        IpAddr::V6(v6) => {
+            v6 == METADATA_V6
+                || in_v6(v6, Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10)
+                || embedded_v4(v6).is_some_and(v4_bad)
+        }
+    }
+}
+
+/// The IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4), if any.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(ip);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if bits >> 32 == 0 || in_v6(ip, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
+        return Some(Ipv4Addr::from((bits & 0xffff_ffff) as u32));
+    }
+    if ip.segments()[0] == 0x2002 {
+        return Some(Ipv4Addr::from(((bits >> 80) & 0xffff_ffff) as u32));
+    }
+    None
+}
+
+/// Names of cloud metadata services (GCP, AWS, Azure-style aliases).
+fn is_metadata_name(name: &str) -> bool {
+    matches!(
+        name,
+        "metadata" | "metadata.google.internal" | "metadata.goog" | "instance-data"
+    ) || name.starts_with("instance-data.")
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
@@ -535,6 +591,50 @@ mod tests {
             guard.check_url("http://a:b@127.0.0.1/"),
             Err(GuardError::Credentials)
         );
+    }
+
+    #[test]
+    fn metadata_stays_refused_when_private_targets_are_allowed() {
+        let guard = UrlGuard::new(true);
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://metadata.google.internal./",
+            "http://METADATA/",
+            "http://instance-data.ec2.internal/",
+            "http://[fd00:ec2::254]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[2002:a9fe:a9fe::]/",
+            "http://2852039166/",
+            "http://100.100.100.200/",
+            "http://169.254.170.2/v2/credentials",
+            "http://[fe80::1]/",
+        ] {
+            assert!(guard.check_url(url).is_err(), "{url}");
+        }
+        for ip in ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"] {
+            assert!(guard.check_addr(ip.parse().unwrap()).is_err(), "{ip}");
+        }
+        // What the flag is for still passes.
+        for url in [
+            "http://127.0.0.1:8000/v1",
+            "http://10.1.2.3/v1",
+            "http://192.168.1.5/v1",
+            "http://[::1]:8000/v1",
+        ] {
+            assert!(guard.check_url(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_are_bounded_in_length() {
+        let guard = UrlGuard::new(true);
+        let long = format!("http://127.0.0.1/{}", "a".repeat(MAX_URL_LEN));
+        assert_eq!(guard.check_url(&long), Err(GuardError::TooLong(long.len())));
+        let fits = format!("http://127.0.0.1/{}", "a".repeat(100));
+        assert!(guard.check_url(&fits).is_ok());
     }
 
     #[test]

@@ -97,6 +97,10 @@ impl TestDb {
                 default_probe_set: default_probe_set.into(),
                 rate_limit_per_key: None,
                 secure_cookies: false,
+                models: provenance::model::allowed::ModelAccess::new(
+                    &[provenance::fetch::default_dir()],
+                    false,
+                ),
             },
         ))
         .await
