@@ -550,6 +550,16 @@ fn weights_changed_less_than_engine_noise_are_derived() {
         "{:#?}",
         report.reasons
     );
+    // One answer per pair: the sequential test alone would have stopped at identical,
+    // and the report says why the whole probe set decides otherwise.
+    let seq = report.sequential.as_ref().expect("sequential test ran");
+    assert_eq!(seq.decision, SequentialDecision::Identical);
+    assert!(
+        report.reasons[0].contains("would have said identical")
+            && report.reasons[0].contains("decides derived instead"),
+        "{:#?}",
+        report.reasons
+    );
     let shift = report.weight_shift.as_ref().expect("shift test ran");
     assert!(shift.p_value <= 0.01 && shift.share > 0.05, "{shift:?}");
     let copy_shift = copy.weight_shift.as_ref().expect("shift test ran");

@@ -509,6 +509,26 @@ pub fn compare_calibrated(
                 seq.e_against_unrelated,
                 seq.queries,
             );
+            if outcome.verdict != Verdict::Identical {
+                // One answer per pair: an early stop would have said identical here, so
+                // the report says why the whole probe set decides otherwise.
+                let why = outcome
+                    .reasons
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "see the signals below".to_string());
+                outcome.reasons.insert(
+                    0,
+                    format!(
+                        "the sequential test alone would have said identical after {} suspect \
+                         queries (e-value {:.3e} against \"unrelated\"); the whole probe set \
+                         decides {} instead: {why}",
+                        seq.queries,
+                        seq.e_against_unrelated,
+                        outcome.verdict.as_str()
+                    ),
+                );
+            }
         }
     }
     if reference.probe_set.hash != suspect.probe_set.hash {
@@ -683,6 +703,7 @@ fn model_ref(fp: &Fingerprint) -> ModelRef {
         describe: fp.model.describe.clone(),
         probe_set: fp.probe_set.clone(),
         created_at: fp.created_at.clone(),
+        capabilities: Some(fp.model.capabilities.clone()),
     }
 }
 
