@@ -82,6 +82,123 @@ pub struct Capabilities {
     pub tokenize: bool,
 }
 
+impl Capabilities {
+    /// One line for a report: what the endpoint offered.
+    pub fn summary(&self) -> String {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "chat completions {}, raw completions {}, log-probabilities {}, tokenize {}, usage counts {}",
+            yes(self.chat),
+            yes(self.raw_completion),
+            match self.max_top_logprobs {
+                0 => "none".to_string(),
+                k => format!("top-{k}"),
+            },
+            yes(self.tokenize),
+            yes(self.usage)
+        )
+    }
+
+    /// What a scan cannot tell through an endpoint that offers only this.
+    pub fn limits(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.max_top_logprobs == 0 {
+            out.push(
+                "no log-probabilities: the logit signals, the shift test, the quantized forms \
+                 and the early stop are unavailable; same weights are judged from the answers' \
+                 text alone",
+            );
+        }
+        if !self.raw_completion {
+            out.push(
+                "no raw completions: every probe passes through the suspect's chat template \
+                 and any hidden system prompt, which move all answers the same way",
+            );
+        }
+        if !self.tokenize && !self.usage {
+            out.push("no tokenize endpoint and no usage counts: the tokenizer is not compared");
+        }
+        out
+    }
+}
+
+/// What a scan may use of a suspect's API: the whole of it, or only what a restricted
+/// provider offers. The client applies it to what it detects and to every request, so a
+/// restricted mode takes the very path a restricted API would.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessMode {
+    /// Whatever the endpoint offers.
+    #[default]
+    Full,
+    /// `/v1/chat/completions` only: no raw completions, no `/tokenize`.
+    ChatOnly,
+    /// No log-probabilities.
+    NoLogprobs,
+    /// Chat only, without log-probabilities (what most hosted APIs give).
+    ChatOnlyNoLogprobs,
+}
+
+impl AccessMode {
+    pub const ALL: [AccessMode; 4] = [
+        AccessMode::Full,
+        AccessMode::ChatOnly,
+        AccessMode::NoLogprobs,
+        AccessMode::ChatOnlyNoLogprobs,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMode::Full => "full",
+            AccessMode::ChatOnly => "chat-only",
+            AccessMode::NoLogprobs => "no-logprobs",
+            AccessMode::ChatOnlyNoLogprobs => "chat-only-no-logprobs",
+        }
+    }
+
+    pub fn allows_raw(self) -> bool {
+        matches!(self, AccessMode::Full | AccessMode::NoLogprobs)
+    }
+
+    pub fn allows_logprobs(self) -> bool {
+        matches!(self, AccessMode::Full | AccessMode::ChatOnly)
+    }
+
+    /// `caps` cut to what this mode lets a scan use.
+    pub fn restrict(self, mut caps: Capabilities) -> Capabilities {
+        if !self.allows_raw() {
+            caps.raw_completion = false;
+            caps.tokenize = false;
+        }
+        if !self.allows_logprobs() {
+            caps.max_top_logprobs = 0;
+        }
+        caps
+    }
+}
+
+impl std::str::FromStr for AccessMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        AccessMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown access mode {s:?}: one of {}",
+                    AccessMode::ALL.map(AccessMode::as_str).join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for AccessMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a request failed, classified so a person knows what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "message", rename_all = "snake_case")]

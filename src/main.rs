@@ -139,6 +139,11 @@ enum Command {
         /// Weight types each reference is also quantized to (see `scan --forms`).
         #[arg(long, default_value = "ladder")]
         forms: String,
+        /// What of the members' API to use: full, chat-only, no-logprobs,
+        /// chat-only-no-logprobs, a comma-separated list of them, or `all` (one confusion
+        /// matrix per mode).
+        #[arg(long, default_value = "full")]
+        access: String,
     },
     /// Run the REST API with N scan workers and the scheduler (migrates first).
     Serve {
@@ -221,6 +226,10 @@ struct RemoteArgs {
     /// Allow suspects on loopback or private networks (local tests and demos).
     #[arg(long)]
     allow_private_targets: bool,
+    /// Use only part of the suspect's API, as a restricted provider would offer it: full,
+    /// chat-only, no-logprobs or chat-only-no-logprobs.
+    #[arg(long, default_value = "full")]
+    access: String,
 }
 
 /// How a comparison is calibrated and where its report goes.
@@ -340,19 +349,31 @@ fn main() -> Result<()> {
             format,
             out,
             forms,
+            access,
         } => {
             let manifest = provenance::zoo::Manifest::load(&zoo)?;
             let set = probes.load()?;
-            let opts = provenance::zoo::eval::EvalOptions {
-                run: provenance::fingerprint::RunOptions::default(),
-                compare: provenance::compare::CompareOptions::default(),
-                forms: provenance::forms::parse_list(&forms)?,
-            };
-            let report =
-                runtime()?.block_on(provenance::zoo::eval::run(&zoo, &manifest, &set, &opts))?;
-            let text = match format {
-                OutputFormat::Json => serde_json::to_string_pretty(&report)?,
-                OutputFormat::Table => provenance::zoo::eval::to_table(&report),
+            let rt = runtime()?;
+            let mut reports = Vec::new();
+            for mode in access_modes(&access)? {
+                let opts = provenance::zoo::eval::EvalOptions {
+                    run: provenance::fingerprint::RunOptions::default(),
+                    compare: provenance::compare::CompareOptions::default(),
+                    forms: provenance::forms::parse_list(&forms)?,
+                    access: mode,
+                };
+                let report =
+                    rt.block_on(provenance::zoo::eval::run(&zoo, &manifest, &set, &opts))?;
+                reports.push(report);
+            }
+            let text = match (format, reports.as_slice()) {
+                (OutputFormat::Json, [one]) => serde_json::to_string_pretty(one)?,
+                (OutputFormat::Json, all) => serde_json::to_string_pretty(all)?,
+                (OutputFormat::Table, all) => all
+                    .iter()
+                    .map(provenance::zoo::eval::to_table)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             };
             match out {
                 Some(path) => std::fs::write(&path, &text)
@@ -506,6 +527,16 @@ fn probes(cmd: ProbesCommand) -> Result<()> {
     }
 }
 
+/// `full`, a mode, a comma-separated list of modes, or `all`.
+fn access_modes(spec: &str) -> Result<Vec<provenance::endpoint::AccessMode>> {
+    if spec == "all" {
+        return Ok(provenance::endpoint::AccessMode::ALL.to_vec());
+    }
+    spec.split(',')
+        .map(|m| m.trim().parse().map_err(|e: String| anyhow::anyhow!(e)))
+        .collect()
+}
+
 fn http_model(
     url: &str,
     model: &str,
@@ -514,6 +545,10 @@ fn http_model(
     let mut cfg = provenance::suspect::HttpModelConfig::new(url.to_string(), model.to_string());
     cfg.api_key_env = remote.api_key_env.clone();
     cfg.allow_private_targets = remote.allow_private_targets;
+    cfg.access = remote
+        .access
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
     provenance::suspect::HttpModel::new(cfg).with_context(|| format!("suspect at {url}"))
 }
 

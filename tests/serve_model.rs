@@ -245,3 +245,53 @@ async fn system_prompt_is_injected_only_when_absent() {
     let (_, d) = post(spoofed, "/v1/chat/completions", own).await;
     assert_eq!(c["usage"]["prompt_tokens"], d["usage"]["prompt_tokens"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_modes_restrict_what_the_client_uses() {
+    use provenance::endpoint::{AccessMode, ProbeRequest, PromptForm};
+    let addr = start(LoadOptions::default(), 4, None).await;
+    let client = |access| {
+        let mut cfg =
+            provenance::suspect::HttpModelConfig::new(format!("http://{addr}/v1"), "smollm2");
+        cfg.allow_private_targets = true;
+        cfg.access = access;
+        provenance::suspect::HttpModel::new(cfg).unwrap()
+    };
+    let ask = |prompt| ProbeRequest {
+        prompt,
+        max_tokens: 3,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: None,
+        stop: Vec::new(),
+        top_logprobs: 5,
+    };
+    let chat = PromptForm::Chat {
+        messages: vec![provenance::endpoint::ChatMessage {
+            role: "user".into(),
+            content: "Hello".into(),
+        }],
+    };
+    let raw = PromptForm::Raw {
+        prompt: "Hello".into(),
+    };
+    for mode in AccessMode::ALL {
+        let c = client(mode);
+        let caps = c.capabilities().await.unwrap();
+        assert!(caps.chat, "{mode}");
+        assert_eq!(caps.raw_completion, mode.allows_raw(), "{mode}");
+        assert_eq!(caps.tokenize, mode.allows_raw(), "{mode}");
+        let top = if mode.allows_logprobs() { 20 } else { 0 };
+        assert_eq!(caps.max_top_logprobs, top, "{mode}");
+        // What the mode forbids is never asked, even when a probe asks for it.
+        let answer = c.run(&ask(chat.clone())).await.unwrap();
+        assert_eq!(!answer.tokens.is_empty(), mode.allows_logprobs(), "{mode}");
+        let raw_answer = c.run(&ask(raw.clone())).await;
+        assert_eq!(raw_answer.is_ok(), mode.allows_raw(), "{mode}");
+        assert_eq!(
+            c.tokenize("Hello").await.is_ok(),
+            mode.allows_raw(),
+            "{mode}"
+        );
+    }
+}

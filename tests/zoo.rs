@@ -31,6 +31,7 @@ async fn quick_zoo_pairs_get_their_true_verdicts() {
         },
         compare: provenance::compare::CompareOptions::default(),
         forms: Vec::new(),
+        access: Default::default(),
     };
     // Without its quantized forms the engine takes SmolLM2 re-rounded from Q4_1 to Q4_0
     // for a derivative: a nat away on average, as far as weight noise.

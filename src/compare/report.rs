@@ -81,6 +81,9 @@ pub struct ModelRef {
     pub describe: String,
     pub probe_set: ProbeSetRef,
     pub created_at: String,
+    /// What the model's endpoint offered (absent in reports stored before it was kept).
+    #[serde(default)]
+    pub capabilities: Option<crate::endpoint::Capabilities>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +159,12 @@ pub fn to_markdown(report: &Report) -> String {
         report.suspect.probe_set.version,
         report.suspect.created_at
     ));
+    if let Some(caps) = &report.suspect.capabilities {
+        out.push_str(&format!("- Suspect offered: {}\n", caps.summary()));
+        for limit in caps.limits() {
+            out.push_str(&format!("  - {limit}\n"));
+        }
+    }
     out.push_str(&format!(
         "- Calibration: {} ({} controls, {} known-same pairs). {}\n\n",
         report.calibration.as_str(),

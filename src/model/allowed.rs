@@ -133,8 +133,8 @@ mod tests {
             ".",
         ] {
             let err = access.resolve(bad).unwrap_err();
+            // Only what was typed comes back, whatever lies behind it.
             assert_eq!(err, ModelAccessError::Outside(bad.to_string()), "{bad}");
-            assert!(!err.to_string().contains(&*root.path().to_string_lossy()));
         }
         assert_eq!(
             access.resolve("owner/name").unwrap_err(),

@@ -23,8 +23,8 @@ use super::parse::{self, ErrorContext};
 use super::retry::{backoff_delay, parse_retry_after};
 use super::url_guard::{GuardError, UrlGuard};
 use crate::endpoint::{
-    Capabilities, ChatMessage, EndpointError, ModelEndpoint, ProbeRequest, ProbeResponse,
-    PromptForm,
+    AccessMode, Capabilities, ChatMessage, EndpointError, ModelEndpoint, ProbeRequest,
+    ProbeResponse, PromptForm,
 };
 
 /// Why an `HttpModel` could not be set up.
@@ -85,6 +85,8 @@ pub struct HttpModelConfig {
     pub max_response_bytes: usize,
     /// Lets the client reach loopback and private addresses (tests, local demos).
     pub allow_private_targets: bool,
+    /// What of the API the client may use (`eval --access`, `scan --access`).
+    pub access: AccessMode,
 }
 
 impl HttpModelConfig {
@@ -106,6 +108,7 @@ impl HttpModelConfig {
             max_concurrency: 4,
             max_response_bytes: 16 * 1024 * 1024,
             allow_private_targets: false,
+            access: AccessMode::Full,
         }
     }
 }
@@ -637,9 +640,11 @@ impl HttpModel {
             Err(err) if means_unsupported(&err) => Some(err),
             Err(err) => return Err(err),
         };
-        if let Some(response) = self.probe(&raw_ping).await? {
-            caps.raw_completion = true;
-            caps.usage |= response.usage.is_some();
+        if self.config.access.allows_raw() {
+            if let Some(response) = self.probe(&raw_ping).await? {
+                caps.raw_completion = true;
+                caps.usage |= response.usage.is_some();
+            }
         }
         if let (Some(err), false) = (chat_error, caps.raw_completion) {
             // Neither form works: most likely a wrong model name or base URL.
@@ -647,7 +652,12 @@ impl HttpModel {
         }
 
         let form = if caps.chat { chat_ping } else { raw_ping };
-        for top in TOP_LOGPROBS_LADDER {
+        let ladder: &[usize] = if self.config.access.allows_logprobs() {
+            &TOP_LOGPROBS_LADDER
+        } else {
+            &[]
+        };
+        for &top in ladder {
             let request = ProbeRequest {
                 top_logprobs: top,
                 ..form.clone()
@@ -664,11 +674,13 @@ impl HttpModel {
             break;
         }
 
-        caps.tokenize = match self.tokenize_once("Hello world").await {
-            Ok(tokens) => !tokens.is_empty(),
-            Err(err) if err.is_transient() => return Err(err),
-            Err(_) => false,
-        };
+        caps.tokenize = self.config.access.allows_raw()
+            && match self.tokenize_once("Hello world").await {
+                Ok(tokens) => !tokens.is_empty(),
+                Err(err) if err.is_transient() => return Err(err),
+                Err(_) => false,
+            };
+        let caps = self.config.access.restrict(caps);
         tracing::info!(endpoint = %self.describe(), ?caps, "detected suspect capabilities");
         Ok(caps)
     }
@@ -692,7 +704,17 @@ impl HttpModel {
 
     /// One generation request, parsed (secrets not yet scrubbed).
     async fn generate(&self, request: &ProbeRequest) -> Result<ProbeResponse, EndpointError> {
-        let (url, body, chat) = self.generation_body(request);
+        let access = self.config.access;
+        if matches!(request.prompt, PromptForm::Raw { .. }) && !access.allows_raw() {
+            return Err(EndpointError::Unsupported(format!(
+                "raw completions are not used in access mode {access}"
+            )));
+        }
+        let mut request = request.clone();
+        if !access.allows_logprobs() {
+            request.top_logprobs = 0;
+        }
+        let (url, body, chat) = self.generation_body(&request);
         let reply = self.send(Method::POST, &url, Some(&body)).await?;
         let parsed = if reply.content_type.contains("text/event-stream") {
             parse::parse_stream(&reply.body)
@@ -729,6 +751,12 @@ impl ModelEndpoint for HttpModel {
     }
 
     async fn tokenize(&self, text: &str) -> Result<Vec<u32>, EndpointError> {
+        if !self.config.access.allows_raw() {
+            return Err(EndpointError::Unsupported(format!(
+                "/tokenize is not used in access mode {}",
+                self.config.access
+            )));
+        }
         if let Some(caps) = self.capabilities.get() {
             if !caps.tokenize {
                 return Err(EndpointError::Unsupported(format!(

@@ -22,7 +22,7 @@ use crate::compare::{
     compare_calibrated, Calibration, CompareOptions, Likelihoods, QuantizedForm,
     SequentialDecision, Verdict,
 };
-use crate::endpoint::ModelEndpoint;
+use crate::endpoint::{AccessMode, ModelEndpoint};
 use crate::fingerprint::{self, Fingerprint, RunOptions};
 use crate::model::endpoint::LocalEndpoint;
 use crate::model::{LoadOptions, ModelHandle};
@@ -60,6 +60,9 @@ pub struct EvalReport {
     /// Wall time of the evaluation, fingerprints included (cached ones cost nothing).
     pub seconds: f64,
     pub mean_queries: f64,
+    /// What of the members' API the evaluation used.
+    #[serde(default)]
+    pub access: AccessMode,
 }
 
 pub struct EvalOptions {
@@ -67,6 +70,19 @@ pub struct EvalOptions {
     pub compare: CompareOptions,
     /// Weight types each reference is quantized to by the engine (`crate::forms`).
     pub forms: Vec<String>,
+    /// What of their API the members may be asked through (`AccessMode`): every member,
+    /// controls included, is fingerprinted under it, as a scan of a suspect behind such an
+    /// API compares only what that API gives.
+    pub access: AccessMode,
+}
+
+/// Where the members' prints (and their read-backs) under `access` are kept; references
+/// and forms are fingerprinted in-process and shared by every mode.
+fn member_prints_dir(prints: &Path, access: AccessMode) -> PathBuf {
+    match access {
+        AccessMode::Full => prints.to_path_buf(),
+        other => prints.join(format!("access-{other}")),
+    }
 }
 
 /// Per arithmetic revision of the runner, which serves every member.
@@ -120,6 +136,7 @@ async fn load(dir: &Path, member: &Member) -> Result<ModelHandle, ZooError> {
 async fn serve(
     dir: &Path,
     member: &Member,
+    access: AccessMode,
 ) -> Result<(HttpModel, tokio::task::JoinHandle<()>), ZooError> {
     let failed = |e: String| ZooError::Serve {
         member: member.id.clone(),
@@ -142,6 +159,7 @@ async fn serve(
     });
     let mut cfg = HttpModelConfig::new(format!("http://{addr}/v1"), &member.id);
     cfg.allow_private_targets = true;
+    cfg.access = access;
     let client = HttpModel::new(cfg).map_err(|e| failed(e.to_string()))?;
     Ok((client, task))
 }
@@ -182,18 +200,25 @@ pub async fn run(
         .await?;
         forms.insert(r.id.clone(), made);
     }
+    let member_prints = member_prints_dir(&prints, opts.access);
+    std::fs::create_dir_all(&member_prints).map_err(|source| ZooError::Io {
+        path: member_prints.clone(),
+        source,
+    })?;
     let mut members: Vec<(&Member, Fingerprint)> = Vec::new();
     for m in &manifest.members {
-        tracing::info!(member = %m.id, "fingerprinting over the OpenAI-compatible API");
-        let out = prints.join(format!("{}.json", m.id));
-        let (client, task) = serve(dir, m).await?;
+        tracing::info!(member = %m.id, access = %opts.access, "fingerprinting over the OpenAI-compatible API");
+        let out = member_prints.join(format!("{}.json", m.id));
+        let (client, task) = serve(dir, m, opts.access).await?;
         let fp = fingerprint_cached(set, &client, &out, &opts.run, &m.id).await;
         task.abort();
         members.push((m, fp?));
     }
 
-    write_controls(dir, &references, &members)?;
-    let read_back = read_back_all(dir, &references, &members, &prints).await?;
+    if opts.access == AccessMode::Full {
+        write_controls(dir, &references, &members)?;
+    }
+    let read_back = read_back_all(dir, &references, &members, &member_prints).await?;
 
     let mut pairs = Vec::new();
     for (r, ref_print) in &references {
@@ -282,6 +307,7 @@ pub async fn run(
         probes_asked_per_model: fingerprint::plan(set).len(),
         seconds: started.elapsed().as_secs_f64(),
         mean_queries,
+        access: opts.access,
     })
 }
 
@@ -351,7 +377,7 @@ fn write_controls(
 
 /// The report as a readable table.
 pub fn to_table(report: &EvalReport) -> String {
-    let mut out = String::new();
+    let mut out = format!("Access mode: {}\n\n", report.access);
     out.push_str("| true \\ verdict |");
     for v in super::score::VERDICTS {
         out.push_str(&format!(" {} |", v.as_str()));
