@@ -256,6 +256,11 @@ impl EndpointError {
 pub trait ModelEndpoint: Send + Sync {
     /// A short human-readable description (file, URL and model name).
     fn describe(&self) -> String;
+    /// Asks cost nothing (the model runs in this process), so the runner may ask extra
+    /// questions that only help comparisons; a remote endpoint's asks cost money.
+    fn asks_are_free(&self) -> bool {
+        false
+    }
     async fn capabilities(&self) -> Result<Capabilities, EndpointError>;
     async fn run(&self, request: &ProbeRequest) -> Result<ProbeResponse, EndpointError>;
     /// Token ids of `text` without special tokens, when the endpoint can say.

@@ -33,7 +33,8 @@ pub enum LikelihoodError {
 }
 
 /// Every greedy chat answer of [`KINDS`] in `print`, as `model` reads it after the same
-/// messages rendered in its own chat template. Empty answers are skipped.
+/// messages rendered in its own chat template, then every greedy raw completion after its
+/// prompt (marked `raw`). Empty answers are skipped.
 pub fn score_fingerprint(
     model: &mut LocalModel,
     print: &Fingerprint,
@@ -61,6 +62,32 @@ pub fn score_fingerprint(
             out.push(answer_score(&o.probe_id, kind, text, &tokens));
         }
     }
+    // Greedy raw completions of every kind, for the greedy-token share: no template, so a
+    // hidden system prompt cannot move them.
+    for o in print
+        .observations
+        .iter()
+        .filter(|o| o.is_ok() && o.sample_index == 0 && o.request.temperature == 0.0)
+    {
+        let (PromptForm::Raw { prompt }, Some(text)) = (&o.request.prompt, o.text()) else {
+            continue;
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        let failed = |source| LikelihoodError::Model {
+            probe: o.probe_id.clone(),
+            source,
+        };
+        let prompt = model.encode_prompt(prompt).map_err(failed)?;
+        let mut answer = model.tokenizer.encode(text).map_err(failed)?;
+        answer.truncate(MAX_TOKENS);
+        let tokens = model.score_continuation(&prompt, &answer).map_err(failed)?;
+        out.push(AnswerScore {
+            raw: true,
+            ..answer_score(&o.probe_id, o.kind, text, &tokens)
+        });
+    }
     Ok(out)
 }
 
@@ -84,12 +111,19 @@ pub fn answer_score(
             .map(|t| (t.second - t.expected * t.expected).max(0.0))
             .sum(),
         top1: tokens.iter().filter(|t| t.top1).count(),
+        raw: false,
     }
 }
+
+/// What [`score_fingerprint`] reads; a cache written by another version is read again.
+/// 2: raw completions too.
+const READ_BACK_VERSION: u32 = 2;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]
 struct Cached {
+    #[serde(default)]
+    version: u32,
     reference: String,
     print_created_at: String,
     scores: Vec<AnswerScore>,
@@ -107,7 +141,11 @@ pub async fn read_back(
         let hit = std::fs::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
-            .filter(|c| c.reference == who && c.print_created_at == print.created_at);
+            .filter(|c| {
+                c.version == READ_BACK_VERSION
+                    && c.reference == who
+                    && c.print_created_at == print.created_at
+            });
         if let Some(c) = hit {
             return Ok(c.scores);
         }
@@ -118,6 +156,7 @@ pub async fn read_back(
         .await??;
     if let Some(path) = cache {
         let record = Cached {
+            version: READ_BACK_VERSION,
             reference: who,
             print_created_at: print.created_at.clone(),
             scores,

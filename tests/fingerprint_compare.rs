@@ -302,6 +302,7 @@ fn observation(
         sample_index: index,
         response,
         token_ids: None,
+        chat_prompt_tokens: None,
         error,
         attempts: if spec.all_errors { 3 } else { 1 },
         latency_ms: 5,

@@ -2,10 +2,11 @@
 //! the key appears in no API response, no row of any table and no log line.
 
 mod common;
+#[path = "common/logs.rs"]
+mod logs;
 #[path = "common/pg.rs"]
 mod pg;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -19,22 +20,6 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
 const SECRET: &str = "sk-test-7f3a9c21d4e8b6a5";
-
-/// Log lines, collected.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The suspect insists on the key, like a paid API.
 async fn require_key(req: Request, next: Next) -> Response {
@@ -51,13 +36,7 @@ async fn require_key(req: Request, next: Next) -> Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_suspects_key_is_in_no_response_row_or_log() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let logs = logs::capture();
     std::env::set_var("PROVENANCE_SECRET_SUSPECT_KEY", SECRET);
 
     let db = pg::TestDb::new().await;
@@ -180,7 +159,7 @@ async fn the_suspects_key_is_in_no_response_row_or_log() {
         }
     }
     assert!(rows_seen > 50, "only {rows_seen} rows looked at");
-    let logs = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    let logs = logs.text();
     assert!(!logs.is_empty(), "nothing was logged");
     assert!(!logs.contains(SECRET), "the key is in the logs");
 }

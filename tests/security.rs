@@ -5,10 +5,12 @@
 //! missing browser headers, server paths in `/v1/models`, refused scans retried).
 
 mod common;
+#[path = "common/logs.rs"]
+mod logs;
 #[path = "common/pg.rs"]
 mod pg;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -19,38 +21,8 @@ use provenance::model::allowed::ModelAccess;
 use provenance::store::Role;
 use serde_json::{json, Value};
 
-/// Log lines of this test binary, collected once for all its tests.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        logs
-    })
-}
-
 fn logged() -> String {
-    String::from_utf8_lossy(&logs().0.lock().expect("logs")).into_owned()
+    logs::capture().text()
 }
 
 /// What a server controlled by the attacker saw: every Authorization header sent to it.
@@ -92,7 +64,7 @@ impl Service {
     /// The API over a fresh database with SmolLM2 as reference `smollm2`, users' models
     /// confined to `models`, and a worker with the same rules.
     async fn start(allow_private: bool, models: &ModelAccess) -> Service {
-        logs();
+        logs::capture();
         let db = pg::TestDb::new().await;
         let smol = common::smollm2().to_string_lossy().into_owned();
         let (set, reference) = db.register_reference("smollm2", &smol).await;
@@ -333,7 +305,7 @@ async fn model_paths_resolve_only_inside_the_model_directories() {
     )
     .expect("junk");
     std::os::unix::fs::symlink("/etc/passwd", models.join("escape.gguf")).expect("link");
-    let access = ModelAccess::new(&[models.clone()], false);
+    let access = ModelAccess::new(std::slice::from_ref(&models), false);
     let service = Service::start(true, &access).await;
     std::env::set_var("RUST_BACKTRACE", "1");
     let stop = service.worker(&access);

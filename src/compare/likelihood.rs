@@ -36,6 +36,10 @@ pub struct AnswerScore {
     pub variance: f64,
     /// Tokens that are the reference's most likely one.
     pub top1: usize,
+    /// A raw completion (no chat template, so no system prompt either); the likelihood
+    /// signal reads chat answers only, the greedy-token share prefers these.
+    #[serde(default)]
+    pub raw: bool,
 }
 
 impl AnswerScore {
@@ -59,7 +63,10 @@ pub struct Summary {
     pub top1: f64,
 }
 
+/// Over the chat answers (the ones the likelihood signal reads).
 pub fn summarize(scores: &[AnswerScore]) -> Option<Summary> {
+    let scores: Vec<AnswerScore> = scores.iter().filter(|s| !s.raw).cloned().collect();
+    let scores = scores.as_slice();
     let d: Vec<f64> = scores.iter().filter_map(AnswerScore::discrepancy).collect();
     if d.is_empty() {
         return None;
@@ -78,6 +85,7 @@ pub fn summarize(scores: &[AnswerScore]) -> Option<Summary> {
 pub fn signal(scores: &[AnswerScore], boot: Option<&BootstrapOptions>) -> Option<SignalOutcome> {
     let scored: Vec<(&AnswerScore, f64)> = scores
         .iter()
+        .filter(|s| !s.raw)
         .filter_map(|s| Some((s, s.discrepancy()?)))
         .collect();
     let summary = summarize(scores)?;
@@ -117,6 +125,69 @@ pub fn signal(scores: &[AnswerScore], boot: Option<&BootstrapOptions>) -> Option
     })
 }
 
+/// Raw-completion tokens needed before the greedy-token share reads raw answers alone.
+pub const MIN_RAW_TOKENS: usize = 100;
+
+/// Share of another model's greedy tokens that are the reference's own top choice after
+/// the same prefix (the suspect's own text, read back). The same weights pick the same
+/// token wherever no near-tie lets another engine's rounding flip it, whatever they are
+/// served by and without any log-probabilities from the suspect; another model, or the
+/// same one with changed weights, leaves the reference's first choice often. Raw answers
+/// are read when there are enough: chat answers pass through the suspect's template and
+/// any hidden system prompt, which the read-back cannot know.
+pub fn greedy_tokens_signal(
+    scores: &[AnswerScore],
+    boot: Option<&BootstrapOptions>,
+) -> Option<SignalOutcome> {
+    let raw_tokens: usize = scores.iter().filter(|s| s.raw).map(|s| s.tokens).sum();
+    let use_raw = raw_tokens >= MIN_RAW_TOKENS;
+    let chosen: Vec<&AnswerScore> = scores
+        .iter()
+        .filter(|s| s.raw == use_raw && s.tokens > 0)
+        .collect();
+    let tokens: usize = chosen.iter().map(|s| s.tokens).sum();
+    if tokens == 0 {
+        return None;
+    }
+    let top1: usize = chosen.iter().map(|s| s.top1).sum();
+    let share = top1 as f64 / tokens as f64;
+    let values: Vec<f64> = chosen
+        .iter()
+        .map(|s| s.top1 as f64 / s.tokens as f64)
+        .collect();
+    let per_probe = chosen
+        .iter()
+        .zip(&values)
+        .map(|(s, v)| ProbeScore {
+            probe_id: s.probe_id.clone(),
+            kind: s.kind,
+            score: *v,
+            reference_text: String::new(),
+            suspect_text: clip(&s.text),
+            note: format!(
+                "{} of {} tokens the reference's top choice",
+                s.top1, s.tokens
+            ),
+        })
+        .collect();
+    let mut extra = BTreeMap::new();
+    extra.insert("tokens".to_string(), tokens as f64);
+    extra.insert("raw".to_string(), if use_raw { 1.0 } else { 0.0 });
+    Some(SignalOutcome {
+        score: share,
+        n: chosen.len(),
+        interval: boot.and_then(|opts| bootstrap::mean_interval(&values, opts)),
+        detail: format!(
+            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice",
+            share * 100.0,
+            chosen.len(),
+            if use_raw { "raw" } else { "chat" }
+        ),
+        extra,
+        per_probe,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,7 +202,25 @@ mod tests {
             expected,
             variance,
             top1: tokens / 2,
+            raw: false,
         }
+    }
+
+    #[test]
+    fn greedy_token_share_prefers_raw_answers_when_there_are_enough() {
+        let mut chat = answer(50, -8.0, -8.0, 4.0);
+        chat.top1 = 10;
+        let mut raw = answer(60, -8.0, -8.0, 4.0);
+        raw.raw = true;
+        raw.top1 = 57;
+        let few = greedy_tokens_signal(&[chat.clone(), raw.clone()], None).unwrap();
+        assert_eq!(few.score, 10.0 / 50.0, "60 raw tokens are too few");
+        let many = greedy_tokens_signal(&[chat.clone(), raw.clone(), raw.clone()], None).unwrap();
+        assert_eq!(many.score, 114.0 / 120.0);
+        assert_eq!(many.n, 2);
+        assert!(greedy_tokens_signal(&[], None).is_none());
+        // The likelihood signal reads only the chat answer.
+        assert_eq!(signal(&[chat, raw], None).unwrap().n, 1);
     }
 
     #[test]

@@ -49,12 +49,14 @@ pub const STYLE: &str = "style";
 pub const EQUALITY: &str = "equality";
 pub const LEXICON: &str = "lexicon";
 pub const LIKELIHOOD: &str = "likelihood";
+pub const GREEDY_TOKENS: &str = "greedy_tokens";
 pub const CONTRAST: &str = "contrast";
 
 /// Every signal, in report order.
-pub const SIGNALS: [&str; 10] = [
+pub const SIGNALS: [&str; 11] = [
     LOGITS,
     TOKENIZER,
+    GREEDY_TOKENS,
     GREEDY_TEXT,
     STYLE,
     LEXICON,
@@ -109,6 +111,9 @@ pub fn default_null(signal: &str) -> DefaultNull {
         // Mean discrepancy of answers read back by the reference. A base model (Gemma)
         // reads an unrelated chat model's fluent answers at 2.15, its own at 3.2.
         LIKELIHOOD => (2.0, 1.0),
+        // Share of another model's greedy tokens that are the reference's top choice. A
+        // fluent unrelated model lands on it about half the time; the default allows 60%.
+        GREEDY_TOKENS => (0.6, 0.1),
         // Safety-tuned models agree on most refusals whatever their lineage.
         REFUSAL => (0.5, 0.2),
         EQUALITY => (0.6, 0.15),
@@ -294,6 +299,7 @@ struct Signals {
     /// Set by the caller, which has the other controls (`contrast`).
     contrast: Option<SignalOutcome>,
     likelihood: Option<SignalOutcome>,
+    greedy_tokens: Option<SignalOutcome>,
     equality: Option<(SignalOutcome, MmdTest)>,
     stripped: Option<SafeguardsStripped>,
     /// Only with `full`: the verdict reads it for the suspect alone.
@@ -336,6 +342,8 @@ impl Signals {
             ),
             contrast: None,
             likelihood: read_back.and_then(|scores| likelihood::signal(scores, boot)),
+            greedy_tokens: read_back
+                .and_then(|scores| likelihood::greedy_tokens_signal(scores, boot)),
             equality: equality::signal(&groups, &equality_opts),
             stripped: refusal::safeguards_stripped(&refusal::labelled(&refusal_pairs, lexicon)),
             shift: full
@@ -355,6 +363,7 @@ impl Signals {
             LEXICON => self.lexicon.as_ref(),
             CONTRAST => self.contrast.as_ref(),
             LIKELIHOOD => self.likelihood.as_ref(),
+            GREEDY_TOKENS => self.greedy_tokens.as_ref(),
             EQUALITY => self.equality.as_ref().map(|e| &e.0),
             _ => None,
         }
@@ -480,6 +489,11 @@ pub fn compare_calibrated(
             .as_ref()
             .filter(|_| usable(GREEDY_TEXT))
             .and_then(|g| g.extra.get("exact_match").copied()),
+        greedy_tokens: ours
+            .greedy_tokens
+            .as_ref()
+            .filter(|_| usable(GREEDY_TOKENS))
+            .and_then(|g| Some((g.score, tests.get(GREEDY_TOKENS)?.p))),
         shift: ours.shift.clone(),
         forms: calibration
             .forms
@@ -709,7 +723,7 @@ fn model_ref(fp: &Fingerprint) -> ModelRef {
 
 /// Why a signal could not be computed.
 fn unavailable_reason(name: &str, reference: &Fingerprint, suspect: &Fingerprint) -> String {
-    if name == LIKELIHOOD {
+    if name == LIKELIHOOD || name == GREEDY_TOKENS {
         return "not available: the suspect's answers were not read back by a local reference \
                 model"
             .to_string();

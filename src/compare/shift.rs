@@ -238,6 +238,7 @@ mod tests {
                 latency_ms: 1,
             }),
             token_ids: None,
+            chat_prompt_tokens: None,
             error: None,
             attempts: 1,
             latency_ms: 1,

@@ -58,7 +58,12 @@ pub fn compare_counts(counts: &[(u32, u32)]) -> Option<CountComparison> {
 pub fn signal(pairs: &[Pair], boot: Option<&BootstrapOptions>) -> Option<SignalOutcome> {
     let counted: Vec<(&Pair, u32, u32)> = pairs
         .iter()
-        .filter_map(|p| Some((p, p.reference.token_count()?.0, p.suspect.token_count()?.0)))
+        .filter_map(|p| {
+            // A chat-only suspect counts through its template: the reference's count
+            // through its own template is the one to set against it.
+            let reference = p.reference.token_count_like(p.suspect)?.0;
+            Some((p, reference, p.suspect.token_count()?.0))
+        })
         .collect();
     let counts: Vec<(u32, u32)> = counted.iter().map(|c| (c.1, c.2)).collect();
     let comparison = compare_counts(&counts)?;

@@ -66,6 +66,10 @@ pub struct IdenticalBand {
     pub min_top1: f64,
     /// Smallest share of greedy answers that are exactly equal (used without logits).
     pub min_greedy_exact: f64,
+    /// Smallest share of the suspect's greedy tokens that are the reference's own top
+    /// choice (used without logits).
+    #[serde(default = "default_min_greedy_top1")]
+    pub min_greedy_top1: f64,
     /// Largest share of log-probability differences that may repeat token by token
     /// across probes (`super::shift`) when that repetition is significant.
     #[serde(default = "default_max_shift_share")]
@@ -77,6 +81,12 @@ pub struct IdenticalBand {
 /// Four times the most that the same weights showed through other arithmetic (0.012: f32,
 /// or candle's kernels against ours, over the raw logit probes; `super::shift`); 1% weight
 /// noise shows 0.09.
+/// The same weights pick the reference's top token wherever no near-tie lets rounding flip
+/// it; near-ties within engine noise (0.1 to 0.2 nats) are a few percent of positions.
+fn default_min_greedy_top1() -> f64 {
+    0.9
+}
+
 fn default_max_shift_share() -> f64 {
     0.05
 }
@@ -98,6 +108,7 @@ impl IdenticalBand {
             max_mean_abs_dlogprob: 0.2,
             min_top1: 0.75,
             min_greedy_exact: 0.9,
+            min_greedy_top1: default_min_greedy_top1(),
             max_shift_share: default_max_shift_share(),
             source: "default".to_string(),
         }
@@ -171,6 +182,9 @@ pub struct VerdictInputs {
     pub equality_p: Option<f64>,
     /// Share of greedy answers that are exactly equal.
     pub greedy_exact: Option<f64>,
+    /// Share of the suspect's greedy tokens that are the reference's own top choice (read
+    /// back by the reference), and its p-value against controls.
+    pub greedy_tokens: Option<(f64, f64)>,
     /// Whether the log-probability differences repeat token by token across probes
     /// (`super::shift`): inside the band, the sign of changed weights.
     pub shift: Option<ShiftTest>,
@@ -309,6 +323,20 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                         Some(q) => format!(", sampled answers not told apart (p = {q:.2})"),
                         None => String::new(),
                     }
+                ));
+                return positive(Verdict::Identical, p, reasons);
+            }
+        }
+    }
+    // Rule 4 from the tokens themselves: the same weights pick the reference's top token
+    // almost everywhere, whatever engine serves them and whatever its sampler settings.
+    if inputs.logits.is_none() && same_tokenizer != Some(false) {
+        if let Some((share, p)) = inputs.greedy_tokens {
+            if p <= alpha && share >= band.min_greedy_top1 {
+                reasons.push(format!(
+                    "without log-probabilities: {:.1}% of the suspect's greedy tokens are the reference's own top choice (band ≥ {:.0}%), far more than controls (p = {p:.2e}); weights changed by less than engine noise cannot be told from a copy this way",
+                    share * 100.0,
+                    band.min_greedy_top1 * 100.0
                 ));
                 return positive(Verdict::Identical, p, reasons);
             }
@@ -517,6 +545,7 @@ mod tests {
             text: vec![("style".into(), 0.5), ("refusal".into(), 0.4)],
             equality_p: None,
             greedy_exact: Some(0.2),
+            greedy_tokens: None,
             shift: None,
             forms: Vec::new(),
             missing: Vec::new(),

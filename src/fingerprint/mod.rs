@@ -96,6 +96,11 @@ pub struct Observation {
     /// Token ids from the endpoint's own tokenizer (tokenizer probes, when it can say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ids: Option<Vec<u32>>,
+    /// Tokenizer probes on an endpoint with both `/tokenize` and chat: the string's token
+    /// count through the chat template too (a one-token chat request's usage), so that a
+    /// chat-only suspect's counts, template and all, are compared like with like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_prompt_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<EndpointError>,
     /// Tries made, the successful one included.
@@ -122,6 +127,22 @@ impl Observation {
     }
 
     /// Tokens in the prompt: from a tokenize call, else from the usage counts.
+    /// The token count to set against `other`'s: through the chat template when `other`
+    /// counted that way and this observation has such a count too, else [`token_count`].
+    ///
+    /// [`token_count`]: Observation::token_count
+    pub fn token_count_like(&self, other: &Observation) -> Option<(u32, TokenCountMethod)> {
+        let other_through_chat = other.token_ids.is_none()
+            && matches!(
+                other.request.prompt,
+                crate::endpoint::PromptForm::Chat { .. }
+            );
+        match self.chat_prompt_tokens {
+            Some(n) if other_through_chat => Some((n, TokenCountMethod::Usage)),
+            _ => self.token_count(),
+        }
+    }
+
     pub fn token_count(&self) -> Option<(u32, TokenCountMethod)> {
         if let Some(ids) = &self.token_ids {
             return Some((ids.len() as u32, TokenCountMethod::Tokenize));
@@ -340,6 +361,7 @@ mod tests {
                 latency_ms: 1,
             }),
             token_ids: None,
+            chat_prompt_tokens: None,
             error: (!ok).then(|| EndpointError::Timeout("slow".into())),
             attempts: 1,
             latency_ms: 1,

@@ -177,6 +177,11 @@ pub async fn observe(
         Some(Answer::TokenIds(ids)) => token_ids = Some(ids),
         None => {}
     }
+    // Only where asking is free (the local reference): a suspect is never asked twice.
+    let chat_prompt_tokens = match (&token_ids, caps.chat && endpoint.asks_are_free()) {
+        (Some(_), true) => chat_count(endpoint, &request, &probe.text).await,
+        _ => None,
+    };
     Observation {
         probe_id: probe.id.clone(),
         kind: probe.kind,
@@ -184,10 +189,33 @@ pub async fn observe(
         request,
         response,
         token_ids,
+        chat_prompt_tokens,
         error,
         attempts,
         latency_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+/// `text`'s prompt-token count as one user message through the endpoint's chat template
+/// (usage of a one-token chat request); `None` when the endpoint does not say.
+async fn chat_count(
+    endpoint: &dyn ModelEndpoint,
+    request: &ProbeRequest,
+    text: &str,
+) -> Option<u32> {
+    let chat = ProbeRequest {
+        prompt: PromptForm::Chat {
+            messages: vec![ChatMessage {
+                role: "user".to_string(),
+                content: text.to_string(),
+            }],
+        },
+        max_tokens: 1,
+        top_logprobs: 0,
+        ..request.clone()
+    };
+    let response = endpoint.run(&chat).await.ok()?;
+    response.usage.map(|u| u.prompt_tokens)
 }
 
 fn progress_bar(total: usize, done: usize, show: bool) -> ProgressBar {

@@ -115,6 +115,10 @@ impl ModelEndpoint for LocalEndpoint {
         )
     }
 
+    fn asks_are_free(&self) -> bool {
+        true
+    }
+
     async fn capabilities(&self) -> Result<Capabilities, EndpointError> {
         Ok(Capabilities {
             chat: true,
