@@ -112,12 +112,16 @@ pub fn answer_score(
             .sum(),
         top1: tokens.iter().filter(|t| t.top1).count(),
         raw: false,
+        near_top: tokens
+            .iter()
+            .filter(|t| t.gap <= crate::compare::likelihood::NEAR_TOP_NATS)
+            .count(),
     }
 }
 
 /// What [`score_fingerprint`] reads; a cache written by another version is read again.
-/// 2: raw completions too.
-const READ_BACK_VERSION: u32 = 2;
+/// 2: raw completions too; 3: tokens near the top counted.
+const READ_BACK_VERSION: u32 = 3;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]

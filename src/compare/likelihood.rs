@@ -40,7 +40,16 @@ pub struct AnswerScore {
     /// signal reads chat answers only, the greedy-token share prefers these.
     #[serde(default)]
     pub raw: bool,
+    /// Tokens within [`NEAR_TOP_NATS`] of the reference's most likely one.
+    #[serde(default)]
+    pub near_top: usize,
 }
+
+/// How far below the reference's top token a greedy token may lie and still count as the
+/// reference's choice: another engine's rounding moves log-probabilities by 0.1 to 0.15
+/// nats on average and flips near-ties, so an exact top-1 rule would count those flips
+/// against a copy (llama.cpp serving SmolLM2: 92.7% exact top-1 on raw answers).
+pub const NEAR_TOP_NATS: f64 = 0.5;
 
 impl AnswerScore {
     /// The normalised discrepancy; `None` for an empty answer or one the reference was
@@ -150,10 +159,11 @@ pub fn greedy_tokens_signal(
         return None;
     }
     let top1: usize = chosen.iter().map(|s| s.top1).sum();
-    let share = top1 as f64 / tokens as f64;
+    let near: usize = chosen.iter().map(|s| s.near_top).sum();
+    let share = near as f64 / tokens as f64;
     let values: Vec<f64> = chosen
         .iter()
-        .map(|s| s.top1 as f64 / s.tokens as f64)
+        .map(|s| s.near_top as f64 / s.tokens as f64)
         .collect();
     let per_probe = chosen
         .iter()
@@ -165,23 +175,25 @@ pub fn greedy_tokens_signal(
             reference_text: String::new(),
             suspect_text: clip(&s.text),
             note: format!(
-                "{} of {} tokens the reference's top choice",
-                s.top1, s.tokens
+                "{} of {} tokens the reference's top choice up to {NEAR_TOP_NATS} nats ({} exactly)",
+                s.near_top, s.tokens, s.top1
             ),
         })
         .collect();
     let mut extra = BTreeMap::new();
     extra.insert("tokens".to_string(), tokens as f64);
+    extra.insert("top1".to_string(), top1 as f64 / tokens as f64);
     extra.insert("raw".to_string(), if use_raw { 1.0 } else { 0.0 });
     Some(SignalOutcome {
         score: share,
         n: chosen.len(),
         interval: boot.and_then(|opts| bootstrap::mean_interval(&values, opts)),
         detail: format!(
-            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice",
+            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice up to {NEAR_TOP_NATS} nats ({:.1}% exactly)",
             share * 100.0,
             chosen.len(),
-            if use_raw { "raw" } else { "chat" }
+            if use_raw { "raw" } else { "chat" },
+            top1 as f64 * 100.0 / tokens as f64
         ),
         extra,
         per_probe,
@@ -203,16 +215,17 @@ mod tests {
             variance,
             top1: tokens / 2,
             raw: false,
+            near_top: tokens / 2,
         }
     }
 
     #[test]
     fn greedy_token_share_prefers_raw_answers_when_there_are_enough() {
         let mut chat = answer(50, -8.0, -8.0, 4.0);
-        chat.top1 = 10;
+        chat.near_top = 10;
         let mut raw = answer(60, -8.0, -8.0, 4.0);
         raw.raw = true;
-        raw.top1 = 57;
+        raw.near_top = 57;
         let few = greedy_tokens_signal(&[chat.clone(), raw.clone()], None).unwrap();
         assert_eq!(few.score, 10.0 / 50.0, "60 raw tokens are too few");
         let many = greedy_tokens_signal(&[chat.clone(), raw.clone(), raw.clone()], None).unwrap();

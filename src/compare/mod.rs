@@ -494,6 +494,7 @@ pub fn compare_calibrated(
             .as_ref()
             .filter(|_| usable(GREEDY_TOKENS))
             .and_then(|g| Some((g.score, tests.get(GREEDY_TOKENS)?.p))),
+        logits_chat_only: !suspect.model.capabilities.raw_completion,
         shift: ours.shift.clone(),
         forms: calibration
             .forms

@@ -185,6 +185,9 @@ pub struct VerdictInputs {
     /// Share of the suspect's greedy tokens that are the reference's own top choice (read
     /// back by the reference), and its p-value against controls.
     pub greedy_tokens: Option<(f64, f64)>,
+    /// The suspect gave no raw completions, so its log-probabilities all came through its
+    /// chat template (and any hidden system prompt).
+    pub logits_chat_only: bool,
     /// Whether the log-probability differences repeat token by token across probes
     /// (`super::shift`): inside the band, the sign of changed weights.
     pub shift: Option<ShiftTest>,
@@ -249,6 +252,24 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     let band = &inputs.band;
     let mut tested: Vec<f64> = Vec::new();
 
+    // Rule 4 from the tokens themselves: the same weights pick the reference's top token
+    // almost everywhere, whatever engine serves them and whatever its sampler settings.
+    let from_tokens = inputs
+        .greedy_tokens
+        .filter(|(share, p)| {
+            same_tokenizer != Some(false) && *p <= alpha && *share >= band.min_greedy_top1
+        })
+        .map(|(share, p)| {
+            (
+                p,
+                format!(
+                    "{:.1}% of the suspect's greedy tokens are the reference's own top choice up to engine noise (band ≥ {:.0}%), far more than controls (p = {p:.2e}); weights changed by less than engine noise cannot be told from a copy this way",
+                    share * 100.0,
+                    band.min_greedy_top1 * 100.0
+                ),
+            )
+        });
+
     if let Some((summary, p)) = &inputs.logits {
         tested.push(*p);
         if same_tokenizer != Some(false) {
@@ -275,6 +296,15 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                     "next-token distributions far closer than controls (p = {p:.2e}) and within the identical band ({given}), but their differences repeat token by token across probes, as changed weights make them and rounding does not{}",
                     shift_text(inputs.shift.as_ref(), band)
                 ));
+            }
+            // Log-probabilities from chat probes alone pass through the suspect's template
+            // and any hidden system prompt, which move every answer the same way: outside
+            // the band there, the tokens themselves decide whether the weights are the same.
+            if let (true, Some((token_p, reason))) = (inputs.logits_chat_only, &from_tokens) {
+                reasons.push(format!(
+                    "the log-probabilities come from chat probes alone ({given}), which a hidden system prompt moves; {reason}"
+                ));
+                return positive(Verdict::Identical, *token_p, reasons);
             }
             if *p <= alpha {
                 let forms = if inputs.forms.is_empty() {
@@ -328,18 +358,10 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
             }
         }
     }
-    // Rule 4 from the tokens themselves: the same weights pick the reference's top token
-    // almost everywhere, whatever engine serves them and whatever its sampler settings.
-    if inputs.logits.is_none() && same_tokenizer != Some(false) {
-        if let Some((share, p)) = inputs.greedy_tokens {
-            if p <= alpha && share >= band.min_greedy_top1 {
-                reasons.push(format!(
-                    "without log-probabilities: {:.1}% of the suspect's greedy tokens are the reference's own top choice (band ≥ {:.0}%), far more than controls (p = {p:.2e}); weights changed by less than engine noise cannot be told from a copy this way",
-                    share * 100.0,
-                    band.min_greedy_top1 * 100.0
-                ));
-                return positive(Verdict::Identical, p, reasons);
-            }
+    if inputs.logits.is_none() {
+        if let Some((p, reason)) = &from_tokens {
+            reasons.push(reason.clone());
+            return positive(Verdict::Identical, *p, reasons);
         }
     }
 
@@ -546,6 +568,7 @@ mod tests {
             equality_p: None,
             greedy_exact: Some(0.2),
             greedy_tokens: None,
+            logits_chat_only: false,
             shift: None,
             forms: Vec::new(),
             missing: Vec::new(),

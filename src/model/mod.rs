@@ -456,6 +456,8 @@ pub struct TokenScore {
     pub second: f64,
     /// The token is the model's most likely one.
     pub top1: bool,
+    /// How far (nats) the token's log-probability lies below the most likely token's.
+    pub gap: f64,
 }
 
 impl TokenScore {
@@ -479,6 +481,7 @@ impl TokenScore {
             expected,
             second,
             top1: argmax(logits) == token,
+            gap: logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64 - chosen as f64,
         })
     }
 }
