@@ -620,6 +620,37 @@ mod tests {
     }
 
     #[test]
+    fn greedy_tokens_decide_same_weights_without_raw_log_probabilities() {
+        // No log-probabilities: the tokens decide when high and far above controls.
+        let mut i = inputs();
+        i.greedy_tokens = Some((0.97, 1e-4));
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
+        i.greedy_tokens = Some((0.85, 1e-4));
+        assert_ne!(decide(&i).verdict, Verdict::Identical);
+        i.greedy_tokens = Some((0.97, 0.2));
+        assert_ne!(decide(&i).verdict, Verdict::Identical);
+        // Another tokenizer is never the same weights.
+        i.greedy_tokens = Some((0.97, 1e-4));
+        i.tokenizer = Some((0.5, 40));
+        assert_ne!(decide(&i).verdict, Verdict::Identical);
+        i.tokenizer = Some((1.0, 40));
+        // Chat-only log-probabilities outside the band (a persona moved them): the tokens
+        // decide; with raw probes among them the band does, as before.
+        i.logits = Some((summary(0.41, 0.6), 0.01));
+        i.logits_chat_only = true;
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Identical, "{:?}", out.reasons);
+        assert!(out.reasons.iter().any(|r| r.contains("chat probes alone")));
+        i.logits_chat_only = false;
+        assert_ne!(decide(&i).verdict, Verdict::Identical);
+        i.logits = Some((summary(0.6, 0.8), 1e-5));
+        assert_eq!(decide(&i).verdict, Verdict::Derived);
+        i.logits_chat_only = true;
+        i.greedy_tokens = Some((0.8, 1e-4));
+        assert_eq!(decide(&i).verdict, Verdict::Derived);
+    }
+
+    #[test]
     fn logits_in_band_are_identical_outside_derived() {
         let mut i = inputs();
         i.logits = Some((summary(0.05, 0.97), 1e-5));
