@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::likelihood::AnswerScore;
 use crate::endpoint::PromptForm;
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Observation};
 use crate::model::{LocalModel, ModelError, ModelHandle, QueueError, TokenScore};
 use crate::probes::ProbeKind;
 
@@ -42,24 +42,12 @@ pub fn score_fingerprint(
     let mut out = Vec::new();
     for kind in KINDS {
         for o in print.answered(kind).filter(|o| o.sample_index == 0) {
-            let (PromptForm::Chat { messages }, Some(text)) = (&o.request.prompt, o.text()) else {
-                continue;
-            };
-            if text.trim().is_empty() {
-                continue;
+            if let PromptForm::Chat { messages } = &o.request.prompt {
+                let prompt = model
+                    .render_chat(messages)
+                    .and_then(|p| model.encode_prompt(&p));
+                out.extend(read_answer(model, o, prompt)?);
             }
-            let failed = |source| LikelihoodError::Model {
-                probe: o.probe_id.clone(),
-                source,
-            };
-            let prompt = model
-                .render_chat(messages)
-                .and_then(|p| model.encode_prompt(&p))
-                .map_err(failed)?;
-            let mut answer = model.tokenizer.encode(text).map_err(failed)?;
-            answer.truncate(MAX_TOKENS);
-            let tokens = model.score_continuation(&prompt, &answer).map_err(failed)?;
-            out.push(answer_score(&o.probe_id, kind, text, &tokens));
         }
     }
     // Greedy raw completions of every kind, for the greedy-token share: no template, so a
@@ -69,26 +57,35 @@ pub fn score_fingerprint(
         .iter()
         .filter(|o| o.is_ok() && o.sample_index == 0 && o.request.temperature == 0.0)
     {
-        let (PromptForm::Raw { prompt }, Some(text)) = (&o.request.prompt, o.text()) else {
-            continue;
-        };
-        if text.trim().is_empty() {
-            continue;
+        if let PromptForm::Raw { prompt } = &o.request.prompt {
+            let prompt = model.encode_prompt(prompt);
+            if let Some(score) = read_answer(model, o, prompt)? {
+                out.push(AnswerScore { raw: true, ..score });
+            }
         }
-        let failed = |source| LikelihoodError::Model {
-            probe: o.probe_id.clone(),
-            source,
-        };
-        let prompt = model.encode_prompt(prompt).map_err(failed)?;
-        let mut answer = model.tokenizer.encode(text).map_err(failed)?;
-        answer.truncate(MAX_TOKENS);
-        let tokens = model.score_continuation(&prompt, &answer).map_err(failed)?;
-        out.push(AnswerScore {
-            raw: true,
-            ..answer_score(&o.probe_id, o.kind, text, &tokens)
-        });
     }
     Ok(out)
+}
+
+/// `o`'s answer read back after `prompt` (the reference's own encoding of what was asked);
+/// `None` for an empty answer.
+fn read_answer(
+    model: &mut LocalModel,
+    o: &Observation,
+    prompt: Result<Vec<u32>, ModelError>,
+) -> Result<Option<AnswerScore>, LikelihoodError> {
+    let Some(text) = o.text().filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let failed = |source| LikelihoodError::Model {
+        probe: o.probe_id.clone(),
+        source,
+    };
+    let prompt = prompt.map_err(failed)?;
+    let mut answer = model.tokenizer.encode(text).map_err(failed)?;
+    answer.truncate(MAX_TOKENS);
+    let tokens = model.score_continuation(&prompt, &answer).map_err(failed)?;
+    Ok(Some(answer_score(&o.probe_id, o.kind, text, &tokens)))
 }
 
 /// One answer's teacher-forced positions summed into its score.
