@@ -494,6 +494,10 @@ pub fn compare_calibrated(
             .as_ref()
             .filter(|_| usable(GREEDY_TOKENS))
             .and_then(|g| Some((g.score, tests.get(GREEDY_TOKENS)?.p))),
+        greedy_tokens_chat: ours
+            .greedy_tokens
+            .as_ref()
+            .is_some_and(|g| g.extra.get("raw") == Some(&0.0)),
         logits_chat_only: !suspect.model.capabilities.raw_completion,
         shift: ours.shift.clone(),
         forms: calibration

@@ -70,6 +70,10 @@ pub struct IdenticalBand {
     /// choice (used without logits).
     #[serde(default = "default_min_greedy_top1")]
     pub min_greedy_top1: f64,
+    /// The same, read on chat answers, where generic assistant phrasing is any fluent
+    /// model's top choice too (an unrelated Gemma reads 84% there, 62% on raw answers).
+    #[serde(default = "default_min_greedy_top1_chat")]
+    pub min_greedy_top1_chat: f64,
     /// Largest share of log-probability differences that may repeat token by token
     /// across probes (`super::shift`) when that repetition is significant.
     #[serde(default = "default_max_shift_share")]
@@ -85,6 +89,12 @@ pub struct IdenticalBand {
 /// it; near-ties within engine noise (0.1 to 0.2 nats) are a few percent of positions.
 fn default_min_greedy_top1() -> f64 {
     0.9
+}
+
+/// Copies read 96.9% to 97.2% on chat answers (SmolLM2 behind a persona, llama.cpp and
+/// our server), an unrelated model 84.4%.
+fn default_min_greedy_top1_chat() -> f64 {
+    0.95
 }
 
 fn default_max_shift_share() -> f64 {
@@ -109,6 +119,7 @@ impl IdenticalBand {
             min_top1: 0.75,
             min_greedy_exact: 0.9,
             min_greedy_top1: default_min_greedy_top1(),
+            min_greedy_top1_chat: default_min_greedy_top1_chat(),
             max_shift_share: default_max_shift_share(),
             source: "default".to_string(),
         }
@@ -185,6 +196,8 @@ pub struct VerdictInputs {
     /// Share of the suspect's greedy tokens that are the reference's own top choice (read
     /// back by the reference), and its p-value against controls.
     pub greedy_tokens: Option<(f64, f64)>,
+    /// The share came from chat answers (the suspect offered too few raw completions).
+    pub greedy_tokens_chat: bool,
     /// The suspect gave no raw completions, so its log-probabilities all came through its
     /// chat template (and any hidden system prompt).
     pub logits_chat_only: bool,
@@ -254,18 +267,22 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
 
     // Rule 4 from the tokens themselves: the same weights pick the reference's top token
     // almost everywhere, whatever engine serves them and whatever its sampler settings.
+    let token_band = if inputs.greedy_tokens_chat {
+        band.min_greedy_top1_chat
+    } else {
+        band.min_greedy_top1
+    };
     let from_tokens = inputs
         .greedy_tokens
-        .filter(|(share, p)| {
-            same_tokenizer != Some(false) && *p <= alpha && *share >= band.min_greedy_top1
-        })
+        .filter(|(share, p)| same_tokenizer != Some(false) && *p <= alpha && *share >= token_band)
         .map(|(share, p)| {
             (
                 p,
                 format!(
-                    "{:.1}% of the suspect's greedy tokens are the reference's own top choice up to engine noise (band ≥ {:.0}%), far more than controls (p = {p:.2e}); weights changed by less than engine noise cannot be told from a copy this way",
+                    "{:.1}% of the suspect's greedy {} tokens are the reference's own top choice up to engine noise (band ≥ {:.0}%), far more than controls (p = {p:.2e}); weights changed by less than engine noise cannot be told from a copy this way",
                     share * 100.0,
-                    band.min_greedy_top1 * 100.0
+                    if inputs.greedy_tokens_chat { "chat" } else { "raw" },
+                    token_band * 100.0
                 ),
             )
         });
@@ -568,6 +585,7 @@ mod tests {
             equality_p: None,
             greedy_exact: Some(0.2),
             greedy_tokens: None,
+            greedy_tokens_chat: false,
             logits_chat_only: false,
             shift: None,
             forms: Vec::new(),
@@ -648,6 +666,14 @@ mod tests {
         i.logits_chat_only = true;
         i.greedy_tokens = Some((0.8, 1e-4));
         assert_eq!(decide(&i).verdict, Verdict::Derived);
+        // Read on chat answers the band is higher: generic phrasing is everyone's choice.
+        i.logits = None;
+        i.greedy_tokens = Some((0.93, 1e-4));
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
+        i.greedy_tokens_chat = true;
+        assert_ne!(decide(&i).verdict, Verdict::Identical);
+        i.greedy_tokens = Some((0.97, 1e-4));
+        assert_eq!(decide(&i).verdict, Verdict::Identical);
     }
 
     #[test]
