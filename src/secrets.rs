@@ -189,7 +189,7 @@ pub fn url_within(prefix: &Url, url: &Url) -> bool {
 }
 
 /// Every configured secret value, for scrubbing.
-fn configured_values() -> Vec<String> {
+pub fn configured_values() -> Vec<String> {
     std::env::vars()
         .filter(|(k, _)| {
             k.starts_with(SECRET_PREFIX) && !k.ends_with(URL_SUFFIX) && !k.ends_with(ROLE_SUFFIX)

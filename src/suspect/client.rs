@@ -222,6 +222,9 @@ pub struct HttpModel {
     config: HttpModelConfig,
     routes: Routes,
     api_key: Option<ApiKey>,
+    /// Every value to keep out of text the server sends: this client's key and every
+    /// configured secret, read once here rather than from the environment per token.
+    scrubbed: Vec<String>,
     guard: UrlGuard,
     /// Built on first use, after the host is resolved and checked.
     client: OnceCell<reqwest::Client>,
@@ -262,7 +265,10 @@ impl HttpModel {
             None => None,
         };
         let limiter = rate_limiter(config.requests_per_second);
+        let mut scrubbed = crate::secrets::configured_values();
+        scrubbed.extend(api_key.as_ref().map(|k| k.value.clone()));
         Ok(Self {
+            scrubbed,
             permits: Semaphore::new(config.max_concurrency),
             config,
             routes,
@@ -442,14 +448,8 @@ impl HttpModel {
         }
     }
 
-    /// Every value to keep out of text the server sent: this client's key and every
-    /// configured secret.
     fn scrub_text(&self, text: &str) -> String {
-        let text = crate::secrets::scrub(text);
-        match &self.api_key {
-            Some(key) => crate::secrets::scrub_values(&text, &[key.value.as_str()]),
-            None => text,
-        }
+        crate::secrets::scrub_values(text, &self.scrubbed)
     }
 
     fn scrub_error(&self, err: EndpointError) -> EndpointError {
