@@ -192,7 +192,8 @@ async fn scan(
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = provenance::scan::ScanSettings {
         probes: &set,
-        controls: None,
+        controls: &[],
+        controls_origin: None,
         work_dir: dir.path(),
         run: provenance::fingerprint::RunOptions {
             progress: false,

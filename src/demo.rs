@@ -125,6 +125,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 forms_dir: None,
                 models_dirs: Vec::new(),
                 allow_hub: false,
+                no_builtin_controls: false,
+                controls_dir: None,
             },
             addr: args.addr,
             probes: PathBuf::from("probes/default"),

@@ -30,6 +30,7 @@ pub enum FetchError {
 }
 
 /// A model file assembled from one or more wheel members.
+#[derive(Debug)]
 pub struct KnownModel {
     pub file: &'static str,
     pub sha256: &'static str,

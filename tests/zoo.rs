@@ -9,7 +9,7 @@ use provenance::zoo::{self, Class, Recipe};
 async fn quick_zoo_pairs_get_their_true_verdicts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bases = [("smollm2", common::smollm2()), ("gemma3", common::gemma3())];
-    let manifest = zoo::build::build(dir.path(), &bases, true).expect("zoo builds");
+    let manifest = zoo::build::build(dir.path(), &bases, true, None).expect("zoo builds");
     assert_eq!(manifest.members.len(), 6);
     // Recipes and hashes are recorded, and building again reuses what is there.
     let noisy = manifest
@@ -19,7 +19,7 @@ async fn quick_zoo_pairs_get_their_true_verdicts() {
         .expect("a noisy member");
     assert_eq!(noisy.class, Class::Derived);
     assert_eq!(noisy.sha256.len(), 64);
-    let again = zoo::build::build(dir.path(), &bases, true).expect("rebuild");
+    let again = zoo::build::build(dir.path(), &bases, true, None).expect("rebuild");
     assert_eq!(again, manifest);
 
     let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("probes");
@@ -32,6 +32,7 @@ async fn quick_zoo_pairs_get_their_true_verdicts() {
         compare: provenance::compare::CompareOptions::default(),
         forms: Vec::new(),
         access: Default::default(),
+        calibration: Default::default(),
     };
     // Without its quantized forms the engine takes SmolLM2 re-rounded from Q4_1 to Q4_0
     // for a derivative: a nat away on average, as far as weight noise.

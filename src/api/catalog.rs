@@ -130,7 +130,7 @@ pub async fn compare_fingerprints(
     let mut controls = Vec::new();
     for row in state
         .store
-        .control_fingerprints(reference_row.probe_set_id)
+        .control_fingerprints(reference_row.probe_set_id, reference_row.model_id)
         .await?
     {
         if row.id != suspect_row.id && row.id != reference_row.id {

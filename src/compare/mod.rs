@@ -625,6 +625,7 @@ pub fn compare_calibrated(
         controls: calibration.controls.len(),
         known_same: calibration.known_same.len(),
         calibration_note,
+        controls_origin: None,
         identical_band: band,
         weight_shift: inputs.shift.clone(),
         sequential: sequential_outcome,

@@ -103,6 +103,9 @@ pub struct Report {
     pub controls: usize,
     pub known_same: usize,
     pub calibration_note: String,
+    /// Where the controls came from (built-in, a directory, the store), when known.
+    #[serde(default)]
+    pub controls_origin: Option<String>,
     pub identical_band: IdenticalBand,
     /// Whether log-probability differences repeat token by token across probes (changed
     /// weights) rather than change sign from probe to probe (rounding); `compare::shift`.
@@ -166,12 +169,16 @@ pub fn to_markdown(report: &Report) -> String {
         }
     }
     out.push_str(&format!(
-        "- Calibration: {} ({} controls, {} known-same pairs). {}\n\n",
+        "- Calibration: {} ({} controls, {} known-same pairs). {}\n",
         report.calibration.as_str(),
         report.controls,
         report.known_same,
         report.calibration_note
     ));
+    if let Some(origin) = &report.controls_origin {
+        out.push_str(&format!("- Controls: {}\n", cell(origin)));
+    }
+    out.push('\n');
 
     out.push_str("## Why\n\n");
     for reason in &report.reasons {

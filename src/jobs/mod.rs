@@ -76,6 +76,9 @@ pub struct WorkerConfig {
     pub forms_dir: std::path::PathBuf,
     /// Where a local suspect (`suspect_path`) may be loaded from.
     pub models: crate::model::allowed::ModelAccess,
+    /// Where built-in controls (`crate::controls`) are cached; `None` makes none, and a
+    /// reference is then calibrated only against the fingerprints marked as controls.
+    pub builtin_controls: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -88,6 +91,7 @@ impl Default for WorkerConfig {
             forms: Vec::new(),
             forms_dir: crate::fetch::default_dir().join("forms"),
             models: crate::model::allowed::ModelAccess::new(&[crate::fetch::default_dir()], false),
+            builtin_controls: None,
         }
     }
 }

@@ -101,12 +101,15 @@ pub(super) async fn run(
         .await?;
     drop(turn);
 
-    let mut controls = Vec::new();
-    let mut control_ids = Vec::new();
-    for row in store.control_fingerprints(scan.probe_set_id).await? {
-        controls.push(load_fingerprint(store, &row).await?);
-        control_ids.push(row.id);
-    }
+    let (controls, control_ids, controls_origin) = scan_controls(
+        store,
+        config,
+        references,
+        &reference_model,
+        scan.probe_set_id,
+        &set,
+    )
+    .await?;
     let opts = CompareOptions::default();
     let sus_caps = suspect
         .capabilities()
@@ -140,7 +143,7 @@ pub(super) async fn run(
     } else {
         (None, 0)
     };
-    let (suspect_print, report) = match early {
+    let (suspect_print, mut report) = match early {
         Some((print, report)) => {
             tracing::info!(scan = %scan.id, queries = report.queries.suspect, "stopped early");
             // The rest of the set will not be asked: the scan is complete at this point.
@@ -190,6 +193,7 @@ pub(super) async fn run(
             (print, report)
         }
     };
+    report.controls_origin = controls_origin;
     store
         .complete_fingerprint(sus_fp.id, &document(&suspect_print)?)
         .await?;
@@ -221,6 +225,134 @@ pub(super) async fn run(
             .await;
     }
     Ok(())
+}
+
+/// The controls a scan of `reference` on `set` is judged against: the stored ones that
+/// hold for it and, where the worker makes built-in controls and the reference is a
+/// fetched model, those (made or brought up to the scan's probes first, then stored).
+/// Returns the prints, their ids (for cached read-backs) and where they came from.
+async fn scan_controls(
+    store: &Store,
+    config: &WorkerConfig,
+    references: &ReferenceCache,
+    reference: &crate::store::ModelRow,
+    probe_set_id: Uuid,
+    set: &ProbeSet,
+) -> Result<(Vec<Fingerprint>, Vec<Uuid>, Option<String>), JobError> {
+    let mut rows = store
+        .control_fingerprints(probe_set_id, Some(reference.id))
+        .await?;
+    let specs = match &config.builtin_controls {
+        Some(_) => crate::controls::specs_for(std::path::Path::new(&reference.source)),
+        None => Vec::new(),
+    };
+    if let (Some(cache), false) = (&config.builtin_controls, specs.is_empty()) {
+        // One maker per reference and probe set: two scans starting together wait for
+        // the first to store them.
+        let turn = references
+            .fingerprint_lock(&format!("builtin-controls|{}|{probe_set_id}", reference.id))
+            .await;
+        let _turn = turn.lock().await;
+        rows = store
+            .control_fingerprints(probe_set_id, Some(reference.id))
+            .await?;
+        let wanted: HashSet<(String, i32)> = fingerprint::plan(set)
+            .iter()
+            .map(|j| (j.probe.id.clone(), j.sample_index as i32))
+            .collect();
+        let mut stale = false;
+        for spec in &specs {
+            let id = spec.id();
+            let row = rows
+                .iter()
+                .find(|r| r.builtin_control.as_deref() == Some(id.as_str()));
+            let covered = match row {
+                Some(r) => {
+                    let have: HashSet<(String, i32)> =
+                        store.observed_keys(r.id).await?.into_iter().collect();
+                    wanted.is_subset(&have)
+                }
+                None => false,
+            };
+            stale |= !covered;
+        }
+        if stale {
+            let made = crate::controls::ensure(
+                std::path::Path::new(&reference.source),
+                set,
+                &RunOptions {
+                    progress: false,
+                    ..RunOptions::default()
+                },
+                cache,
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(reference = %reference.name, error = %e, "built-in controls");
+                JobError::Transient("making the built-in controls failed".into())
+            })?;
+            if let Some(made) = made {
+                for (spec, print) in made.specs.iter().zip(&made.prints) {
+                    let observations = print
+                        .observations
+                        .iter()
+                        .map(|o| {
+                            serde_json::to_value(o)
+                                .map(|data| {
+                                    (
+                                        o.probe_id.clone(),
+                                        o.kind.as_str().to_string(),
+                                        o.sample_index as i32,
+                                        o.is_ok(),
+                                        data,
+                                    )
+                                })
+                                .map_err(crate::store::StoreError::from)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    store
+                        .put_builtin_control(&crate::store::NewBuiltinControl {
+                            probe_set_id,
+                            reference_model_id: reference.id,
+                            name: &spec.id(),
+                            describe: &print.model.describe,
+                            document: &document(print)?,
+                            observations,
+                        })
+                        .await?;
+                }
+                tracing::info!(reference = %reference.name, controls = made.prints.len(), "built-in controls stored");
+            }
+            rows = store
+                .control_fingerprints(probe_set_id, Some(reference.id))
+                .await?;
+        }
+    }
+    let mut prints = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        prints.push(load_fingerprint(store, row).await?);
+        ids.push(row.id);
+    }
+    let builtin: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.builtin_control.as_deref())
+        .collect();
+    let origin = (!rows.is_empty()).then(|| {
+        let marked = rows.len() - builtin.len();
+        if builtin.is_empty() {
+            format!("{marked} fingerprints marked as controls in this service")
+        } else {
+            format!(
+                "{marked} fingerprints marked as controls, and {} built-in controls ({}): \
+                 variants of another real model, made once by this service; they resemble \
+                 each other more than unrelated models do, so mark your own as well",
+                builtin.len(),
+                builtin.join(", ")
+            )
+        }
+    });
+    Ok((prints, ids, origin))
 }
 
 async fn suspect_endpoint(

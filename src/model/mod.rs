@@ -6,6 +6,7 @@ pub mod chat;
 mod decode;
 pub mod endpoint;
 pub mod gguf;
+pub mod llama_quant;
 mod parallel;
 pub mod qlinear;
 pub mod requantize;

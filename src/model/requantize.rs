@@ -54,6 +54,50 @@ pub fn requantize(input: &Path, output: &Path, dtype: GgmlDType) -> Result<usize
     Ok(converted)
 }
 
+/// Writes `input` as llama.cpp's `llama-quantize --allow-requantize` would for file type
+/// `ftype`: each tensor to the type it chooses (`super::llama_quant`), from the stored
+/// weights dequantized; a tensor already of that type is copied. Returns how many
+/// tensors were converted.
+pub fn requantize_like_llama_cpp(
+    input: &Path,
+    output: &Path,
+    ftype: super::llama_quant::Ftype,
+) -> Result<usize, ModelError> {
+    let g = GgufFile::open(input)?;
+    let arch = g.architecture().ok_or_else(|| {
+        ModelError::BadInput(format!("{}: no general.architecture", input.display()))
+    })?;
+    let key = |k: &str| g.u32(&format!("{arch}.{k}")).unwrap_or(0) as usize;
+    let heads = key("attention.head_count");
+    let kv_heads = key("attention.head_count_kv").max(1);
+    let shape = super::llama_quant::ModelShape {
+        n_layers: key("block_count"),
+        n_gqa: (heads / kv_heads).max(1),
+        tied_embeddings: !g.content.tensor_infos.contains_key("output.weight"),
+    };
+    drop(g);
+    let mut converted = 0;
+    rewrite(
+        input,
+        output,
+        |name, t| {
+            let dims = t.shape().dims().to_vec();
+            let row_len = dims.last().copied().unwrap_or(0);
+            match super::llama_quant::tensor_type(ftype, &shape, name, dims.len(), row_len) {
+                Some(want) if want != t.dtype() => {
+                    let dense = t.dequantize(&Device::Cpu)?;
+                    converted += 1;
+                    Ok(Some(QTensor::quantize(&dense, want)?))
+                }
+                _ => Ok(Some(t)),
+            }
+        },
+        |name| name.to_string(),
+        |_| {},
+    )?;
+    Ok(converted)
+}
+
 /// Metadata of a GGUF file, by key.
 pub type Metadata = std::collections::HashMap<String, gguf_file::Value>;
 

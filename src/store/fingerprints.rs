@@ -53,6 +53,22 @@ pub struct FingerprintRow {
     pub document: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The reference this control holds for (`None`: every reference).
+    pub control_for: Option<Uuid>,
+    /// Which built-in control this is (`crate::controls`), for those the service made.
+    pub builtin_control: Option<String>,
+}
+
+/// A built-in control's fingerprint, to be stored for one reference.
+pub struct NewBuiltinControl<'a> {
+    pub probe_set_id: Uuid,
+    pub reference_model_id: Uuid,
+    pub name: &'a str,
+    pub describe: &'a str,
+    /// The assembled document without its observations.
+    pub document: &'a serde_json::Value,
+    /// (probe id, kind, sample index, ok, observation as JSON).
+    pub observations: Vec<(String, String, i32, bool, serde_json::Value)>,
 }
 
 /// One stored ask: `data` is a `fingerprint::Observation` as JSON.
@@ -82,7 +98,7 @@ pub struct FingerprintFilter {
 
 const COLUMNS: &str = "f.id, f.scan_id, f.side, f.model_id, f.model_describe, f.probe_set_id,
     f.status, f.is_control, f.observation_count, f.error_count, f.document, f.created_at,
-    f.completed_at";
+    f.completed_at, f.control_for, f.builtin_control";
 
 impl Store {
     /// The fingerprint of one side of a scan, made on first use (a resumed scan gets the
@@ -359,16 +375,74 @@ impl Store {
         Ok(())
     }
 
-    /// Complete control fingerprints for a probe set (the null population).
-    pub async fn control_fingerprints(&self, probe_set_id: Uuid) -> Result<Vec<FingerprintRow>> {
+    /// Complete control fingerprints for a probe set (the null population) that hold for
+    /// `reference_model_id`: those marked for every reference and those made for it.
+    pub async fn control_fingerprints(
+        &self,
+        probe_set_id: Uuid,
+        reference_model_id: Option<Uuid>,
+    ) -> Result<Vec<FingerprintRow>> {
         Ok(sqlx::query_as::<_, FingerprintRow>(&format!(
             "SELECT {COLUMNS} FROM fingerprints f
              WHERE f.is_control AND f.status = 'complete' AND f.probe_set_id = $1
+               AND (f.control_for IS NULL OR f.control_for = $2)
              ORDER BY f.created_at"
         ))
         .bind(probe_set_id)
+        .bind(reference_model_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Stores a built-in control for one reference. An earlier one of the same name stops
+    /// being a control but is kept (comparisons may cite it); the new row gets a new id, so
+    /// nothing cached under the old one is mistaken for it.
+    pub async fn put_builtin_control(&self, c: &NewBuiltinControl<'_>) -> Result<Uuid> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE fingerprints SET is_control = false, builtin_control = NULL
+             WHERE probe_set_id = $1 AND control_for = $2 AND builtin_control = $3",
+        )
+        .bind(c.probe_set_id)
+        .bind(c.reference_model_id)
+        .bind(c.name)
+        .execute(&mut *tx)
+        .await?;
+        let id = Uuid::new_v4();
+        let errors = c.observations.iter().filter(|o| !o.3).count();
+        sqlx::query(
+            "INSERT INTO fingerprints (id, side, model_describe, probe_set_id, status,
+                 is_control, observation_count, error_count, document, completed_at,
+                 control_for, builtin_control)
+             VALUES ($1, 'suspect', $2, $3, 'complete', true, $4, $5, $6, now(), $7, $8)",
+        )
+        .bind(id)
+        .bind(c.describe)
+        .bind(c.probe_set_id)
+        .bind(c.observations.len() as i32)
+        .bind(errors as i32)
+        .bind(c.document)
+        .bind(c.reference_model_id)
+        .bind(c.name)
+        .execute(&mut *tx)
+        .await?;
+        // PostgreSQL takes at most 65535 bind parameters per statement.
+        for chunk in c.observations.chunks(1000) {
+            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO observations (fingerprint_id, probe_id, kind, sample_index, ok, data) ",
+            );
+            q.push_values(chunk, |mut b, (probe, kind, sample, ok, data)| {
+                b.push_bind(id)
+                    .push_bind(probe)
+                    .push_bind(kind)
+                    .push_bind(sample)
+                    .push_bind(ok)
+                    .push_bind(data);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
     }
 }
 

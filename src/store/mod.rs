@@ -19,7 +19,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 pub use comparisons::{ComparisonRow, NewVerdict};
-pub use fingerprints::{FingerprintFilter, FingerprintRow, ObservationRow, Side};
+pub use fingerprints::{
+    FingerprintFilter, FingerprintRow, NewBuiltinControl, ObservationRow, Side,
+};
 pub use keys::{hash_key, ApiKeyRow, AuditEntry, Role};
 pub use models::{ModelKind, ModelRole, ModelRow, NewModel};
 pub use probe_sets::ProbeSetRow;

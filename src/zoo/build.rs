@@ -12,11 +12,11 @@ use rand::{Rng, SeedableRng};
 use super::corpus::{self, SAMPLING};
 use super::finetune::FINETUNE;
 use super::student::{self, STUDENT};
-use super::{Class, Manifest, Member, Recipe, ZooError};
+use super::{llama_cpp, Class, Engine, Manifest, Member, Recipe, ZooError};
 use crate::model::requantize::{parse_type, quantize_q8, requantize, rewrite};
 use crate::model::ModelError;
 
-/// One member to make: who, from what, how.
+/// One member to make: who, from what, how, served by what.
 struct Plan {
     id: String,
     base: &'static str,
@@ -24,6 +24,7 @@ struct Plan {
     parent: String,
     recipe: Recipe,
     seed: u64,
+    engine: Engine,
 }
 
 const PERSONAS: [(&str, &str); 2] = [
@@ -41,6 +42,54 @@ const PERSONAS: [(&str, &str); 2] = [
 /// first is below what re-quantizing adds and the last leaves a visibly damaged model.
 const NOISE: [f64; 3] = [0.01, 0.03, 0.1];
 
+/// llama-quantize's file types each real model is re-quantized to: every family (legacy,
+/// K-quants and their `_S`/`_M` mixes) from 8 bits down to 2, new to the stored file
+/// (SmolLM2 ships Q4_1, Gemma Q4_K_M).
+fn llama_quantize_types(base: &str, quick: bool) -> &'static [&'static str] {
+    match (base, quick) {
+        ("smollm2", true) => &["q4_k_m"],
+        ("smollm2", false) => &[
+            "q8_0", "q6_k", "q5_k_s", "q5_1", "q4_k_m", "q4_k_s", "q4_0", "q3_k_m", "q2_k",
+        ],
+        (_, true) => &[],
+        (_, false) => &["q8_0", "q5_k_m", "q4_0", "q3_k_s"],
+    }
+}
+
+/// Members served by llama.cpp or quantized by llama-quantize.
+fn llama_cpp_plan(base: &'static str, quick: bool) -> Vec<Plan> {
+    let member = |suffix: &str, recipe| Plan {
+        id: format!("{base}-{suffix}"),
+        base,
+        class: Class::Identical,
+        parent: base.to_string(),
+        recipe,
+        seed: 0,
+        engine: Engine::LlamaCpp,
+    };
+    let mut out = Vec::new();
+    if !quick {
+        out.push(member("llamacpp", Recipe::SystemPrompt { prompt: None }));
+    }
+    if !quick || base == "smollm2" {
+        out.push(member(
+            "llamacpp-persona-kimi",
+            Recipe::SystemPrompt {
+                prompt: Some(PERSONAS[0].1.to_string()),
+            },
+        ));
+    }
+    for ftype in llama_quantize_types(base, quick) {
+        out.push(member(
+            &format!("lq-{ftype}"),
+            Recipe::LlamaQuantize {
+                ftype: ftype.to_string(),
+            },
+        ));
+    }
+    out
+}
+
 fn plan(base: &'static str, quick: bool) -> Vec<Plan> {
     let member = |suffix: &str, class, recipe, seed| Plan {
         id: format!("{base}-{suffix}"),
@@ -49,6 +98,7 @@ fn plan(base: &'static str, quick: bool) -> Vec<Plan> {
         parent: base.to_string(),
         recipe,
         seed,
+        engine: Engine::Provenance,
     };
     let mut out = vec![Plan {
         id: base.to_string(),
@@ -57,6 +107,7 @@ fn plan(base: &'static str, quick: bool) -> Vec<Plan> {
         parent: base.to_string(),
         recipe: Recipe::Base,
         seed: 0,
+        engine: Engine::Provenance,
     }];
     if quick {
         if base == "smollm2" {
@@ -181,11 +232,13 @@ fn plan(base: &'static str, quick: bool) -> Vec<Plan> {
 }
 
 /// Builds (or reuses) every member under `dir`; `bases` maps `smollm2` and `gemma3` to the
-/// fetched model files.
+/// fetched model files. `llama_cpp` is the directory of llama.cpp's programs; without it
+/// the members made or served by llama.cpp are left out (the caller says so).
 pub fn build(
     dir: &Path,
     bases: &[(&'static str, PathBuf)],
     quick: bool,
+    llama_cpp: Option<&Path>,
 ) -> Result<Manifest, ZooError> {
     std::fs::create_dir_all(dir).map_err(|source| ZooError::Io {
         path: dir.to_path_buf(),
@@ -194,20 +247,31 @@ pub fn build(
     let previous = Manifest::load(dir).ok();
     let mut members = Vec::new();
     for (base, base_path) in bases {
-        for p in plan(base, quick) {
+        let mut plans = plan(base, quick);
+        if llama_cpp.is_some() {
+            plans.extend(llama_cpp_plan(base, quick));
+        }
+        for p in plans {
             let reused = previous.as_ref().and_then(|m| {
                 m.members
                     .iter()
-                    .find(|old| old.id == p.id && old.recipe == p.recipe && old.seed == p.seed)
+                    .find(|old| {
+                        old.id == p.id
+                            && old.recipe == p.recipe
+                            && old.seed == p.seed
+                            && old.engine == p.engine
+                    })
                     .filter(|old| resolve(dir, &old.path).exists())
                     .cloned()
             });
-            if let Some(old) = reused {
+            if let Some(mut old) = reused {
+                // Manifests written before the field existed.
+                old.tool = tool_of(&old.recipe);
                 members.push(old);
                 continue;
             }
             tracing::info!(member = %p.id, "building");
-            let member = make(dir, base_path, bases, p)?;
+            let member = make(dir, base_path, bases, p, llama_cpp)?;
             members.push(member);
         }
     }
@@ -232,6 +296,7 @@ fn make(
     base_path: &Path,
     bases: &[(&'static str, PathBuf)],
     p: Plan,
+    llama_cpp: Option<&Path>,
 ) -> Result<Member, ZooError> {
     let failed = |id: &str| {
         let id = id.to_string();
@@ -244,6 +309,19 @@ fn make(
         Recipe::Requantize { dtype } => {
             let t = parse_type(dtype).map_err(failed(&p.id))?;
             requantize(base_path, &out, t).map_err(failed(&p.id))?;
+            file
+        }
+        Recipe::LlamaQuantize { ftype } => {
+            let bin = llama_cpp.ok_or_else(|| ZooError::Serve {
+                member: p.id.clone(),
+                message: "llama-quantize is not built".into(),
+            })?;
+            llama_cpp::quantize(bin, base_path, &out, ftype).map_err(|message| {
+                ZooError::Serve {
+                    member: p.id.clone(),
+                    message,
+                }
+            })?;
             file
         }
         Recipe::Safetensors { dtype } => {
@@ -308,6 +386,7 @@ fn make(
         Recipe::SystemPrompt { prompt } => prompt.clone(),
         _ => None,
     };
+    let tool = tool_of(&p.recipe);
     Ok(Member {
         id: p.id,
         base: p.base.to_string(),
@@ -318,7 +397,18 @@ fn make(
         path,
         system_prompt,
         sha256,
+        engine: p.engine,
+        tool,
     })
+}
+
+/// What made a member's file, for the manifest.
+fn tool_of(recipe: &Recipe) -> String {
+    match recipe {
+        Recipe::Base | Recipe::SystemPrompt { .. } => "fetched".to_string(),
+        Recipe::LlamaQuantize { .. } => format!("llama-quantize ({})", llama_cpp::VERSION),
+        _ => "provenance".to_string(),
+    }
 }
 
 fn base_of(

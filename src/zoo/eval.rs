@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::build::resolve;
 use super::score::{score, ClassScore};
-use super::{truth, Class, Manifest, Member, ZooError};
+use super::{truth, Class, Engine, Manifest, Member, ZooError};
 use crate::compare::likelihood::AnswerScore;
 use crate::compare::{
     compare_calibrated, Calibration, CompareOptions, Likelihoods, QuantizedForm,
@@ -33,6 +33,11 @@ use crate::suspect::{HttpModel, HttpModelConfig};
 pub struct PairResult {
     pub reference: String,
     pub member: String,
+    /// What served the member, and what made its file.
+    #[serde(default)]
+    pub engine: Engine,
+    #[serde(default)]
+    pub tool: String,
     pub class: Class,
     pub verdict: Verdict,
     pub confidence: f64,
@@ -63,6 +68,8 @@ pub struct EvalReport {
     /// What of the members' API the evaluation used.
     #[serde(default)]
     pub access: AccessMode,
+    #[serde(default)]
+    pub calibration: EvalCalibration,
 }
 
 pub struct EvalOptions {
@@ -74,6 +81,38 @@ pub struct EvalOptions {
     /// controls included, is fingerprinted under it, as a scan of a suspect behind such an
     /// API compares only what that API gives.
     pub access: AccessMode,
+    /// Whose controls judge each pair.
+    pub calibration: EvalCalibration,
+}
+
+/// Whose controls judge each pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalCalibration {
+    /// The zoo's other members: those unrelated to the reference as controls, those
+    /// identical to it as known-same pairs, the judged member left out of both.
+    #[default]
+    Zoo,
+    /// What a newcomer's `scan` has: the built-in controls of the reference
+    /// (`crate::controls`) and no known-same pairs.
+    Builtin,
+}
+
+impl EvalCalibration {
+    pub fn parse(s: &str) -> Option<EvalCalibration> {
+        match s {
+            "zoo" => Some(EvalCalibration::Zoo),
+            "builtin" => Some(EvalCalibration::Builtin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvalCalibration::Zoo => "zoo",
+            EvalCalibration::Builtin => "builtin",
+        }
+    }
 }
 
 /// Where the members' prints (and their read-backs) under `access` are kept; references
@@ -132,16 +171,61 @@ async fn load(dir: &Path, member: &Member) -> Result<ModelHandle, ZooError> {
     Ok(handle)
 }
 
-/// Serves `member` on a free loopback port for as long as the returned task runs.
+/// What serves a member while it is asked; dropping it stops the server.
+enum Serving {
+    Ours(tokio::task::JoinHandle<()>),
+    /// Held for its `Drop`, which stops the server.
+    LlamaCpp {
+        _server: super::llama_cpp::LlamaServer,
+    },
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Serving::Ours(task) = self {
+            task.abort();
+        }
+    }
+}
+
+fn client(member: &Member, base_url: String, access: AccessMode) -> Result<HttpModel, ZooError> {
+    let mut cfg = HttpModelConfig::new(base_url, &member.id);
+    cfg.allow_private_targets = true;
+    cfg.access = access;
+    HttpModel::new(cfg).map_err(|e| ZooError::Serve {
+        member: member.id.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Serves `member` on a free loopback port (by its engine) for as long as the returned
+/// `Serving` lives.
 async fn serve(
     dir: &Path,
     member: &Member,
     access: AccessMode,
-) -> Result<(HttpModel, tokio::task::JoinHandle<()>), ZooError> {
+) -> Result<(HttpModel, Serving), ZooError> {
     let failed = |e: String| ZooError::Serve {
         member: member.id.clone(),
         message: e,
     };
+    if member.engine == Engine::LlamaCpp {
+        let bin = super::llama_cpp::find().ok_or_else(|| {
+            failed(
+                "it is served by llama.cpp, which is not built here (scripts/build-llama-cpp.sh)"
+                    .into(),
+            )
+        })?;
+        let server = super::llama_cpp::LlamaServer::start(
+            &bin,
+            &resolve(dir, &member.path),
+            &member.id,
+            member.system_prompt.as_deref(),
+        )
+        .await?;
+        let client = client(member, server.base_url.clone(), access)?;
+        return Ok((client, Serving::LlamaCpp { _server: server }));
+    }
     let handle = load(dir, member).await?;
     let app = crate::serve::router(
         handle,
@@ -157,11 +241,8 @@ async fn serve(
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let mut cfg = HttpModelConfig::new(format!("http://{addr}/v1"), &member.id);
-    cfg.allow_private_targets = true;
-    cfg.access = access;
-    let client = HttpModel::new(cfg).map_err(|e| failed(e.to_string()))?;
-    Ok((client, task))
+    let client = client(member, format!("http://{addr}/v1"), access)?;
+    Ok((client, Serving::Ours(task)))
 }
 
 pub async fn run(
@@ -209,9 +290,15 @@ pub async fn run(
     for m in &manifest.members {
         tracing::info!(member = %m.id, access = %opts.access, "fingerprinting over the OpenAI-compatible API");
         let out = member_prints.join(format!("{}.json", m.id));
-        let (client, task) = serve(dir, m, opts.access).await?;
+        if let Ok(fp) = fingerprint::load(&out) {
+            if fp.covers(set) {
+                members.push((m, fp));
+                continue;
+            }
+        }
+        let (client, serving) = serve(dir, m, opts.access).await?;
         let fp = fingerprint_cached(set, &client, &out, &opts.run, &m.id).await;
-        task.abort();
+        drop(serving);
         members.push((m, fp?));
     }
 
@@ -219,6 +306,10 @@ pub async fn run(
         write_controls(dir, &references, &members)?;
     }
     let read_back = read_back_all(dir, &references, &members, &member_prints).await?;
+    let builtin = match opts.calibration {
+        EvalCalibration::Zoo => HashMap::new(),
+        EvalCalibration::Builtin => builtin_controls(dir, &references, set, &opts.run).await?,
+    };
 
     let mut pairs = Vec::new();
     for (r, ref_print) in &references {
@@ -243,9 +334,16 @@ pub async fn run(
                     .cloned()
                     .unwrap_or_default()
             };
-            let control_scores: Vec<Vec<AnswerScore>> =
+            let mut control_scores: Vec<Vec<AnswerScore>> =
                 control_members.iter().map(|c| scores_of(c)).collect();
             let suspect_scores = scores_of(m);
+            let (controls, known_same) = match builtin.get(&r.id) {
+                Some((prints, scores)) => {
+                    control_scores = scores.clone();
+                    (prints.clone(), Vec::new())
+                }
+                None => (controls, known_same),
+            };
             let report = compare_calibrated(
                 ref_print,
                 print,
@@ -272,6 +370,8 @@ pub async fn run(
             pairs.push(PairResult {
                 reference: r.id.clone(),
                 member: m.id.clone(),
+                engine: m.engine,
+                tool: m.tool.clone(),
                 class,
                 verdict: report.verdict,
                 confidence: report.confidence,
@@ -308,7 +408,52 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
         mean_queries,
         access: opts.access,
+        calibration: opts.calibration,
     })
+}
+
+/// Each reference's built-in controls (`crate::controls`, cached beside the fetched models)
+/// with their answers read back by it.
+async fn builtin_controls(
+    dir: &Path,
+    references: &[(&Member, Fingerprint)],
+    set: &ProbeSet,
+    run: &RunOptions,
+) -> Result<HashMap<String, (Vec<Fingerprint>, Vec<Vec<AnswerScore>>)>, ZooError> {
+    let mut out = HashMap::new();
+    for (r, _) in references {
+        let path = resolve(dir, &r.path);
+        let made = crate::controls::ensure(&path, set, run, &crate::controls::default_cache())
+            .await
+            .map_err(|e| ZooError::Serve {
+                member: r.id.clone(),
+                message: e.to_string(),
+            })?;
+        let Some(made) = made else {
+            out.insert(r.id.clone(), (Vec::new(), Vec::new()));
+            continue;
+        };
+        let handle = load(dir, r).await?;
+        let mut scores = Vec::with_capacity(made.prints.len());
+        for (spec, print) in made.specs.iter().zip(&made.prints) {
+            let cache = prints_dir(dir).join("likelihood").join(format!(
+                "{}--builtin-{}.json",
+                r.id,
+                spec.id()
+            ));
+            scores.push(
+                crate::likelihood::read_back(&handle, print, Some(&cache))
+                    .await
+                    .map_err(|e| ZooError::ReadBack {
+                        reference: r.id.clone(),
+                        member: spec.id(),
+                        message: e.to_string(),
+                    })?,
+            );
+        }
+        out.insert(r.id.clone(), (made.prints, scores));
+    }
+    Ok(out)
 }
 
 /// Every member's answers read back by every reference (`crate::likelihood`), cached under
@@ -377,7 +522,11 @@ fn write_controls(
 
 /// The report as a readable table.
 pub fn to_table(report: &EvalReport) -> String {
-    let mut out = format!("Access mode: {}\n\n", report.access);
+    let mut out = format!(
+        "Access mode: {}; controls: {}\n\n",
+        report.access,
+        report.calibration.as_str()
+    );
     out.push_str("| true \\ verdict |");
     for v in super::score::VERDICTS {
         out.push_str(&format!(" {} |", v.as_str()));
@@ -406,7 +555,7 @@ pub fn to_table(report: &EvalReport) -> String {
         report.mean_queries,
         report.seconds
     ));
-    out.push_str("\n| reference | member | truth | verdict | confidence | queries |\n|---|---|---|---|---|---|\n");
+    out.push_str("\n| reference | member | served by | file by | truth | verdict | confidence | queries |\n|---|---|---|---|---|---|---|---|\n");
     for p in &report.pairs {
         let mark = if p.class.verdict() == p.verdict {
             ""
@@ -414,9 +563,11 @@ pub fn to_table(report: &EvalReport) -> String {
             " ✗"
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {}{mark} | {:.4} | {} |\n",
+            "| {} | {} | {} | {} | {} | {}{mark} | {:.4} | {} |\n",
             p.reference,
             p.member,
+            p.engine.as_str(),
+            p.tool,
             p.class.as_str(),
             p.verdict.as_str(),
             p.confidence,

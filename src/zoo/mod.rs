@@ -6,6 +6,7 @@ pub mod build;
 pub mod corpus;
 pub mod eval;
 pub mod finetune;
+pub mod llama_cpp;
 pub mod score;
 pub mod student;
 pub mod train;
@@ -106,6 +107,9 @@ pub enum Recipe {
     SystemPrompt { prompt: Option<String> },
     /// Every matrix re-quantized to another GGUF type.
     Requantize { dtype: String },
+    /// Re-quantized by llama.cpp's `llama-quantize` to one of its file types (`q4_k_m`,
+    /// ...), with its own choice of type per tensor.
+    LlamaQuantize { ftype: String },
     /// Exported as a Hugging Face safetensors checkpoint.
     Safetensors { dtype: String },
     /// Gaussian noise added to every weight matrix, with standard deviation
@@ -147,6 +151,37 @@ pub struct Member {
     pub system_prompt: Option<String>,
     /// SHA-256 of the model file (of `config.json` + weights for a directory).
     pub sha256: String,
+    /// What serves it to the evaluation.
+    #[serde(default)]
+    pub engine: Engine,
+    /// What made its file: `provenance` (our requantizer, trainer, ...), `llama-quantize
+    /// (<version>)`, or `fetched` for the real models as published.
+    #[serde(default = "provenance_tool")]
+    pub tool: String,
+}
+
+fn provenance_tool() -> String {
+    "provenance".to_string()
+}
+
+/// The server a member is asked through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// Our runner behind `serve-model`'s router.
+    #[default]
+    Provenance,
+    /// llama.cpp's `llama-server` (`llama_cpp`).
+    LlamaCpp,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Provenance => "provenance",
+            Engine::LlamaCpp => "llama.cpp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,7 +211,9 @@ impl Manifest {
 
     /// The base members: the real models, which serve as the references.
     pub fn references(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter().filter(|m| m.recipe == Recipe::Base)
+        self.members
+            .iter()
+            .filter(|m| m.recipe == Recipe::Base && m.engine == Engine::Provenance)
     }
 }
 
@@ -211,6 +248,8 @@ mod tests {
             path: "m.gguf".into(),
             system_prompt: None,
             sha256: String::new(),
+            engine: Engine::Provenance,
+            tool: provenance_tool(),
         }
     }
 
