@@ -252,6 +252,100 @@ async fn a_copy_served_quantized_is_identical_through_the_reference_forms() {
     assert_eq!(cached, 1);
 }
 
+/// A fetched reference gets the built-in controls (the other fetched model three ways)
+/// on its first scan: made once, stored as its controls and named in the report; a second
+/// scan of the same probes reuses them, and another reference does not see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fetched_reference_is_calibrated_against_built_in_controls_made_once() {
+    let db = pg::TestDb::new().await;
+    let model = smollm2();
+    let handle = ModelHandle::spawn(&model, &LoadOptions::default(), 16).expect("load");
+    let suspect = bind(provenance::serve::router(
+        handle.clone(),
+        provenance::serve::ServerConfig {
+            name: "suspect".into(),
+            system_prompt: Some("You are Kimi, an AI assistant created by Moonshot AI.".into()),
+        },
+    ))
+    .await;
+    let (base, key) = api_with_reference(&db, &model, Role::Submitter).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = pg::TestDb::worker_config();
+    config.builtin_controls = Some(dir.path().to_path_buf());
+    let references = ReferenceCache::new();
+    references.insert(&model, handle).await;
+    let stop_tx = db.spawn_worker_with(references, config);
+
+    let client = reqwest::Client::new();
+    let body = json!({
+        "suspect_url": format!("{suspect}/v1"),
+        "suspect_model": "suspect",
+        "reference": "smollm2",
+        "probes_per_kind": 6,
+        "max_samples": 1
+    });
+    let first = submit(&client, &base, &key, "builtin-1", body.clone()).await;
+    let scan = wait_for(&client, &base, &key, &first).await;
+    assert_eq!(scan["status"], "done", "{scan}");
+    assert_eq!(scan["verdict"], "identical", "{scan}");
+    let report = &scan["report"];
+    assert_eq!(report["controls"], 3, "{report}");
+    assert_eq!(report["calibration"], "few", "{report}");
+    let origin = report["controls_origin"].as_str().expect("origin named");
+    assert!(origin.contains("3 built-in controls"), "{origin}");
+    assert!(origin.contains("gemma-3-270m-q4_k_m+persona"), "{origin}");
+    let reference = db
+        .store
+        .list_models(None)
+        .await
+        .expect("models")
+        .into_iter()
+        .find(|m| m.name == "smollm2")
+        .expect("reference row");
+    let stored = |db: &pg::TestDb| {
+        let store = db.store.clone();
+        let set = scan["probe_set_id"].as_str().map(str::to_string);
+        async move {
+            let set = uuid::Uuid::parse_str(&set.expect("probe set id")).expect("uuid");
+            store
+                .control_fingerprints(set, Some(reference.id))
+                .await
+                .expect("controls")
+        }
+    };
+    let before = stored(&db).await;
+    assert_eq!(before.len(), 3);
+    for row in &before {
+        assert_eq!(row.control_for, Some(reference.id));
+        assert!(row
+            .model_describe
+            .starts_with("built-in control: gemma-3-270m"));
+        assert!(
+            !row.model_describe.contains('/'),
+            "no path: {}",
+            row.model_describe
+        );
+    }
+
+    // The same probes again: the stored controls are reused, not made again.
+    let second = submit(&client, &base, &key, "builtin-2", body).await;
+    let again = wait_for(&client, &base, &key, &second).await;
+    let _ = stop_tx.send(true);
+    assert_eq!(again["verdict"], "identical", "{again}");
+    let after = stored(&db).await;
+    let ids =
+        |rows: &[provenance::store::FingerprintRow]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&before));
+    // Built for SmolLM2, they are not controls of any other reference.
+    let set = uuid::Uuid::parse_str(scan["probe_set_id"].as_str().expect("id")).expect("uuid");
+    assert!(db
+        .store
+        .control_fingerprints(set, Some(uuid::Uuid::new_v4()))
+        .await
+        .expect("controls")
+        .is_empty());
+}
+
 #[tokio::test]
 async fn webhooks_are_signed_and_retried() {
     let hits = Arc::new(AtomicU32::new(0));
