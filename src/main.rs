@@ -270,11 +270,14 @@ struct ScanArgs {
     /// come from pessimistic defaults.
     #[arg(long)]
     no_builtin_controls: bool,
-    /// Also quantize a GGUF reference to these weight types (comma-separated; `ladder`
-    /// for q8_0,q6_k,q5_k,q5_0,q4_k,q4_0) and call a suspect that matches one of them
-    /// identical: the reference served quantized. Each costs one more fingerprint of the
-    /// reference, cached in the work dir.
-    #[arg(long, default_value = "none")]
+    /// Also quantize a GGUF reference to these forms and call a suspect that matches one
+    /// of them identical: the reference served quantized. Comma-separated weight types
+    /// (every matrix in that type: q8_0, q6_k, q5_k, q5_0, q4_k, q4_0, ...) or
+    /// llama-quantize file types with `lq-` (its own type per tensor: lq-q4_k_m,
+    /// lq-q4_0, ...); `ladder` for the common ones of both, `none` for none. Each costs
+    /// a fingerprint of the reference on the logit probes, made once per reference and
+    /// probe set and cached beside the fetched models.
+    #[arg(long, default_value = "ladder")]
     forms: String,
 }
 
@@ -736,7 +739,7 @@ async fn scan(
         &form_types,
         set,
         &run,
-        &work.join("forms"),
+        &provenance::fetch::default_dir().join("forms"),
     )
     .await?;
     let (controls, controls_origin) = match &args.report.controls {

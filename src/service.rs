@@ -25,10 +25,11 @@ pub struct WorkerArgs {
     /// Lease on a running scan; a worker that stops renewing loses it after this long.
     #[arg(long, default_value_t = 60)]
     pub lease_secs: u64,
-    /// Also quantize a GGUF reference to these weight types (comma-separated; `ladder`
-    /// for q8_0,q6_k,q5_k,q5_0,q4_k,q4_0), so that a copy served quantized is called
-    /// identical. Made once per reference and probe set: one reference fingerprint each.
-    #[arg(long, default_value = "none")]
+    /// Also quantize a GGUF reference to these forms (see `scan --forms`: weight types,
+    /// llama-quantize file types as `lq-<type>`, `ladder` or `none`), so that a copy
+    /// served quantized is called identical. Made once per reference and probe set: one
+    /// reference fingerprint on the logit probes each.
+    #[arg(long, default_value = "ladder")]
     pub forms: String,
     /// Where the quantized forms' fingerprints are cached.
     #[arg(long)]

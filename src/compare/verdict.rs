@@ -299,9 +299,9 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                 ));
                 return positive(Verdict::Identical, *p, reasons);
             }
-            if let Some((form, form_p)) = matched_form(inputs) {
+            if let Some((form, form_p)) = matched_form(inputs, *p) {
                 reasons.push(format!(
-                    "outside the identical band of the reference as given ({given}, p = {p:.2e} against controls) but within it for the reference quantized to {} ({}), far closer to that form than controls are (p = {form_p:.2e}, Bonferroni over {} forms): the reference served quantized",
+                    "outside the identical band of the reference as given ({given}, p = {p:.2e} against controls) but within it for the reference quantized to {} ({}), far from unrelated models (p = {form_p:.2e}: the smaller of the reference's and the form's, Bonferroni over {} forms): the reference served quantized",
                     form.dtype,
                     band_text(&form.summary, band),
                     inputs.forms.len()
@@ -425,14 +425,18 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     }
 }
 
-/// The nearest quantized form whose logits lie inside the band and are far closer to the
-/// suspect's than the controls' are, with its p-value corrected for the forms tried.
-fn matched_form(inputs: &VerdictInputs) -> Option<(&FormLogits, f64)> {
+/// The nearest quantized form whose logits lie inside the band, where the suspect is far
+/// from unrelated: far closer to that form than the controls are (its p-value corrected
+/// for the forms tried), or to the reference as given (one test, `given_p`). Which form
+/// it sits in is then a choice among related models, not another test against unrelated
+/// ones; with a handful of controls, Bonferroni over a dozen forms let a real Q4_0 copy off
+/// as derived.
+fn matched_form(inputs: &VerdictInputs, given_p: f64) -> Option<(&FormLogits, f64)> {
     let tried = inputs.forms.len() as f64;
     inputs
         .forms
         .iter()
-        .map(|f| (f, (f.p * tried).min(1.0)))
+        .map(|f| (f, (f.p * tried).min(1.0).min(given_p)))
         .filter(|(f, p)| {
             *p <= inputs.alpha
                 && inputs.band.contains(&f.summary)
@@ -706,7 +710,11 @@ mod tests {
         let out = decide(&i);
         assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
         assert!(out.reasons.iter().any(|r| r.contains("quantized to q4_0")));
-        // The p-value is the form's, corrected for the two forms tried.
+        // The p-value is the smaller of the reference's own (1e-5) and the form's
+        // corrected for the two forms tried (2e-4).
+        assert!((out.p_value.unwrap_or(1.0) - 1e-5).abs() < 1e-12);
+        i.logits = Some((summary(1.04, 0.31), 0.5));
+        let out = decide(&i);
         assert!((out.p_value.unwrap_or(1.0) - 2e-4).abs() < 1e-12);
         // The form stands on its own test: with too few controls the reference as given
         // may look no closer than chance, and a form it matches exactly still decides.
