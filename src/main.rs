@@ -186,6 +186,10 @@ enum ZooCommand {
         /// the reason where that cannot be done).
         #[arg(long)]
         no_llama_cpp: bool,
+        /// Build only the members whose id contains one of these (comma-separated); the
+        /// real models are always in.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -352,6 +356,7 @@ fn main() -> Result<()> {
                     dir,
                     quick,
                     no_llama_cpp,
+                    only,
                 },
         } => {
             let models = provenance::fetch::default_dir();
@@ -372,8 +377,13 @@ fn main() -> Result<()> {
                     }
                 }
             };
-            let manifest =
-                provenance::zoo::build::build(&dir, &bases, quick, llama_cpp.as_deref())?;
+            let manifest = provenance::zoo::build::build_only(
+                &dir,
+                &bases,
+                quick,
+                llama_cpp.as_deref(),
+                &only,
+            )?;
             for m in &manifest.members {
                 println!(
                     "{:<32} {:<10} {:<11} {:<36} {}",

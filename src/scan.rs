@@ -94,8 +94,22 @@ pub async fn run(
         side: "the suspect",
         source,
     };
+    // The controls' answers read back by the reference: for the likelihood signals, and
+    // for the early stop of a suspect without log-probabilities.
+    let cache = s.work_dir.join("likelihood");
+    let mut control_scores = Vec::with_capacity(controls.len());
+    if let Some(handle) = s.read_back {
+        for (i, c) in controls.iter().enumerate() {
+            let path = cache.join(format!("control-{i}.json"));
+            control_scores.push(likelihood::read_back(handle, c, Some(&path)).await?);
+        }
+    }
     if s.early_stop {
-        let early = sequential_to_log(&reference, suspect, controls, &out, s)
+        let text = s.read_back.map(|handle| TextEarlyStop {
+            reference: handle,
+            controls: &control_scores,
+        });
+        let early = sequential_to_log(&reference, suspect, controls, &out, s, text)
             .await
             .map_err(suspect_error)?;
         if let Some((suspect, mut report)) = early {
@@ -114,14 +128,8 @@ pub async fn run(
         .map_err(suspect_error)?;
     let mut read_back = None;
     if let Some(handle) = s.read_back {
-        let cache = s.work_dir.join("likelihood");
         let theirs =
             likelihood::read_back(handle, &suspect, Some(&cache.join("suspect.json"))).await?;
-        let mut control_scores = Vec::with_capacity(controls.len());
-        for (i, c) in controls.iter().enumerate() {
-            let path = cache.join(format!("control-{i}.json"));
-            control_scores.push(likelihood::read_back(handle, c, Some(&path)).await?);
-        }
         read_back = Some((theirs, control_scores));
     }
     let mut report = compare::compare_calibrated(
@@ -165,10 +173,18 @@ pub async fn sequential_phase<S: AnswerSource>(
     suspect: ModelDescription,
     opts: &CompareOptions,
     source: &mut S,
+    text: Option<TextEarlyStop<'_>>,
 ) -> Result<Option<(Fingerprint, Report)>, S::Error> {
     if suspect.capabilities.max_top_logprobs == 0 {
-        tracing::info!("the suspect gives no log-probabilities: no early stop");
-        return Ok(None);
+        return match text {
+            Some(text) => {
+                text_sequential_phase(reference, controls, set, suspect, opts, source, text).await
+            }
+            None => {
+                tracing::info!("the suspect gives no log-probabilities: no early stop");
+                Ok(None)
+            }
+        };
     }
     let seq = &opts.sequential;
     let plan = sequential::plan(reference, controls, seq);
@@ -201,6 +217,122 @@ pub async fn sequential_phase<S: AnswerSource>(
     Ok((report.verdict == Verdict::Identical).then_some((print, report)))
 }
 
+/// What the sequential phase needs to stop early on a suspect without log-probabilities:
+/// the reference's model thread, to read each greedy answer back, and the controls'
+/// answers read back by it (one list per control, in the order of the controls).
+#[derive(Clone, Copy)]
+pub struct TextEarlyStop<'a> {
+    pub reference: &'a crate::model::ModelHandle,
+    pub controls: &'a [Vec<crate::compare::likelihood::AnswerScore>],
+}
+
+/// The sequential test on text: each greedy answer "matches" when the reference, reading it
+/// back, finds its own top choice (up to engine noise) at the greedy-token band's share of
+/// positions; raw completions when the suspect offers them (no system prompt reaches
+/// them), chat answers otherwise. Stops only where the comparison of what was asked, with
+/// the read-back, says `identical` too.
+async fn text_sequential_phase<S: AnswerSource>(
+    reference: &Fingerprint,
+    controls: &[Fingerprint],
+    set: &ProbeSet,
+    suspect: ModelDescription,
+    opts: &CompareOptions,
+    source: &mut S,
+    text: TextEarlyStop<'_>,
+) -> Result<Option<(Fingerprint, Report)>, S::Error> {
+    let raw = suspect.capabilities.raw_completion;
+    let band = opts
+        .band
+        .clone()
+        .unwrap_or_else(crate::compare::IdenticalBand::default_band);
+    let share = if raw {
+        band.min_greedy_top1
+    } else {
+        band.min_greedy_top1_chat
+    };
+    let seq = &opts.sequential;
+    let plan = sequential::text_plan(reference, text.controls, raw, share, seq);
+    let mut test = SequentialTest::new(reference, &plan, seq.default_q1, seq);
+    let mut asked = Vec::new();
+    let mut scores = Vec::new();
+    for planned in &plan {
+        // A decision to stop still needs the comparison's fewest probes behind it.
+        let enough = asked.len() >= opts.min_probes;
+        if test.decided() && (enough || test.outcome().decision != SequentialDecision::Identical) {
+            break;
+        }
+        let Some(probe) = set.probes.iter().find(|p| p.id == planned.probe_id) else {
+            continue;
+        };
+        let obs = source.answer(probe).await?;
+        let one = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), vec![obs.clone()]);
+        let read = match likelihood::read_back(text.reference, &one, None).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading an answer back failed: no early stop");
+                return Ok(None);
+            }
+        };
+        let matched = read
+            .iter()
+            .find(|r| r.raw == raw)
+            .and_then(|r| sequential::text_matches(r, share));
+        test.update_matched(&obs.probe_id, matched);
+        scores.extend(read);
+        asked.push(obs);
+    }
+    let outcome = test.outcome();
+    tracing::info!(
+        decision = ?outcome.decision,
+        queries = outcome.queries,
+        e_against_unrelated = outcome.e_against_unrelated,
+        "sequential phase on text"
+    );
+    if outcome.decision != SequentialDecision::Identical {
+        return Ok(None);
+    }
+    let print = Fingerprint::new(suspect, ProbeSetRef::of(set), asked);
+    let mut report = compare::compare_calibrated(
+        reference,
+        &print,
+        &compare::Calibration {
+            controls,
+            known_same: &[],
+            forms: &[],
+            likelihood: Some(compare::Likelihoods {
+                suspect: &scores,
+                controls: text.controls,
+            }),
+        },
+        opts,
+    );
+    if report.verdict != Verdict::Identical {
+        tracing::info!(
+            verdict = report.verdict.as_str(),
+            reasons = ?report.reasons,
+            "the answers asked so far do not decide identical: asking the rest"
+        );
+        return Ok(None);
+    }
+    report.reasons.push(format!(
+        "sequential test on text: {} of {} greedy {} answers read back as the reference's own \
+         choice, e-value {:.3e} against \"unrelated\" (p <= {:.2e}); stopped without asking \
+         the tokenizer probes or the rest of the set",
+        outcome
+            .steps
+            .iter()
+            .filter(|s| s.matched == Some(true))
+            .count(),
+        outcome.queries,
+        if raw { "raw" } else { "chat" },
+        outcome.e_against_unrelated,
+        1.0 / outcome.e_against_unrelated.max(1.0)
+    ));
+    report.queries.sequential = Some(outcome.queries);
+    report.sequential = Some(outcome);
+    Ok(Some((print, report)))
+}
+
 /// Answers kept in the suspect's resumable log file.
 struct LogSource<'a> {
     log: ObservationLog,
@@ -230,6 +362,7 @@ async fn sequential_to_log(
     controls: &[Fingerprint],
     out: &Path,
     s: &ScanSettings<'_>,
+    text: Option<TextEarlyStop<'_>>,
 ) -> Result<Option<(Fingerprint, Report)>, FingerprintError> {
     let caps = suspect
         .capabilities()
@@ -257,6 +390,7 @@ async fn sequential_to_log(
         description,
         &s.compare,
         &mut source,
+        text,
     )
     .await?;
     if let Some((print, _)) = &early {

@@ -134,7 +134,9 @@ pub fn signal(scores: &[AnswerScore], boot: Option<&BootstrapOptions>) -> Option
     })
 }
 
-/// Raw-completion tokens needed before the greedy-token share reads raw answers alone.
+/// Raw-completion tokens needed before the greedy-token share reads raw answers alone
+/// (with no chat answers at all, as in a text-only early stop, raw ones are read however
+/// few).
 pub const MIN_RAW_TOKENS: usize = 100;
 
 /// Share of another model's greedy tokens that are the reference's own top choice after
@@ -149,7 +151,8 @@ pub fn greedy_tokens_signal(
     boot: Option<&BootstrapOptions>,
 ) -> Option<SignalOutcome> {
     let raw_tokens: usize = scores.iter().filter(|s| s.raw).map(|s| s.tokens).sum();
-    let use_raw = raw_tokens >= MIN_RAW_TOKENS;
+    let chat_tokens: usize = scores.iter().filter(|s| !s.raw).map(|s| s.tokens).sum();
+    let use_raw = raw_tokens >= MIN_RAW_TOKENS || (raw_tokens > 0 && chat_tokens == 0);
     let chosen: Vec<&AnswerScore> = scores
         .iter()
         .filter(|s| s.raw == use_raw && s.tokens > 0)

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::likelihood::AnswerScore;
 use super::logits::{positions, TopK};
 use crate::fingerprint::{Fingerprint, Observation};
 use crate::probes::ProbeKind;
@@ -184,6 +185,65 @@ pub fn plan(
     planned
 }
 
+/// Whether a suspect's greedy answer, read back by the reference, is the reference's own
+/// choice: at least `band` of its tokens within engine noise of the reference's top token
+/// (the greedy-token share's band). `None` for an answer with no tokens.
+pub fn text_matches(score: &AnswerScore, band: f64) -> Option<bool> {
+    (score.tokens > 0).then(|| score.near_top as f64 >= band * score.tokens as f64)
+}
+
+/// The probes a suspect without log-probabilities is asked first: the reference's greedy
+/// raw completions (`raw`; a hidden system prompt cannot move them) or its greedy chat
+/// answers of the kinds the likelihood reads, ordered as [`plan`] orders logit probes,
+/// with P(match | unrelated) from the controls' read-back answers (`controls`, one list
+/// per control) where they answered the probe.
+pub fn text_plan(
+    reference: &Fingerprint,
+    controls: &[Vec<AnswerScore>],
+    raw: bool,
+    band: f64,
+    opts: &SequentialOptions,
+) -> Vec<PlannedProbe> {
+    let mut planned: Vec<PlannedProbe> = reference
+        .observations
+        .iter()
+        .filter(|o| o.is_ok() && o.sample_index == 0 && o.request.temperature == 0.0)
+        .filter(|o| {
+            let is_raw = matches!(o.request.prompt, crate::endpoint::PromptForm::Raw { .. });
+            if raw {
+                is_raw
+            } else {
+                !is_raw
+                    && crate::likelihood::KINDS.contains(&o.kind)
+                    && o.kind != ProbeKind::Identity
+            }
+        })
+        .map(|r| {
+            let outcomes: Vec<bool> = controls
+                .iter()
+                .filter_map(|c| {
+                    c.iter()
+                        .find(|s| s.probe_id == r.probe_id && s.raw == raw)
+                        .and_then(|s| text_matches(s, band))
+                })
+                .collect();
+            let q0 = if outcomes.is_empty() {
+                opts.default_q0
+            } else {
+                let hits = outcomes.iter().filter(|m| **m).count() as f64;
+                ((hits + 1.0) / (outcomes.len() as f64 + 2.0)).max(opts.q0_floor)
+            };
+            PlannedProbe {
+                probe_id: r.probe_id.clone(),
+                q0,
+                entropy: 0.0,
+            }
+        })
+        .collect();
+    planned.sort_by(|a, b| a.q0.total_cmp(&b.q0).then(a.probe_id.cmp(&b.probe_id)));
+    planned
+}
+
 /// P(match | identical) from known-same pairs (add-one smoothed and kept within
 /// [0.5, 0.95]), else the default.
 pub fn q1_from_known_same(
@@ -249,11 +309,21 @@ impl<'a> SequentialTest<'a> {
             return self.decision;
         }
         let reference = greedy_logit(self.reference, &suspect.probe_id);
-        let q0 = self.q0.get(suspect.probe_id.as_str()).copied();
-        let matched = match (reference, q0) {
-            (Some(r), Some(_)) => matches(r, suspect, &self.opts),
-            _ => None,
+        let matched = match reference {
+            Some(r) => matches(r, suspect, &self.opts),
+            None => None,
         };
+        self.update_matched(&suspect.probe_id, matched)
+    }
+
+    /// Takes whether the answer to planned probe `probe_id` matched (`None`: no bet), as
+    /// judged by the caller: the logit match above, or [`text_matches`] on a read-back.
+    pub fn update_matched(&mut self, probe_id: &str, matched: Option<bool>) -> SequentialDecision {
+        if self.decided() {
+            return self.decision;
+        }
+        let q0 = self.q0.get(probe_id).copied();
+        let matched = matched.filter(|_| q0.is_some());
         if let (Some(x), Some(q0)) = (matched, q0) {
             let x = if x { 1.0 } else { 0.0 };
             let bet = self.opts.bet.clamp(0.0, 1.0);
@@ -262,7 +332,7 @@ impl<'a> SequentialTest<'a> {
             self.e_identical *= 1.0 + bet / miss_bound * ((1.0 - x) - miss_bound);
         }
         self.steps.push(SequentialStep {
-            probe_id: suspect.probe_id.clone(),
+            probe_id: probe_id.to_string(),
             matched,
             e_against_unrelated: self.e_unrelated,
             e_against_identical: self.e_identical,
@@ -316,4 +386,91 @@ pub fn in_plan_order<'a>(suspect: &'a Fingerprint, plan: &[PlannedProbe]) -> Vec
     plan.iter()
         .filter_map(|p| suspect.find(&p.probe_id, 0))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(probe: &str, tokens: usize, near_top: usize) -> AnswerScore {
+        AnswerScore {
+            probe_id: probe.into(),
+            kind: ProbeKind::Logit,
+            text: String::new(),
+            tokens,
+            logprob: 0.0,
+            expected: 0.0,
+            variance: 0.0,
+            top1: near_top,
+            raw: true,
+            near_top,
+        }
+    }
+
+    #[test]
+    fn a_text_match_is_the_bands_share_of_tokens_near_the_top() {
+        assert_eq!(text_matches(&read("a", 4, 4), 0.9), Some(true));
+        assert_eq!(text_matches(&read("a", 4, 3), 0.9), Some(false));
+        assert_eq!(text_matches(&read("a", 40, 38), 0.95), Some(true));
+        assert_eq!(text_matches(&read("a", 0, 0), 0.9), None);
+    }
+
+    #[test]
+    fn text_matches_bet_against_unrelated_until_it_is_rejected() {
+        let reference = Fingerprint::new(
+            crate::fingerprint::ModelDescription {
+                describe: "r".into(),
+                capabilities: Default::default(),
+            },
+            crate::fingerprint::ProbeSetRef {
+                name: "s".into(),
+                version: "1".into(),
+                hash: "h".into(),
+            },
+            Vec::new(),
+        );
+        let plan: Vec<PlannedProbe> = (0..8)
+            .map(|i| PlannedProbe {
+                probe_id: format!("p{i}"),
+                q0: 0.2,
+                entropy: 0.0,
+            })
+            .collect();
+        let opts = SequentialOptions::default();
+        // Each match multiplies the wealth by 1 + 0.9 (1 - 0.2) / 0.2 = 4.6: three decide.
+        let mut copy = SequentialTest::new(&reference, &plan, 0.8, &opts);
+        for p in &plan[..2] {
+            assert_eq!(
+                copy.update_matched(&p.probe_id, Some(true)),
+                SequentialDecision::Undecided
+            );
+        }
+        assert_eq!(
+            copy.update_matched("p2", Some(true)),
+            SequentialDecision::Identical
+        );
+        // Misses rule "identical" out; an answer without tokens places no bet, and a
+        // probe outside the plan none either.
+        let mut other = SequentialTest::new(&reference, &plan, 0.8, &opts);
+        assert_eq!(
+            other.update_matched("p0", None),
+            SequentialDecision::Undecided
+        );
+        assert_eq!(
+            other.update_matched("elsewhere", Some(true)),
+            SequentialDecision::Undecided
+        );
+        assert_eq!(other.outcome().e_against_unrelated, 1.0);
+        // Each miss multiplies the wealth against "identical" by 1 + 0.9 (1 - 0.2) / 0.2.
+        for p in ["p1", "p2", "p3"] {
+            assert_eq!(
+                other.update_matched(p, Some(false)),
+                SequentialDecision::Undecided
+            );
+        }
+        assert_eq!(
+            other.update_matched("p4", Some(false)),
+            SequentialDecision::NotIdentical
+        );
+    }
 }

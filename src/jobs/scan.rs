@@ -115,6 +115,15 @@ pub(super) async fn run(
         .capabilities()
         .await
         .map_err(|e| JobError::endpoint(suspect.as_ref(), e))?;
+    // The controls' answers read back by the reference: for the likelihood signals, and
+    // for the early stop of a suspect without log-probabilities.
+    let spec = &reference_model.source;
+    let mut control_scores = Vec::with_capacity(controls.len());
+    for (id, control) in control_ids.iter().zip(&controls) {
+        let scores = references.read_back(spec, Some(*id), control).await?;
+        control_scores.push(scores.as_ref().clone());
+    }
+    let reference_handle = references.get(spec).await?;
     let (early, counted) = if scan.early_stop {
         let mut source = StoreSource {
             store,
@@ -137,6 +146,10 @@ pub(super) async fn run(
             description,
             &opts,
             &mut source,
+            Some(crate::scan::TextEarlyStop {
+                reference: &reference_handle,
+                controls: &control_scores,
+            }),
         )
         .await?;
         (early, source.counted)
@@ -169,13 +182,7 @@ pub(super) async fn run(
             let forms = references
                 .forms(&reference_model.source, &set, config)
                 .await?;
-            let spec = &reference_model.source;
             let suspect_scores = references.read_back(spec, None, &print).await?;
-            let mut control_scores = Vec::with_capacity(controls.len());
-            for (id, control) in control_ids.iter().zip(&controls) {
-                let scores = references.read_back(spec, Some(*id), control).await?;
-                control_scores.push(scores.as_ref().clone());
-            }
             let report = compare_calibrated(
                 &reference_print,
                 &print,

@@ -240,6 +240,19 @@ pub fn build(
     quick: bool,
     llama_cpp: Option<&Path>,
 ) -> Result<Manifest, ZooError> {
+    build_only(dir, bases, quick, llama_cpp, &[])
+}
+
+/// [`build`], keeping only the members whose id contains one of `only` (all when empty;
+/// the real models always). The manifest is saved after every member, so an interrupted
+/// build keeps what it made.
+pub fn build_only(
+    dir: &Path,
+    bases: &[(&'static str, PathBuf)],
+    quick: bool,
+    llama_cpp: Option<&Path>,
+    only: &[String],
+) -> Result<Manifest, ZooError> {
     std::fs::create_dir_all(dir).map_err(|source| ZooError::Io {
         path: dir.to_path_buf(),
         source,
@@ -251,7 +264,12 @@ pub fn build(
         if llama_cpp.is_some() {
             plans.extend(llama_cpp_plan(base, quick));
         }
-        for p in plans {
+        let wanted = |p: &Plan| {
+            p.recipe == Recipe::Base
+                || only.is_empty()
+                || only.iter().any(|o| p.id.contains(o.as_str()))
+        };
+        for p in plans.into_iter().filter(|p| wanted(p)) {
             let reused = previous.as_ref().and_then(|m| {
                 m.members
                     .iter()
@@ -273,6 +291,21 @@ pub fn build(
             tracing::info!(member = %p.id, "building");
             let member = make(dir, base_path, bases, p, llama_cpp)?;
             members.push(member);
+            // What is made so far, with what an earlier manifest holds beyond it.
+            let mut partial = members.clone();
+            if let Some(old) = &previous {
+                partial.extend(
+                    old.members
+                        .iter()
+                        .filter(|o| !members.iter().any(|m| m.id == o.id))
+                        .cloned(),
+                );
+            }
+            Manifest {
+                quick,
+                members: partial,
+            }
+            .save(dir)?;
         }
     }
     let manifest = Manifest { quick, members };
