@@ -437,16 +437,17 @@ mod tests {
             })
             .collect();
         let opts = SequentialOptions::default();
-        // Each match multiplies the wealth by 1 + 0.9 (1 - 0.2) / 0.2 = 4.6: three decide.
+        // Each match multiplies the wealth by 1 + 0.9 (1 - 0.2) / 0.2 = 4.6: four pass
+        // 1 / alpha = 100 (4.6^3 = 97.3).
         let mut copy = SequentialTest::new(&reference, &plan, 0.8, &opts);
-        for p in &plan[..2] {
+        for p in &plan[..3] {
             assert_eq!(
                 copy.update_matched(&p.probe_id, Some(true)),
                 SequentialDecision::Undecided
             );
         }
         assert_eq!(
-            copy.update_matched("p2", Some(true)),
+            copy.update_matched("p3", Some(true)),
             SequentialDecision::Identical
         );
         // Misses rule "identical" out; an answer without tokens places no bet, and a
