@@ -189,7 +189,7 @@ pub fn plan(
 /// choice: at least `band` of its tokens within engine noise of the reference's top token
 /// (the greedy-token share's band). `None` for an answer with no tokens.
 pub fn text_matches(score: &AnswerScore, band: f64) -> Option<bool> {
-    (score.tokens > 0).then(|| score.near_top as f64 >= band * score.tokens as f64)
+    (score.tokens > 0).then_some(score.near_top as f64 >= band * score.tokens as f64)
 }
 
 /// The probes a suspect without log-probabilities is asked first: the reference's greedy
