@@ -164,12 +164,7 @@ pub fn plan(
                 .iter()
                 .filter_map(|c| matches(r, greedy_logit(c, &r.probe_id)?, opts))
                 .collect();
-            let q0 = if outcomes.is_empty() {
-                opts.default_q0
-            } else {
-                let hits = outcomes.iter().filter(|m| **m).count() as f64;
-                ((hits + 1.0) / (outcomes.len() as f64 + 2.0)).max(opts.q0_floor)
-            };
+            let q0 = q0_from(&outcomes, opts);
             Some(PlannedProbe {
                 probe_id: r.probe_id.clone(),
                 q0,
@@ -213,9 +208,8 @@ pub fn text_plan(
             if raw {
                 is_raw
             } else {
-                !is_raw
-                    && crate::likelihood::KINDS.contains(&o.kind)
-                    && o.kind != ProbeKind::Identity
+                // The chat kinds the likelihood reads back, less identity (a persona sets it).
+                !is_raw && matches!(o.kind, ProbeKind::Style | ProbeKind::Refusal)
             }
         })
         .map(|r| {
@@ -227,12 +221,7 @@ pub fn text_plan(
                         .and_then(|s| text_matches(s, band))
                 })
                 .collect();
-            let q0 = if outcomes.is_empty() {
-                opts.default_q0
-            } else {
-                let hits = outcomes.iter().filter(|m| **m).count() as f64;
-                ((hits + 1.0) / (outcomes.len() as f64 + 2.0)).max(opts.q0_floor)
-            };
+            let q0 = q0_from(&outcomes, opts);
             PlannedProbe {
                 probe_id: r.probe_id.clone(),
                 q0,
@@ -242,6 +231,16 @@ pub fn text_plan(
         .collect();
     planned.sort_by(|a, b| a.q0.total_cmp(&b.q0).then(a.probe_id.cmp(&b.probe_id)));
     planned
+}
+
+/// P(match | unrelated) from the controls' outcomes on one probe: add-one smoothed and
+/// floored, or the default without any.
+fn q0_from(outcomes: &[bool], opts: &SequentialOptions) -> f64 {
+    if outcomes.is_empty() {
+        return opts.default_q0;
+    }
+    let hits = outcomes.iter().filter(|m| **m).count() as f64;
+    ((hits + 1.0) / (outcomes.len() as f64 + 2.0)).max(opts.q0_floor)
 }
 
 /// P(match | identical) from known-same pairs (add-one smoothed and kept within
