@@ -203,6 +203,7 @@ async fn scan(
         early_stop: true,
         forms: &[],
         read_back: Some(local.handle()),
+        controls_read_back: None,
     };
     let t = Instant::now();
     let out = provenance::scan::run(&local, &client, &settings)

@@ -128,6 +128,8 @@ fn set_dir(cache: &Path, set: &ProbeSet) -> PathBuf {
 pub struct BuiltinControls {
     pub specs: Vec<ControlSpec>,
     pub prints: Vec<Fingerprint>,
+    /// The cache folder they live in, for what scans derive from them (their read-backs).
+    pub dir: PathBuf,
 }
 
 impl BuiltinControls {
@@ -185,7 +187,7 @@ pub async fn ensure(
         tracing::info!(control = %spec.id(), "fingerprinting a built-in control (once per probe set)");
         prints.push(fingerprint(spec, set, run, models_dir, &out).await?);
     }
-    Ok(Some(BuiltinControls { specs, prints }))
+    Ok(Some(BuiltinControls { specs, prints, dir }))
 }
 
 async fn load(path: PathBuf, control: &str) -> Result<ModelHandle, ControlsError> {

@@ -752,14 +752,14 @@ async fn scan(
         &provenance::fetch::default_dir().join("forms"),
     )
     .await?;
-    let (controls, controls_origin) = match &args.report.controls {
+    let (controls, controls_origin, controls_read_back) = match &args.report.controls {
         Some(dir) => {
             let prints = provenance::fingerprint::load_dir(dir)
                 .with_context(|| format!("loading controls from {}", dir.display()))?;
             let origin = format!("{} controls from {}", prints.len(), dir.display());
-            (prints, Some(origin))
+            (prints, Some(origin), None)
         }
-        None if args.no_builtin_controls => (Vec::new(), None),
+        None if args.no_builtin_controls => (Vec::new(), None, None),
         None => {
             let cache = provenance::controls::default_cache();
             match provenance::controls::ensure(std::path::Path::new(reference), set, &run, &cache)
@@ -767,9 +767,9 @@ async fn scan(
             {
                 Some(builtin) => {
                     let origin = builtin.origin();
-                    (builtin.prints, Some(origin))
+                    (builtin.prints, Some(origin), Some(builtin.dir.join("read-back")))
                 }
-                None => (Vec::new(), None),
+                None => (Vec::new(), None, None),
             }
         }
     };
@@ -783,6 +783,7 @@ async fn scan(
         early_stop: !args.no_early_stop,
         forms: &forms,
         read_back: Some(local.handle()),
+        controls_read_back: controls_read_back.as_deref(),
     };
     let outcome = provenance::scan::run(&local, suspect, &settings).await?;
     if outcome.stopped_early {

@@ -48,6 +48,9 @@ pub struct ScanSettings<'a> {
     /// The reference's model thread, to read the suspect's and the controls' answers back
     /// for the likelihood signal (`crate::likelihood`); `None` leaves that signal out.
     pub read_back: Option<&'a crate::model::ModelHandle>,
+    /// Where the controls' read-backs are kept between scans (beside the built-in
+    /// controls); `None` keeps them in `work_dir`.
+    pub controls_read_back: Option<&'a Path>,
 }
 
 pub struct ScanOutcome {
@@ -94,21 +97,27 @@ pub async fn run(
         side: "the suspect",
         source,
     };
-    // The controls' answers read back by the reference: for the likelihood signals, and
-    // for the early stop of a suspect without log-probabilities.
+    // The controls' answers read back by the reference, for the likelihood signals and for
+    // the early stop of a suspect without log-probabilities; a suspect with
+    // log-probabilities that stops early never needs them, so they are read back only then.
     let cache = s.work_dir.join("likelihood");
-    let mut control_scores = Vec::with_capacity(controls.len());
-    if let Some(handle) = s.read_back {
-        for (i, c) in controls.iter().enumerate() {
-            let path = cache.join(format!("control-{i}.json"));
-            control_scores.push(likelihood::read_back(handle, c, Some(&path)).await?);
-        }
-    }
+    let controls_cache = s.controls_read_back.unwrap_or(&cache);
+    let mut control_scores = None;
     if s.early_stop {
-        let text = s.read_back.map(|handle| TextEarlyStop {
-            reference: handle,
-            controls: &control_scores,
-        });
+        let caps = suspect
+            .capabilities()
+            .await
+            .map_err(|e| suspect_error(FingerprintError::Capabilities(e)))?;
+        if let (Some(handle), 0) = (s.read_back, caps.max_top_logprobs) {
+            control_scores = Some(read_back_controls(handle, controls, controls_cache).await?);
+        }
+        let text = match (s.read_back, &control_scores) {
+            (Some(handle), Some(scores)) => Some(TextEarlyStop {
+                reference: handle,
+                controls: scores,
+            }),
+            _ => None,
+        };
         let early = sequential_to_log(&reference, suspect, controls, &out, s, text)
             .await
             .map_err(suspect_error)?;
@@ -130,7 +139,11 @@ pub async fn run(
     if let Some(handle) = s.read_back {
         let theirs =
             likelihood::read_back(handle, &suspect, Some(&cache.join("suspect.json"))).await?;
-        read_back = Some((theirs, control_scores));
+        let controls = match control_scores {
+            Some(scores) => scores,
+            None => read_back_controls(handle, controls, controls_cache).await?,
+        };
+        read_back = Some((theirs, controls));
     }
     let mut report = compare::compare_calibrated(
         &reference,
@@ -154,6 +167,23 @@ pub async fn run(
     })
 }
 
+/// Each control's answers read back by the reference, cached in `dir` (a cached read-back
+/// names the reference and the print it was made from, so a stale one is made again).
+async fn read_back_controls(
+    handle: &crate::model::ModelHandle,
+    controls: &[Fingerprint],
+    dir: &Path,
+) -> Result<Vec<Vec<crate::compare::likelihood::AnswerScore>>, ScanError> {
+    // Named for the reference too: one folder of controls serves several references.
+    let reference = handle.info.source_name();
+    let mut scores = Vec::with_capacity(controls.len());
+    for (i, c) in controls.iter().enumerate() {
+        let path = dir.join(format!("{reference}.control-{i}.json"));
+        scores.push(likelihood::read_back(handle, c, Some(&path)).await?);
+    }
+    Ok(scores)
+}
+
 /// Where the sequential phase gets an answer: one already kept from an earlier attempt,
 /// or a new ask that is kept before it is used (so a resumed scan never asks twice).
 #[async_trait::async_trait]
@@ -169,6 +199,7 @@ pub trait AnswerSource: Send {
 pub async fn sequential_phase<S: AnswerSource>(
     reference: &Fingerprint,
     controls: &[Fingerprint],
+    forms: &[compare::QuantizedForm],
     set: &ProbeSet,
     suspect: ModelDescription,
     opts: &CompareOptions,
@@ -187,8 +218,11 @@ pub async fn sequential_phase<S: AnswerSource>(
         };
     }
     let seq = &opts.sequential;
-    let plan = sequential::plan(reference, controls, seq);
-    let mut test = SequentialTest::new(reference, &plan, seq.default_q1, seq);
+    // A copy served quantized matches its form rather than the reference as given.
+    let form_prints: Vec<&Fingerprint> = forms.iter().map(|f| &f.fingerprint).collect();
+    let plan = sequential::plan_with_forms(reference, &form_prints, controls, seq);
+    let mut test =
+        SequentialTest::new(reference, &plan, seq.default_q1, seq).with_forms(&form_prints);
     let mut asked = Vec::new();
     for planned in &plan {
         if test.decided() {
@@ -213,7 +247,17 @@ pub async fn sequential_phase<S: AnswerSource>(
         return Ok(None);
     }
     let print = Fingerprint::new(suspect, ProbeSetRef::of(set), asked);
-    let report = compare::compare(reference, &print, controls, opts);
+    let report = compare::compare_calibrated(
+        reference,
+        &print,
+        &compare::Calibration {
+            controls,
+            known_same: &[],
+            forms,
+            likelihood: None,
+        },
+        opts,
+    );
     Ok((report.verdict == Verdict::Identical).then_some((print, report)))
 }
 
@@ -386,6 +430,7 @@ async fn sequential_to_log(
     let early = sequential_phase(
         reference,
         controls,
+        s.forms,
         s.probes,
         description,
         &s.compare,

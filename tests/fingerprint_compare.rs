@@ -708,6 +708,7 @@ fn sequential_test_decides_within_eight_queries() {
         let suspect = build(&spec);
         let outcome = sequential::run(
             &reference,
+            &[],
             &plan,
             opts.default_q1,
             sequential::in_plan_order(&suspect, &plan),
@@ -722,6 +723,7 @@ fn sequential_test_decides_within_eight_queries() {
     let suspect = build(&blind);
     let outcome = sequential::run(
         &reference,
+        &[],
         &plan,
         0.8,
         sequential::in_plan_order(&suspect, &plan),
@@ -729,6 +731,81 @@ fn sequential_test_decides_within_eight_queries() {
     );
     assert_eq!(outcome.decision, SequentialDecision::Undecided);
     assert_eq!(outcome.queries, 8);
+}
+
+#[test]
+fn sequential_test_catches_a_copy_served_quantized_through_its_form() {
+    let reference = build(&reference_spec());
+    let controls = controls();
+    let opts = SequentialOptions::default();
+    // Rounding moves every log-probability well past the test's tolerance...
+    let mut form_spec = reference_spec();
+    form_spec.name = "reference, quantized".into();
+    form_spec.logits.jitter = 90;
+    form_spec.logits.jitter_sd = 0.6;
+    form_spec.text_logits = form_spec.logits.clone();
+    let form = build(&form_spec);
+    let mut served = form_spec.clone();
+    served.name = "reference, quantized by someone else".into();
+    let suspect = build(&served);
+    let plan = sequential::plan(&reference, &controls, &opts);
+    let alone = sequential::run(
+        &reference,
+        &[],
+        &plan,
+        opts.default_q1,
+        sequential::in_plan_order(&suspect, &plan),
+        &opts,
+    );
+    assert_ne!(alone.decision, SequentialDecision::Identical, "{alone:#?}");
+    // ...so the copy is matched against the reference's forms too, within the budget.
+    let forms = [&form];
+    let plan = sequential::plan_with_forms(&reference, &forms, &controls, &opts);
+    let outcome = sequential::run(
+        &reference,
+        &forms,
+        &plan,
+        opts.default_q1,
+        sequential::in_plan_order(&suspect, &plan),
+        &opts,
+    );
+    assert_eq!(outcome.decision, SequentialDecision::Identical, "{outcome:#?}");
+    assert!(outcome.queries <= 8);
+    // An unrelated model gains nothing from the forms: the controls were judged the same way.
+    let stranger = build(&model("stranger", 9001));
+    let other = sequential::run(
+        &reference,
+        &forms,
+        &plan,
+        opts.default_q1,
+        sequential::in_plan_order(&stranger, &plan),
+        &opts,
+    );
+    assert_eq!(other.decision, SequentialDecision::NotIdentical, "{other:#?}");
+    // The answers the test asked, compared with the forms, say identical and name the form.
+    let asked: Vec<Observation> = outcome
+        .steps
+        .iter()
+        .filter_map(|s| suspect.find(&s.probe_id, 0).cloned())
+        .collect();
+    let partial = Fingerprint::new(suspect.model.clone(), suspect.probe_set.clone(), asked);
+    let quantized = [compare::QuantizedForm {
+        dtype: "q4_0".into(),
+        fingerprint: form.clone(),
+    }];
+    let calibration = compare::Calibration {
+        controls: &controls,
+        known_same: &[],
+        forms: &quantized,
+        likelihood: None,
+    };
+    let report = compare::compare_calibrated(&reference, &partial, &calibration, &options());
+    assert_eq!(report.verdict, Verdict::Identical, "{:#?}", report.reasons);
+    assert!(
+        report.reasons.iter().any(|r| r.contains("quantized to q4_0")),
+        "{:#?}",
+        report.reasons
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ async fn scan_outcome(
         early_stop,
         forms: &[],
         read_back: Some(reference.handle()),
+        controls_read_back: None,
     };
     let out = provenance::scan::run(reference, suspect, &settings)
         .await

@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use super::{page_limit, ApiError, ApiJson, AppState, Caller};
 use crate::compare::{compare, CompareOptions};
-use crate::jobs::load_fingerprint;
 use crate::store::{
     ComparisonRow, Cursor, FingerprintFilter, FingerprintRow, ModelKind, ModelRole, ModelRow,
     NewModel, NewVerdict, ObservationRow, ProbeSetRow, Role,
@@ -125,8 +124,8 @@ pub async fn compare_fingerprints(
     caller.require(Role::Analyst)?;
     let reference_row = state.store.get_fingerprint(reference_id).await?;
     let suspect_row = state.store.get_fingerprint(suspect_id).await?;
-    let reference = load_fingerprint(&state.store, &reference_row).await?;
-    let suspect = load_fingerprint(&state.store, &suspect_row).await?;
+    let reference = state.store.load_fingerprint(&reference_row).await?;
+    let suspect = state.store.load_fingerprint(&suspect_row).await?;
     let mut controls = Vec::new();
     for row in state
         .store
@@ -134,7 +133,7 @@ pub async fn compare_fingerprints(
         .await?
     {
         if row.id != suspect_row.id && row.id != reference_row.id {
-            controls.push(load_fingerprint(&state.store, &row).await?);
+            controls.push(state.store.load_fingerprint(&row).await?);
         }
     }
     // The comparison is CPU work (bootstraps, permutations): keep it off the async threads.

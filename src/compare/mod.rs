@@ -508,11 +508,18 @@ pub fn compare_calibrated(
         missing,
     };
     let mut outcome = verdict::decide(&inputs);
-    let seq_plan = sequential::plan(reference, calibration.controls, &opts.sequential);
+    let form_prints: Vec<&Fingerprint> = calibration.forms.iter().map(|f| &f.fingerprint).collect();
+    let seq_plan = sequential::plan_with_forms(
+        reference,
+        &form_prints,
+        calibration.controls,
+        &opts.sequential,
+    );
     let q1 = sequential::q1_from_known_same(reference, calibration.known_same, &opts.sequential);
     let sequential_outcome = (!seq_plan.is_empty() && has_logprobs(suspect)).then(|| {
         sequential::run(
             reference,
+            &form_prints,
             &seq_plan,
             q1,
             sequential::in_plan_order(suspect, &seq_plan),
@@ -692,8 +699,15 @@ fn form_logits(
     };
     let suspect_pairs = pairs(&form.fingerprint, suspect, ProbeKind::Logit);
     let (outcome, summary) = logits::signal(&suspect_pairs, Some(&opts.bootstrap))?;
+    // Fewer probes than a test needs (an early stop): the summary still says whether the
+    // suspect lies in the band of this form, and the p-value claims nothing.
     if outcome.n < opts.min_probes {
-        return None;
+        return Some(verdict::FormLogits {
+            dtype: form.dtype.clone(),
+            summary,
+            p: 1.0,
+            shift: None,
+        });
     }
     let shift = band
         .contains(&summary)

@@ -149,9 +149,50 @@ fn greedy_logit<'a>(fp: &'a Fingerprint, probe_id: &str) -> Option<&'a Observati
         .filter(|o| o.kind == ProbeKind::Logit && o.is_ok())
 }
 
+/// Whether `suspect` matches any of `targets` (the reference and its quantized forms) at
+/// the first generated position; `None` when none could be compared.
+fn matches_any<'a>(
+    targets: impl IntoIterator<Item = &'a Observation>,
+    suspect: &Observation,
+    opts: &SequentialOptions,
+) -> Option<bool> {
+    let mut outcome = None;
+    for target in targets {
+        match matches(target, suspect, opts) {
+            Some(true) => return Some(true),
+            Some(false) => outcome = Some(false),
+            None => {}
+        }
+    }
+    outcome
+}
+
+/// The reference's answer to `probe_id` and its quantized forms' answers, where they have one.
+fn targets<'a>(
+    reference: &'a Fingerprint,
+    forms: &'a [&'a Fingerprint],
+    probe_id: &'a str,
+) -> impl Iterator<Item = &'a Observation> + 'a {
+    std::iter::once(reference)
+        .chain(forms.iter().copied())
+        .filter_map(move |fp| greedy_logit(fp, probe_id))
+}
+
 /// Logit probes of the reference in asking order (see the module notes).
 pub fn plan(
     reference: &Fingerprint,
+    controls: &[Fingerprint],
+    opts: &SequentialOptions,
+) -> Vec<PlannedProbe> {
+    plan_with_forms(reference, &[], controls, opts)
+}
+
+/// [`plan`] for a test that counts a match with the reference or any of its quantized
+/// `forms` (a copy served quantized matches its form, not the reference as given); the
+/// controls are judged by the same rule, so P(match | unrelated) stays what it is.
+pub fn plan_with_forms(
+    reference: &Fingerprint,
+    forms: &[&Fingerprint],
     controls: &[Fingerprint],
     opts: &SequentialOptions,
 ) -> Vec<PlannedProbe> {
@@ -162,7 +203,10 @@ pub fn plan(
             let entropy = first_top(r)?.entropy();
             let outcomes: Vec<bool> = controls
                 .iter()
-                .filter_map(|c| matches(r, greedy_logit(c, &r.probe_id)?, opts))
+                .filter_map(|c| {
+                    let answer = greedy_logit(c, &r.probe_id)?;
+                    matches_any(targets(reference, forms, &r.probe_id), answer, opts)
+                })
                 .collect();
             let q0 = q0_from(&outcomes, opts);
             Some(PlannedProbe {
@@ -269,6 +313,7 @@ pub fn q1_from_known_same(
 /// The test, fed one suspect observation at a time.
 pub struct SequentialTest<'a> {
     reference: &'a Fingerprint,
+    forms: &'a [&'a Fingerprint],
     q0: BTreeMap<&'a str, f64>,
     q1: f64,
     opts: SequentialOptions,
@@ -287,6 +332,7 @@ impl<'a> SequentialTest<'a> {
     ) -> Self {
         Self {
             reference,
+            forms: &[],
             q0: plan.iter().map(|p| (p.probe_id.as_str(), p.q0)).collect(),
             q1: q1.clamp(0.01, 0.99),
             opts: opts.clone(),
@@ -295,6 +341,13 @@ impl<'a> SequentialTest<'a> {
             steps: Vec::new(),
             decision: SequentialDecision::Undecided,
         }
+    }
+
+    /// Counts a match with any of the reference's quantized `forms` too; the plan must come
+    /// from [`plan_with_forms`] with the same forms.
+    pub fn with_forms(mut self, forms: &'a [&'a Fingerprint]) -> Self {
+        self.forms = forms;
+        self
     }
 
     pub fn decided(&self) -> bool {
@@ -307,11 +360,11 @@ impl<'a> SequentialTest<'a> {
         if self.decided() {
             return self.decision;
         }
-        let reference = greedy_logit(self.reference, &suspect.probe_id);
-        let matched = match reference {
-            Some(r) => matches(r, suspect, &self.opts),
-            None => None,
-        };
+        let matched = matches_any(
+            targets(self.reference, self.forms, &suspect.probe_id),
+            suspect,
+            &self.opts,
+        );
         self.update_matched(&suspect.probe_id, matched)
     }
 
@@ -361,6 +414,7 @@ impl<'a> SequentialTest<'a> {
 /// order) and stops at the first decision or after `max_queries`.
 pub fn run<'a, I>(
     reference: &Fingerprint,
+    forms: &[&Fingerprint],
     plan: &[PlannedProbe],
     q1: f64,
     suspect: I,
@@ -369,7 +423,7 @@ pub fn run<'a, I>(
 where
     I: IntoIterator<Item = &'a Observation>,
 {
-    let mut test = SequentialTest::new(reference, plan, q1, opts);
+    let mut test = SequentialTest::new(reference, plan, q1, opts).with_forms(forms);
     for obs in suspect {
         test.update(obs);
         if test.decided() {

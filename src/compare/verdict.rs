@@ -380,6 +380,21 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
             reasons.push(reason.clone());
             return positive(Verdict::Identical, *p, reasons);
         }
+        // Tokens inside the band whose own test is short of alpha (few probes, few
+        // controls) still say which related model this is, as a quantized form does: when
+        // the text shows the suspect far from unrelated models, the same weights seen
+        // without log-probabilities are a copy, never a distillation.
+        if let (Some((share, token_p)), Some(p)) = (inputs.greedy_tokens, text_p) {
+            if same_tokenizer != Some(false) && share >= token_band && p <= alpha {
+                reasons.push(format!(
+                    "{:.1}% of the suspect's greedy {} tokens are the reference's own top choice up to engine noise (band ≥ {:.0}%; p = {token_p:.2e} against controls on the tokens alone), and its answers are far closer than controls (Bonferroni p = {p:.2e}): the reference's weights, not a model that learned from it",
+                    share * 100.0,
+                    if inputs.greedy_tokens_chat { "chat" } else { "raw" },
+                    token_band * 100.0
+                ));
+                return positive(Verdict::Identical, p, reasons);
+            }
+        }
     }
 
     // Across tokenizers, logits aligned by bytes that are closer than controls are
@@ -508,16 +523,37 @@ pub fn with_sequential(
     if logits_decided || tokenizer_differs || e_against_unrelated * inputs.alpha < 1.0 {
         return outcome;
     }
-    if !inputs.band.contains(summary) || shifted(inputs.shift.as_ref(), &inputs.band, inputs.alpha)
-    {
+    // The band of the reference as given, else of the nearest quantized form the suspect
+    // lies in (the sequential test counted matches with the forms too).
+    let given = (inputs.band.contains(summary)
+        && !shifted(inputs.shift.as_ref(), &inputs.band, inputs.alpha))
+    .then_some((summary, None));
+    let Some((summary, form)) = given.or_else(|| {
+        inputs
+            .forms
+            .iter()
+            .filter(|f| {
+                inputs.band.contains(&f.summary)
+                    && !shifted(f.shift.as_ref(), &inputs.band, inputs.alpha)
+            })
+            .min_by(|a, b| {
+                let d = |f: &FormLogits| f.summary.mean_abs_dlogprob.unwrap_or(f64::INFINITY);
+                d(a).total_cmp(&d(b))
+            })
+            .map(|f| (&f.summary, Some(f.dtype.as_str())))
+    }) else {
         return outcome;
-    }
+    };
     let p = (1.0 / e_against_unrelated).min(1.0);
     let mut reasons = outcome.reasons;
     reasons.push(format!(
         "sequential test: e-value {e_against_unrelated:.3e} against \"unrelated\" after {queries} \
-         suspect queries (p ≤ 1/e = {p:.2e}), and the answers lie in the identical band \
+         suspect queries (p ≤ 1/e = {p:.2e}), and the answers lie in the identical band{} \
          (mean |Δlogprob| {}, top-1 agreement {:.0}%)",
+        match form {
+            Some(dtype) => format!(" of the reference quantized to {dtype}: the reference served quantized"),
+            None => String::new(),
+        },
         summary
             .mean_abs_dlogprob
             .map(|d| format!("{d:.3}"))
@@ -746,6 +782,24 @@ mod tests {
         i.logits = None;
         i.text = vec![("style".into(), 1e-4), ("refusal".into(), 1e-3)];
         assert_eq!(decide(&i).verdict, Verdict::Distilled);
+    }
+
+    #[test]
+    fn greedy_tokens_in_band_are_never_distilled() {
+        let mut i = inputs();
+        i.text = vec![("style".into(), 1e-4), ("refusal".into(), 1e-3)];
+        // 96% of tokens in band, but three controls leave their own test at p = 0.015.
+        i.greedy_tokens = Some((0.96, 0.015));
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
+        assert!((out.p_value.unwrap_or(1.0) - 2e-4).abs() < 1e-12);
+        // A student picks the reference's top token far less often: still distilled.
+        i.greedy_tokens = Some((0.6, 0.015));
+        assert_eq!(decide(&i).verdict, Verdict::Distilled);
+        // In band but nothing sets it apart from unrelated models: not a copy.
+        i.greedy_tokens = Some((0.96, 0.2));
+        i.text = vec![("style".into(), 0.3)];
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
     }
 
     #[test]

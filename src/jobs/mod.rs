@@ -20,7 +20,6 @@ use uuid::Uuid;
 use crate::store::{Claimed, Store, StoreError};
 
 pub use endpoints::ReferenceCache;
-pub use scan::load_fingerprint;
 pub use schedule::{answer_drift, next_run, run_scheduler, validate_cron};
 
 #[derive(Debug, thiserror::Error)]

@@ -124,6 +124,11 @@ pub(super) async fn run(
         control_scores.push(scores.as_ref().clone());
     }
     let reference_handle = references.get(spec).await?;
+    // Made (or loaded) before the sequential phase, which matches a copy served quantized
+    // against its form.
+    let forms = references
+        .forms(&reference_model.source, &set, config)
+        .await?;
     let (early, counted) = if scan.early_stop {
         let mut source = StoreSource {
             store,
@@ -142,6 +147,7 @@ pub(super) async fn run(
         let early = crate::scan::sequential_phase(
             &reference_print,
             &controls,
+            &forms,
             &set,
             description,
             &opts,
@@ -179,9 +185,6 @@ pub(super) async fn run(
             )
             .await?;
             let print = assemble(store, &set, &sus_fp, sus_caps).await?;
-            let forms = references
-                .forms(&reference_model.source, &set, config)
-                .await?;
             let suspect_scores = references.read_back(spec, None, &print).await?;
             let report = compare_calibrated(
                 &reference_print,
@@ -338,7 +341,7 @@ async fn scan_controls(
     let mut prints = Vec::with_capacity(rows.len());
     let mut ids = Vec::with_capacity(rows.len());
     for row in &rows {
-        prints.push(load_fingerprint(store, row).await?);
+        prints.push(store.load_fingerprint(row).await?);
         ids.push(row.id);
     }
     let builtin: Vec<&str> = rows
@@ -577,7 +580,7 @@ async fn assemble(
         .enumerate()
         .map(|(i, j)| ((j.probe.id.clone(), j.sample_index), i))
         .collect();
-    let mut observations = stored_observations(store, fp.id).await?;
+    let mut observations = store.decoded_observations(fp.id).await?;
     observations.retain(|o| order.contains_key(&(o.probe_id.clone(), o.sample_index)));
     observations.sort_by_key(|o| order[&(o.probe_id.clone(), o.sample_index)]);
     Ok(Fingerprint::new(
@@ -590,16 +593,6 @@ async fn assemble(
     ))
 }
 
-async fn stored_observations(store: &Store, id: Uuid) -> Result<Vec<Observation>, JobError> {
-    store
-        .observations(id)
-        .await?
-        .into_iter()
-        .map(|row| {
-            serde_json::from_value(row.data).map_err(|e| crate::store::StoreError::from(e).into())
-        })
-        .collect()
-}
 
 /// The stored document: the fingerprint without its observations (those live in their
 /// own table, one row each).
@@ -609,19 +602,4 @@ fn document(print: &Fingerprint) -> Result<serde_json::Value, JobError> {
         obj.insert("observations".into(), serde_json::Value::Array(Vec::new()));
     }
     Ok(doc)
-}
-
-/// A complete stored fingerprint, its observations put back.
-pub async fn load_fingerprint(
-    store: &Store,
-    row: &FingerprintRow,
-) -> Result<Fingerprint, JobError> {
-    let doc = row
-        .document
-        .clone()
-        .ok_or_else(|| JobError::Permanent(format!("fingerprint {} is not complete", row.id)))?;
-    let mut print: Fingerprint =
-        serde_json::from_value(doc).map_err(crate::store::StoreError::from)?;
-    print.observations = stored_observations(store, row.id).await?;
-    Ok(print)
 }

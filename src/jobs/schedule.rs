@@ -9,7 +9,6 @@ use croner::Cron;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::scan::load_fingerprint;
 use super::webhook::{self, Delivery};
 use super::WorkerConfig;
 use crate::fingerprint::Fingerprint;
@@ -179,7 +178,7 @@ pub(super) async fn after_scheduled_run(
 async fn previous_suspect_print(store: &Store, scan_id: Uuid) -> Option<Fingerprint> {
     let rows = store.scan_fingerprints(scan_id).await.ok()?;
     let row = rows.iter().find(|r| r.side == Side::Suspect)?;
-    load_fingerprint(store, row).await.ok()
+    store.load_fingerprint(row).await.ok()
 }
 
 #[cfg(test)]

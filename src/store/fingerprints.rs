@@ -6,6 +6,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{page, Cursor, Page, Result, Store, StoreError};
+use crate::fingerprint::{Fingerprint, Observation};
 
 /// Which side of a scan a fingerprint describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -267,6 +268,26 @@ impl Store {
         .bind(fingerprint_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// A fingerprint's stored observations, decoded, in the order they were stored.
+    pub async fn decoded_observations(&self, fingerprint_id: Uuid) -> Result<Vec<Observation>> {
+        self.observations(fingerprint_id)
+            .await?
+            .into_iter()
+            .map(|row| serde_json::from_value(row.data).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// A complete stored fingerprint, its observations put back.
+    pub async fn load_fingerprint(&self, row: &FingerprintRow) -> Result<Fingerprint> {
+        let doc = row
+            .document
+            .clone()
+            .ok_or_else(|| StoreError::Conflict(format!("fingerprint {} is not complete", row.id)))?;
+        let mut print: Fingerprint = serde_json::from_value(doc)?;
+        print.observations = self.decoded_observations(row.id).await?;
+        Ok(print)
     }
 
     /// One stored observation, if there is one.
