@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use provenance::compare::{CompareOptions, Verdict};
-use provenance::model::endpoint::LocalEndpoint;
+use provenance::model::local_endpoint::LocalEndpoint;
 use provenance::model::{LoadOptions, ModelHandle};
 use serde::Serialize;
 use serde_json::Value;

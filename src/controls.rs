@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fetch::{KnownModel, KNOWN};
 use crate::fingerprint::{Fingerprint, FingerprintError, RunOptions};
-use crate::model::endpoint::LocalEndpoint;
+use crate::model::local_endpoint::LocalEndpoint;
 use crate::model::{LoadOptions, ModelError, ModelHandle};
 use crate::probes::ProbeSet;
 use crate::suspect::{HttpModel, HttpModelConfig};

@@ -416,7 +416,7 @@ fn main() -> Result<()> {
                 let opts = provenance::zoo::eval::EvalOptions {
                     run: provenance::fingerprint::RunOptions::default(),
                     compare: provenance::compare::CompareOptions::default(),
-                    forms: provenance::forms::parse_list(&forms)?,
+                    forms: provenance::quantized_forms::parse_list(&forms)?,
                     access: mode,
                     calibration,
                 };
@@ -627,7 +627,7 @@ fn fingerprint(
     } else {
         let handle = ModelHandle::spawn(model, &LoadOptions::default(), 64)
             .with_context(|| format!("loading {model}"))?;
-        let local = provenance::model::endpoint::LocalEndpoint::new(handle);
+        let local = provenance::model::local_endpoint::LocalEndpoint::new(handle);
         rt.block_on(provenance::scan::fingerprint_to(&set, &local, out, &opts))?
     };
     let failed = fp.observations.iter().filter(|o| o.error.is_some()).count();
@@ -667,7 +667,7 @@ fn likelihood(reference: &str, prints: &[PathBuf], json: bool) -> Result<()> {
     }
     for path in prints {
         let print = provenance::fingerprint::load(path)?;
-        let scores = provenance::likelihood::score_fingerprint(&mut model, &print)
+        let scores = provenance::read_back::score_fingerprint(&mut model, &print)
             .with_context(|| format!("reading back {}", path.display()))?;
         match (json, summarize(&scores)) {
             (true, summary) => all.push(serde_json::json!({
@@ -725,13 +725,13 @@ async fn scan(
     set: &provenance::probes::ProbeSet,
     args: ScanArgs,
 ) -> Result<()> {
-    let form_types = provenance::forms::parse_list(&args.forms)?;
+    let form_types = provenance::quantized_forms::parse_list(&args.forms)?;
     let spec = reference.to_string();
     let handle =
         tokio::task::spawn_blocking(move || ModelHandle::spawn(&spec, &LoadOptions::default(), 64))
             .await?
             .with_context(|| format!("loading the reference {reference}"))?;
-    let local = provenance::model::endpoint::LocalEndpoint::new(handle);
+    let local = provenance::model::local_endpoint::LocalEndpoint::new(handle);
     let tmp;
     let work = match args.work_dir {
         Some(d) => {
@@ -744,7 +744,7 @@ async fn scan(
         }
     };
     let run = provenance::fingerprint::RunOptions::default();
-    let forms = provenance::forms::fingerprint_forms(
+    let forms = provenance::quantized_forms::fingerprint_forms(
         std::path::Path::new(reference),
         &form_types,
         set,
@@ -767,7 +767,11 @@ async fn scan(
             {
                 Some(builtin) => {
                     let origin = builtin.origin();
-                    (builtin.prints, Some(origin), Some(builtin.dir.join("read-back")))
+                    (
+                        builtin.prints,
+                        Some(origin),
+                        Some(builtin.dir.join("read-back")),
+                    )
                 }
                 None => (Vec::new(), None, None),
             }

@@ -17,8 +17,8 @@ use crate::fingerprint::{
     self, Fingerprint, FingerprintError, LogHeader, ModelDescription, Observation, ObservationLog,
     ProbeSetRef, RunOptions,
 };
-use crate::likelihood;
 use crate::probes::{Probe, ProbeSet};
+use crate::read_back;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -28,7 +28,7 @@ pub enum ScanError {
         source: FingerprintError,
     },
     #[error("reading answers back through the reference: {0}")]
-    ReadBack(#[from] crate::likelihood::LikelihoodError),
+    ReadBack(#[from] crate::read_back::ReadBackError),
 }
 
 pub struct ScanSettings<'a> {
@@ -43,10 +43,10 @@ pub struct ScanSettings<'a> {
     pub compare: CompareOptions,
     /// Stop as soon as the sequential test decides `identical`.
     pub early_stop: bool,
-    /// The reference in quantized forms (`crate::forms`); empty for none.
+    /// The reference in quantized forms (`crate::quantized_forms`); empty for none.
     pub forms: &'a [compare::QuantizedForm],
     /// The reference's model thread, to read the suspect's and the controls' answers back
-    /// for the likelihood signal (`crate::likelihood`); `None` leaves that signal out.
+    /// for the likelihood signal (`crate::read_back`); `None` leaves that signal out.
     pub read_back: Option<&'a crate::model::ModelHandle>,
     /// Where the controls' read-backs are kept between scans (beside the built-in
     /// controls); `None` keeps them in `work_dir`.
@@ -138,7 +138,7 @@ pub async fn run(
     let mut read_back = None;
     if let Some(handle) = s.read_back {
         let theirs =
-            likelihood::read_back(handle, &suspect, Some(&cache.join("suspect.json"))).await?;
+            read_back::read_back(handle, &suspect, Some(&cache.join("suspect.json"))).await?;
         let controls = match control_scores {
             Some(scores) => scores,
             None => read_back_controls(handle, controls, controls_cache).await?,
@@ -179,7 +179,7 @@ async fn read_back_controls(
     let mut scores = Vec::with_capacity(controls.len());
     for (i, c) in controls.iter().enumerate() {
         let path = dir.join(format!("{reference}.control-{i}.json"));
-        scores.push(likelihood::read_back(handle, c, Some(&path)).await?);
+        scores.push(read_back::read_back(handle, c, Some(&path)).await?);
     }
     Ok(scores)
 }
@@ -310,7 +310,7 @@ async fn text_sequential_phase<S: AnswerSource>(
         };
         let obs = source.answer(probe).await?;
         let one = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), vec![obs.clone()]);
-        let read = match likelihood::read_back(text.reference, &one, None).await {
+        let read = match read_back::read_back(text.reference, &one, None).await {
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "reading an answer back failed: no early stop");

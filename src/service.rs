@@ -180,7 +180,7 @@ fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig> {
     Ok(WorkerConfig {
         lease: Duration::from_secs(args.lease_secs.max(3)),
         allow_private_targets: args.allow_private_targets,
-        forms: provenance::forms::parse_list(&args.forms).context("--forms")?,
+        forms: provenance::quantized_forms::parse_list(&args.forms).context("--forms")?,
         forms_dir: args.forms_dir.clone().unwrap_or(defaults.forms_dir.clone()),
         models: args.model_access(),
         builtin_controls: (!args.no_builtin_controls).then(|| {

@@ -769,7 +769,11 @@ fn sequential_test_catches_a_copy_served_quantized_through_its_form() {
         sequential::in_plan_order(&suspect, &plan),
         &opts,
     );
-    assert_eq!(outcome.decision, SequentialDecision::Identical, "{outcome:#?}");
+    assert_eq!(
+        outcome.decision,
+        SequentialDecision::Identical,
+        "{outcome:#?}"
+    );
     assert!(outcome.queries <= 8);
     // An unrelated model gains nothing from the forms: the controls were judged the same way.
     let stranger = build(&model("stranger", 9001));
@@ -781,7 +785,11 @@ fn sequential_test_catches_a_copy_served_quantized_through_its_form() {
         sequential::in_plan_order(&stranger, &plan),
         &opts,
     );
-    assert_eq!(other.decision, SequentialDecision::NotIdentical, "{other:#?}");
+    assert_eq!(
+        other.decision,
+        SequentialDecision::NotIdentical,
+        "{other:#?}"
+    );
     // The answers the test asked, compared with the forms, say identical and name the form.
     let asked: Vec<Observation> = outcome
         .steps
@@ -802,7 +810,10 @@ fn sequential_test_catches_a_copy_served_quantized_through_its_form() {
     let report = compare::compare_calibrated(&reference, &partial, &calibration, &options());
     assert_eq!(report.verdict, Verdict::Identical, "{:#?}", report.reasons);
     assert!(
-        report.reasons.iter().any(|r| r.contains("quantized to q4_0")),
+        report
+            .reasons
+            .iter()
+            .any(|r| r.contains("quantized to q4_0")),
         "{:#?}",
         report.reasons
     );
@@ -879,12 +890,12 @@ fn small_set() -> ProbeSet {
     set
 }
 
-fn local(path: &std::path::Path) -> provenance::model::endpoint::LocalEndpoint {
+fn local(path: &std::path::Path) -> provenance::model::local_endpoint::LocalEndpoint {
     let spec = path.to_str().expect("model path is UTF-8");
     let handle =
         provenance::model::ModelHandle::spawn(spec, &provenance::model::LoadOptions::default(), 16)
             .expect("model loads");
-    provenance::model::endpoint::LocalEndpoint::new(handle)
+    provenance::model::local_endpoint::LocalEndpoint::new(handle)
 }
 
 /// What must not change between two runs of a deterministic model (latency may).

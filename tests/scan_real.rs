@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use provenance::compare::Verdict;
-use provenance::model::endpoint::LocalEndpoint;
+use provenance::model::local_endpoint::LocalEndpoint;
 use provenance::model::{LoadOptions, ModelHandle};
 
 fn handle(path: &Path) -> ModelHandle {

@@ -322,7 +322,7 @@ async fn weights_changed_below_engine_noise_are_told_from_rounding() {
     use provenance::compare::{self, Verdict};
     use provenance::fingerprint::{self, ObservationLog, RunOptions};
     use provenance::model::gguf::Requantize;
-    use provenance::model::{endpoint::LocalEndpoint, LoadOptions, ModelHandle};
+    use provenance::model::{local_endpoint::LocalEndpoint, LoadOptions, ModelHandle};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let noisy = dir.path().join("smollm2-noise-0.01.gguf");

@@ -1,6 +1,6 @@
 //! Likelihood under the reference: how the reference model itself rates another model's
 //! answers, read back token by token (teacher forcing, done outside this pure module by
-//! `crate::likelihood`).
+//! `crate::read_back`).
 //!
 //! A student learns its teacher's distribution, so its answers are text the teacher would
 //! have written: the teacher finds them unsurprising. The raw log-probability mixes that

@@ -40,32 +40,73 @@ pub use report::{to_markdown, EvidenceItem, Finding, ModelRef, Queries, Report, 
 pub use sequential::{SequentialDecision, SequentialOptions, SequentialOutcome};
 pub use verdict::{IdenticalBand, Verdict};
 
-pub const LOGITS: &str = "logits";
-pub const GREEDY_TEXT: &str = "greedy_text";
-pub const TOKENIZER: &str = "tokenizer";
-pub const REFUSAL: &str = "refusal";
-pub const IDENTITY: &str = "identity";
-pub const STYLE: &str = "style";
-pub const EQUALITY: &str = "equality";
-pub const LEXICON: &str = "lexicon";
-pub const LIKELIHOOD: &str = "likelihood";
-pub const GREEDY_TOKENS: &str = "greedy_tokens";
-pub const CONTRAST: &str = "contrast";
+/// One signal of a comparison; its name is how reports and the UI refer to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    Logits,
+    GreedyText,
+    Tokenizer,
+    Refusal,
+    Identity,
+    Style,
+    Equality,
+    Lexicon,
+    Likelihood,
+    GreedyTokens,
+    Contrast,
+}
 
-/// Every signal, in report order.
-pub const SIGNALS: [&str; 11] = [
-    LOGITS,
-    TOKENIZER,
-    GREEDY_TOKENS,
-    GREEDY_TEXT,
-    STYLE,
-    LEXICON,
-    CONTRAST,
-    LIKELIHOOD,
-    REFUSAL,
-    EQUALITY,
-    IDENTITY,
-];
+impl Signal {
+    /// Every signal, in report order.
+    pub const ALL: [Signal; 11] = [
+        Signal::Logits,
+        Signal::Tokenizer,
+        Signal::GreedyTokens,
+        Signal::GreedyText,
+        Signal::Style,
+        Signal::Lexicon,
+        Signal::Contrast,
+        Signal::Likelihood,
+        Signal::Refusal,
+        Signal::Equality,
+        Signal::Identity,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Signal::Logits => "logits",
+            Signal::GreedyText => "greedy_text",
+            Signal::Tokenizer => "tokenizer",
+            Signal::Refusal => "refusal",
+            Signal::Identity => "identity",
+            Signal::Style => "style",
+            Signal::Equality => "equality",
+            Signal::Lexicon => "lexicon",
+            Signal::Likelihood => "likelihood",
+            Signal::GreedyTokens => "greedy_tokens",
+            Signal::Contrast => "contrast",
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// The names, for looking a signal up in a report (`Report::signal`).
+pub const LOGITS: &str = Signal::Logits.as_str();
+pub const GREEDY_TEXT: &str = Signal::GreedyText.as_str();
+pub const TOKENIZER: &str = Signal::Tokenizer.as_str();
+pub const REFUSAL: &str = Signal::Refusal.as_str();
+pub const IDENTITY: &str = Signal::Identity.as_str();
+pub const STYLE: &str = Signal::Style.as_str();
+pub const EQUALITY: &str = Signal::Equality.as_str();
+pub const LEXICON: &str = Signal::Lexicon.as_str();
+pub const LIKELIHOOD: &str = Signal::Likelihood.as_str();
+pub const GREEDY_TOKENS: &str = Signal::GreedyTokens.as_str();
+pub const CONTRAST: &str = Signal::Contrast.as_str();
 
 /// Signals that can show a student trained on the reference's outputs. The equality test is
 /// not one of them: failing to tell two sample distributions apart on a few prompts is weak
@@ -79,46 +120,50 @@ pub const SIGNALS: [&str; 11] = [
 /// the contrast caught them all), while each extra Bonferroni term weakens the others.
 /// The likelihood signal is reported but left out until it is shown to catch a student:
 /// on the zoo it says nothing (p 0.69 to 0.99 for the students).
-fn distillation_signals(ours: &Signals, controls: &[Signals]) -> [&'static str; 4] {
+fn distillation_signals(ours: &Signals, controls: &[Signals]) -> [Signal; 4] {
     let scored_controls = controls.iter().filter(|c| c.contrast.is_some()).count();
     let vocabulary = if ours.contrast.is_some() && scored_controls >= 2 {
-        CONTRAST
+        Signal::Contrast
     } else {
-        LEXICON
+        Signal::Lexicon
     };
-    [GREEDY_TEXT, STYLE, vocabulary, REFUSAL]
+    [
+        Signal::GreedyText,
+        Signal::Style,
+        vocabulary,
+        Signal::Refusal,
+    ]
 }
 
 /// What unrelated models are assumed to score when there are fewer than two controls.
 /// Pessimistic guesses (high means, wide spreads) so that without calibration only a
 /// striking similarity counts; documented in the report whenever they are used.
-pub fn default_null(signal: &str) -> DefaultNull {
+pub fn default_null(signal: Signal) -> DefaultNull {
     let (mean, sd) = match signal {
         // 1 - JSD/ln 2 of top-k lists with a tail bucket. One measured unrelated pair
         // (SmolLM2-135M and Gemma-3-270M, 165 default logit probes) scores 0.55; the
         // default sits well above it.
-        LOGITS => (0.65, 0.08),
-        TOKENIZER => (0.6, 0.15),
-        GREEDY_TEXT => (0.3, 0.15),
-        STYLE => (0.3, 0.1),
+        Signal::Logits => (0.65, 0.08),
+        Signal::Tokenizer => (0.6, 0.15),
+        Signal::GreedyText => (0.3, 0.15),
+        Signal::Style => (0.3, 0.1),
         // 1 - JSD in bits of pooled word and word-pair frequencies; English answers on the
         // same prompts share their common words whatever their lineage.
-        LEXICON => (0.5, 0.1),
+        Signal::Lexicon => (0.5, 0.1),
         // Mean log-ratio (nats) of the suspect's terms, reference against controls. An
         // unrelated model leans to the controls' side (below 0); the default allows a
         // third of a nat towards the reference by chance.
-        CONTRAST => (0.0, 0.15),
+        Signal::Contrast => (0.0, 0.15),
         // Mean discrepancy of answers read back by the reference. A base model (Gemma)
         // reads an unrelated chat model's fluent answers at 2.15, its own at 3.2.
-        LIKELIHOOD => (2.0, 1.0),
+        Signal::Likelihood => (2.0, 1.0),
         // Share of another model's greedy tokens that are the reference's top choice. A
         // fluent unrelated model lands on it about half the time; the default allows 60%.
-        GREEDY_TOKENS => (0.6, 0.1),
+        Signal::GreedyTokens => (0.6, 0.1),
         // Safety-tuned models agree on most refusals whatever their lineage.
-        REFUSAL => (0.5, 0.2),
-        EQUALITY => (0.6, 0.15),
-        IDENTITY => (0.4, 0.25),
-        _ => (0.5, 0.2),
+        Signal::Refusal => (0.5, 0.2),
+        Signal::Equality => (0.6, 0.15),
+        Signal::Identity => (0.4, 0.25),
     };
     DefaultNull { mean, sd }
 }
@@ -267,7 +312,7 @@ pub struct Calibration<'a> {
     /// the identical band of one of them is the reference served quantized.
     pub forms: &'a [QuantizedForm],
     /// The suspect's and the controls' answers read back by the reference model
-    /// (`crate::likelihood`); without them the likelihood signal is not computed.
+    /// (`crate::read_back`); without them the likelihood signal is not computed.
     pub likelihood: Option<Likelihoods<'a>>,
 }
 
@@ -279,7 +324,7 @@ pub struct Likelihoods<'a> {
     pub controls: &'a [Vec<likelihood::AnswerScore>],
 }
 
-/// The reference quantized to one weight type and fingerprinted (see `crate::forms`).
+/// The reference quantized to one weight type and fingerprinted (see `crate::quantized_forms`).
 #[derive(Debug, Clone)]
 pub struct QuantizedForm {
     /// The GGUF type, e.g. `q4_0`.
@@ -352,20 +397,19 @@ impl Signals {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&SignalOutcome> {
+    fn get(&self, name: Signal) -> Option<&SignalOutcome> {
         match name {
-            LOGITS => self.logits.as_ref().map(|l| &l.0),
-            GREEDY_TEXT => self.greedy.as_ref(),
-            TOKENIZER => self.tokenizer.as_ref(),
-            REFUSAL => self.refusal.as_ref(),
-            IDENTITY => self.identity.as_ref(),
-            STYLE => self.style.as_ref(),
-            LEXICON => self.lexicon.as_ref(),
-            CONTRAST => self.contrast.as_ref(),
-            LIKELIHOOD => self.likelihood.as_ref(),
-            GREEDY_TOKENS => self.greedy_tokens.as_ref(),
-            EQUALITY => self.equality.as_ref().map(|e| &e.0),
-            _ => None,
+            Signal::Logits => self.logits.as_ref().map(|l| &l.0),
+            Signal::GreedyText => self.greedy.as_ref(),
+            Signal::Tokenizer => self.tokenizer.as_ref(),
+            Signal::Refusal => self.refusal.as_ref(),
+            Signal::Identity => self.identity.as_ref(),
+            Signal::Style => self.style.as_ref(),
+            Signal::Lexicon => self.lexicon.as_ref(),
+            Signal::Contrast => self.contrast.as_ref(),
+            Signal::Likelihood => self.likelihood.as_ref(),
+            Signal::GreedyTokens => self.greedy_tokens.as_ref(),
+            Signal::Equality => self.equality.as_ref().map(|e| &e.0),
         }
     }
 }
@@ -447,8 +491,8 @@ pub fn compare_calibrated(
     });
 
     // Each signal against the controls that have it.
-    let mut tests: BTreeMap<&str, NullTest> = BTreeMap::new();
-    for name in SIGNALS {
+    let mut tests: BTreeMap<Signal, NullTest> = BTreeMap::new();
+    for name in Signal::ALL {
         if let Some(outcome) = ours.get(name) {
             let control_scores: Vec<f64> = controls
                 .iter()
@@ -458,42 +502,42 @@ pub fn compare_calibrated(
         }
     }
 
-    let usable = |name: &str| ours.get(name).is_some_and(|o| o.n >= opts.min_probes);
+    let usable = |name: Signal| ours.get(name).is_some_and(|o| o.n >= opts.min_probes);
     let missing = missing_reasons(reference, suspect, &ours, &distillation, opts.min_probes);
     let inputs = verdict::VerdictInputs {
         alpha: opts.alpha,
         logits: ours
             .logits
             .as_ref()
-            .filter(|_| usable(LOGITS))
-            .and_then(|(_, summary)| Some((summary.clone(), tests.get(LOGITS)?.p))),
+            .filter(|_| usable(Signal::Logits))
+            .and_then(|(_, summary)| Some((summary.clone(), tests.get(&Signal::Logits)?.p))),
         tokenizer: ours
             .tokenizer
             .as_ref()
-            .filter(|_| usable(TOKENIZER))
+            .filter(|_| usable(Signal::Tokenizer))
             .map(|t| (t.score, t.n)),
         same_tokenizer_min: opts.same_tokenizer_min,
         band: band.clone(),
         text: distillation
             .iter()
-            .filter(|name| usable(name))
+            .filter(|name| usable(**name))
             .filter_map(|name| Some((name.to_string(), tests.get(name)?.p)))
             .collect(),
         equality_p: ours
             .equality
             .as_ref()
-            .filter(|_| usable(EQUALITY))
+            .filter(|_| usable(Signal::Equality))
             .and_then(|e| e.1.p_value),
         greedy_exact: ours
             .greedy
             .as_ref()
-            .filter(|_| usable(GREEDY_TEXT))
+            .filter(|_| usable(Signal::GreedyText))
             .and_then(|g| g.extra.get("exact_match").copied()),
         greedy_tokens: ours
             .greedy_tokens
             .as_ref()
-            .filter(|_| usable(GREEDY_TOKENS))
-            .and_then(|g| Some((g.score, tests.get(GREEDY_TOKENS)?.p))),
+            .filter(|_| usable(Signal::GreedyTokens))
+            .and_then(|g| Some((g.score, tests.get(&Signal::GreedyTokens)?.p))),
         greedy_tokens_chat: ours
             .greedy_tokens
             .as_ref()
@@ -571,21 +615,21 @@ pub fn compare_calibrated(
     let used: Vec<&str> = {
         let mut used: Vec<&str> = inputs.text.iter().map(|(n, _)| n.as_str()).collect();
         if inputs.logits.is_some() {
-            used.push(LOGITS);
+            used.push(Signal::Logits.as_str());
         }
         if inputs.tokenizer.is_some() {
-            used.push(TOKENIZER);
+            used.push(Signal::Tokenizer.as_str());
         }
         used
     };
-    let signals: Vec<SignalScore> = SIGNALS
-        .iter()
+    let signals: Vec<SignalScore> = Signal::ALL
+        .into_iter()
         .map(|name| {
             signal_score(
                 name,
                 ours.get(name),
-                tests.get(name),
-                used.contains(name),
+                tests.get(&name),
+                used.contains(&name.as_str()),
                 opts.min_probes,
                 || unavailable_reason(name, reference, suspect),
             )
@@ -665,7 +709,7 @@ fn contrast_signals(
 
 /// Signal `name`'s score against the controls' scores of the same signal.
 fn against_controls(
-    name: &str,
+    name: Signal,
     outcome: &SignalOutcome,
     control_scores: &[f64],
     opts: &CompareOptions,
@@ -717,7 +761,7 @@ fn form_logits(
         .iter()
         .filter_map(|c| against(c, None).map(|(o, _)| o.score))
         .collect();
-    let test = against_controls(LOGITS, &outcome, &control_scores, opts);
+    let test = against_controls(Signal::Logits, &outcome, &control_scores, opts);
     Some(verdict::FormLogits {
         dtype: form.dtype.clone(),
         summary,
@@ -742,18 +786,18 @@ fn model_ref(fp: &Fingerprint) -> ModelRef {
 }
 
 /// Why a signal could not be computed.
-fn unavailable_reason(name: &str, reference: &Fingerprint, suspect: &Fingerprint) -> String {
-    if name == LIKELIHOOD || name == GREEDY_TOKENS {
+fn unavailable_reason(name: Signal, reference: &Fingerprint, suspect: &Fingerprint) -> String {
+    if name == Signal::Likelihood || name == Signal::GreedyTokens {
         return "not available: the suspect's answers were not read back by a local reference \
                 model"
             .to_string();
     }
-    if name == CONTRAST {
+    if name == Signal::Contrast {
         return "not available: it needs control fingerprints and answers that use the \
                 reference's words (the pooled vocabulary similarity counts instead)"
             .to_string();
     }
-    if name == REFUSAL {
+    if name == Signal::Refusal {
         let n = pairs(reference, suspect, ProbeKind::Refusal).len();
         if n > 0 {
             // Cohen's kappa is 0/0 then; an agreement of 1 would say nothing either, since
@@ -768,7 +812,7 @@ fn unavailable_reason(name: &str, reference: &Fingerprint, suspect: &Fingerprint
 }
 
 fn signal_score(
-    name: &str,
+    name: Signal,
     outcome: Option<&SignalOutcome>,
     test: Option<&NullTest>,
     used: bool,
@@ -796,7 +840,7 @@ fn signal_score(
     if outcome.n < min_probes {
         detail.push_str(&format!(" (fewer than {min_probes} probes: not used)"));
     }
-    if name == IDENTITY {
+    if name == Signal::Identity {
         detail.push_str(" (evidence only: a system prompt can set it)");
     }
     SignalScore {
@@ -821,7 +865,7 @@ fn missing_reasons(
     reference: &Fingerprint,
     suspect: &Fingerprint,
     ours: &Signals,
-    distillation: &[&str],
+    distillation: &[Signal],
     min_probes: usize,
 ) -> Vec<String> {
     let mut reasons = Vec::new();
@@ -851,9 +895,13 @@ fn missing_reasons(
             "the suspect answered {answered} of {asked} asks (errors: {listed})"
         ));
     }
-    for name in distillation.iter().chain(&[LOGITS, TOKENIZER]) {
+    for name in distillation
+        .iter()
+        .copied()
+        .chain([Signal::Logits, Signal::Tokenizer])
+    {
         let n = ours.get(name).map(|o| o.n).unwrap_or(0);
-        if ours.get(name).is_none() && *name == REFUSAL {
+        if ours.get(name).is_none() && name == Signal::Refusal {
             reasons.push(format!(
                 "{name}: {}",
                 unavailable_reason(name, reference, suspect)
@@ -907,7 +955,7 @@ fn evidence(
         Verdict::Identical | Verdict::Derived | Verdict::Distilled
     );
     let mut items = Vec::new();
-    for name in SIGNALS {
+    for name in Signal::ALL {
         let Some(outcome) = ours.get(name) else {
             continue;
         };

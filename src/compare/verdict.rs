@@ -12,7 +12,7 @@
 //!    identical band, with differences that do not repeat token by token across probes
 //!    (the shift test, [`super::shift`]), is `identical`; so is such agreement with one of
 //!    the reference's quantized forms (the reference quantized by the engine,
-//!    `crate::forms`) whose own similarity is far above the controls' similarity to it
+//!    `crate::quantized_forms`) whose own similarity is far above the controls' similarity to it
 //!    (Bonferroni over the forms). Far above controls but outside every band, or inside
 //!    it with repeating differences (weights changed by less than engine noise), is
 //!    `derived`.
@@ -210,7 +210,7 @@ pub struct VerdictInputs {
     pub missing: Vec<String>,
 }
 
-/// The suspect's logits against one quantized form of the reference (`crate::forms`).
+/// The suspect's logits against one quantized form of the reference (`crate::quantized_forms`).
 #[derive(Debug, Clone)]
 pub struct FormLogits {
     /// The weight type, e.g. `q4_0`.
@@ -551,7 +551,8 @@ pub fn with_sequential(
          suspect queries (p ≤ 1/e = {p:.2e}), and the answers lie in the identical band{} \
          (mean |Δlogprob| {}, top-1 agreement {:.0}%)",
         match form {
-            Some(dtype) => format!(" of the reference quantized to {dtype}: the reference served quantized"),
+            Some(dtype) =>
+                format!(" of the reference quantized to {dtype}: the reference served quantized"),
             None => String::new(),
         },
         summary

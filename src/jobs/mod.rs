@@ -5,7 +5,7 @@
 //! scan was cancelled). Observations are stored as they arrive, so a scan picked up again
 //! after a crash only asks what is still missing.
 
-mod endpoints;
+mod reference_cache;
 mod scan;
 mod schedule;
 pub mod webhook;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::store::{Claimed, Store, StoreError};
 
-pub use endpoints::ReferenceCache;
+pub use reference_cache::ReferenceCache;
 pub use schedule::{answer_drift, next_run, run_scheduler, validate_cron};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ pub struct WorkerConfig {
     pub allow_private_targets: bool,
     /// Asks in flight at once per side of a scan.
     pub concurrency: usize,
-    /// Weight types a GGUF reference is also quantized to (`crate::forms`); empty for none.
+    /// Weight types a GGUF reference is also quantized to (`crate::quantized_forms`); empty for none.
     pub forms: Vec<String>,
     /// Where the forms' fingerprints are cached between scans and restarts.
     pub forms_dir: std::path::PathBuf,

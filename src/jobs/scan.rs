@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use uuid::Uuid;
 
-use super::endpoints::{http_suspect, ReferenceCache};
+use super::reference_cache::{http_suspect, ReferenceCache};
 use super::{JobError, WorkerConfig};
 use crate::compare::{compare_calibrated, Calibration, CompareOptions, Likelihoods};
 use crate::endpoint::{Capabilities, ModelEndpoint};
@@ -592,7 +592,6 @@ async fn assemble(
         observations,
     ))
 }
-
 
 /// The stored document: the fingerprint without its observations (those live in their
 /// own table, one row each).

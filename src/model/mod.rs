@@ -4,9 +4,9 @@
 pub mod allowed;
 pub mod chat;
 mod decode;
-pub mod endpoint;
 pub mod gguf;
 pub mod llama_quant;
+pub mod local_endpoint;
 mod parallel;
 pub mod qlinear;
 pub mod requantize;

@@ -281,10 +281,9 @@ impl Store {
 
     /// A complete stored fingerprint, its observations put back.
     pub async fn load_fingerprint(&self, row: &FingerprintRow) -> Result<Fingerprint> {
-        let doc = row
-            .document
-            .clone()
-            .ok_or_else(|| StoreError::Conflict(format!("fingerprint {} is not complete", row.id)))?;
+        let doc = row.document.clone().ok_or_else(|| {
+            StoreError::Conflict(format!("fingerprint {} is not complete", row.id))
+        })?;
         let mut print: Fingerprint = serde_json::from_value(doc)?;
         print.observations = self.decoded_observations(row.id).await?;
         Ok(print)

@@ -16,5 +16,5 @@ pub mod retry;
 pub mod url_guard;
 
 pub use client::{HttpModel, HttpModelConfig, SuspectError};
-pub use parse::{ApiError, ErrorContext, ParseError};
+pub use parse::{ErrorContext, ParseError, ProviderError};
 pub use url_guard::{GuardError, UrlGuard};

@@ -31,7 +31,7 @@ pub enum ParseError {
     #[error("the stream ended without any data")]
     EmptyStream,
     #[error("the stream carried an error: {0}")]
-    InStream(ApiError),
+    InStream(ProviderError),
 }
 
 impl From<ParseError> for EndpointError {
@@ -50,7 +50,7 @@ impl From<ParseError> for EndpointError {
 /// An error object as servers send it: `{"error": {"message", "type", "code"}}` and the
 /// variants seen in the wild (top-level `message`, a bare string, FastAPI's `detail`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ApiError {
+pub struct ProviderError {
     pub message: String,
     /// The `type` field (e.g. `invalid_request_error`, `exceed_context_size_error`).
     pub kind: Option<String>,
@@ -58,7 +58,7 @@ pub struct ApiError {
     pub code: Option<String>,
 }
 
-impl std::fmt::Display for ApiError {
+impl std::fmt::Display for ProviderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)?;
         if let Some(kind) = &self.kind {
@@ -68,7 +68,7 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-impl ApiError {
+impl ProviderError {
     /// Whether the server says the prompt (plus `max_tokens`) does not fit the context.
     pub fn is_context_overflow(&self) -> bool {
         let fields = [
@@ -93,7 +93,7 @@ impl ApiError {
 }
 
 /// Reads an error body; `None` when it carries no recognisable error.
-pub fn parse_api_error(body: &[u8]) -> Option<ApiError> {
+pub fn parse_api_error(body: &[u8]) -> Option<ProviderError> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let obj = value.as_object()?;
     let text = |v: Option<&Value>| -> Option<String> {
@@ -104,20 +104,20 @@ pub fn parse_api_error(body: &[u8]) -> Option<ApiError> {
         }
     };
     match obj.get("error") {
-        Some(Value::Object(err)) => Some(ApiError {
+        Some(Value::Object(err)) => Some(ProviderError {
             message: text(err.get("message"))
                 .unwrap_or_else(|| Value::Object(err.clone()).to_string()),
             kind: text(err.get("type")),
             code: text(err.get("code")),
         }),
-        Some(Value::String(message)) => Some(ApiError {
+        Some(Value::String(message)) => Some(ProviderError {
             message: message.clone(),
             kind: text(obj.get("type")),
             code: text(obj.get("code")),
         }),
         _ => {
             let message = text(obj.get("message")).or_else(|| text(obj.get("detail")))?;
-            Some(ApiError {
+            Some(ProviderError {
                 message,
                 kind: text(obj.get("type")),
                 code: text(obj.get("code")),
@@ -144,7 +144,7 @@ pub fn classify_error(status: u16, body: &[u8], ctx: &ErrorContext) -> EndpointE
         None => snippet(body, 300),
     };
     let what = format!("{status} from {}: {detail}", ctx.url);
-    let overflow = api.as_ref().is_some_and(ApiError::is_context_overflow);
+    let overflow = api.as_ref().is_some_and(ProviderError::is_context_overflow);
     match status {
         401 | 403 => {
             let advice = match &ctx.api_key_env {
@@ -506,7 +506,7 @@ fn sse_events(text: &str) -> Vec<String> {
     events
 }
 
-fn error_event(data: &str) -> Option<ApiError> {
+fn error_event(data: &str) -> Option<ProviderError> {
     let value: Value = serde_json::from_str(data).ok()?;
     if value.get("error").is_some() {
         parse_api_error(data.as_bytes())

@@ -24,7 +24,7 @@ use crate::compare::{
 };
 use crate::endpoint::{AccessMode, ModelEndpoint};
 use crate::fingerprint::{self, Fingerprint, RunOptions};
-use crate::model::endpoint::LocalEndpoint;
+use crate::model::local_endpoint::LocalEndpoint;
 use crate::model::{LoadOptions, ModelHandle};
 use crate::probes::ProbeSet;
 use crate::suspect::{HttpModel, HttpModelConfig};
@@ -75,7 +75,7 @@ pub struct EvalReport {
 pub struct EvalOptions {
     pub run: RunOptions,
     pub compare: CompareOptions,
-    /// Weight types each reference is quantized to by the engine (`crate::forms`).
+    /// Weight types each reference is quantized to by the engine (`crate::quantized_forms`).
     pub forms: Vec<String>,
     /// What of their API the members may be asked through (`AccessMode`): every member,
     /// controls included, is fingerprinted under it, as a scan of a suspect behind such an
@@ -271,7 +271,7 @@ pub async fn run(
     let mut forms: HashMap<String, Vec<QuantizedForm>> = HashMap::new();
     for (r, _) in &references {
         let path = resolve(dir, &r.path);
-        let made = crate::forms::fingerprint_forms(
+        let made = crate::quantized_forms::fingerprint_forms(
             &path,
             &opts.forms,
             set,
@@ -442,7 +442,7 @@ async fn builtin_controls(
                 spec.id()
             ));
             scores.push(
-                crate::likelihood::read_back(&handle, print, Some(&cache))
+                crate::read_back::read_back(&handle, print, Some(&cache))
                     .await
                     .map_err(|e| ZooError::ReadBack {
                         reference: r.id.clone(),
@@ -456,7 +456,7 @@ async fn builtin_controls(
     Ok(out)
 }
 
-/// Every member's answers read back by every reference (`crate::likelihood`), cached under
+/// Every member's answers read back by every reference (`crate::read_back`), cached under
 /// `prints-r<revision>/likelihood` and redone when the member's print was remade.
 async fn read_back_all(
     dir: &Path,
@@ -472,7 +472,7 @@ async fn read_back_all(
             let cache = prints
                 .join("likelihood")
                 .join(format!("{}--{}.json", r.id, m.id));
-            let scores = crate::likelihood::read_back(&handle, print, Some(&cache))
+            let scores = crate::read_back::read_back(&handle, print, Some(&cache))
                 .await
                 .map_err(|e| ZooError::ReadBack {
                     reference: r.id.clone(),

@@ -50,7 +50,7 @@ pub enum ZooError {
     #[error("serving {member}: {message}")]
     Serve { member: String, message: String },
     #[error(transparent)]
-    Forms(#[from] crate::forms::FormsError),
+    Forms(#[from] crate::quantized_forms::FormsError),
     #[error("reading {member}'s answers back through {reference}: {message}")]
     ReadBack {
         reference: String,

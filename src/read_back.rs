@@ -20,7 +20,7 @@ pub const KINDS: [ProbeKind; 3] = [ProbeKind::Style, ProbeKind::Refusal, ProbeKi
 pub const MAX_TOKENS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LikelihoodError {
+pub enum ReadBackError {
     #[error("probe {probe}: {source}")]
     Model { probe: String, source: ModelError },
     #[error(transparent)]
@@ -38,7 +38,7 @@ pub enum LikelihoodError {
 pub fn score_fingerprint(
     model: &mut LocalModel,
     print: &Fingerprint,
-) -> Result<Vec<AnswerScore>, LikelihoodError> {
+) -> Result<Vec<AnswerScore>, ReadBackError> {
     let mut out = Vec::new();
     for kind in KINDS {
         for o in print.answered(kind).filter(|o| o.sample_index == 0) {
@@ -73,11 +73,11 @@ fn read_answer(
     model: &mut LocalModel,
     o: &Observation,
     prompt: Result<Vec<u32>, ModelError>,
-) -> Result<Option<AnswerScore>, LikelihoodError> {
+) -> Result<Option<AnswerScore>, ReadBackError> {
     let Some(text) = o.text().filter(|t| !t.trim().is_empty()) else {
         return Ok(None);
     };
-    let failed = |source| LikelihoodError::Model {
+    let failed = |source| ReadBackError::Model {
         probe: o.probe_id.clone(),
         source,
     };
@@ -136,7 +136,7 @@ pub async fn read_back(
     reference: &ModelHandle,
     print: &Fingerprint,
     cache: Option<&Path>,
-) -> Result<Vec<AnswerScore>, LikelihoodError> {
+) -> Result<Vec<AnswerScore>, ReadBackError> {
     let who = reference.info.source.clone();
     if let Some(path) = cache {
         let hit = std::fs::read(path)
@@ -162,7 +162,7 @@ pub async fn read_back(
             print_created_at: print.created_at.clone(),
             scores,
         };
-        let io = |source| LikelihoodError::Io {
+        let io = |source| ReadBackError::Io {
             path: path.to_path_buf(),
             source,
         };

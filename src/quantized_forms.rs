@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::compare::QuantizedForm;
 use crate::fingerprint::{Fingerprint, FingerprintError, RunOptions};
-use crate::model::endpoint::LocalEndpoint;
+use crate::model::local_endpoint::LocalEndpoint;
 use crate::model::requantize::{parse_type, requantize};
 use crate::model::{LoadOptions, ModelError, ModelHandle};
 use crate::probes::{ProbeKind, ProbeSet};

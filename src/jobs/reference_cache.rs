@@ -12,10 +12,10 @@ use crate::compare::likelihood::AnswerScore;
 use crate::compare::QuantizedForm;
 use crate::endpoint::ModelEndpoint;
 use crate::fingerprint::{Fingerprint, RunOptions};
-use crate::forms::FormsError;
-use crate::model::endpoint::LocalEndpoint;
+use crate::model::local_endpoint::LocalEndpoint;
 use crate::model::{LoadOptions, ModelHandle};
 use crate::probes::ProbeSet;
+use crate::quantized_forms::FormsError;
 use crate::secrets;
 use crate::suspect::{HttpModel, HttpModelConfig};
 
@@ -30,7 +30,7 @@ pub struct ReferenceCache {
     /// Quantized forms by (reference, probe set, types); one scan makes them while the
     /// others wait, since each takes a fingerprint of the reference.
     forms: Arc<Mutex<HashMap<String, Arc<Vec<QuantizedForm>>>>>,
-    /// Stored fingerprints' answers read back by a reference (`crate::likelihood`), by
+    /// Stored fingerprints' answers read back by a reference (`crate::read_back`), by
     /// (reference, fingerprint id): each control is read once per worker, not per scan.
     read_backs: Arc<Mutex<ReadBacks>>,
 }
@@ -97,7 +97,7 @@ impl ReferenceCache {
             }
         }
         let handle = self.get(spec).await?;
-        let scores = crate::likelihood::read_back(&handle, print, None)
+        let scores = crate::read_back::read_back(&handle, print, None)
             .await
             .map(Arc::new)
             .map_err(|e| {
@@ -134,7 +134,7 @@ impl ReferenceCache {
         if let Some(made) = forms.get(&key) {
             return Ok(made.clone());
         }
-        let made = match crate::forms::fingerprint_forms(
+        let made = match crate::quantized_forms::fingerprint_forms(
             Path::new(spec),
             &config.forms,
             set,
