@@ -91,13 +91,38 @@ pub fn quantize(bin: &Path, input: &Path, output: &Path, ftype: &str) -> Result<
 /// conversation has none: what an operator hiding a model behind a persona deploys.
 pub fn persona_template(model: &Path, persona: &str) -> Result<String, ZooError> {
     let g = crate::model::gguf::GgufFile::open(model)?;
+    let arch = g.string("general.architecture").unwrap_or_default();
     let template = g
         .string("tokenizer.chat_template")
+        .or_else(|| family_template(&arch).map(str::to_string))
         .ok_or_else(|| ZooError::Serve {
             member: model.display().to_string(),
-            message: "the file has no chat template".into(),
+            message: format!("the file has no chat template and {arch:?} has no known one"),
         })?;
     Ok(with_persona(&template, persona))
+}
+
+/// The family's published template for files that carry none (the Gemma 3 270M GGUF we
+/// fetch ships without one): Gemma's turns, the system message folded into the first user
+/// turn, as its tokenizer_config.json has it, less the BOS that llama.cpp adds itself.
+fn family_template(arch: &str) -> Option<&'static str> {
+    match arch {
+        "gemma" | "gemma2" | "gemma3" => Some(
+            "{%- if messages[0]['role'] == 'system' -%}\
+             {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\
+             {%- set loop_messages = messages[1:] -%}\
+             {%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}\
+             {%- endif -%}\
+             {%- for message in loop_messages -%}\
+             {%- if message['role'] == 'assistant' -%}{%- set role = 'model' -%}\
+             {%- else -%}{%- set role = message['role'] -%}{%- endif -%}\
+             {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}\
+             {{- message['content'] | trim -}}{{ '<end_of_turn>\\n' }}\
+             {%- endfor -%}\
+             {%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}",
+        ),
+        _ => None,
+    }
 }
 
 /// `template` behind a preamble that puts `persona` in front of a conversation without a
@@ -242,5 +267,43 @@ mod tests {
             render(&t, own),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         );
+    }
+
+    #[test]
+    fn gemmas_template_for_files_without_one_matches_our_gemma_turns() {
+        // Our runner's Gemma format (`model::chat`, written from llama.cpp's) is the
+        // independent reading this template must agree with, persona and all.
+        let jinja = with_persona(
+            family_template("gemma3").expect("gemma has a template"),
+            "You are Kimi.",
+        );
+        let mut env = minijinja::Environment::new();
+        env.add_template("t", &jinja).unwrap();
+        let user = serde_json::json!([{"role": "user", "content": "Who made you? "}]);
+        let ours = env
+            .get_template("t")
+            .unwrap()
+            .render(minijinja::context! { messages => user, add_generation_prompt => true })
+            .unwrap();
+        let chat =
+            crate::model::chat::ChatTemplate::new(None, "gemma3", String::new(), String::new())
+                .unwrap();
+        let theirs = chat
+            .render(&[
+                crate::endpoint::ChatMessage {
+                    role: "system".into(),
+                    content: "You are Kimi.".into(),
+                },
+                crate::endpoint::ChatMessage {
+                    role: "user".into(),
+                    content: "Who made you? ".into(),
+                },
+            ])
+            .unwrap();
+        assert_eq!(ours, theirs);
+        assert!(
+            ours.starts_with("<start_of_turn>user\nYou are Kimi.\n\nWho made you?<end_of_turn>\n")
+        );
+        assert_eq!(family_template("llama"), None);
     }
 }
