@@ -51,7 +51,7 @@ pub fn api_body(data: &[u8]) {
     let guard = crate::suspect::UrlGuard::new(false);
     match route % 4 {
         0 => {
-            if let Ok(req) = serde_json::from_slice::<crate::api::SubmitScan>(json) {
+            if let Ok(req) = serde_json::from_slice::<crate::app::SubmitScan>(json) {
                 if let Some(url) = &req.suspect_url {
                     let _ = guard.check_url(url);
                 }
@@ -61,7 +61,7 @@ pub fn api_body(data: &[u8]) {
             }
         }
         1 => {
-            if let Ok(req) = serde_json::from_slice::<crate::api::CreateSchedule>(json) {
+            if let Ok(req) = serde_json::from_slice::<crate::app::CreateSchedule>(json) {
                 if crate::jobs::validate_cron(&req.cron).is_ok() {
                     let _ = crate::jobs::next_run(&req.cron, chrono::Utc::now());
                 }

@@ -2,6 +2,7 @@
 //! distillation of a reference model.
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod compare;
 pub mod controls;
@@ -9,6 +10,7 @@ pub mod endpoint;
 pub mod fetch;
 pub mod fingerprint;
 pub mod fuzz;
+pub mod http;
 pub mod jobs;
 pub mod model;
 pub mod probes;

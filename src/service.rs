@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use tokio::sync::watch;
 
-use provenance::api::{self, ApiConfig};
+use provenance::app::AppConfig;
+use provenance::http;
 use provenance::jobs::{self, ReferenceCache, WorkerConfig};
 use provenance::store::{ModelKind, ModelRole, NewModel, Role, Store, StoreError};
 
@@ -257,9 +258,9 @@ pub async fn start(args: ServeArgs, shutdown: watch::Receiver<bool>) -> Result<R
         Duration::from_secs(1),
         shutdown.clone(),
     ));
-    let app = api::router(
+    let app = http::router(
         store.clone(),
-        ApiConfig {
+        AppConfig {
             allow_private_targets: args.worker.allow_private_targets,
             default_probe_set,
             rate_limit_per_key: std::num::NonZeroU32::new(args.rate_limit),

@@ -68,9 +68,9 @@ impl Service {
         let db = pg::TestDb::new().await;
         let smol = common::smollm2().to_string_lossy().into_owned();
         let (set, reference) = db.register_reference("smollm2", &smol).await;
-        let base = pg::serve(provenance::api::router(
+        let base = pg::serve(provenance::http::router(
             db.store.clone(),
-            provenance::api::ApiConfig {
+            provenance::app::AppConfig {
                 allow_private_targets: allow_private,
                 default_probe_set: "default".into(),
                 rate_limit_per_key: None,

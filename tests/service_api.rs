@@ -4,7 +4,8 @@
 #[path = "common/pg.rs"]
 mod pg;
 
-use provenance::api::{self, ApiConfig};
+use provenance::app::AppConfig;
+use provenance::http;
 use provenance::store::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -32,9 +33,9 @@ async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
     }
     let models = tempfile::tempdir().expect("models dir");
     std::fs::write(models.path().join("x.gguf"), b"not a model").expect("x.gguf");
-    let app = api::router(
+    let app = http::router(
         db.store.clone(),
-        ApiConfig {
+        AppConfig {
             allow_private_targets: false,
             default_probe_set: "default".into(),
             rate_limit_per_key,

@@ -6,11 +6,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{page_limit, ApiError, ApiJson, AppState, Caller};
-use crate::compare::{compare, CompareOptions};
+use super::{page_limit, ApiJson};
+use crate::app::{compare_fingerprints, AppError, AppState, Caller};
 use crate::store::{
     ComparisonRow, Cursor, FingerprintFilter, FingerprintRow, ModelKind, ModelRole, ModelRow,
-    NewModel, NewVerdict, ObservationRow, ProbeSetRow, Role,
+    NewModel, ObservationRow, ProbeSetRow, Role,
 };
 use crate::suspect::UrlGuard;
 
@@ -46,7 +46,7 @@ pub async fn list_fingerprints(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<FingerprintQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<FingerprintPage>, ApiError> {
+) -> Result<Json<FingerprintPage>, AppError> {
     caller.require(Role::Analyst)?;
     let Query(q) = query?;
     let page = state
@@ -76,7 +76,7 @@ pub async fn get_fingerprint(
     State(state): State<AppState>,
     caller: Caller,
     id: PathId,
-) -> Result<Json<FingerprintDetail>, ApiError> {
+) -> Result<Json<FingerprintDetail>, AppError> {
     caller.require(Role::Analyst)?;
     let Path(id) = id?;
     let fingerprint = state.store.get_fingerprint(id).await?;
@@ -102,7 +102,7 @@ pub async fn create_comparison(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<NewComparison>,
-) -> Result<(StatusCode, Json<ComparisonRow>), ApiError> {
+) -> Result<(StatusCode, Json<ComparisonRow>), AppError> {
     let row = compare_fingerprints(
         &state,
         &caller,
@@ -111,61 +111,6 @@ pub async fn create_comparison(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(row)))
-}
-
-/// Compares two stored fingerprints against the stored controls and keeps the result
-/// (shared by the API and the UI's compare page).
-pub async fn compare_fingerprints(
-    state: &AppState,
-    caller: &Caller,
-    reference_id: Uuid,
-    suspect_id: Uuid,
-) -> Result<ComparisonRow, ApiError> {
-    caller.require(Role::Analyst)?;
-    let reference_row = state.store.get_fingerprint(reference_id).await?;
-    let suspect_row = state.store.get_fingerprint(suspect_id).await?;
-    let reference = state.store.load_fingerprint(&reference_row).await?;
-    let suspect = state.store.load_fingerprint(&suspect_row).await?;
-    let mut controls = Vec::new();
-    for row in state
-        .store
-        .control_fingerprints(reference_row.probe_set_id, reference_row.model_id)
-        .await?
-    {
-        if row.id != suspect_row.id && row.id != reference_row.id {
-            controls.push(state.store.load_fingerprint(&row).await?);
-        }
-    }
-    // The comparison is CPU work (bootstraps, permutations): keep it off the async threads.
-    let report = tokio::task::spawn_blocking(move || {
-        compare(&reference, &suspect, &controls, &CompareOptions::default())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let json = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let row = state
-        .store
-        .add_comparison(
-            reference_row.id,
-            suspect_row.id,
-            None,
-            &json,
-            Some(&NewVerdict {
-                verdict: report.verdict.as_str().to_string(),
-                confidence: Some(report.confidence),
-                p_value: report.p_value,
-            }),
-        )
-        .await?;
-    state
-        .audit(
-            caller,
-            "comparison.create",
-            format!("comparison/{}", row.id),
-            None,
-        )
-        .await?;
-    Ok(row)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -181,7 +126,7 @@ pub async fn list_models(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<ModelRow>>, ApiError> {
+) -> Result<Json<Vec<ModelRow>>, AppError> {
     caller.require(Role::Submitter)?;
     let Query(q) = query?;
     let models = state.store.list_models(q.role).await?;
@@ -218,7 +163,7 @@ pub async fn write_models(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<ModelsWrite>,
-) -> Result<(StatusCode, Json<ModelsWritten>), ApiError> {
+) -> Result<(StatusCode, Json<ModelsWritten>), AppError> {
     caller.require(Role::Analyst)?;
     match req {
         ModelsWrite::MarkControl {
@@ -242,13 +187,13 @@ pub async fn write_models(
         }
         ModelsWrite::Register(mut model) => {
             if model.name.trim().is_empty() || model.source.trim().is_empty() {
-                return Err(ApiError::BadRequest("name and source are required".into()));
+                return Err(AppError::BadRequest("name and source are required".into()));
             }
             match model.kind {
                 ModelKind::Http => {
                     UrlGuard::new(state.config.allow_private_targets)
                         .check_url(&model.source)
-                        .map_err(|e| ApiError::BadRequest(format!("source: {e}")))?;
+                        .map_err(|e| AppError::BadRequest(format!("source: {e}")))?;
                 }
                 // Stored resolved, so the worker loads exactly what was checked here.
                 ModelKind::Local => {
@@ -256,11 +201,11 @@ pub async fn write_models(
                         .config
                         .models
                         .resolve(&model.source)
-                        .map_err(|e| ApiError::BadRequest(format!("source: {e}")))?;
+                        .map_err(|e| AppError::BadRequest(format!("source: {e}")))?;
                 }
             }
             if model.role == ModelRole::Reference && model.kind != ModelKind::Local {
-                return Err(ApiError::BadRequest(
+                return Err(AppError::BadRequest(
                     "a reference is held locally: kind must be local".into(),
                 ));
             }
@@ -282,7 +227,7 @@ pub async fn write_models(
 pub async fn list_probe_sets(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<ProbeSetRow>>, ApiError> {
+) -> Result<Json<Vec<ProbeSetRow>>, AppError> {
     caller.require(Role::Submitter)?;
     Ok(Json(state.store.list_probe_sets().await?))
 }

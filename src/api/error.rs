@@ -1,33 +1,11 @@
-//! Every error the API returns, mapped once to `application/problem+json` (RFC 9457).
+//! The API's rendering of an [`AppError`]: `application/problem+json` (RFC 9457), and
+//! the request rejections of axum's extractors.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::store::StoreError;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("missing or invalid API key")]
-    Unauthorized,
-    #[error("this key's role may not do that")]
-    Forbidden,
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Conflict(String),
-    /// A rejected body: too large, not JSON, wrong shape.
-    #[error("{message}")]
-    Body { status: StatusCode, message: String },
-    #[error("internal error")]
-    Internal(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("too many requests for this API key; retry after {retry_after_secs} s")]
-    RateLimited { retry_after_secs: u64 },
-}
+use crate::app::AppError;
 
 /// The problem document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -39,67 +17,31 @@ pub struct Problem {
     pub detail: String,
 }
 
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Body { status, .. } => *status,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
-            StoreError::Conflict(what) => ApiError::Conflict(what),
-            StoreError::Invalid(what) => ApiError::BadRequest(what),
-            other => ApiError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<crate::jobs::JobError> for ApiError {
-    fn from(err: crate::jobs::JobError) -> Self {
-        match err {
-            crate::jobs::JobError::Store(e) => e.into(),
-            other => ApiError::Conflict(other.to_string()),
-        }
-    }
-}
-
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
+impl From<axum::extract::rejection::JsonRejection> for AppError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        ApiError::Body {
+        AppError::Body {
             status: rejection.status(),
             message: rejection.body_text(),
         }
     }
 }
 
-impl From<axum::extract::rejection::QueryRejection> for ApiError {
+impl From<axum::extract::rejection::QueryRejection> for AppError {
     fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
-        ApiError::BadRequest(rejection.body_text())
+        AppError::BadRequest(rejection.body_text())
     }
 }
 
-impl From<axum::extract::rejection::PathRejection> for ApiError {
+impl From<axum::extract::rejection::PathRejection> for AppError {
     fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
-        ApiError::BadRequest(rejection.body_text())
+        AppError::BadRequest(rejection.body_text())
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let ApiError::Internal(detail) = &self {
+        if let AppError::Internal(detail) = &self {
             // The detail stays in the log; the client gets no internals.
             tracing::error!(error = %detail, "internal error");
         }
@@ -115,7 +57,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::RateLimited { retry_after_secs } = &self {
+        if let AppError::RateLimited { retry_after_secs } = &self {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
                 header::HeaderValue::from(*retry_after_secs),

@@ -8,7 +8,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{ApiDoc, ApiError, AppState};
+use super::ApiDoc;
+use crate::app::{AppError, AppState};
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
@@ -18,18 +19,18 @@ pub async fn healthz() -> &'static str {
 
 /// The database answers.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = super::Problem)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError> {
     state
         .store
         .ping()
         .await
-        .map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
+        .map_err(|e| AppError::Unavailable(format!("database: {e}")))?;
     Ok("ready")
 }
 
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics")))]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     let m = &state.metrics;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {

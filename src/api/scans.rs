@@ -1,7 +1,5 @@
 //! Scans: submit, browse, read, report, cancel.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -10,40 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::suspect::{check_suspect, SuspectFields};
-use super::{page_limit, ApiError, ApiJson, AppState, Caller};
-use crate::store::{
-    ComparisonRow, Cursor, FingerprintRow, ModelRole, NewScan, Role, ScanFilter, ScanRow,
-    ScanStatus,
-};
+use super::{page_limit, ApiJson};
+use crate::app::{cancel_scan, submit_scan, visible_scan, AppError, AppState, Caller, SubmitScan};
+use crate::store::{ComparisonRow, Cursor, FingerprintRow, Role, ScanFilter, ScanRow, ScanStatus};
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
-
-/// A scan request. Give `suspect_url` (an OpenAI-compatible base URL) or `suspect_path`
-/// (open weights the service loads: analysts and admins only).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitScan {
-    pub suspect_url: Option<String>,
-    pub suspect_path: Option<String>,
-    /// Model name sent to the suspect endpoint.
-    #[serde(default)]
-    pub suspect_model: String,
-    /// Name of the server-side secret holding the suspect's API key (never the key).
-    pub suspect_secret: Option<String>,
-    /// Reference model, by name or id.
-    pub reference: String,
-    /// Probe set, by name (`name@version`) or id; the service's default when absent.
-    pub probe_set: Option<String>,
-    /// Ask only the first N probes of each kind (quick scans).
-    pub probes_per_kind: Option<i32>,
-    /// At most this many samples per sampling probe.
-    pub max_samples: Option<i32>,
-    /// Stop once the sequential test decides `identical` (default true); false asks
-    /// every probe.
-    pub early_stop: Option<bool>,
-}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScanAccepted {
@@ -91,14 +61,14 @@ pub async fn submit(
     caller: Caller,
     headers: HeaderMap,
     ApiJson(req): ApiJson<SubmitScan>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, AppError> {
     let idempotency_key = match headers.get("idempotency-key") {
         Some(v) => {
             let key = v
                 .to_str()
-                .map_err(|_| ApiError::BadRequest("Idempotency-Key is not text".into()))?;
+                .map_err(|_| AppError::BadRequest("Idempotency-Key is not text".into()))?;
             if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-                return Err(ApiError::BadRequest(format!(
+                return Err(AppError::BadRequest(format!(
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
                 )));
             }
@@ -118,66 +88,6 @@ pub async fn submit(
     ))
 }
 
-/// Validates and queues a scan for `caller` (shared by the API and the UI's form).
-pub async fn submit_scan(
-    state: &AppState,
-    caller: &Caller,
-    req: &SubmitScan,
-    idempotency_key: Option<String>,
-) -> Result<(ScanRow, bool), ApiError> {
-    caller.require(Role::Submitter)?;
-    let (suspect_kind, suspect_source) = check_suspect(
-        state,
-        caller,
-        &SuspectFields {
-            url: req.suspect_url.as_deref(),
-            path: req.suspect_path.as_deref(),
-            model: &req.suspect_model,
-            secret: req.suspect_secret.as_deref(),
-        },
-    )?;
-    let reference = state.store.find_model(&req.reference).await?;
-    if reference.role != ModelRole::Reference {
-        return Err(ApiError::BadRequest(format!(
-            "{} is not a reference model",
-            reference.name
-        )));
-    }
-    let probe_set_spec = req
-        .probe_set
-        .clone()
-        .unwrap_or_else(|| state.config.default_probe_set.clone());
-    let probe_set = state.store.find_probe_set(&probe_set_spec).await?;
-    let (scan, created) = state
-        .store
-        .submit_scan(&NewScan {
-            api_key_id: Some(caller.key_id),
-            idempotency_key,
-            suspect_kind,
-            suspect_source,
-            suspect_model: req.suspect_model.trim().to_string(),
-            suspect_secret: req.suspect_secret.clone(),
-            reference_model_id: reference.id,
-            probe_set_id: probe_set.id,
-            probes_per_kind: req.probes_per_kind.filter(|n| *n > 0),
-            max_samples: req.max_samples.filter(|n| *n > 0),
-            early_stop: req.early_stop.unwrap_or(true),
-            schedule_id: None,
-            max_attempts: 3,
-        })
-        .await?;
-    if created {
-        state
-            .metrics
-            .scans_submitted
-            .fetch_add(1, Ordering::Relaxed);
-        state
-            .audit(caller, "scan.submit", format!("scan/{}", scan.id), None)
-            .await?;
-    }
-    Ok((scan, created))
-}
-
 /// Browse scans (submitters see their own).
 #[utoipa::path(get, path = "/v1/scans", params(ScanQuery),
     responses((status = 200, body = ScanPage)), security(("bearer" = [])))]
@@ -185,7 +95,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<ScanQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ScanPage>, ApiError> {
+) -> Result<Json<ScanPage>, AppError> {
     caller.require(Role::Submitter)?;
     let Query(q) = query?;
     let status = q
@@ -193,7 +103,7 @@ pub async fn list(
         .as_deref()
         .map(|s| {
             ScanStatus::parse(s)
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown status {s:?}")))
+                .ok_or_else(|| AppError::BadRequest(format!("unknown status {s:?}")))
         })
         .transpose()?;
     let page = state
@@ -215,19 +125,6 @@ pub async fn list(
     }))
 }
 
-/// The scan if the caller may see it; otherwise "not found" (its existence is not told).
-pub async fn visible_scan(
-    state: &AppState,
-    caller: &Caller,
-    id: Uuid,
-) -> Result<ScanRow, ApiError> {
-    let scan = state.store.get_scan(id).await?;
-    if !caller.sees_all() && scan.api_key_id != Some(caller.key_id) {
-        return Err(ApiError::NotFound(format!("scan {id} not found")));
-    }
-    Ok(scan)
-}
-
 /// Status, progress and verdict of one scan.
 #[utoipa::path(get, path = "/v1/scans/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = ScanRow), (status = 404, body = super::Problem)),
@@ -236,7 +133,7 @@ pub async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<ScanRow>, ApiError> {
+) -> Result<Json<ScanRow>, AppError> {
     caller.require(Role::Submitter)?;
     let Path(id) = id?;
     Ok(Json(visible_scan(&state, &caller, id).await?))
@@ -250,7 +147,7 @@ pub async fn report(
     State(state): State<AppState>,
     caller: Caller,
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<ScanReport>, ApiError> {
+) -> Result<Json<ScanReport>, AppError> {
     caller.require(Role::Submitter)?;
     let Path(id) = id?;
     let scan = visible_scan(&state, &caller, id).await?;
@@ -271,18 +168,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     id: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<ScanRow>, ApiError> {
+) -> Result<Json<ScanRow>, AppError> {
     let Path(id) = id?;
     Ok(Json(cancel_scan(&state, &caller, id).await?))
-}
-
-/// Cancels a scan the caller may see (shared by the API and the UI).
-pub async fn cancel_scan(state: &AppState, caller: &Caller, id: Uuid) -> Result<ScanRow, ApiError> {
-    caller.require(Role::Submitter)?;
-    visible_scan(state, caller, id).await?;
-    let scan = state.store.cancel_scan(id).await?;
-    state
-        .audit(caller, "scan.cancel", format!("scan/{id}"), None)
-        .await?;
-    Ok(scan)
 }

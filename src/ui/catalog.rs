@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::plots::{heatmap, HeatCell};
 use super::report_view::report_view;
 use super::{next_href, non_empty, parse_id, render, Session, UiError, PAGE_ROWS};
-use crate::api::{compare_fingerprints, AppState};
+use crate::app::{compare_fingerprints, AppState};
 use crate::compare::Report;
 use crate::store::{Cursor, FingerprintFilter, FingerprintRow, Role};
 

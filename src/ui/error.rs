@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use crate::api::ApiError;
+use crate::app::AppError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,14 +18,14 @@ pub enum UiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
-    Api(#[from] ApiError),
+    App(#[from] AppError),
     #[error("a page template failed: {0}")]
     Template(#[from] minijinja::Error),
 }
 
 impl From<StoreError> for UiError {
     fn from(err: StoreError) -> Self {
-        UiError::Api(err.into())
+        UiError::App(err.into())
     }
 }
 
@@ -48,7 +48,7 @@ impl UiError {
             UiError::Csrf => StatusCode::FORBIDDEN,
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            UiError::Api(e) => e.status(),
+            UiError::App(e) => e.status(),
             UiError::Template(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,8 +58,8 @@ impl UiError {
     pub fn belongs_on_form(&self) -> bool {
         match self {
             UiError::BadRequest(_) | UiError::NotFound(_) => true,
-            UiError::Api(ApiError::Unauthorized) => false,
-            UiError::Api(e) => !e.status().is_server_error(),
+            UiError::App(AppError::Unauthorized) => false,
+            UiError::App(e) => !e.status().is_server_error(),
             _ => false,
         }
     }
@@ -68,7 +68,7 @@ impl UiError {
     pub fn message(&self) -> String {
         match self {
             UiError::Template(_) => "internal error".into(),
-            UiError::Api(ApiError::Forbidden) => {
+            UiError::App(AppError::Forbidden) => {
                 "your API key's role may not do that; sign in with a key of a higher role".into()
             }
             other => other.to_string(),
@@ -81,12 +81,12 @@ impl IntoResponse for UiError {
         if let UiError::SignIn = self {
             return Redirect::to("/ui/login").into_response();
         }
-        if let UiError::Api(ApiError::Unauthorized) = self {
+        if let UiError::App(AppError::Unauthorized) = self {
             return Redirect::to("/ui/login").into_response();
         }
         match &self {
             UiError::Template(e) => tracing::error!(error = %e, "UI template failed"),
-            UiError::Api(ApiError::Internal(detail)) => {
+            UiError::App(AppError::Internal(detail)) => {
                 tracing::error!(error = %detail, "UI internal error")
             }
             _ => {}
@@ -107,7 +107,7 @@ impl IntoResponse for UiError {
             ))
         });
         let mut resp = (status, body).into_response();
-        if let UiError::Api(ApiError::RateLimited { retry_after_secs }) = &self {
+        if let UiError::App(AppError::RateLimited { retry_after_secs }) = &self {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(*retry_after_secs),

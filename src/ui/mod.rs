@@ -1,6 +1,6 @@
 //! The analyst UI: server-rendered pages in the same axum app as the API, templates and
 //! stylesheet embedded (no CDN: the service may run offline), plots drawn as SVG on the
-//! server. Handlers are thin: they reuse the API's operations (`api::submit_scan`, ...),
+//! server. Handlers are thin: they call the application (`crate::app`: `submit_scan`, ...), as the API does,
 //! so a form and a REST call validate the same way.
 
 mod catalog;
@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use minijinja::Environment;
 
-use crate::api::AppState;
+use crate::app::AppState;
 
 pub use error::UiError;
 pub use session::{Session, SESSION_COOKIE};

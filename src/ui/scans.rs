@@ -9,7 +9,7 @@ use super::report_view::report_view;
 use super::{
     next_href, non_empty, parse_id, parse_optional_int, render, Session, UiError, PAGE_ROWS,
 };
-use crate::api::{cancel_scan, submit_scan, visible_scan, AppState, SubmitScan};
+use crate::app::{cancel_scan, submit_scan, visible_scan, AppState, SubmitScan};
 use crate::compare::Report;
 use crate::store::{random_token, Cursor, ModelRole, ScanFilter, ScanRow, ScanStatus};
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plots::{history, HistoryPoint};
 use super::{non_empty, parse_id, parse_optional_int, render, Session, UiError};
-use crate::api::{create_schedule, AppState, CreateSchedule};
+use crate::app::{create_schedule, AppState, CreateSchedule};
 use crate::store::{ModelRole, Role};
 
 /// Runs shown in a schedule's history.

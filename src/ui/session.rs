@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{render, UiError};
-use crate::api::{AppState, Caller};
+use crate::app::{AppState, Caller};
 use crate::store::{random_token, Role};
 
 pub const SESSION_COOKIE: &str = "pv_session";

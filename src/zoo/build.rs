@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 use super::corpus::{self, SAMPLING};
 use super::finetune::FINETUNE;
@@ -559,13 +559,6 @@ fn hash_path(path: &Path) -> Result<String, ZooError> {
     Ok(hex::encode(sha2::Sha256::digest(all.as_bytes())))
 }
 
-/// Standard normal draws (Box-Muller), so the zoo needs no distribution crate.
-pub(crate) fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
-    let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: ln stays finite
-    let u2: f64 = rng.random::<f64>();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
-
 /// Every weight matrix plus Gaussian noise of `relative_sd` times its RMS, stored as Q8_0
 /// (finer than the originals, so the noise is what changes, not the rounding); vectors
 /// (norms) are kept.
@@ -591,7 +584,7 @@ pub fn add_noise(
                 .sqrt();
             let sd = (relative_sd * rms) as f32;
             for v in values.iter_mut() {
-                *v += sd * gaussian(&mut rng);
+                *v += sd * super::train::gaussian(&mut rng);
             }
             let noisy = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?;
             Ok(Some(quantize_q8(&noisy)?))

@@ -92,7 +92,7 @@ impl Params {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut normal = |rows: usize, cols: usize, sd: f32| -> Result<Var, ModelError> {
             let v: Vec<f32> = (0..rows * cols)
-                .map(|_| sd * super::build::gaussian(&mut rng))
+                .map(|_| sd * train::gaussian(&mut rng))
                 .collect();
             Ok(Var::from_tensor(&Tensor::from_vec(
                 v,

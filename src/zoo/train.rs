@@ -4,6 +4,7 @@
 //! weights trained here and written to GGUF mean the same when served.
 
 use candle_core::{Device, Tensor, D};
+use rand::Rng;
 
 /// A block's tensors by name (`blk.N.{part}.weight` in GGUF), in the order
 /// [`Block::from_parts`] takes them.
@@ -164,6 +165,13 @@ pub fn block(h: &Tensor, w: &Block, ctx: &Context) -> candle_core::Result<Tensor
     let out = (h + linear(&f, &w.down)?)?;
     debug_assert_eq!(out.dim(2)?, hidden);
     Ok(out)
+}
+
+/// Standard normal draws (Box-Muller), so the zoo needs no distribution crate.
+pub(crate) fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
+    let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: ln stays finite
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
 #[cfg(test)]

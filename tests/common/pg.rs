@@ -90,9 +90,9 @@ impl TestDb {
 
     /// The REST API over this database (no rate limit) on loopback; returns its base URL.
     pub async fn api(&self, allow_private_targets: bool, default_probe_set: &str) -> String {
-        serve(provenance::api::router(
+        serve(provenance::http::router(
             self.store.clone(),
-            provenance::api::ApiConfig {
+            provenance::app::AppConfig {
                 allow_private_targets,
                 default_probe_set: default_probe_set.into(),
                 rate_limit_per_key: None,

@@ -1,7 +1,7 @@
 //! The suspect fields of a scan or schedule, checked once for both (and for the UI's
 //! forms, which submit through the same functions).
 
-use super::{ApiError, AppState, Caller};
+use super::{AppError, AppState, Caller};
 use crate::secrets::{self, SecretError};
 use crate::store::{Role, SuspectKind};
 use crate::suspect::UrlGuard;
@@ -23,10 +23,10 @@ pub fn check_suspect(
     state: &AppState,
     caller: &Caller,
     fields: &SuspectFields<'_>,
-) -> Result<(SuspectKind, String), ApiError> {
+) -> Result<(SuspectKind, String), AppError> {
     let model = fields.model.trim();
     if model.len() > MAX_MODEL_NAME || model.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(format!(
+        return Err(AppError::BadRequest(format!(
             "suspect_model must be at most {MAX_MODEL_NAME} characters, without control characters"
         )));
     }
@@ -34,9 +34,9 @@ pub fn check_suspect(
         (Some(url), None) => {
             let parsed = UrlGuard::new(state.config.allow_private_targets)
                 .check_url(url)
-                .map_err(|e| ApiError::BadRequest(format!("suspect_url: {e}")))?;
+                .map_err(|e| AppError::BadRequest(format!("suspect_url: {e}")))?;
             if model.is_empty() {
-                return Err(ApiError::BadRequest(
+                return Err(AppError::BadRequest(
                     "suspect_model is required: the model name the suspect endpoint serves".into(),
                 ));
             }
@@ -49,7 +49,7 @@ pub fn check_suspect(
             // Loading files or hub repos on the server is not for every submitter.
             caller.require(Role::Analyst)?;
             if fields.secret.is_some() {
-                return Err(ApiError::BadRequest(
+                return Err(AppError::BadRequest(
                     "suspect_secret goes with suspect_url only".into(),
                 ));
             }
@@ -57,10 +57,10 @@ pub fn check_suspect(
                 .config
                 .models
                 .resolve(path)
-                .map_err(|e| ApiError::BadRequest(format!("suspect_path: {e}")))?;
+                .map_err(|e| AppError::BadRequest(format!("suspect_path: {e}")))?;
             Ok((SuspectKind::Local, path.trim().to_string()))
         }
-        _ => Err(ApiError::BadRequest(
+        _ => Err(AppError::BadRequest(
             "give exactly one of suspect_url and suspect_path".into(),
         )),
     }
@@ -69,17 +69,17 @@ pub fn check_suspect(
 /// A secret may be named only by the roles it allows, and only for a URL under its
 /// binding. Below admin, a secret that is missing, unbound or bound elsewhere gets one
 /// message, so submitters cannot list the server's secrets by trying names.
-fn check_secret(caller: &Caller, name: &str, url: &url::Url) -> Result<(), ApiError> {
+fn check_secret(caller: &Caller, name: &str, url: &url::Url) -> Result<(), AppError> {
     let checked = secrets::bound_secret(name).and_then(|s| {
         s.check_role(caller.role)?;
         s.check_target(url)
     });
     match checked {
         Ok(()) => Ok(()),
-        Err(e @ SecretError::InvalidName(_)) => Err(ApiError::BadRequest(e.to_string())),
-        Err(SecretError::Role { .. }) => Err(ApiError::Forbidden),
-        Err(e) if caller.role >= Role::Admin => Err(ApiError::BadRequest(e.to_string())),
-        Err(_) => Err(ApiError::BadRequest(format!(
+        Err(e @ SecretError::InvalidName(_)) => Err(AppError::BadRequest(e.to_string())),
+        Err(SecretError::Role { .. }) => Err(AppError::Forbidden),
+        Err(e) if caller.role >= Role::Admin => Err(AppError::BadRequest(e.to_string())),
+        Err(_) => Err(AppError::BadRequest(format!(
             "secret {name:?} is unknown or may not be sent to this URL"
         ))),
     }
