@@ -22,7 +22,7 @@ use crate::probes::{ProbeKind, ProbeSet};
 /// The forms copies are most often published in, from 8 bits down to 2: every matrix in
 /// one type (our requantizer), and llama-quantize's file types (`lq-` prefix: its own
 /// type per tensor, `crate::model::llama_quant`), which is what most GGUF copies are.
-pub const LADDER: [&str; 11] = [
+pub const LADDER: [&str; 12] = [
     "q8_0",
     "q6_k",
     "q5_k",
@@ -34,6 +34,7 @@ pub const LADDER: [&str; 11] = [
     "lq-q4_k_m",
     "lq-q4_0",
     "lq-q3_k_m",
+    "lq-q2_k",
 ];
 
 /// A form name: `lq-<file type>` for llama-quantize's mix, else one weight type for every

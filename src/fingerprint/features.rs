@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Observation;
-use crate::compare::identity;
-use crate::compare::refusal::{self, RefusalLabel};
+use crate::probes::identity;
+use crate::probes::refusal::{self, RefusalLabel};
 use crate::probes::{ProbeKind, RefusalLexicon};
 
 /// Where a tokenizer probe's count came from.

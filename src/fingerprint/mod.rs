@@ -189,7 +189,7 @@ impl Fingerprint {
         probe_set: ProbeSetRef,
         observations: Vec<Observation>,
     ) -> Fingerprint {
-        let features = Features::extract(&observations, crate::compare::refusal::default_lexicon());
+        let features = Features::extract(&observations, crate::probes::refusal::default_lexicon());
         Fingerprint {
             format_version: FORMAT_VERSION,
             model,

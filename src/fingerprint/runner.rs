@@ -296,7 +296,7 @@ pub async fn run(
         .collect();
     let lexicon = match &opts.lexicon {
         Some(lexicon) => lexicon,
-        None => crate::compare::refusal::default_lexicon(),
+        None => crate::probes::refusal::default_lexicon(),
     };
     let features = Features::extract(&observations, lexicon);
     Ok(Fingerprint {

@@ -9,8 +9,10 @@
 //! The set's hash covers the bytes of every file, so a report that cites the hash pins
 //! exactly which prompts were asked.
 
+pub mod identity;
 mod lexicon;
 mod load;
+pub mod refusal;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
