@@ -397,6 +397,25 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         }
     }
 
+    // Greedy tokens far closer to the reference's choices than unrelated models get, with
+    // the same tokenizer, but below the copy band: the reference's weights changed by
+    // rounding or training (a llama-quantize Q4_0 copy reads 85-90% here). The zoo's
+    // students pick the reference's top token less often than unrelated models do (chat
+    // answers: 38% against Gemma's 85%), so this is not where they land.
+    if inputs.logits.is_none() && same_tokenizer == Some(true) {
+        if let Some((share, p)) = inputs.greedy_tokens {
+            if p <= alpha && share < token_band {
+                reasons.push(format!(
+                    "{:.1}% of the suspect's greedy {} tokens are the reference's own top choice up to engine noise, far more than controls (p = {p:.2e}) but below the copy band (≥ {:.0}%): the reference's weights, quantized or fine-tuned; without log-probabilities the two cannot be told apart, and a student trained to imitate them closely cannot be ruled out",
+                    share * 100.0,
+                    if inputs.greedy_tokens_chat { "chat" } else { "raw" },
+                    token_band * 100.0
+                ));
+                return positive(Verdict::Derived, p, reasons);
+            }
+        }
+    }
+
     // Across tokenizers, logits aligned by bytes that are closer than controls are
     // evidence of distillation on logits; with the same tokenizer they were judged above.
     let mut distill: Vec<(String, f64)> = inputs.text.clone();
@@ -797,6 +816,15 @@ mod tests {
         // A student picks the reference's top token far less often: still distilled.
         i.greedy_tokens = Some((0.6, 0.015));
         assert_eq!(decide(&i).verdict, Verdict::Distilled);
+        // Below the band but far above controls: changed weights (a re-quantization).
+        i.greedy_tokens = Some((0.87, 0.005));
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Derived, "{out:?}");
+        assert!((out.p_value.unwrap_or(1.0) - 0.005).abs() < 1e-12);
+        // Not with another tokenizer, nor with an unchecked one.
+        i.tokenizer = None;
+        assert_eq!(decide(&i).verdict, Verdict::Distilled);
+        i.tokenizer = Some((1.0, 40));
         // In band but nothing sets it apart from unrelated models: not a copy.
         i.greedy_tokens = Some((0.96, 0.2));
         i.text = vec![("style".into(), 0.3)];
