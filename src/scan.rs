@@ -192,20 +192,32 @@ pub trait AnswerSource: Send {
     async fn answer(&mut self, probe: &Probe) -> Result<Observation, Self::Error>;
 }
 
+/// What the sequential phase holds the suspect's answers against: the reference, the
+/// controls (for P(match | unrelated)) and the reference's quantized forms.
+#[derive(Clone, Copy)]
+pub struct Against<'a> {
+    pub reference: &'a Fingerprint,
+    pub controls: &'a [Fingerprint],
+    pub forms: &'a [compare::QuantizedForm],
+}
+
 /// Asks the planned logit probes one at a time until the sequential test decides or its
 /// budget is spent. Returns the partial fingerprint and its report when the verdict is
 /// `identical`; `None` when the scan must go on (the answers asked so far are kept by the
 /// source, and the rest of the scan reuses them).
 pub async fn sequential_phase<S: AnswerSource>(
-    reference: &Fingerprint,
-    controls: &[Fingerprint],
-    forms: &[compare::QuantizedForm],
+    against: Against<'_>,
     set: &ProbeSet,
     suspect: ModelDescription,
     opts: &CompareOptions,
     source: &mut S,
     text: Option<TextEarlyStop<'_>>,
 ) -> Result<Option<(Fingerprint, Report)>, S::Error> {
+    let Against {
+        reference,
+        controls,
+        forms,
+    } = against;
     if suspect.capabilities.max_top_logprobs == 0 {
         return match text {
             Some(text) => {
@@ -428,9 +440,11 @@ async fn sequential_to_log(
         run: &s.run,
     };
     let early = sequential_phase(
-        reference,
-        controls,
-        s.forms,
+        Against {
+            reference,
+            controls,
+            forms: s.forms,
+        },
         s.probes,
         description,
         &s.compare,

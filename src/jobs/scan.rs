@@ -145,9 +145,11 @@ pub(super) async fn run(
             capabilities: sus_caps.clone(),
         };
         let early = crate::scan::sequential_phase(
-            &reference_print,
-            &controls,
-            &forms,
+            crate::scan::Against {
+                reference: &reference_print,
+                controls: &controls,
+                forms: &forms,
+            },
             &set,
             description,
             &opts,
