@@ -279,9 +279,8 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
             (
                 p,
                 format!(
-                    "{:.1}% of the suspect's greedy {} tokens are the reference's own top choice up to engine noise (band ≥ {:.0}%), far more than controls (p = {p:.2e}); weights changed by less than engine noise cannot be told from a copy this way",
-                    share * 100.0,
-                    if inputs.greedy_tokens_chat { "chat" } else { "raw" },
+                    "{} (band ≥ {:.0}%), far more than controls (p = {p:.2e}); weights changed by less than engine noise cannot be told from a copy this way",
+                    tokens_text(share, inputs.greedy_tokens_chat),
                     token_band * 100.0
                 ),
             )
@@ -387,9 +386,8 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         if let (Some((share, token_p)), Some(p)) = (inputs.greedy_tokens, text_p) {
             if same_tokenizer != Some(false) && share >= token_band && p <= alpha {
                 reasons.push(format!(
-                    "{:.1}% of the suspect's greedy {} tokens are the reference's own top choice up to engine noise (band ≥ {:.0}%; p = {token_p:.2e} against controls on the tokens alone), and its answers are far closer than controls (Bonferroni p = {p:.2e}): the reference's weights, not a model that learned from it",
-                    share * 100.0,
-                    if inputs.greedy_tokens_chat { "chat" } else { "raw" },
+                    "{} (band ≥ {:.0}%; p = {token_p:.2e} against controls on the tokens alone), and its answers are far closer than controls (Bonferroni p = {p:.2e}): the reference's weights, not a model that learned from it",
+                    tokens_text(share, inputs.greedy_tokens_chat),
                     token_band * 100.0
                 ));
                 return positive(Verdict::Identical, p, reasons);
@@ -406,9 +404,8 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         if let Some((share, p)) = inputs.greedy_tokens {
             if p <= alpha && share < token_band {
                 reasons.push(format!(
-                    "{:.1}% of the suspect's greedy {} tokens are the reference's own top choice up to engine noise, far more than controls (p = {p:.2e}) but below the copy band (≥ {:.0}%): the reference's weights, quantized or fine-tuned; without log-probabilities the two cannot be told apart, and a student trained to imitate them closely cannot be ruled out",
-                    share * 100.0,
-                    if inputs.greedy_tokens_chat { "chat" } else { "raw" },
+                    "{}, far more than controls (p = {p:.2e}) but below the copy band (≥ {:.0}%): the reference's weights, quantized or fine-tuned; without log-probabilities the two cannot be told apart, and a student trained to imitate them closely cannot be ruled out",
+                    tokens_text(share, inputs.greedy_tokens_chat),
                     token_band * 100.0
                 ));
                 return positive(Verdict::Derived, p, reasons);
@@ -457,6 +454,15 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         p_value: Some(smallest),
         reasons,
     }
+}
+
+/// How much of the suspect's greedy text is the reference's own choice, for a reason.
+fn tokens_text(share: f64, chat: bool) -> String {
+    format!(
+        "{:.1}% of the suspect's greedy {} tokens are the reference's own top choice up to engine noise",
+        share * 100.0,
+        if chat { "chat" } else { "raw" }
+    )
 }
 
 /// The nearest quantized form whose logits lie inside the band, where the suspect is far
