@@ -17,7 +17,7 @@ use crate::fingerprint::{
     self, Fingerprint, FingerprintError, LogHeader, ModelDescription, Observation, ObservationLog,
     ProbeSetRef, RunOptions,
 };
-use crate::probes::{Probe, ProbeSet};
+use crate::probes::{Probe, ProbeForm, ProbeSet};
 use crate::read_back;
 
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +243,11 @@ pub async fn sequential_phase<S: AnswerSource>(
         let Some(probe) = set.probes.iter().find(|p| p.id == planned.probe_id) else {
             continue;
         };
+        // A suspect without raw completions is never sent a raw probe: its refusal would
+        // spend the test's budget on an answer that places no bet.
+        if probe.form == ProbeForm::Raw && !suspect.capabilities.raw_completion {
+            continue;
+        }
         let obs = source.answer(probe).await?;
         test.update(&obs);
         asked.push(obs);
