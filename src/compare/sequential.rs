@@ -436,8 +436,16 @@ where
 /// The suspect's observations of the planned probes, in plan order (what a sequential
 /// scan would have asked, replayed from a full fingerprint).
 pub fn in_plan_order<'a>(suspect: &'a Fingerprint, plan: &[PlannedProbe]) -> Vec<&'a Observation> {
+    // A probe the suspect's API does not offer was never sent, so it cost no query (a live
+    // scan skips it too).
     plan.iter()
         .filter_map(|p| suspect.find(&p.probe_id, 0))
+        .filter(|o| {
+            !matches!(
+                o.error,
+                Some(crate::endpoint::EndpointError::Unsupported(_))
+            )
+        })
         .collect()
 }
 
