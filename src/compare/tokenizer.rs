@@ -58,6 +58,7 @@ pub fn compare_counts(counts: &[(u32, u32)]) -> Option<CountComparison> {
 pub fn signal(pairs: &[Pair], boot: Option<&BootstrapOptions>) -> Option<SignalOutcome> {
     let counted: Vec<(&Pair, u32, u32)> = pairs
         .iter()
+        .filter(|p| !through_chat(p.suspect) || countable_through_chat(prompt_text(p)))
         .filter_map(|p| {
             // A chat-only suspect counts through its template: the reference's count
             // through its own template is the one to set against it.
@@ -109,6 +110,19 @@ pub fn signal(pairs: &[Pair], boot: Option<&BootstrapOptions>) -> Option<SignalO
     })
 }
 
+/// Whether the suspect's count came from `usage.prompt_tokens` of a chat request.
+fn through_chat(o: &crate::fingerprint::Observation) -> bool {
+    o.token_ids.is_none() && matches!(o.request.prompt, crate::endpoint::PromptForm::Chat { .. })
+}
+
+/// Chat templates commonly trim each message (Gemma's does, ChatML does not), and servers
+/// read special tokens in the prompt they render, so a string with whitespace at either
+/// end or anything tag-like would count differently under two templates of one tokenizer:
+/// through chat, only strings neither can touch are counted.
+fn countable_through_chat(text: &str) -> bool {
+    text.trim() == text && !(text.contains('<') && text.contains('>'))
+}
+
 fn prompt_text<'a>(pair: &'a Pair) -> &'a str {
     match &pair.reference.request.prompt {
         crate::endpoint::PromptForm::Raw { prompt } => prompt,
@@ -134,5 +148,14 @@ mod tests {
         assert_eq!(different.offset, 0);
         assert!((different.fraction - 0.25).abs() < 1e-12);
         assert_eq!(compare_counts(&[]), None);
+    }
+
+    #[test]
+    fn through_chat_only_strings_no_template_touches_count() {
+        assert!(countable_through_chat("a b  c   d"));
+        assert!(countable_through_chat("x = 1 < 2"));
+        assert!(!countable_through_chat("    leading spaces"));
+        assert!(!countable_through_chat("trailing\r\n"));
+        assert!(!countable_through_chat("<|im_start|>user"));
     }
 }

@@ -286,10 +286,10 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A smaller set with at most `per_kind` probes of each kind (the first ones in set
-/// order) and sampling probes asked at most `max_samples` times. Name, version and hash
-/// stay those of the full set: observations are matched by probe id, and the fingerprint
-/// simply covers fewer of them. For quick scans and tests.
+/// A smaller set with at most `per_kind` probes of each kind, spread over the kind's
+/// probes ([`spread_order`]), and sampling probes asked at most `max_samples` times. Name,
+/// version and hash stay those of the full set: observations are matched by probe id, and
+/// the fingerprint simply covers fewer of them. For quick scans and tests.
 pub fn subset(set: &ProbeSet, per_kind: usize, max_samples: usize) -> ProbeSet {
     subset_with_logits(set, per_kind, per_kind, max_samples)
 }
@@ -302,20 +302,28 @@ pub fn subset_with_logits(
     logit: usize,
     max_samples: usize,
 ) -> ProbeSet {
-    let mut taken = std::collections::BTreeMap::new();
+    let mut by_kind: std::collections::BTreeMap<ProbeKind, Vec<usize>> =
+        std::collections::BTreeMap::new();
+    for (i, p) in set.probes.iter().enumerate() {
+        by_kind.entry(p.kind).or_default().push(i);
+    }
+    let mut keep = vec![false; set.probes.len()];
+    for (kind, indices) in &by_kind {
+        let cap = if *kind == ProbeKind::Logit {
+            logit
+        } else {
+            per_kind
+        };
+        for at in spread_order(indices.len()).into_iter().take(cap) {
+            keep[indices[at]] = true;
+        }
+    }
     let probes = set
         .probes
         .iter()
-        .filter(|p| {
-            let n = taken.entry(p.kind).or_insert(0usize);
-            *n += 1;
-            *n <= if p.kind == ProbeKind::Logit {
-                logit
-            } else {
-                per_kind
-            }
-        })
-        .map(|p| {
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(p, _)| {
             let mut p = p.clone();
             if p.kind == ProbeKind::Sampling {
                 p.samples = p.samples.min(max_samples.max(2));
@@ -329,6 +337,29 @@ pub fn subset_with_logits(
         hash: set.hash.clone(),
         probes,
     }
+}
+
+/// `0..n` in van der Corput order (0, n/2, n/4, 3n/4, ...): any prefix is spread evenly
+/// over the whole range, and a longer prefix holds every shorter one. Probe files group
+/// probes by theme (all whitespace strings first, all raw logit probes before the chat
+/// ones), so the first few of a kind would all share one theme; and nested prefixes let
+/// a print made with more probes stand in for one made with fewer.
+pub fn spread_order(n: usize) -> Vec<usize> {
+    let mut seen = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    let mut denominator = 1usize;
+    while order.len() < n && denominator <= n.next_power_of_two() {
+        for numerator in (0..denominator).filter(|k| denominator == 1 || k % 2 == 1) {
+            let at = numerator * n / denominator;
+            if !seen[at] {
+                seen[at] = true;
+                order.push(at);
+            }
+        }
+        denominator *= 2;
+    }
+    order.extend((0..n).filter(|i| !seen[*i]));
+    order
 }
 
 #[cfg(test)]
@@ -403,6 +434,25 @@ mod tests {
     }
 
     #[test]
+    fn spread_order_is_a_permutation_whose_prefixes_spread() {
+        for n in [0, 1, 2, 3, 7, 8, 89, 165] {
+            let order = spread_order(n);
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "n = {n}");
+        }
+        assert_eq!(spread_order(8), vec![0, 4, 2, 6, 1, 3, 5, 7]);
+        // The first 6 of 89 tokenizer strings reach past the first theme (9 whitespace ones).
+        assert!(spread_order(89)[..6].iter().filter(|i| **i >= 9).count() >= 4);
+        // 80 of 165 logit probes take chat ones (the last 52) too.
+        let chat = spread_order(165)[..80]
+            .iter()
+            .filter(|i| **i >= 113)
+            .count();
+        assert!((20..=30).contains(&chat), "{chat}");
+    }
+
+    #[test]
     fn a_print_covers_only_the_asks_it_holds() {
         let full = crate::probes::load_dir(Path::new("probes/default")).expect("probes");
         let small = subset(&full, 1, 2);
@@ -428,6 +478,7 @@ mod tests {
         assert!(!print(&small).covers(&subset(&full, 2, 2)));
         assert!(!print(&small).covers(&subset(&full, 1, 3)));
         assert!(print(&subset(&full, 2, 3)).covers(&small));
+        assert!(print(&subset(&full, 7, 2)).covers(&subset(&full, 3, 2)));
         // Another probe set.
         let mut other = small.clone();
         other.hash = "other".into();
