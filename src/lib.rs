@@ -12,6 +12,7 @@ pub mod fingerprint;
 pub mod fuzz;
 pub mod http;
 pub mod jobs;
+pub mod launch;
 pub mod model;
 pub mod probes;
 pub mod quantized_forms;

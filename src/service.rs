@@ -9,9 +9,9 @@ use clap::Subcommand;
 use tokio::sync::watch;
 
 use provenance::app::AppConfig;
-use provenance::http;
 use provenance::jobs::{self, ReferenceCache, WorkerConfig};
-use provenance::store::{ModelKind, ModelRole, NewModel, Role, Store, StoreError};
+use provenance::launch::{launch_with_tcp_listener, Running, Settings};
+use provenance::store::{Role, Store};
 
 #[derive(clap::Args, Clone)]
 pub struct WorkerArgs {
@@ -215,81 +215,31 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
-/// A service started in this process (the API, its workers and the scheduler).
-pub struct Running {
-    pub addr: SocketAddr,
-    pub store: Store,
-    pub server: tokio::task::JoinHandle<Result<()>>,
-}
-
-/// Migrates, registers the probe set and references, starts workers, the scheduler and
-/// the API; returns once the API listens. Everything stops when `shutdown` flips.
+/// Binds `args.addr` and starts the service there (`provenance::launch`).
 pub async fn start(args: ServeArgs, shutdown: watch::Receiver<bool>) -> Result<Running> {
     let store = open(&args.worker.database_url).await?;
-    let mut default_probe_set = String::from("default");
-    if args.probes.is_dir() {
-        let set = provenance::probes::load_dir(&args.probes)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("loading {}", args.probes.display()))?;
-        let row = store.upsert_probe_set(&set).await?;
-        tracing::info!(name = %row.name, version = %row.version, probes = row.probe_count, "probe set registered");
-        default_probe_set = row.name;
-    }
-    for spec in &args.reference {
-        let (name, path) = spec
-            .split_once('=')
-            .context("--reference takes NAME=PATH")?;
-        let model = NewModel {
-            name: name.to_string(),
-            role: ModelRole::Reference,
-            kind: ModelKind::Local,
-            source: path.to_string(),
-            description: String::new(),
-        };
-        match store.create_model(&model).await {
-            Ok(row) => tracing::info!(name = %row.name, "reference registered"),
-            Err(StoreError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    spawn_workers(&store, &args.worker, &shutdown)?;
-    tokio::spawn(jobs::run_scheduler(
-        store.clone(),
-        Duration::from_secs(1),
-        shutdown.clone(),
-    ));
-    let app = http::router(
-        store.clone(),
-        AppConfig {
+    let settings = Settings {
+        app: AppConfig {
             allow_private_targets: args.worker.allow_private_targets,
-            default_probe_set,
+            default_probe_set: "default".to_string(),
             rate_limit_per_key: std::num::NonZeroU32::new(args.rate_limit),
             secure_cookies: args.secure_cookies,
             models: args.worker.model_access(),
         },
-    );
+        worker: worker_config(&args.worker)?,
+        workers: args.worker.workers,
+        references: ReferenceCache::new(),
+        probes: Some(args.probes.clone()),
+        register: args.reference.clone(),
+        scheduler_tick: Some(Duration::from_secs(1)),
+    };
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving the provenance API");
-    let mut stop = shutdown;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await
-            .context("serving")
-    });
-    Ok(Running {
-        addr,
-        store,
-        server,
-    })
+    Ok(launch_with_tcp_listener(store, settings, listener, shutdown).await?)
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let running = start(args, shutdown_signal()).await?;
-    running.server.await?
+    Ok(running.server.await??)
 }

@@ -68,17 +68,17 @@ impl Service {
         let db = pg::TestDb::new().await;
         let smol = common::smollm2().to_string_lossy().into_owned();
         let (set, reference) = db.register_reference("smollm2", &smol).await;
-        let base = pg::serve(provenance::http::router(
-            db.store.clone(),
-            provenance::app::AppConfig {
-                allow_private_targets: allow_private,
-                default_probe_set: "default".into(),
-                rate_limit_per_key: None,
-                secure_cookies: false,
-                models: models.clone(),
-            },
-        ))
-        .await;
+        let base = db
+            .launch(provenance::launch::Settings::api_only(
+                provenance::app::AppConfig {
+                    allow_private_targets: allow_private,
+                    default_probe_set: "default".into(),
+                    rate_limit_per_key: None,
+                    secure_cookies: false,
+                    models: models.clone(),
+                },
+            ))
+            .await;
         let key = |role| {
             let store = db.store.clone();
             async move { store.create_api_key(role, "t").await.expect("key").1 }

@@ -5,7 +5,6 @@
 mod pg;
 
 use provenance::app::AppConfig;
-use provenance::http;
 use provenance::store::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -33,9 +32,8 @@ async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
     }
     let models = tempfile::tempdir().expect("models dir");
     std::fs::write(models.path().join("x.gguf"), b"not a model").expect("x.gguf");
-    let app = http::router(
-        db.store.clone(),
-        AppConfig {
+    let base = db
+        .launch(provenance::launch::Settings::api_only(AppConfig {
             allow_private_targets: false,
             default_probe_set: "default".into(),
             rate_limit_per_key,
@@ -44,10 +42,10 @@ async fn start_with(rate_limit_per_key: Option<std::num::NonZeroU32>) -> Api {
                 &[models.path().to_path_buf()],
                 false,
             ),
-        },
-    );
+        }))
+        .await;
     Api {
-        base: pg::serve(app).await,
+        base,
         client: reqwest::Client::new(),
         _db: db,
         keys,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use provenance::jobs::{self, webhook, ReferenceCache};
+use provenance::jobs::{webhook, ReferenceCache};
 use provenance::model::{LoadOptions, ModelHandle};
 use provenance::store::Role;
 use serde_json::{json, Value};
@@ -475,7 +475,21 @@ async fn a_schedule_fires_scans_and_a_changed_suspect_fires_a_signed_webhook() {
     );
     let hook = bind(receiver).await;
 
-    let (base, admin) = api_with_reference(&db, &model, Role::Admin).await;
+    // The service as `serve` starts it: a worker and the scheduler beside the API.
+    let (set, _) = db.register_reference("smollm2", &model).await;
+    let (_, admin) = db
+        .store
+        .create_api_key(Role::Admin, "t")
+        .await
+        .expect("key");
+    let base = db
+        .launch(provenance::launch::Settings {
+            worker: pg::TestDb::worker_config(),
+            workers: 1,
+            scheduler_tick: Some(Duration::from_millis(200)),
+            ..provenance::launch::Settings::api_only(pg::app_config(true, &set.name))
+        })
+        .await;
     let client = reqwest::Client::new();
     let resp = client
         .post(format!("{base}/v1/schedules"))
@@ -496,13 +510,6 @@ async fn a_schedule_fires_scans_and_a_changed_suspect_fires_a_signed_webhook() {
         .await
         .expect("create schedule");
     assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
-
-    let stop_tx = db.spawn_worker(ReferenceCache::new());
-    tokio::spawn(jobs::run_scheduler(
-        db.store.clone(),
-        Duration::from_millis(200),
-        stop_tx.subscribe(),
-    ));
 
     // The first scheduled run is the baseline: the same weights, no webhook.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(400);
@@ -535,7 +542,7 @@ async fn a_schedule_fires_scans_and_a_changed_suspect_fires_a_signed_webhook() {
         .await
         .expect("a webhook within the time limit")
         .expect("a delivery");
-    let _ = stop_tx.send(true);
+    db.stop();
     assert!(valid, "bad signature on {payload}");
     assert_eq!(payload["event"], "verdict_changed", "{payload}");
     assert_eq!(payload["previous_verdict"], "identical");

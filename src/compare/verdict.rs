@@ -206,6 +206,12 @@ pub struct VerdictInputs {
     pub shift: Option<ShiftTest>,
     /// The suspect's logits against each quantized form of the reference.
     pub forms: Vec<FormLogits>,
+    /// Without logits from the suspect: its greedy tokens against each form's next-token
+    /// lists (`super::greedy_path`), by form.
+    pub form_tokens: Vec<(String, super::greedy_path::PathShare)>,
+    /// The likelihood signal's p-value against controls: the reference reads the
+    /// suspect's answers as text it writes itself.
+    pub likelihood_p: Option<f64>,
     /// Why signals are missing, for an inconclusive verdict.
     pub missing: Vec<String>,
 }
@@ -379,6 +385,33 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
             reasons.push(reason.clone());
             return positive(Verdict::Identical, *p, reasons);
         }
+        // Far from unrelated models on text, and the greedy tokens of one quantized form
+        // of the reference: which related model this is, as `matched_form` decides with
+        // logits, so the text test already made against unrelated ones is not repeated.
+        let related = bonferroni(
+            &[text_p, inputs.greedy_tokens.map(|(_, p)| p)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(1.0);
+        if let (true, Some((dtype, walked))) = (
+            same_tokenizer != Some(false) && related <= alpha,
+            nearest_form_tokens(inputs, band),
+        ) {
+            reasons.push(format!(
+                "{:.1}% of the suspect's greedy tokens on {} {} logit probes are the top choice of the reference quantized to {dtype} up to engine noise (band ≥ {:.0}%; read back by the reference as given: {}), and its answers are far closer to the reference than controls (Bonferroni p = {related:.2e}): the reference served quantized",
+                walked.share * 100.0,
+                walked.probes,
+                if walked.raw { "raw" } else { "chat" },
+                token_band_of(band, !walked.raw) * 100.0,
+                inputs
+                    .greedy_tokens
+                    .map(|(share, _)| format!("{:.1}%", share * 100.0))
+                    .unwrap_or_else(|| "not read back".to_string()),
+            ));
+            return positive(Verdict::Identical, related, reasons);
+        }
         // Tokens inside the band whose own test is short of alpha (few probes, few
         // controls) still say which related model this is, as a quantized form does: when
         // the text shows the suspect far from unrelated models, the same weights seen
@@ -410,6 +443,33 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                 ));
                 return positive(Verdict::Derived, p, reasons);
             }
+        }
+    }
+
+    // Far from unrelated models on text, with the reference's tokenizer, and text the
+    // reference reads as its own (the likelihood signal): the reference's weights, changed.
+    // A student writes in its teacher's style but not its teacher's token-by-token
+    // distribution (the zoo's students read p 0.69 to 0.99 there).
+    if let (true, Some(p), Some(lp)) = (
+        inputs.logits.is_none() && same_tokenizer == Some(true),
+        text_p,
+        inputs.likelihood_p,
+    ) {
+        if p <= alpha && lp <= alpha {
+            let tokens = inputs
+                .greedy_tokens
+                .map(|(share, tp)| {
+                    format!(
+                        "; {} (p = {tp:.2e} against controls)",
+                        tokens_text(share, inputs.greedy_tokens_chat)
+                    )
+                })
+                .unwrap_or_default();
+            reasons.push(format!(
+                "answers far closer to the reference than controls (Bonferroni p = {p:.2e}), with its tokenizer, and the reference reads them as text it writes itself (likelihood p = {lp:.2e}){tokens}: the reference's weights, quantized or fine-tuned, below the copy band of the reference and of each of its {} quantized forms tried",
+                inputs.form_tokens.len()
+            ));
+            return positive(Verdict::Derived, p.max(lp), reasons);
         }
     }
 
@@ -463,6 +523,29 @@ fn tokens_text(share: f64, chat: bool) -> String {
         share * 100.0,
         if chat { "chat" } else { "raw" }
     )
+}
+
+/// The greedy-token band for raw or chat answers.
+fn token_band_of(band: &IdenticalBand, chat: bool) -> f64 {
+    if chat {
+        band.min_greedy_top1_chat
+    } else {
+        band.min_greedy_top1
+    }
+}
+
+/// The form whose next-token lists the suspect's greedy tokens follow most often, when that
+/// share reaches `band`.
+fn nearest_form_tokens<'a>(
+    inputs: &'a VerdictInputs,
+    band: &IdenticalBand,
+) -> Option<(&'a str, super::greedy_path::PathShare)> {
+    inputs
+        .form_tokens
+        .iter()
+        .filter(|(_, w)| w.share >= token_band_of(band, !w.raw))
+        .max_by(|a, b| a.1.share.total_cmp(&b.1.share))
+        .map(|(dtype, w)| (dtype.as_str(), *w))
 }
 
 /// The nearest quantized form whose logits lie inside the band, where the suspect is far
@@ -655,8 +738,47 @@ mod tests {
             logits_chat_only: false,
             shift: None,
             forms: Vec::new(),
+            form_tokens: Vec::new(),
+            likelihood_p: None,
             missing: Vec::new(),
         }
+    }
+
+    fn walked(share: f64) -> (String, crate::compare::greedy_path::PathShare) {
+        (
+            "lq-q4_0".into(),
+            crate::compare::greedy_path::PathShare {
+                share,
+                positions: 160,
+                probes: 40,
+                raw: true,
+            },
+        )
+    }
+
+    #[test]
+    fn text_only_copy_of_a_quantized_form_is_identical_and_a_changed_one_derived() {
+        // Far from unrelated on text; the reference as given reads 67% of the tokens.
+        let mut i = inputs();
+        i.text = vec![("contrast".into(), 1e-3), ("style".into(), 0.02)];
+        i.greedy_tokens = Some((0.67, 0.02));
+        i.form_tokens = vec![walked(0.8), walked(0.97)];
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
+        assert!(out.reasons.iter().any(|r| r.contains("lq-q4_0")), "{out:?}");
+        // No form close enough: a student or the reference changed; the likelihood says which.
+        i.form_tokens = vec![walked(0.8)];
+        assert_eq!(decide(&i).verdict, Verdict::Distilled);
+        i.likelihood_p = Some(5e-5);
+        assert_eq!(decide(&i).verdict, Verdict::Derived);
+        // Another tokenizer: never derived.
+        i.tokenizer = Some((0.5, 40));
+        assert_eq!(decide(&i).verdict, Verdict::Distilled);
+        // Nothing far from unrelated: a form's tokens alone decide nothing.
+        let mut i = inputs();
+        i.form_tokens = vec![walked(0.99)];
+        i.likelihood_p = Some(5e-5);
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
     }
 
     fn shift(p_value: f64) -> Option<ShiftTest> {

@@ -23,10 +23,11 @@ use crate::compare::{
     SequentialDecision, Verdict,
 };
 use crate::endpoint::{AccessMode, ModelEndpoint};
-use crate::fingerprint::{self, Fingerprint, RunOptions};
+use crate::fingerprint::{self, Fingerprint, Observation, RunOptions};
 use crate::model::local_endpoint::LocalEndpoint;
 use crate::model::{LoadOptions, ModelHandle};
 use crate::probes::ProbeSet;
+use crate::scan::{Against, AnswerSource, TextEarlyStop};
 use crate::suspect::{HttpModel, HttpModelConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,6 +314,15 @@ pub async fn run(
 
     let mut pairs = Vec::new();
     for (r, ref_print) in &references {
+        // A suspect without log-probabilities stops early on text, read back by the
+        // reference model as each answer arrives.
+        let text_stop = match members
+            .iter()
+            .any(|(_, p)| p.model.capabilities.max_top_logprobs == 0)
+        {
+            true => Some(load(dir, r).await?),
+            false => None,
+        };
         for (m, print) in &members {
             let class = truth(&r.base, m);
             let others = |want: Class| -> Vec<(&Member, Fingerprint)> {
@@ -358,8 +368,29 @@ pub async fn run(
                 },
                 &opts.compare,
             );
-            let queries = match &report.sequential {
-                Some(s)
+            let text_queries = match &text_stop {
+                Some(handle) if print.model.capabilities.max_top_logprobs == 0 => {
+                    text_early_stop(
+                        Against {
+                            reference: ref_print,
+                            controls: &controls,
+                            forms: &forms[&r.id],
+                        },
+                        set,
+                        print,
+                        TextEarlyStop {
+                            reference: handle,
+                            controls: &control_scores,
+                        },
+                        &opts.compare,
+                    )
+                    .await
+                }
+                _ => None,
+            };
+            let queries = match (&report.sequential, text_queries) {
+                (_, Some(q)) if report.verdict == Verdict::Identical => q,
+                (Some(s), _)
                     if s.decision == SequentialDecision::Identical
                         && report.verdict == Verdict::Identical =>
                 {
@@ -410,6 +441,53 @@ pub async fn run(
         access: opts.access,
         calibration: opts.calibration,
     })
+}
+
+/// Suspect queries after which a live scan of `print`'s model would have stopped on text
+/// (`crate::scan::sequential_phase`, the same code, answered from the print instead of the
+/// network); `None` where it would have asked the whole set.
+async fn text_early_stop(
+    against: Against<'_>,
+    set: &ProbeSet,
+    print: &Fingerprint,
+    text: TextEarlyStop<'_>,
+    opts: &CompareOptions,
+) -> Option<usize> {
+    let mut source = PrintSource { print };
+    let early = crate::scan::sequential_phase(
+        against,
+        set,
+        print.model.clone(),
+        opts,
+        &mut source,
+        Some(text),
+    )
+    .await
+    .ok()??;
+    early.1.queries.sequential
+}
+
+/// Answers from a print already made, as a live scan would have got them.
+struct PrintSource<'a> {
+    print: &'a Fingerprint,
+}
+
+/// The print lacks an answer the replay asks for (made with another probe set).
+#[derive(Debug)]
+struct NotInPrint;
+
+#[async_trait::async_trait]
+impl AnswerSource for PrintSource<'_> {
+    type Error = NotInPrint;
+
+    async fn answer(&mut self, probe: &crate::probes::Probe) -> Result<Observation, NotInPrint> {
+        self.print
+            .observations
+            .iter()
+            .find(|o| o.probe_id == probe.id && o.sample_index == 0)
+            .cloned()
+            .ok_or(NotInPrint)
+    }
 }
 
 /// Each reference's built-in controls (`crate::controls`, cached beside the fetched models)

@@ -11,6 +11,8 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub store: Store,
+    /// Flips to stop what [`TestDb::launch`] started (also when the guard goes).
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl TestDb {
@@ -27,12 +29,19 @@ impl TestDb {
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
         let store = Store::connect(&url).await.expect("connect");
         store.migrate().await.expect("migrate");
-        TestDb { name, url, store }
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        TestDb {
+            name,
+            url,
+            store,
+            shutdown,
+        }
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
         // Drop runs outside any runtime guarantee, so a short-lived thread does the work.
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
@@ -90,20 +99,50 @@ impl TestDb {
 
     /// The REST API over this database (no rate limit) on loopback; returns its base URL.
     pub async fn api(&self, allow_private_targets: bool, default_probe_set: &str) -> String {
-        serve(provenance::http::router(
-            self.store.clone(),
-            provenance::app::AppConfig {
-                allow_private_targets,
-                default_probe_set: default_probe_set.into(),
-                rate_limit_per_key: None,
-                secure_cookies: false,
-                models: provenance::model::allowed::ModelAccess::new(
-                    &[provenance::fetch::default_dir()],
-                    false,
-                ),
-            },
-        ))
+        self.launch(provenance::launch::Settings::api_only(app_config(
+            allow_private_targets,
+            default_probe_set,
+        )))
         .await
+    }
+
+    /// The service over this database on a free loopback port, started as `provenance
+    /// serve` starts it; returns its base URL. It stops with [`TestDb::stop`] or the guard.
+    pub async fn launch(&self, settings: provenance::launch::Settings) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running = provenance::launch::launch_with_tcp_listener(
+            self.store.clone(),
+            settings,
+            listener,
+            self.shutdown.subscribe(),
+        )
+        .await
+        .expect("launch");
+        format!("http://{}", running.addr)
+    }
+
+    /// Stops what [`TestDb::launch`] started.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// The API's settings in tests: no rate limit, users' models in the fetched models' dir.
+pub fn app_config(
+    allow_private_targets: bool,
+    default_probe_set: &str,
+) -> provenance::app::AppConfig {
+    provenance::app::AppConfig {
+        allow_private_targets,
+        default_probe_set: default_probe_set.into(),
+        rate_limit_per_key: None,
+        secure_cookies: false,
+        models: provenance::model::allowed::ModelAccess::new(
+            &[provenance::fetch::default_dir()],
+            false,
+        ),
     }
 }
 
