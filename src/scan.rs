@@ -221,7 +221,19 @@ pub async fn sequential_phase<S: AnswerSource>(
     if suspect.capabilities.max_top_logprobs == 0 {
         return match text {
             Some(text) => {
-                text_sequential_phase(reference, controls, set, suspect, opts, source, text).await
+                text_sequential_phase(
+                    Against {
+                        reference,
+                        controls,
+                        forms,
+                    },
+                    set,
+                    suspect,
+                    opts,
+                    source,
+                    text,
+                )
+                .await
             }
             None => {
                 tracing::info!("the suspect gives no log-probabilities: no early stop");
@@ -293,8 +305,7 @@ pub struct TextEarlyStop<'a> {
 /// them), chat answers otherwise. Stops only where the comparison of what was asked, with
 /// the read-back, says `identical` too.
 async fn text_sequential_phase<S: AnswerSource>(
-    reference: &Fingerprint,
-    controls: &[Fingerprint],
+    against: Against<'_>,
     set: &ProbeSet,
     suspect: ModelDescription,
     opts: &CompareOptions,
@@ -312,7 +323,30 @@ async fn text_sequential_phase<S: AnswerSource>(
         band.min_greedy_top1_chat
     };
     let seq = &opts.sequential;
-    let plan = sequential::text_plan(reference, text.controls, raw, share, seq);
+    let Against {
+        reference,
+        controls,
+        forms,
+    } = against;
+    // Logit answers are walked along the reference's own greedy paths and its forms'.
+    let paths: Vec<&Fingerprint> = std::iter::once(reference)
+        .chain(forms.iter().map(|f| &f.fingerprint))
+        .collect();
+    let matching = sequential::TextMatch {
+        band: share,
+        forms: &paths,
+    };
+    let plan = sequential::text_plan(
+        reference,
+        sequential::TextControls {
+            prints: controls,
+            scores: text.controls,
+        },
+        &paths,
+        raw,
+        share,
+        seq,
+    );
     let mut test = SequentialTest::new(reference, &plan, seq.default_q1, seq);
     let mut asked = Vec::new();
     let mut scores = Vec::new();
@@ -334,10 +368,7 @@ async fn text_sequential_phase<S: AnswerSource>(
                 return Ok(None);
             }
         };
-        let matched = read
-            .iter()
-            .find(|r| r.raw == raw)
-            .and_then(|r| sequential::text_matches(r, share));
+        let matched = matching.judge(read.iter().find(|r| r.raw == raw), Some(&obs));
         test.update_matched(&obs.probe_id, matched);
         scores.extend(read);
         asked.push(obs);
@@ -359,7 +390,7 @@ async fn text_sequential_phase<S: AnswerSource>(
         &compare::Calibration {
             controls,
             known_same: &[],
-            forms: &[],
+            forms,
             likelihood: Some(compare::Likelihoods {
                 suspect: &scores,
                 controls: text.controls,
@@ -377,7 +408,8 @@ async fn text_sequential_phase<S: AnswerSource>(
     }
     report.reasons.push(format!(
         "sequential test on text: {} of {} greedy {} answers read back as the reference's own \
-         choice, e-value {:.3e} against \"unrelated\" (p <= {:.2e}); stopped without asking \
+         choice or followed its greedy path or one of its {} quantized forms' (logit probes), \
+         e-value {:.3e} against \"unrelated\" (p <= {:.2e}); stopped without asking \
          the tokenizer probes or the rest of the set",
         outcome
             .steps
@@ -386,6 +418,7 @@ async fn text_sequential_phase<S: AnswerSource>(
             .count(),
         outcome.queries,
         if raw { "raw" } else { "chat" },
+        forms.len(),
         outcome.e_against_unrelated,
         1.0 / outcome.e_against_unrelated.max(1.0)
     ));

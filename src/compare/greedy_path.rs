@@ -58,7 +58,7 @@ pub fn share(pairs: &[Pair]) -> Option<PathShare> {
 }
 
 /// (positions where the text takes a near-top token, positions walked) along one answer.
-fn walk(mut rest: &[u8], response: &crate::endpoint::ProbeResponse) -> (usize, usize) {
+pub fn walk(mut rest: &[u8], response: &crate::endpoint::ProbeResponse) -> (usize, usize) {
     let (mut matched, mut walked) = (0, 0);
     for step in &response.tokens {
         if rest.is_empty() || step.top.is_empty() {
@@ -85,6 +85,37 @@ fn walk(mut rest: &[u8], response: &crate::endpoint::ProbeResponse) -> (usize, u
         }
     }
     (matched, walked)
+}
+
+/// Whether `answer`'s text follows the greedy path of any of `forms` (their answers to the
+/// same probe) at `band`'s share of the positions walked; `None` where no form's answer
+/// could be walked.
+pub fn matches_any(
+    forms: &[&crate::fingerprint::Fingerprint],
+    answer: &crate::fingerprint::Observation,
+    band: f64,
+) -> Option<bool> {
+    let text = answer.text().filter(|t| !t.is_empty())?;
+    let mut walked_any = false;
+    for form in forms {
+        let Some(response) = form
+            .observations
+            .iter()
+            .find(|o| o.probe_id == answer.probe_id && o.sample_index == 0 && o.is_ok())
+            .and_then(|o| o.response.as_ref())
+        else {
+            continue;
+        };
+        let (matched, walked) = walk(text.as_bytes(), response);
+        if walked == 0 {
+            continue;
+        }
+        walked_any = true;
+        if matched as f64 >= band * walked as f64 {
+            return Some(true);
+        }
+    }
+    walked_any.then_some(false)
 }
 
 #[cfg(test)]

@@ -234,11 +234,14 @@ pub fn text_matches(score: &AnswerScore, band: f64) -> Option<bool> {
 /// The probes a suspect without log-probabilities is asked first: the reference's greedy
 /// raw completions (`raw`; a hidden system prompt cannot move them) or its greedy chat
 /// answers of the kinds the likelihood reads, ordered as [`plan`] orders logit probes,
-/// with P(match | unrelated) from the controls' read-back answers (`controls`, one list
-/// per control) where they answered the probe.
+/// with P(match | unrelated) from the controls where they answered the probe: their
+/// read-back answers (`controls.scores`, one list per control) and, on logit probes, their
+/// texts against the quantized forms (`controls.prints`, `forms`), judged by the union rule
+/// the suspect's answers are ([`TextMatch`]).
 pub fn text_plan(
     reference: &Fingerprint,
-    controls: &[Vec<AnswerScore>],
+    controls: TextControls<'_>,
+    forms: &[&Fingerprint],
     raw: bool,
     band: f64,
     opts: &SequentialOptions,
@@ -252,17 +255,28 @@ pub fn text_plan(
             if raw {
                 is_raw
             } else {
-                // The chat kinds the likelihood reads back, less identity (a persona sets it).
-                !is_raw && matches!(o.kind, ProbeKind::Style | ProbeKind::Refusal)
+                // The chat kinds the likelihood reads back, less identity (a persona sets
+                // it), and the chat logit probes, which the quantized forms answered too.
+                !is_raw
+                    && matches!(
+                        o.kind,
+                        ProbeKind::Style | ProbeKind::Refusal | ProbeKind::Logit
+                    )
             }
         })
         .map(|r| {
             let outcomes: Vec<bool> = controls
+                .scores
                 .iter()
-                .filter_map(|c| {
-                    c.iter()
-                        .find(|s| s.probe_id == r.probe_id && s.raw == raw)
-                        .and_then(|s| text_matches(s, band))
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    let read = c.iter().find(|s| s.probe_id == r.probe_id && s.raw == raw);
+                    let answer = controls.prints.get(i).and_then(|p| {
+                        p.observations
+                            .iter()
+                            .find(|o| o.probe_id == r.probe_id && o.sample_index == 0)
+                    });
+                    TextMatch { band, forms }.judge(read, answer)
                 })
                 .collect();
             let q0 = q0_from(&outcomes, opts);
@@ -275,6 +289,38 @@ pub fn text_plan(
         .collect();
     planned.sort_by(|a, b| a.q0.total_cmp(&b.q0).then(a.probe_id.cmp(&b.probe_id)));
     planned
+}
+
+/// The controls of a text plan: their fingerprints and their answers read back by the
+/// reference, in the same order.
+#[derive(Clone, Copy)]
+pub struct TextControls<'a> {
+    pub prints: &'a [Fingerprint],
+    pub scores: &'a [Vec<AnswerScore>],
+}
+
+/// When one greedy answer counts as a match on text: read back by the reference, its own
+/// choice at `band`'s share of the tokens ([`text_matches`]); or, on a logit probe, the
+/// greedy path of one of the reference's quantized forms followed as closely
+/// (`super::greedy_path`), which is how a copy served quantized matches.
+#[derive(Clone, Copy)]
+pub struct TextMatch<'a> {
+    pub band: f64,
+    pub forms: &'a [&'a Fingerprint],
+}
+
+impl TextMatch<'_> {
+    pub fn judge(&self, read: Option<&AnswerScore>, answer: Option<&Observation>) -> Option<bool> {
+        let by_reference = read.and_then(|r| text_matches(r, self.band));
+        let by_form = answer
+            .filter(|a| a.kind == ProbeKind::Logit && !self.forms.is_empty())
+            .and_then(|a| super::greedy_path::matches_any(self.forms, a, self.band));
+        match (by_reference, by_form) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (None, None) => None,
+            _ => Some(false),
+        }
+    }
 }
 
 /// P(match | unrelated) from the controls' outcomes on one probe: add-one smoothed and

@@ -4,7 +4,10 @@
 //!
 //! Counts may come from a tokenize call (no special tokens) or from `usage.prompt_tokens`
 //! (a BOS token, or a chat template on a chat-only endpoint, adds a constant), so the
-//! counts are compared up to one constant offset: the most common difference.
+//! counts are compared up to one constant offset: the most common difference. Through a
+//! chat template whose delimiters are plain text for this tokenizer (llama-server falls
+//! back to ChatML for a GGUF without a template), the message's last characters may merge
+//! with the delimiter after them, so there a count one off the offset still agrees.
 
 use std::collections::BTreeMap;
 
@@ -21,13 +24,17 @@ pub struct CountComparison {
     pub fraction: f64,
 }
 
-/// Compares (reference, suspect) counts up to a constant offset.
-pub fn compare_counts(counts: &[(u32, u32)]) -> Option<CountComparison> {
+/// How far from the offset a count through a chat template may lie (one merge at the
+/// message's end).
+pub const CHAT_SLACK: i64 = 1;
+
+/// Compares (reference, suspect) counts up to a constant offset, each within its slack.
+pub fn compare_counts(counts: &[(u32, u32, i64)]) -> Option<CountComparison> {
     if counts.is_empty() {
         return None;
     }
     let mut differences: BTreeMap<i64, usize> = BTreeMap::new();
-    for (r, s) in counts {
+    for (r, s, _) in counts {
         *differences
             .entry(i64::from(*s) - i64::from(*r))
             .or_insert(0) += 1;
@@ -44,7 +51,7 @@ pub fn compare_counts(counts: &[(u32, u32)]) -> Option<CountComparison> {
         .unwrap_or(0);
     let matches: Vec<bool> = counts
         .iter()
-        .map(|(r, s)| i64::from(*s) - i64::from(*r) == offset)
+        .map(|(r, s, slack)| (i64::from(*s) - i64::from(*r) - offset).abs() <= *slack)
         .collect();
     let fraction = matches.iter().filter(|m| **m).count() as f64 / matches.len() as f64;
     Some(CountComparison {
@@ -66,7 +73,20 @@ pub fn signal(pairs: &[Pair], boot: Option<&BootstrapOptions>) -> Option<SignalO
             Some((p, reference, p.suspect.token_count()?.0))
         })
         .collect();
-    let counts: Vec<(u32, u32)> = counted.iter().map(|c| (c.1, c.2)).collect();
+    let counts: Vec<(u32, u32, i64)> = counted
+        .iter()
+        .map(|c| {
+            (
+                c.1,
+                c.2,
+                if through_chat(c.0.suspect) {
+                    CHAT_SLACK
+                } else {
+                    0
+                },
+            )
+        })
+        .collect();
     let comparison = compare_counts(&counts)?;
     let indicator: Vec<f64> = comparison
         .matches
@@ -139,15 +159,29 @@ mod tests {
 
     #[test]
     fn exact_match_and_constant_offset() {
-        let same = compare_counts(&[(3, 3), (10, 10), (7, 7)]).expect("compares");
+        let same = compare_counts(&[(3, 3, 0), (10, 10, 0), (7, 7, 0)]).expect("compares");
         assert_eq!((same.offset, same.fraction), (0, 1.0));
         // A BOS token counted on one side only.
-        let bos = compare_counts(&[(3, 4), (10, 11), (7, 8)]).expect("compares");
+        let bos = compare_counts(&[(3, 4, 0), (10, 11, 0), (7, 8, 0)]).expect("compares");
         assert_eq!((bos.offset, bos.fraction), (1, 1.0));
-        let different = compare_counts(&[(3, 5), (10, 10), (7, 4), (9, 12)]).expect("compares");
+        let different =
+            compare_counts(&[(3, 5, 0), (10, 10, 0), (7, 4, 0), (9, 12, 0)]).expect("compares");
         assert_eq!(different.offset, 0);
         assert!((different.fraction - 0.25).abs() < 1e-12);
         assert_eq!(compare_counts(&[]), None);
+        // Through ChatML on Gemma's tokenizer (llama-server, a GGUF without a template):
+        // two strings merge with the closing delimiter. SmolLM2's counts of the same
+        // strings through its own template stay apart.
+        let chatml: Vec<(u32, u32, i64)> = [(21, 36), (46, 61), (34, 48), (17, 32), (15, 30)]
+            .iter()
+            .map(|(r, s)| (*r, *s, CHAT_SLACK))
+            .collect();
+        assert_eq!(compare_counts(&chatml).map(|c| c.fraction), Some(1.0));
+        let unrelated: Vec<(u32, u32, i64)> = [(21, 42), (46, 67), (34, 75), (17, 54), (15, 38)]
+            .iter()
+            .map(|(r, s)| (*r, *s, CHAT_SLACK))
+            .collect();
+        assert!(compare_counts(&unrelated).is_some_and(|c| c.fraction < 0.95));
     }
 
     #[test]
