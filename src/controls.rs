@@ -180,7 +180,7 @@ pub async fn ensure(
         let out = dir.join(format!("{}.json", spec.id()));
         if let Ok(fp) = crate::fingerprint::load(&out) {
             if fp.covers(set) {
-                prints.push(fp);
+                prints.push(fp.restricted_to(set));
                 continue;
             }
         }

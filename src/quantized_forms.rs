@@ -163,7 +163,7 @@ pub async fn fingerprint_forms(
             crate::model::ARITHMETIC_REVISION
         ));
         let fingerprint = match crate::fingerprint::load(&out) {
-            Ok(fp) if fp.covers(&logit_only) => fp,
+            Ok(fp) if fp.covers(&logit_only) => fp.restricted_to(&logit_only),
             _ => fingerprint_one(reference, dtype, &logit_only, run, &out).await?,
         };
         forms.push(QuantizedForm {

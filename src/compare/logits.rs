@@ -281,7 +281,10 @@ pub fn positions(obs: &Observation) -> Vec<(Vec<u8>, Option<TopK>)> {
 
 /// The positions at which two answers to one probe are compared: each generated position
 /// where both sides give alternatives, up to and including the first where they chose
-/// different tokens (after it they condition on different text).
+/// different tokens (after it they condition on different text), and before the first
+/// token that is part of a character: engines report those differently (llama.cpp merges
+/// the byte tokens of one character into one entry, our runner keeps each), so they cannot
+/// be aligned by bytes.
 pub fn aligned_positions(reference: &Observation, suspect: &Observation) -> Vec<(TopK, TopK)> {
     let mut out = Vec::new();
     for ((r_chosen, r_top), (s_chosen, s_top)) in
@@ -290,12 +293,24 @@ pub fn aligned_positions(reference: &Observation, suspect: &Observation) -> Vec<
         let (Some(r_top), Some(s_top)) = (r_top, s_top) else {
             break;
         };
+        if partial_character(&r_chosen) || partial_character(&s_chosen) {
+            break;
+        }
         out.push((r_top, s_top));
         if r_chosen != s_chosen {
             break;
         }
     }
     out
+}
+
+/// A chosen token whose bytes are not whole UTF-8 characters (a byte-fallback piece).
+pub(crate) fn partial_character(key: &[u8]) -> bool {
+    match key.split_first() {
+        // No bytes reported: the token's text, where a lone byte shows as U+FFFD.
+        Some((0xFF, text)) => std::str::from_utf8(text).map_or(true, |t| t.contains('\u{FFFD}')),
+        _ => std::str::from_utf8(key).is_err(),
+    }
 }
 
 /// Compares the positions of two answers to one probe; `None` when either side has no
@@ -502,6 +517,14 @@ mod tests {
 
     fn topk(entries: &[(&str, f64)]) -> TopK {
         TopK::from_entries(entries.iter().map(|(t, p)| (t.as_bytes().to_vec(), p.ln())))
+    }
+
+    #[test]
+    fn byte_pieces_of_a_character_are_not_aligned() {
+        assert!(partial_character(&[0xD0]));
+        assert!(partial_character(&token_key(&[], " \u{FFFD}")));
+        assert!(!partial_character(&token_key(" О".as_bytes(), " О")));
+        assert!(!partial_character(&token_key(&[], " Paris")));
     }
 
     #[test]

@@ -151,9 +151,14 @@ pub fn compare_calibrated(
         .as_ref()
         .unwrap_or_else(|| refusal::default_lexicon());
     let read_back = calibration.likelihood;
+    let logit_form = signal::logit_form(
+        &pairs(reference, suspect, ProbeKind::Logit),
+        opts.min_probes,
+    );
     let mut ours = Signals::compute(
         reference,
         suspect,
+        logit_form,
         read_back.map(|l| l.suspect),
         opts,
         lexicon,
@@ -165,7 +170,7 @@ pub fn compare_calibrated(
         .enumerate()
         .map(|(i, c)| {
             let scores = read_back.and_then(|l| l.controls.get(i)).map(Vec::as_slice);
-            Signals::compute(reference, c, scores, opts, lexicon, false)
+            Signals::compute(reference, c, logit_form, scores, opts, lexicon, false)
         })
         .collect();
     let (suspect_contrast, control_contrasts) =
@@ -178,7 +183,7 @@ pub fn compare_calibrated(
     let known_same: Vec<Signals> = calibration
         .known_same
         .iter()
-        .map(|k| Signals::compute(reference, k, None, opts, lexicon, false))
+        .map(|k| Signals::compute(reference, k, logit_form, None, opts, lexicon, false))
         .collect();
 
     let band = opts.band.clone().unwrap_or_else(|| {
@@ -248,12 +253,12 @@ pub fn compare_calibrated(
             .greedy_tokens
             .as_ref()
             .is_some_and(|g| g.extra.get("raw") == Some(&0.0)),
-        logits_chat_only: !suspect.model.capabilities.raw_completion,
+        logits_chat_only: logit_form == crate::probes::ProbeForm::Chat,
         shift: ours.shift.clone(),
         forms: calibration
             .forms
             .iter()
-            .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, opts))
+            .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, logit_form, opts))
             .collect(),
         // Without log-probabilities from the suspect, its greedy tokens against each
         // form's next-token lists are what says whether it is the reference served
@@ -441,12 +446,17 @@ fn form_logits(
     suspect: &Fingerprint,
     controls: &[Fingerprint],
     band: &IdenticalBand,
+    logit_form: crate::probes::ProbeForm,
     opts: &CompareOptions,
 ) -> Option<verdict::FormLogits> {
     let against = |other: &Fingerprint, boot| {
-        logits::signal(&pairs(&form.fingerprint, other, ProbeKind::Logit), boot)
+        let all = pairs(&form.fingerprint, other, ProbeKind::Logit);
+        logits::signal(&signal::of_form(&all, logit_form), boot)
     };
-    let suspect_pairs = pairs(&form.fingerprint, suspect, ProbeKind::Logit);
+    let suspect_pairs = signal::of_form(
+        &pairs(&form.fingerprint, suspect, ProbeKind::Logit),
+        logit_form,
+    );
     let (outcome, summary) = logits::signal(&suspect_pairs, Some(&opts.bootstrap))?;
     // Fewer probes than a test needs (an early stop): the summary still says whether the
     // suspect lies in the band of this form, and the p-value claims nothing.

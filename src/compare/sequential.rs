@@ -117,6 +117,12 @@ pub fn matches(
 ) -> Option<bool> {
     let r = first_top(reference)?;
     let s = first_top(suspect)?;
+    // Byte pieces of a character are reported differently by each engine
+    // (`logits::aligned_positions`): no bet on them.
+    let partial = super::logits::partial_character;
+    if r.entries.first().is_none_or(|e| partial(&e.0)) {
+        return None;
+    }
     if r.entries.first().map(|e| &e.0) != s.entries.first().map(|e| &e.0) {
         return Some(false);
     }
@@ -127,7 +133,12 @@ pub fn matches(
         .collect();
     let mut total = 0.0;
     let mut count = 0usize;
-    for (key, lp) in r.entries.iter().take(opts.top_k.max(1)) {
+    for (key, lp) in r
+        .entries
+        .iter()
+        .filter(|(key, _)| !partial(key))
+        .take(opts.top_k.max(1))
+    {
         let Some(other) = s_map.get(key.as_slice()) else {
             return Some(false);
         };

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::calibration::DefaultNull;
 use super::equality::SampleGroup;
 use crate::fingerprint::{Fingerprint, Observation};
-use crate::probes::ProbeKind;
+use crate::probes::{ProbeForm, ProbeKind};
 
 /// One signal of a comparison; its name is how reports and the UI refer to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -204,4 +204,38 @@ pub fn sample_groups(reference: &Fingerprint, suspect: &Fingerprint) -> Vec<Samp
             })
         })
         .collect()
+}
+
+/// Which logit probes judge whether the weights are the same: raw ones when the suspect
+/// answered at least `min` of them (no chat template or hidden system prompt reaches them,
+/// while a persona moves every chat answer the same way), else chat ones. Controls,
+/// known-same pairs and quantized forms are read on the same probes, so their scores are
+/// comparable with the suspect's.
+pub fn logit_form(pairs: &[Pair], min: usize) -> ProbeForm {
+    if pairs
+        .iter()
+        .filter(|p| form_of(p) == ProbeForm::Raw)
+        .count()
+        >= min
+    {
+        ProbeForm::Raw
+    } else {
+        ProbeForm::Chat
+    }
+}
+
+/// The pairs asked in `form`.
+pub fn of_form<'a>(pairs: &[Pair<'a>], form: ProbeForm) -> Vec<Pair<'a>> {
+    pairs
+        .iter()
+        .filter(|p| form_of(p) == form)
+        .copied()
+        .collect()
+}
+
+fn form_of(pair: &Pair) -> ProbeForm {
+    match pair.suspect.request.prompt {
+        crate::endpoint::PromptForm::Raw { .. } => ProbeForm::Raw,
+        crate::endpoint::PromptForm::Chat { .. } => ProbeForm::Chat,
+    }
 }

@@ -7,10 +7,10 @@ use super::logits::{self, LogitSummary};
 use super::refusal::{self, SafeguardsStripped};
 use super::report::Finding;
 use super::shift::{self, ShiftTest};
-use super::signal::{pairs, sample_groups, Signal, SignalOutcome};
+use super::signal::{of_form, pairs, sample_groups, Signal, SignalOutcome};
 use super::{contrast, identity, lexicon, likelihood, stats, style, tokenizer, CompareOptions};
 use crate::fingerprint::Fingerprint;
-use crate::probes::{ProbeKind, RefusalLexicon};
+use crate::probes::{ProbeForm, ProbeKind, RefusalLexicon};
 
 /// Signals that can show a student trained on the reference's outputs. The equality test is
 /// not one of them: failing to tell two sample distributions apart on a few prompts is weak
@@ -59,11 +59,13 @@ pub(super) struct Signals {
 }
 
 impl Signals {
+    /// `logit_form` says which logit probes the logit signals read (`signal::logit_form`).
     /// `full` adds bootstrap intervals, the permutation test and the shift test (not needed
     /// for controls).
     pub(super) fn compute(
         reference: &Fingerprint,
         other: &Fingerprint,
+        logit_form: ProbeForm,
         read_back: Option<&[likelihood::AnswerScore]>,
         opts: &CompareOptions,
         lexicon: &RefusalLexicon,
@@ -71,6 +73,7 @@ impl Signals {
     ) -> Signals {
         let boot = full.then_some(&opts.bootstrap);
         let logit_pairs = pairs(reference, other, ProbeKind::Logit);
+        let weight_pairs = of_form(&logit_pairs, logit_form);
         let refusal_pairs = pairs(reference, other, ProbeKind::Refusal);
         let style_pairs = pairs(reference, other, ProbeKind::Style);
         let groups = sample_groups(reference, other);
@@ -79,7 +82,7 @@ impl Signals {
             ..opts.equality
         };
         Signals {
-            logits: logits::signal(&logit_pairs, boot),
+            logits: logits::signal(&weight_pairs, boot),
             greedy: logits::greedy_signal(&logit_pairs, boot),
             tokenizer: tokenizer::signal(&pairs(reference, other, ProbeKind::Tokenizer), boot),
             refusal: refusal::signal(&refusal_pairs, lexicon, boot),
@@ -99,7 +102,7 @@ impl Signals {
             equality: equality::signal(&groups, &equality_opts),
             stripped: refusal::safeguards_stripped(&refusal::labelled(&refusal_pairs, lexicon)),
             shift: full
-                .then(|| shift::test(&logit_pairs, opts.min_probes))
+                .then(|| shift::test(&weight_pairs, opts.min_probes))
                 .flatten(),
         }
     }

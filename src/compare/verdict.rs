@@ -110,9 +110,8 @@ impl IdenticalBand {
     /// Without known-same pairs: what the same weights show through other arithmetic, with
     /// room. Measured over the 165 default logit probes, our kernels against candle's and
     /// against f32 weights: mean |Δlogprob| 0.10 to 0.15 (Gemma 0.148), top-1 agreement 81%
-    /// to 92% (SmolLM2's near-ties flip). The earlier 0.15 and 90% (twice llama.cpp's
-    /// run-to-run noise) called such copies derived. Weights changed by less than this
-    /// (1% weight noise: 0.18 to 0.19) are the shift test's to find, not the band's.
+    /// to 92% (SmolLM2's near-ties flip). Weights changed by less than this (1% weight
+    /// noise: 0.18 to 0.19) are the shift test's to find, not the band's.
     pub fn default_band() -> IdenticalBand {
         IdenticalBand {
             max_mean_abs_dlogprob: 0.2,

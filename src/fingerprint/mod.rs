@@ -183,6 +183,27 @@ impl Fingerprint {
                 .all(|j| have.contains(&(j.probe.id.as_str(), j.sample_index)))
     }
 
+    /// Only the asks of `set`: a cached print made with more probes of the same set (the
+    /// hash is the full set's) would otherwise give signals that read every answer it
+    /// holds (vocabulary, style) more text than the suspect was asked for. Keeps
+    /// `created_at`, which caches of its read-back are keyed on.
+    pub fn restricted_to(mut self, set: &ProbeSet) -> Fingerprint {
+        let wanted: std::collections::HashSet<(String, usize)> = plan(set)
+            .iter()
+            .map(|j| (j.probe.id.clone(), j.sample_index))
+            .collect();
+        let before = self.observations.len();
+        self.observations
+            .retain(|o| wanted.contains(&(o.probe_id.clone(), o.sample_index)));
+        if self.observations.len() != before {
+            self.features = Features::extract(
+                &self.observations,
+                crate::probes::refusal::default_lexicon(),
+            );
+        }
+        self
+    }
+
     /// Assembles a fingerprint and extracts its features with the built-in refusal lexicon.
     pub fn new(
         model: ModelDescription,
@@ -479,6 +500,12 @@ mod tests {
         assert!(!print(&small).covers(&subset(&full, 1, 3)));
         assert!(print(&subset(&full, 2, 3)).covers(&small));
         assert!(print(&subset(&full, 7, 2)).covers(&subset(&full, 3, 2)));
+        let narrowed = print(&subset(&full, 7, 2)).restricted_to(&subset(&full, 3, 2));
+        assert_eq!(
+            narrowed.observations.len(),
+            plan(&subset(&full, 3, 2)).len()
+        );
+        assert!(narrowed.covers(&subset(&full, 3, 2)));
         // Another probe set.
         let mut other = small.clone();
         other.hash = "other".into();

@@ -140,7 +140,7 @@ async fn fingerprint_cached(
 ) -> Result<Fingerprint, ZooError> {
     if let Ok(fp) = fingerprint::load(out) {
         if fp.covers(set) {
-            return Ok(fp);
+            return Ok(fp.restricted_to(set));
         }
     }
     let fresh = match crate::scan::fingerprint_to(set, endpoint, out, opts).await {
@@ -293,7 +293,7 @@ pub async fn run(
         let out = member_prints.join(format!("{}.json", m.id));
         if let Ok(fp) = fingerprint::load(&out) {
             if fp.covers(set) {
-                members.push((m, fp));
+                members.push((m, fp.restricted_to(set)));
                 continue;
             }
         }
