@@ -207,17 +207,16 @@ pub fn sample_groups(reference: &Fingerprint, suspect: &Fingerprint) -> Vec<Samp
 }
 
 /// Which logit probes judge whether the weights are the same: raw ones when the suspect
-/// answered at least `min` of them (no chat template or hidden system prompt reaches them,
-/// while a persona moves every chat answer the same way), else chat ones. Controls,
-/// known-same pairs and quantized forms are read on the same probes, so their scores are
-/// comparable with the suspect's.
+/// answered at least `min` of them or no fewer than chat ones (no chat template or hidden
+/// system prompt reaches them, while a persona moves every chat answer the same way), else
+/// chat ones. Controls, known-same pairs and quantized forms are read on the same probes,
+/// so their scores are comparable with the suspect's.
 pub fn logit_form(pairs: &[Pair], min: usize) -> ProbeForm {
-    if pairs
+    let raw = pairs
         .iter()
         .filter(|p| form_of(p) == ProbeForm::Raw)
-        .count()
-        >= min
-    {
+        .count();
+    if raw >= min || raw >= pairs.len() - raw {
         ProbeForm::Raw
     } else {
         ProbeForm::Chat
