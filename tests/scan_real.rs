@@ -103,8 +103,10 @@ async fn smollm2_reference_verdicts() {
         Some("You are Kimi, an AI assistant created by Moonshot AI."),
     )
     .await;
-    // With early stopping (the default), decided after at most eight suspect queries.
-    let out = scan_outcome(&smol, &persona, true, 8).await;
+    // With early stopping (the default), decided after at most eight suspect queries (12
+    // probes a kind: the subset spreads over the set, and ten of its twelve logit probes
+    // are raw ones, which no system prompt reaches).
+    let out = scan_outcome(&smol, &persona, true, 12).await;
     assert_eq!(out.report.verdict, Verdict::Identical);
     assert!(out.stopped_early);
     assert!(

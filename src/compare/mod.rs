@@ -253,7 +253,8 @@ pub fn compare_calibrated(
             .greedy_tokens
             .as_ref()
             .is_some_and(|g| g.extra.get("raw") == Some(&0.0)),
-        logits_chat_only: logit_form == crate::probes::ProbeForm::Chat,
+        logits_chat_only: !suspect.model.capabilities.raw_completion
+            || logit_form == Some(crate::probes::ProbeForm::Chat),
         shift: ours.shift.clone(),
         forms: calibration
             .forms
@@ -446,7 +447,7 @@ fn form_logits(
     suspect: &Fingerprint,
     controls: &[Fingerprint],
     band: &IdenticalBand,
-    logit_form: crate::probes::ProbeForm,
+    logit_form: Option<crate::probes::ProbeForm>,
     opts: &CompareOptions,
 ) -> Option<verdict::FormLogits> {
     let against = |other: &Fingerprint, boot| {

@@ -207,7 +207,7 @@ pub fn plan_with_forms(
     controls: &[Fingerprint],
     opts: &SequentialOptions,
 ) -> Vec<PlannedProbe> {
-    let mut planned: Vec<PlannedProbe> = reference
+    let mut planned: Vec<(bool, PlannedProbe)> = reference
         .answered(ProbeKind::Logit)
         .filter(|o| o.sample_index == 0)
         .filter_map(|r| {
@@ -220,19 +220,27 @@ pub fn plan_with_forms(
                 })
                 .collect();
             let q0 = q0_from(&outcomes, opts);
-            Some(PlannedProbe {
-                probe_id: r.probe_id.clone(),
-                q0,
-                entropy,
-            })
+            let raw = matches!(r.request.prompt, crate::endpoint::PromptForm::Raw { .. });
+            Some((
+                raw,
+                PlannedProbe {
+                    probe_id: r.probe_id.clone(),
+                    q0,
+                    entropy,
+                },
+            ))
         })
         .collect();
-    planned.sort_by(|a, b| {
-        a.q0.total_cmp(&b.q0)
+    // Raw probes first: a hidden system prompt moves every chat answer, so a copy behind a
+    // persona would lose its bets there. A suspect without raw completions skips them at
+    // no cost (`crate::scan::sequential_phase`, `in_plan_order`).
+    planned.sort_by(|(ra, a), (rb, b)| {
+        rb.cmp(ra)
+            .then(a.q0.total_cmp(&b.q0))
             .then(b.entropy.total_cmp(&a.entropy))
             .then(a.probe_id.cmp(&b.probe_id))
     });
-    planned
+    planned.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Whether a suspect's greedy answer, read back by the reference, is the reference's own

@@ -207,27 +207,30 @@ pub fn sample_groups(reference: &Fingerprint, suspect: &Fingerprint) -> Vec<Samp
 }
 
 /// Which logit probes judge whether the weights are the same: raw ones when the suspect
-/// answered at least `min` of them or no fewer than chat ones (no chat template or hidden
-/// system prompt reaches them, while a persona moves every chat answer the same way), else
-/// chat ones. Controls, known-same pairs and quantized forms are read on the same probes,
-/// so their scores are comparable with the suspect's.
-pub fn logit_form(pairs: &[Pair], min: usize) -> ProbeForm {
+/// answered at least `min` of them (no chat template or hidden system prompt reaches them,
+/// while a persona moves every chat answer the same way), chat ones when only those reach
+/// `min`, and all of them when neither does (a handful of probes, an early stop). Controls,
+/// known-same pairs and quantized forms are read on the same probes, so their scores are
+/// comparable with the suspect's.
+pub fn logit_form(pairs: &[Pair], min: usize) -> Option<ProbeForm> {
     let raw = pairs
         .iter()
         .filter(|p| form_of(p) == ProbeForm::Raw)
         .count();
-    if raw >= min || raw >= pairs.len() - raw {
-        ProbeForm::Raw
+    if raw >= min {
+        Some(ProbeForm::Raw)
+    } else if pairs.len() - raw >= min {
+        Some(ProbeForm::Chat)
     } else {
-        ProbeForm::Chat
+        None
     }
 }
 
-/// The pairs asked in `form`.
-pub fn of_form<'a>(pairs: &[Pair<'a>], form: ProbeForm) -> Vec<Pair<'a>> {
+/// The pairs asked in `form` (all of them for `None`).
+pub fn of_form<'a>(pairs: &[Pair<'a>], form: Option<ProbeForm>) -> Vec<Pair<'a>> {
     pairs
         .iter()
-        .filter(|p| form_of(p) == form)
+        .filter(|p| form.is_none_or(|f| form_of(p) == f))
         .copied()
         .collect()
 }

@@ -65,7 +65,7 @@ impl Signals {
     pub(super) fn compute(
         reference: &Fingerprint,
         other: &Fingerprint,
-        logit_form: ProbeForm,
+        logit_form: Option<ProbeForm>,
         read_back: Option<&[likelihood::AnswerScore]>,
         opts: &CompareOptions,
         lexicon: &RefusalLexicon,
