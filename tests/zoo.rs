@@ -361,7 +361,9 @@ async fn weights_changed_below_engine_noise_are_told_from_rounding() {
         noise.weight_shift.clone().expect("shift test ran"),
     );
     eprintln!("other kernels: {same_shift:?}\n1% noise: {noise_shift:?}");
-    assert!(same_shift.probes > 100 && noise_shift.probes > 100);
+    // Most of the 113 raw logit probes: those whose first token is a byte piece of a
+    // character cannot be aligned across engines and are left out (99 here).
+    assert!(same_shift.probes > 90 && noise_shift.probes > 90);
     // Measured: -0.7% (p 0.81) against 9.6% (p 0.0005).
     assert!(same_shift.share < 0.05, "{same_shift:?}");
     assert!(
