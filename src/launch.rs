@@ -85,14 +85,13 @@ pub async fn launch_with_tcp_listener(
     for spec in &settings.register {
         register_reference(&store, spec).await?;
     }
-    for _ in 0..settings.workers {
-        tokio::spawn(crate::jobs::run_worker(
-            store.clone(),
-            settings.worker.clone(),
-            settings.references.clone(),
-            shutdown.clone(),
-        ));
-    }
+    spawn_workers(
+        &store,
+        &settings.worker,
+        settings.workers,
+        &settings.references,
+        &shutdown,
+    );
     if let Some(tick) = settings.scheduler_tick {
         tokio::spawn(crate::jobs::run_scheduler(
             store.clone(),
@@ -117,6 +116,25 @@ pub async fn launch_with_tcp_listener(
         store,
         server,
     })
+}
+
+/// `n` scan workers on this runtime, sharing `references`; `provenance worker` starts
+/// these alone, without the API.
+pub fn spawn_workers(
+    store: &Store,
+    config: &WorkerConfig,
+    n: usize,
+    references: &ReferenceCache,
+    shutdown: &watch::Receiver<bool>,
+) {
+    for _ in 0..n {
+        tokio::spawn(crate::jobs::run_worker(
+            store.clone(),
+            config.clone(),
+            references.clone(),
+            shutdown.clone(),
+        ));
+    }
 }
 
 /// The probe set in `dir`, stored; returns its name.

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use tokio::sync::watch;
 
 use provenance::app::AppConfig;
-use provenance::jobs::{self, ReferenceCache, WorkerConfig};
+use provenance::jobs::{ReferenceCache, WorkerConfig};
 use provenance::launch::{launch_with_tcp_listener, Running, Settings};
 use provenance::store::{Role, Store};
 
@@ -193,24 +193,16 @@ fn worker_config(args: &WorkerArgs) -> Result<WorkerConfig> {
     })
 }
 
-fn spawn_workers(store: &Store, args: &WorkerArgs, shutdown: &watch::Receiver<bool>) -> Result<()> {
-    let config = worker_config(args)?;
-    let references = ReferenceCache::new();
-    for _ in 0..args.workers {
-        tokio::spawn(jobs::run_worker(
-            store.clone(),
-            config.clone(),
-            references.clone(),
-            shutdown.clone(),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn worker(args: WorkerArgs) -> Result<()> {
     let store = open(&args.database_url).await?;
     let mut shutdown = shutdown_signal();
-    spawn_workers(&store, &args, &shutdown)?;
+    provenance::launch::spawn_workers(
+        &store,
+        &worker_config(&args)?,
+        args.workers,
+        &ReferenceCache::new(),
+        &shutdown,
+    );
     let _ = shutdown.changed().await;
     Ok(())
 }
