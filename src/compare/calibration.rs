@@ -142,6 +142,20 @@ pub fn null_test(
     }
 }
 
+/// [`null_test`] with each control tagged by its lineage (`super::lineage`): variants of
+/// one model count as one control, at their highest score, so a tight cluster of them
+/// neither passes for many independent controls nor sets the spread.
+pub fn null_test_by_lineage(
+    score: f64,
+    score_se: f64,
+    controls: &[(usize, f64)],
+    alpha: f64,
+    default: DefaultNull,
+) -> NullTest {
+    let per_lineage = super::lineage::highest_per_lineage(controls);
+    null_test(score, score_se, &per_lineage, alpha, default)
+}
+
 /// Median of the scores and the root mean square distance above it of those at or above
 /// it: a normal fit to the upper half.
 fn upper_half_fit(scores: &[f64]) -> (f64, f64) {
@@ -166,6 +180,22 @@ mod tests {
     use super::*;
 
     const NULL: DefaultNull = DefaultNull { mean: 0.5, sd: 0.1 };
+
+    #[test]
+    fn variants_of_one_control_count_once() {
+        // Four variants of one model, tightly together: as four controls they would make a
+        // small gap look decisive; as one lineage the default null judges.
+        let variants = [(0, 0.10), (0, 0.11), (0, 0.12), (0, 0.11)];
+        let scores: Vec<f64> = variants.iter().map(|v| v.1).collect();
+        assert!(null_test(0.3, 0.0, &scores, 0.01, NULL).p < 0.01);
+        let t = null_test_by_lineage(0.3, 0.0, &variants, 0.01, NULL);
+        assert_eq!((t.method, t.controls), (NullMethod::Default, 1));
+        assert!(t.p > 0.5, "{t:?}");
+        // Two lineages: a prediction test on their highest scores.
+        let two = [(0, 0.10), (1, 0.40), (0, 0.12), (1, 0.35)];
+        let t = null_test_by_lineage(0.3, 0.0, &two, 0.01, NULL);
+        assert_eq!((t.method, t.controls), (NullMethod::StudentT, 2));
+    }
 
     #[test]
     fn empirical_p_is_add_one_smoothed() {

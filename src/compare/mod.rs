@@ -15,6 +15,7 @@ pub mod greedy_path;
 pub mod identity;
 pub mod lexicon;
 pub mod likelihood;
+pub mod lineage;
 pub mod logits;
 pub mod refusal;
 pub mod report;
@@ -35,7 +36,7 @@ use crate::fingerprint::{Fingerprint, Observation};
 use crate::probes::{ProbeKind, RefusalLexicon};
 
 use bootstrap::BootstrapOptions;
-use calibration::{null_test, Level, NullTest};
+use calibration::{null_test_by_lineage, Level, NullTest};
 use equality::EqualityOptions;
 use logits::LogitSummary;
 
@@ -201,13 +202,15 @@ pub fn compare_calibrated(
         IdenticalBand::from_known_same(&pairs).unwrap_or_else(IdenticalBand::default_band)
     });
 
-    // Each signal against the controls that have it.
+    // Each signal against the controls that have it, a lineage counting once.
+    let lineage = lineage::lineages(calibration.controls);
     let mut tests: BTreeMap<Signal, NullTest> = BTreeMap::new();
     for name in Signal::ALL {
         if let Some(outcome) = ours.get(name) {
-            let control_scores: Vec<f64> = controls
+            let control_scores: Vec<(usize, f64)> = controls
                 .iter()
-                .filter_map(|c| c.get(name).map(|o| o.score))
+                .zip(&lineage)
+                .filter_map(|(c, l)| c.get(name).map(|o| (*l, o.score)))
                 .collect();
             tests.insert(name, against_controls(name, outcome, &control_scores, opts));
         }
@@ -259,7 +262,16 @@ pub fn compare_calibrated(
         forms: calibration
             .forms
             .iter()
-            .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, logit_form, opts))
+            .filter_map(|f| {
+                form_logits(
+                    f,
+                    suspect,
+                    (calibration.controls, &lineage),
+                    &band,
+                    logit_form,
+                    opts,
+                )
+            })
             .collect(),
         // Without log-probabilities from the suspect, its greedy tokens against each
         // form's next-token lists are what says whether it is the reference served
@@ -372,8 +384,9 @@ pub fn compare_calibrated(
     let findings = findings(&ours, &controls);
     let evidence = evidence(&ours, &controls, outcome.verdict, opts.max_evidence);
 
-    let level = Level::of(calibration.controls.len(), opts.alpha);
-    let calibration_note = match level {
+    let lineages = lineage::count(&lineage);
+    let level = Level::of(lineages, opts.alpha);
+    let mut calibration_note = match level {
         Level::None => "No control fingerprints: p-values come from documented default null \
                         distributions (pessimistic guesses), not from data. Add controls."
             .to_string(),
@@ -384,6 +397,13 @@ pub fn compare_calibrated(
         ),
         Level::Ok => "Empirical p-values against the controls.".to_string(),
     };
+    if lineages < calibration.controls.len() {
+        calibration_note.push_str(&format!(
+            " The {} controls are {lineages} lineage(s): variants of one model (answers this \
+             close to each other) count as one control, at their highest score.",
+            calibration.controls.len()
+        ));
+    }
 
     Report {
         verdict: outcome.verdict,
@@ -407,6 +427,7 @@ pub fn compare_calibrated(
         },
         calibration: level,
         controls: calibration.controls.len(),
+        control_lineages: lineages,
         known_same: calibration.known_same.len(),
         calibration_note,
         controls_origin: None,
@@ -422,7 +443,7 @@ pub fn compare_calibrated(
 fn against_controls(
     name: Signal,
     outcome: &SignalOutcome,
-    control_scores: &[f64],
+    control_scores: &[(usize, f64)],
     opts: &CompareOptions,
 ) -> NullTest {
     // Standard error from the 95% bootstrap interval (± 1.96 se).
@@ -430,7 +451,7 @@ fn against_controls(
         .interval
         .map(|(lo, hi)| (hi - lo) / 3.92)
         .unwrap_or(0.0);
-    null_test(
+    null_test_by_lineage(
         outcome.score,
         se,
         control_scores,
@@ -445,7 +466,7 @@ fn against_controls(
 fn form_logits(
     form: &QuantizedForm,
     suspect: &Fingerprint,
-    controls: &[Fingerprint],
+    (controls, lineage): (&[Fingerprint], &[usize]),
     band: &IdenticalBand,
     logit_form: Option<crate::probes::ProbeForm>,
     opts: &CompareOptions,
@@ -473,9 +494,10 @@ fn form_logits(
         .contains(&summary)
         .then(|| shift::test(&suspect_pairs, opts.min_probes))
         .flatten();
-    let control_scores: Vec<f64> = controls
+    let control_scores: Vec<(usize, f64)> = controls
         .iter()
-        .filter_map(|c| against(c, None).map(|(o, _)| o.score))
+        .zip(lineage)
+        .filter_map(|(c, l)| against(c, None).map(|(o, _)| (*l, o.score)))
         .collect();
     let test = against_controls(Signal::Logits, &outcome, &control_scores, opts);
     Some(verdict::FormLogits {

@@ -101,6 +101,10 @@ pub struct Report {
     /// `none`, `few` or `ok`: how much the controls can tell (see `compare::calibration`).
     pub calibration: Level,
     pub controls: usize,
+    /// How many independent models the controls are (`compare::lineage`); each p-value
+    /// counts a lineage once.
+    #[serde(default)]
+    pub control_lineages: usize,
     pub known_same: usize,
     pub calibration_note: String,
     /// Where the controls came from (built-in, a directory, the store), when known.
