@@ -7,8 +7,9 @@
 //!
 //! - `ok` (n + 1 >= 1/alpha): the empirical p-value decides.
 //! - `few` (2 <= n): a normal-theory prediction test, t = (x - centre) / (spread sqrt(1 +
-//!   1/n)) with n - 1 degrees of freedom, spread floored at [`SD_FLOOR`] so a tight cluster
-//!   of controls cannot make any small gap look decisive. The test is one-sided (is the
+//!   1/n)) with n - 1 degrees of freedom, spread floored at a quarter of the signal's
+//!   default spread ([`spread_floor`]) so a tight cluster of controls (variants of one
+//!   model) cannot make any small gap look decisive. The test is one-sided (is the
 //!   suspect *more* similar than unrelated models?), so the fit describes the controls'
 //!   upper half: centre = their median, spread = the root mean square distance above it
 //!   (for normal scores, the standard deviation). Controls far below the rest (a barely
@@ -26,8 +27,18 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{mean, normal_sf, sample_sd, student_t_sf};
 
-/// Smallest spread of control scores assumed (scores live in [0, 1]).
-pub const SD_FLOOR: f64 = 0.02;
+/// Smallest spread of control scores assumed, as a share of the signal's default null
+/// spread: scores live on their signal's scale (shares in [0, 1], the contrast and the
+/// likelihood in nats), so one absolute floor was no floor for the nats. A quarter keeps
+/// the logits' floor at 0.02, where it has been; for the contrast it is 0.0375 nats, so
+/// four variants of one model, tight around each other as controls, no longer made a
+/// sixth of a nat look decisive.
+pub const SPREAD_FLOOR_SHARE: f64 = 0.25;
+
+/// The smallest spread the prediction test assumes for a signal with this default null.
+pub fn spread_floor(default: DefaultNull) -> f64 {
+    default.sd * SPREAD_FLOOR_SHARE
+}
 
 /// How much the controls can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +125,7 @@ pub fn null_test(
         Level::Ok => (empirical.unwrap_or(1.0), NullMethod::Empirical, None),
         _ if n >= 2 => {
             let (centre, spread) = upper_half_fit(controls);
-            let sd = spread.max(SD_FLOOR);
+            let sd = spread.max(spread_floor(default));
             let t = (score - centre) / (sd * (1.0 + 1.0 / n as f64).sqrt());
             let p = student_t_sf(t, (n - 1) as f64);
             let p = match empirical {
@@ -125,7 +136,10 @@ pub fn null_test(
         }
         _ => {
             let m = controls.iter().copied().fold(default.mean, f64::max);
-            let sd = default.sd.hypot(score_se.max(0.0)).max(SD_FLOOR);
+            let sd = default
+                .sd
+                .hypot(score_se.max(0.0))
+                .max(spread_floor(default));
             let z = (score - m) / sd;
             (normal_sf(z), NullMethod::Default, Some((m, sd)))
         }
@@ -140,20 +154,6 @@ pub fn null_test(
         null_centre: null.map(|n| n.0),
         null_spread: null.map(|n| n.1),
     }
-}
-
-/// [`null_test`] with each control tagged by its lineage (`super::lineage`): variants of
-/// one model count as one control, at their highest score, so a tight cluster of them
-/// neither passes for many independent controls nor sets the spread.
-pub fn null_test_by_lineage(
-    score: f64,
-    score_se: f64,
-    controls: &[(usize, f64)],
-    alpha: f64,
-    default: DefaultNull,
-) -> NullTest {
-    let per_lineage = super::lineage::highest_per_lineage(controls);
-    null_test(score, score_se, &per_lineage, alpha, default)
 }
 
 /// Median of the scores and the root mean square distance above it of those at or above
@@ -182,19 +182,23 @@ mod tests {
     const NULL: DefaultNull = DefaultNull { mean: 0.5, sd: 0.1 };
 
     #[test]
-    fn variants_of_one_control_count_once() {
-        // Four variants of one model, tightly together: as four controls they would make a
-        // small gap look decisive; as one lineage the default null judges.
-        let variants = [(0, 0.10), (0, 0.11), (0, 0.12), (0, 0.11)];
-        let scores: Vec<f64> = variants.iter().map(|v| v.1).collect();
-        assert!(null_test(0.3, 0.0, &scores, 0.01, NULL).p < 0.01);
-        let t = null_test_by_lineage(0.3, 0.0, &variants, 0.01, NULL);
-        assert_eq!((t.method, t.controls), (NullMethod::Default, 1));
-        assert!(t.p > 0.5, "{t:?}");
-        // Two lineages: a prediction test on their highest scores.
-        let two = [(0, 0.10), (1, 0.40), (0, 0.12), (1, 0.35)];
-        let t = null_test_by_lineage(0.3, 0.0, &two, 0.01, NULL);
-        assert_eq!((t.method, t.controls), (NullMethod::StudentT, 2));
+    fn the_spread_floor_is_in_the_signals_own_units() {
+        // Four variants of one model, tightly together, on a scale in nats: a sixth of a
+        // nat above them is no evidence once the floor follows the signal's spread.
+        let nats = DefaultNull {
+            mean: 0.0,
+            sd: 0.15,
+        };
+        let variants = [-0.20, -0.19, -0.18, -0.19];
+        let t = null_test(-0.02, 0.0, &variants, 0.01, nats);
+        assert_eq!(t.method, NullMethod::StudentT);
+        assert!(
+            (t.null_spread.unwrap_or(0.0) - 0.0375).abs() < 1e-12,
+            "{t:?}"
+        );
+        assert!(t.p > 0.01, "{t:?}");
+        // A real gap still decides.
+        assert!(null_test(0.6, 0.0, &variants, 0.01, nats).p < 0.01);
     }
 
     #[test]

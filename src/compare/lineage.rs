@@ -1,13 +1,10 @@
-//! Which controls are one model: the null of every signal counts a lineage once.
-//!
-//! A p-value against the controls assumes they are independent draws of "an unrelated
-//! model". Variants of one model (served behind a persona, re-quantized, with a little
-//! noise) are not: they sit close together, so their spread says nothing about how far
-//! apart unrelated models lie, and a suspect a little above that tight cluster looked
-//! decisive (SmolLM2 re-quantized, judged against Gemma with four SmolLM2 variants as
-//! controls, came out `distilled`). Controls are therefore grouped by lineage, from
-//! their answers alone (the store knows nothing of where a control came from), and each
-//! lineage counts as one control, at its highest score.
+//! Which controls are one model. A p-value against the controls assumes they are
+//! independent draws of "an unrelated model"; variants of one model (served behind a
+//! persona, re-quantized, with a little noise) are not, and the report says how many
+//! independent models the controls really are, from their answers alone (the store knows
+//! nothing of where a control came from). Decisions do not collapse lineages: on the
+//! recorded zoo that cost the distilled students their verdicts (docs/history.md); the
+//! spread floor (`calibration::spread_floor`) keeps a tight cluster from deciding.
 
 use super::logits;
 use super::signal::pairs;
@@ -94,19 +91,6 @@ pub fn lineages(prints: &[Fingerprint]) -> Vec<usize> {
             })
         })
         .collect()
-}
-
-/// Each lineage's highest score, in order of first appearance; `scores` pairs a lineage
-/// with a control's score (controls without the signal are left out by the caller).
-pub fn highest_per_lineage(scores: &[(usize, f64)]) -> Vec<f64> {
-    let mut out: Vec<(usize, f64)> = Vec::new();
-    for &(lineage, score) in scores {
-        match out.iter_mut().find(|(l, _)| *l == lineage) {
-            Some((_, best)) => *best = best.max(score),
-            None => out.push((lineage, score)),
-        }
-    }
-    out.into_iter().map(|(_, s)| s).collect()
 }
 
 /// How many lineages `lineages` holds.
@@ -214,9 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lineage_counts_once_at_its_highest_score() {
-        let scores = [(0, 0.2), (1, 0.5), (0, 0.4), (2, 0.1), (1, 0.3)];
-        assert_eq!(highest_per_lineage(&scores), vec![0.4, 0.5, 0.1]);
+    fn lineages_are_counted() {
         assert_eq!(count(&[0, 1, 0, 2, 1]), 3);
         assert_eq!(count(&[]), 0);
     }

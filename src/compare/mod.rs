@@ -36,7 +36,7 @@ use crate::fingerprint::{Fingerprint, Observation};
 use crate::probes::{ProbeKind, RefusalLexicon};
 
 use bootstrap::BootstrapOptions;
-use calibration::{null_test_by_lineage, Level, NullTest};
+use calibration::{null_test, Level, NullTest};
 use equality::EqualityOptions;
 use logits::LogitSummary;
 
@@ -202,15 +202,13 @@ pub fn compare_calibrated(
         IdenticalBand::from_known_same(&pairs).unwrap_or_else(IdenticalBand::default_band)
     });
 
-    // Each signal against the controls that have it, a lineage counting once.
-    let lineage = lineage::lineages(calibration.controls);
+    // Each signal against the controls that have it.
     let mut tests: BTreeMap<Signal, NullTest> = BTreeMap::new();
     for name in Signal::ALL {
         if let Some(outcome) = ours.get(name) {
-            let control_scores: Vec<(usize, f64)> = controls
+            let control_scores: Vec<f64> = controls
                 .iter()
-                .zip(&lineage)
-                .filter_map(|(c, l)| c.get(name).map(|o| (*l, o.score)))
+                .filter_map(|c| c.get(name).map(|o| o.score))
                 .collect();
             tests.insert(name, against_controls(name, outcome, &control_scores, opts));
         }
@@ -262,16 +260,7 @@ pub fn compare_calibrated(
         forms: calibration
             .forms
             .iter()
-            .filter_map(|f| {
-                form_logits(
-                    f,
-                    suspect,
-                    (calibration.controls, &lineage),
-                    &band,
-                    logit_form,
-                    opts,
-                )
-            })
+            .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, logit_form, opts))
             .collect(),
         // Without log-probabilities from the suspect, its greedy tokens against each
         // form's next-token lists are what says whether it is the reference served
@@ -384,8 +373,8 @@ pub fn compare_calibrated(
     let findings = findings(&ours, &controls);
     let evidence = evidence(&ours, &controls, outcome.verdict, opts.max_evidence);
 
-    let lineages = lineage::count(&lineage);
-    let level = Level::of(lineages, opts.alpha);
+    let lineages = lineage::count(&lineage::lineages(calibration.controls));
+    let level = Level::of(calibration.controls.len(), opts.alpha);
     let mut calibration_note = match level {
         Level::None => "No control fingerprints: p-values come from documented default null \
                         distributions (pessimistic guesses), not from data. Add controls."
@@ -399,8 +388,9 @@ pub fn compare_calibrated(
     };
     if lineages < calibration.controls.len() {
         calibration_note.push_str(&format!(
-            " The {} controls are {lineages} lineage(s): variants of one model (answers this \
-             close to each other) count as one control, at their highest score.",
+            " The {} controls are {lineages} lineage(s) (variants of one model answer this \
+             close to each other): each p-value counts them as independent models, which \
+             overstates what variants of one model can tell. Add controls of other families.",
             calibration.controls.len()
         ));
     }
@@ -443,7 +433,7 @@ pub fn compare_calibrated(
 fn against_controls(
     name: Signal,
     outcome: &SignalOutcome,
-    control_scores: &[(usize, f64)],
+    control_scores: &[f64],
     opts: &CompareOptions,
 ) -> NullTest {
     // Standard error from the 95% bootstrap interval (± 1.96 se).
@@ -451,7 +441,7 @@ fn against_controls(
         .interval
         .map(|(lo, hi)| (hi - lo) / 3.92)
         .unwrap_or(0.0);
-    null_test_by_lineage(
+    null_test(
         outcome.score,
         se,
         control_scores,
@@ -466,7 +456,7 @@ fn against_controls(
 fn form_logits(
     form: &QuantizedForm,
     suspect: &Fingerprint,
-    (controls, lineage): (&[Fingerprint], &[usize]),
+    controls: &[Fingerprint],
     band: &IdenticalBand,
     logit_form: Option<crate::probes::ProbeForm>,
     opts: &CompareOptions,
@@ -494,10 +484,9 @@ fn form_logits(
         .contains(&summary)
         .then(|| shift::test(&suspect_pairs, opts.min_probes))
         .flatten();
-    let control_scores: Vec<(usize, f64)> = controls
+    let control_scores: Vec<f64> = controls
         .iter()
-        .zip(lineage)
-        .filter_map(|(c, l)| against(c, None).map(|(o, _)| (*l, o.score)))
+        .filter_map(|c| against(c, None).map(|(o, _)| o.score))
         .collect();
     let test = against_controls(Signal::Logits, &outcome, &control_scores, opts);
     Some(verdict::FormLogits {

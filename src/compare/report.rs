@@ -101,8 +101,8 @@ pub struct Report {
     /// `none`, `few` or `ok`: how much the controls can tell (see `compare::calibration`).
     pub calibration: Level,
     pub controls: usize,
-    /// How many independent models the controls are (`compare::lineage`); each p-value
-    /// counts a lineage once.
+    /// How many independent models the controls are (`compare::lineage`); the p-values
+    /// count every control.
     #[serde(default)]
     pub control_lineages: usize,
     pub known_same: usize,
