@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::{AppError, AppState, Caller};
-use crate::compare::{compare, CompareOptions};
+use crate::compare::CompareOptions;
 use crate::store::{ComparisonRow, NewVerdict, Role};
 
 /// Compares two stored fingerprints against the stored controls and keeps the result
@@ -29,12 +29,15 @@ pub async fn compare_fingerprints(
             controls.push(state.store.load_fingerprint(&row).await?);
         }
     }
-    // The comparison is CPU work (bootstraps, permutations): keep it off the async threads.
-    let report = tokio::task::spawn_blocking(move || {
-        compare(&reference, &suspect, &controls, &CompareOptions::default())
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))?;
+    // The scan pipeline's comparison step (on the blocking pool), without the quantized
+    // forms and the read-back, which need the reference model loaded: the report lists
+    // those signals as unavailable.
+    let against = crate::scan::Against {
+        reference: &reference,
+        controls: &controls,
+        forms: &[],
+    };
+    let report = crate::scan::judge(against, &suspect, None, &CompareOptions::default()).await;
     let json = serde_json::to_value(&report).map_err(|e| AppError::Internal(e.to_string()))?;
     let row = state
         .store

@@ -1,5 +1,5 @@
-//! One scan: both models asked every probe (stored as each answer arrives), the two
-//! fingerprints assembled, then compared against the stored controls.
+//! One scan in the service: the pipeline (`crate::scan`) over PostgreSQL, every answer
+//! stored as it arrives under the scan's lease, then the verdict stored and the scan finished.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,13 +10,14 @@ use uuid::Uuid;
 
 use super::reference_cache::{http_suspect, ReferenceCache};
 use super::{JobError, WorkerConfig};
-use crate::compare::{compare_calibrated, Calibration, CompareOptions, Likelihoods};
+use crate::compare::likelihood::AnswerScore;
+use crate::compare::CompareOptions;
 use crate::endpoint::{Capabilities, ModelEndpoint};
 use crate::fingerprint::{
     self, Fingerprint, ModelDescription, Observation, ProbeSetRef, RunOptions,
 };
 use crate::probes::{Probe, ProbeSet};
-use crate::scan::AnswerSource;
+use crate::scan::{AnswerSource, ScanStore, SuspectCaps, Whose};
 use crate::store::{
     Claimed, FingerprintRow, ModelKind, NewVerdict, ScanRow, Side, Store, SuspectKind,
 };
@@ -69,38 +70,6 @@ pub(super) async fn run(
         )
         .await?;
 
-    let mut progress = Progress {
-        store,
-        scan_id: scan.id,
-        owner,
-        done: 0,
-        total: 2 * fingerprint::plan(&set).len() as i32,
-    };
-    let turn = references
-        .fingerprint_lock(&format!(
-            "{}|{}",
-            ref_fp.model_describe, ref_fp.probe_set_id
-        ))
-        .await;
-    let turn = turn.lock().await;
-    reuse_reference_answers(store, claimed, &set, &ref_fp).await?;
-    let ref_caps = observe_side(
-        store,
-        claimed,
-        &set,
-        reference.as_ref(),
-        &ref_fp,
-        config,
-        lost,
-        &mut progress,
-    )
-    .await?;
-    let reference_print = assemble(store, &set, &ref_fp, ref_caps).await?;
-    store
-        .complete_fingerprint(ref_fp.id, &document(&reference_print)?)
-        .await?;
-    drop(turn);
-
     let (controls, control_ids, controls_origin) = scan_controls(
         store,
         config,
@@ -110,105 +79,52 @@ pub(super) async fn run(
         &set,
     )
     .await?;
-    let opts = CompareOptions::default();
-    let sus_caps = suspect
-        .capabilities()
-        .await
-        .map_err(|e| JobError::endpoint(suspect.as_ref(), e))?;
-    // The controls' answers read back by the reference: for the likelihood signals, and
-    // for the early stop of a suspect without log-probabilities.
     let spec = &reference_model.source;
-    let mut control_scores = Vec::with_capacity(controls.len());
-    for (id, control) in control_ids.iter().zip(&controls) {
-        let scores = references.read_back(spec, Some(*id), control).await?;
-        control_scores.push(scores.as_ref().clone());
-    }
     let reference_handle = references.get(spec).await?;
     // Made (or loaded) before the sequential phase, which matches a copy served quantized
     // against its form.
-    let forms = references
-        .forms(&reference_model.source, &set, config)
-        .await?;
-    let (early, counted) = if scan.early_stop {
-        let mut source = StoreSource {
+    let forms = references.forms(spec, &set, config).await?;
+    let opts = CompareOptions::default();
+    let mut rows = StoreScan {
+        store,
+        claimed,
+        set: &set,
+        config,
+        references,
+        spec,
+        reference: reference.as_ref(),
+        suspect: suspect.as_ref(),
+        ref_fp: &ref_fp,
+        sus_fp: &sus_fp,
+        control_ids: &control_ids,
+        lost,
+        progress: Progress {
             store,
-            claimed,
-            fp: &sus_fp,
-            endpoint: suspect.as_ref(),
-            caps: sus_caps.clone(),
-            lost,
-            progress: &mut progress,
-            counted: 0,
-        };
-        let description = ModelDescription {
-            describe: sus_fp.model_describe.clone(),
-            capabilities: sus_caps.clone(),
-        };
-        let early = crate::scan::sequential_phase(
-            crate::scan::Against {
-                reference: &reference_print,
-                controls: &controls,
-                forms: &forms,
-            },
-            &set,
-            description,
-            &opts,
-            &mut source,
-            Some(crate::scan::TextEarlyStop {
-                reference: &reference_handle,
-                controls: &control_scores,
-            }),
-        )
-        .await?;
-        (early, source.counted)
-    } else {
-        (None, 0)
+            scan_id: scan.id,
+            owner,
+            done: 0,
+            total: 2 * fingerprint::plan(&set).len() as i32,
+        },
+        caps: SuspectCaps::default(),
+        counted: 0,
     };
-    let (suspect_print, mut report) = match early {
-        Some((print, report)) => {
-            tracing::info!(scan = %scan.id, queries = report.queries.suspect, "stopped early");
-            // The rest of the set will not be asked: the scan is complete at this point.
-            progress.total = progress.done;
-            progress.add(0).await?;
-            (print, report)
-        }
-        None => {
-            // The side's pass counts every stored answer, those of the sequential phase too.
-            progress.done -= counted;
-            observe_side(
-                store,
-                claimed,
-                &set,
-                suspect.as_ref(),
-                &sus_fp,
-                config,
-                lost,
-                &mut progress,
-            )
-            .await?;
-            let print = assemble(store, &set, &sus_fp, sus_caps).await?;
-            let suspect_scores = references.read_back(spec, None, &print).await?;
-            let report = compare_calibrated(
-                &reference_print,
-                &print,
-                &Calibration {
-                    controls: &controls,
-                    known_same: &[],
-                    forms: &forms,
-                    likelihood: Some(Likelihoods {
-                        suspect: &suspect_scores,
-                        controls: &control_scores,
-                    }),
-                },
-                &opts,
-            );
-            (print, report)
-        }
-    };
-    report.controls_origin = controls_origin;
-    store
-        .complete_fingerprint(sus_fp.id, &document(&suspect_print)?)
-        .await?;
+    let outcome = crate::scan::pipeline(
+        &mut rows,
+        &crate::scan::Scan {
+            probes: &set,
+            controls: &controls,
+            controls_origin,
+            forms: &forms,
+            read_back: Some(&reference_handle),
+            compare: &opts,
+            early_stop: scan.early_stop,
+        },
+    )
+    .await?;
+    if outcome.stopped_early {
+        tracing::info!(scan = %scan.id, queries = outcome.report.queries.suspect, "stopped early");
+    }
+    let (suspect_print, report) = (outcome.suspect, outcome.report);
     let report_json = serde_json::to_value(&report).map_err(crate::store::StoreError::from)?;
     let verdict = report.verdict.as_str();
     store
@@ -535,27 +451,48 @@ async fn keep(
     Ok(())
 }
 
-/// The sequential phase's answers, kept in the store like every other observation.
-struct StoreSource<'a, 'p> {
+/// The service's [`ScanStore`]: every answer stored as it arrives (under the scan's lease),
+/// progress counted, read-backs of stored controls cached by the reference cache.
+struct StoreScan<'a> {
     store: &'a Store,
     claimed: &'a Claimed,
-    fp: &'a FingerprintRow,
-    endpoint: &'a dyn ModelEndpoint,
-    caps: Capabilities,
+    set: &'a ProbeSet,
+    config: &'a WorkerConfig,
+    references: &'a ReferenceCache,
+    /// The reference model's source, as the reference cache knows it.
+    spec: &'a str,
+    reference: &'a dyn ModelEndpoint,
+    suspect: &'a dyn ModelEndpoint,
+    ref_fp: &'a FingerprintRow,
+    sus_fp: &'a FingerprintRow,
+    /// The stored controls' ids, in the order the scan judges them.
+    control_ids: &'a [Uuid],
     lost: &'a AtomicBool,
-    progress: &'a mut Progress<'p>,
-    /// Answers counted in the progress so far (stored ones included).
+    progress: Progress<'a>,
+    caps: SuspectCaps,
+    /// Answers of the sequential phase counted in the progress (stored ones included).
     counted: i32,
 }
 
+impl StoreScan<'_> {
+    async fn caps(&mut self) -> Result<Capabilities, JobError> {
+        let suspect = self.suspect;
+        self.caps
+            .of(suspect)
+            .await
+            .map_err(|e| JobError::endpoint(suspect, e))
+    }
+}
+
 #[async_trait::async_trait]
-impl AnswerSource for StoreSource<'_, '_> {
+impl AnswerSource for StoreScan<'_> {
     type Error = JobError;
 
     async fn answer(&mut self, probe: &Probe) -> Result<Observation, JobError> {
+        let caps = self.caps().await?;
         self.progress.add(1).await?;
         self.counted += 1;
-        let stored = self.store.observation(self.fp.id, &probe.id, 0).await?;
+        let stored = self.store.observation(self.sus_fp.id, &probe.id, 0).await?;
         if let Some(row) = stored {
             return serde_json::from_value(row.data)
                 .map_err(|e| crate::store::StoreError::from(e).into());
@@ -564,9 +501,92 @@ impl AnswerSource for StoreSource<'_, '_> {
             progress: false,
             ..RunOptions::default()
         };
-        let obs = fingerprint::observe(self.endpoint, &self.caps, probe, 0, &opts).await;
-        keep(self.store, self.claimed, self.fp, &obs, self.lost).await?;
+        let obs = fingerprint::observe(self.suspect, &caps, probe, 0, &opts).await;
+        keep(self.store, self.claimed, self.sus_fp, &obs, self.lost).await?;
         Ok(obs)
+    }
+}
+
+#[async_trait::async_trait]
+impl ScanStore for StoreScan<'_> {
+    async fn reference_print(&mut self) -> Result<Fingerprint, JobError> {
+        // One scan at a time asks a reference a probe set: a second one waits and reuses.
+        let turn = self
+            .references
+            .fingerprint_lock(&format!(
+                "{}|{}",
+                self.ref_fp.model_describe, self.ref_fp.probe_set_id
+            ))
+            .await;
+        let _turn = turn.lock().await;
+        reuse_reference_answers(self.store, self.claimed, self.set, self.ref_fp).await?;
+        let caps = observe_side(
+            self.store,
+            self.claimed,
+            self.set,
+            self.reference,
+            self.ref_fp,
+            self.config,
+            self.lost,
+            &mut self.progress,
+        )
+        .await?;
+        let print = assemble(self.store, self.set, self.ref_fp, caps).await?;
+        self.store
+            .complete_fingerprint(self.ref_fp.id, &document(&print)?)
+            .await?;
+        Ok(print)
+    }
+
+    async fn suspect_description(&mut self) -> Result<ModelDescription, JobError> {
+        Ok(ModelDescription {
+            describe: self.sus_fp.model_describe.clone(),
+            capabilities: self.caps().await?,
+        })
+    }
+
+    async fn suspect_print(&mut self) -> Result<Fingerprint, JobError> {
+        // The side's pass counts every stored answer, those of the sequential phase too.
+        self.progress.done -= self.counted;
+        self.counted = 0;
+        observe_side(
+            self.store,
+            self.claimed,
+            self.set,
+            self.suspect,
+            self.sus_fp,
+            self.config,
+            self.lost,
+            &mut self.progress,
+        )
+        .await?;
+        let caps = self.caps().await?;
+        assemble(self.store, self.set, self.sus_fp, caps).await
+    }
+
+    async fn read_back(
+        &mut self,
+        whose: Whose,
+        print: &Fingerprint,
+    ) -> Result<Vec<AnswerScore>, JobError> {
+        let id = match whose {
+            Whose::Suspect => None,
+            Whose::Control(i) => self.control_ids.get(i).copied(),
+        };
+        let scores = self.references.read_back(self.spec, id, print).await?;
+        Ok(scores.as_ref().clone())
+    }
+
+    async fn suspect_done(&mut self, print: &Fingerprint, early: bool) -> Result<(), JobError> {
+        if early {
+            // The rest of the set will not be asked: the scan is complete at this point.
+            self.progress.total = self.progress.done;
+            self.progress.add(0).await?;
+        }
+        self.store
+            .complete_fingerprint(self.sus_fp.id, &document(print)?)
+            .await?;
+        Ok(())
     }
 }
 

@@ -172,13 +172,9 @@ impl TestDb {
         references: provenance::jobs::ReferenceCache,
         config: provenance::jobs::WorkerConfig,
     ) -> tokio::sync::watch::Sender<bool> {
+        // The same wiring `serve` and `provenance worker` use, with one worker.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(provenance::jobs::run_worker(
-            self.store.clone(),
-            config,
-            references,
-            stop_rx,
-        ));
+        provenance::launch::spawn_workers(&self.store, &config, 1, &references, &stop_rx);
         stop_tx
     }
 }
