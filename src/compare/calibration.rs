@@ -7,9 +7,9 @@
 //!
 //! - `ok` (n + 1 >= 1/alpha): the empirical p-value decides.
 //! - `few` (2 <= n): a normal-theory prediction test, t = (x - centre) / (spread sqrt(1 +
-//!   1/n)) with n - 1 degrees of freedom, spread floored at a quarter of the signal's
-//!   default spread ([`spread_floor`]) so a tight cluster of controls (variants of one
-//!   model) cannot make any small gap look decisive. The test is one-sided (is the
+//!   1/n)) with n - 1 degrees of freedom, spread floored in the signal's own units
+//!   ([`null_test_floored`]) so a tight cluster of controls (variants of one model)
+//!   cannot make any small gap look decisive. The test is one-sided (is the
 //!   suspect *more* similar than unrelated models?), so the fit describes the controls'
 //!   upper half: centre = their median, spread = the root mean square distance above it
 //!   (for normal scores, the standard deviation). Controls far below the rest (a barely
@@ -27,18 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{mean, normal_sf, sample_sd, student_t_sf};
 
-/// Smallest spread of control scores assumed, as a share of the signal's default null
-/// spread: scores live on their signal's scale (shares in [0, 1], the contrast and the
-/// likelihood in nats), so one absolute floor was no floor for the nats. A quarter keeps
-/// the logits' floor at 0.02, where it has been; for the contrast it is 0.0375 nats, so
-/// four variants of one model, tight around each other as controls, no longer made a
-/// sixth of a nat look decisive.
-pub const SPREAD_FLOOR_SHARE: f64 = 0.25;
-
-/// The smallest spread the prediction test assumes for a signal with this default null.
-pub fn spread_floor(default: DefaultNull) -> f64 {
-    default.sd * SPREAD_FLOOR_SHARE
-}
+/// Smallest spread of control scores assumed, unless the signal sets its own
+/// (`compare::signal::spread_floor`).
+pub const SD_FLOOR: f64 = 0.02;
 
 /// How much the controls can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +105,18 @@ pub fn null_test(
     alpha: f64,
     default: DefaultNull,
 ) -> NullTest {
+    null_test_floored(score, score_se, controls, alpha, default, SD_FLOOR)
+}
+
+/// [`null_test`] with the smallest spread the fit may assume, in the score's units.
+pub fn null_test_floored(
+    score: f64,
+    score_se: f64,
+    controls: &[f64],
+    alpha: f64,
+    default: DefaultNull,
+    floor: f64,
+) -> NullTest {
     let n = controls.len();
     // A tiny tolerance so a control exactly as similar counts as "at least as similar"
     // despite rounding.
@@ -125,7 +128,7 @@ pub fn null_test(
         Level::Ok => (empirical.unwrap_or(1.0), NullMethod::Empirical, None),
         _ if n >= 2 => {
             let (centre, spread) = upper_half_fit(controls);
-            let sd = spread.max(spread_floor(default));
+            let sd = spread.max(floor);
             let t = (score - centre) / (sd * (1.0 + 1.0 / n as f64).sqrt());
             let p = student_t_sf(t, (n - 1) as f64);
             let p = match empirical {
@@ -136,10 +139,7 @@ pub fn null_test(
         }
         _ => {
             let m = controls.iter().copied().fold(default.mean, f64::max);
-            let sd = default
-                .sd
-                .hypot(score_se.max(0.0))
-                .max(spread_floor(default));
+            let sd = default.sd.hypot(score_se.max(0.0)).max(floor);
             let z = (score - m) / sd;
             (normal_sf(z), NullMethod::Default, Some((m, sd)))
         }
@@ -190,7 +190,7 @@ mod tests {
             sd: 0.15,
         };
         let variants = [-0.20, -0.19, -0.18, -0.19];
-        let t = null_test(-0.02, 0.0, &variants, 0.01, nats);
+        let t = null_test_floored(-0.02, 0.0, &variants, 0.01, nats, 0.0375);
         assert_eq!(t.method, NullMethod::StudentT);
         assert!(
             (t.null_spread.unwrap_or(0.0) - 0.0375).abs() < 1e-12,
@@ -198,7 +198,7 @@ mod tests {
         );
         assert!(t.p > 0.01, "{t:?}");
         // A real gap still decides.
-        assert!(null_test(0.6, 0.0, &variants, 0.01, nats).p < 0.01);
+        assert!(null_test_floored(0.6, 0.0, &variants, 0.01, nats, 0.0375).p < 0.01);
     }
 
     #[test]

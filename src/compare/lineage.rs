@@ -4,7 +4,7 @@
 //! independent models the controls really are, from their answers alone (the store knows
 //! nothing of where a control came from). Decisions do not collapse lineages: on the
 //! recorded zoo that cost the distilled students their verdicts (docs/history.md); the
-//! spread floor (`calibration::spread_floor`) keeps a tight cluster from deciding.
+//! spread floor (`signal::spread_floor`) keeps a tight cluster from deciding.
 
 use super::logits;
 use super::signal::pairs;

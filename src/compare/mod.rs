@@ -36,7 +36,7 @@ use crate::fingerprint::{Fingerprint, Observation};
 use crate::probes::{ProbeKind, RefusalLexicon};
 
 use bootstrap::BootstrapOptions;
-use calibration::{null_test, Level, NullTest};
+use calibration::{null_test_floored, Level, NullTest};
 use equality::EqualityOptions;
 use logits::LogitSummary;
 
@@ -441,12 +441,13 @@ fn against_controls(
         .interval
         .map(|(lo, hi)| (hi - lo) / 3.92)
         .unwrap_or(0.0);
-    null_test(
+    null_test_floored(
         outcome.score,
         se,
         control_scores,
         opts.alpha,
         default_null(name),
+        signal::spread_floor(name),
     )
 }
 

@@ -109,6 +109,19 @@ pub fn default_null(signal: Signal) -> DefaultNull {
     DefaultNull { mean, sd }
 }
 
+/// The smallest spread the prediction test assumes for a signal's control scores. Shares
+/// in [0, 1] keep 0.02. The vocabulary contrast, in nats, takes a quarter of its default
+/// spread: four variants of one model as controls sit within hundredths of a nat of each
+/// other, and a fifth variant a sixth of a nat above them read as `distilled`. A quarter of
+/// every signal's default spread was tried and let SmolLM2's Q2_K copy off as `unrelated`
+/// in chat-only-no-logprobs (docs/history.md, 4 Dec).
+pub fn spread_floor(signal: Signal) -> f64 {
+    match signal {
+        Signal::Contrast => default_null(signal).sd / 4.0,
+        _ => super::calibration::SD_FLOOR,
+    }
+}
+
 /// A reference observation and the suspect's answer to the same ask.
 #[derive(Debug, Clone, Copy)]
 pub struct Pair<'a> {
