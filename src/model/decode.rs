@@ -9,7 +9,7 @@
 
 use super::parallel::par_chunks_mut;
 use super::qlinear::Q8Matrix;
-use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
+use super::transformer::{Config, Embedding, Layer, Linear, RmsNorm, Weights};
 
 /// Norm weights and matrices pulled out of the candle structures once.
 pub struct FastWeights {
@@ -26,6 +26,9 @@ struct FastLayer {
     wk: std::sync::Arc<Q8Matrix>,
     wv: std::sync::Arc<Q8Matrix>,
     wo: std::sync::Arc<Q8Matrix>,
+    q_bias: Option<Vec<f32>>,
+    k_bias: Option<Vec<f32>>,
+    v_bias: Option<Vec<f32>>,
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     post_attn_norm: Option<Vec<f32>>,
@@ -44,7 +47,20 @@ fn q8(l: &Linear) -> Option<std::sync::Arc<Q8Matrix>> {
 }
 
 fn vec_of(n: &RmsNorm) -> Option<Vec<f32>> {
-    n.weight.flatten_all().ok()?.to_vec1::<f32>().ok()
+    flat(&n.weight)
+}
+
+fn flat(t: &candle_core::Tensor) -> Option<Vec<f32>> {
+    t.flatten_all().ok()?.to_vec1::<f32>().ok()
+}
+
+/// Adds a per-output bias to each of the rows of `x`.
+fn add_bias(x: &mut [f32], bias: &Option<Vec<f32>>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+    }
 }
 
 impl FastWeights {
@@ -60,6 +76,12 @@ impl FastWeights {
                 None => Some(None),
             }
         };
+        let bias = |b: &Option<candle_core::Tensor>| -> Option<Option<Vec<f32>>> {
+            match b {
+                Some(b) => flat(b).map(Some),
+                None => Some(None),
+            }
+        };
         let mut layers = Vec::with_capacity(w.layers.len());
         for l in &w.layers {
             let l: &Layer = l;
@@ -69,6 +91,9 @@ impl FastWeights {
                 wk: q8(&l.wk)?,
                 wv: q8(&l.wv)?,
                 wo: q8(&l.wo)?,
+                q_bias: bias(&l.q_bias)?,
+                k_bias: bias(&l.k_bias)?,
+                v_bias: bias(&l.v_bias)?,
                 q_norm: opt(&l.q_norm)?,
                 k_norm: opt(&l.k_norm)?,
                 post_attn_norm: opt(&l.post_attn_norm)?,
@@ -199,10 +224,11 @@ fn run_on_pool(
     let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
     let group = nh / nkv;
     let scale = 1.0 / (cfg.attn_scale_base as f32).sqrt();
+    let gemma = cfg.family.is_gemma();
     let mut x: Vec<f32> = Vec::with_capacity(m * hidden);
     for &t in tokens {
         let mut row = fw.embedding.row(t as usize);
-        if cfg.family == Family::Gemma3 {
+        if cfg.family.is_gemma() {
             let s = (cfg.hidden as f32).sqrt();
             row.iter_mut().for_each(|v| *v *= s);
         }
@@ -221,7 +247,10 @@ fn run_on_pool(
             _ => rope_global,
         };
         let h = norm_rows(&x, &l.attn_norm, hidden);
-        let [mut q, mut k, v] = Q8Matrix::matmul_group([&l.wq, &l.wk, &l.wv], &h, m);
+        let [mut q, mut k, mut v] = Q8Matrix::matmul_group([&l.wq, &l.wk, &l.wv], &h, m);
+        add_bias(&mut q, &l.q_bias);
+        add_bias(&mut k, &l.k_bias);
+        add_bias(&mut v, &l.v_bias);
         for i in 0..m {
             let qi = &mut q[i * nh * hd..(i + 1) * nh * hd];
             let ki = &mut k[i * nkv * hd..(i + 1) * nkv * hd];
@@ -283,10 +312,7 @@ fn run_on_pool(
             .iter()
             .zip(&up)
             .map(|(g, u)| {
-                let a = match cfg.family {
-                    Family::Llama => silu(*g),
-                    Family::Gemma3 => gelu_tanh(*g),
-                };
+                let a = if gemma { gelu_tanh(*g) } else { silu(*g) };
                 a * u
             })
             .collect();

@@ -138,18 +138,15 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
-    /// Reads the config for the llama or gemma3 architecture.
+    /// Reads the config of a supported architecture (`Family::SUPPORTED`).
     pub fn config(&self, max_context: usize) -> Result<Config, ModelError> {
         let arch = self.architecture().unwrap_or_default();
-        let family = match arch.as_str() {
-            "llama" => Family::Llama,
-            "gemma3" => Family::Gemma3,
-            other => {
-                return Err(ModelError::Unsupported(format!(
-                    "GGUF architecture `{other}` (supported: llama, gemma3)"
-                )))
-            }
-        };
+        let family = Family::from_architecture(&arch).ok_or_else(|| {
+            ModelError::Unsupported(format!(
+                "GGUF architecture `{arch}` (supported: {})",
+                Family::SUPPORTED
+            ))
+        })?;
         let need = |k: &str| {
             self.u32(&format!("{arch}.{k}"))
                 .map(|v| v as usize)
@@ -185,19 +182,33 @@ impl GgufFile {
             .map(|t| t.len())
             .unwrap_or(0);
         let trained_ctx = need("context_length")?;
-        let (sliding_window, rope_base_local) = match family {
+        let (sliding_window, rope_base_local, sliding_pattern) = match family {
             // llama.cpp hard-codes the local base for Gemma 3 as well; metadata may override.
             Family::Gemma3 => (
                 self.u32("gemma3.attention.sliding_window")
                     .map(|v| v as usize),
                 self.f32("gemma3.rope.local_freq_base").unwrap_or(10_000.0),
+                self.u32("gemma3.attention.sliding_window_type")
+                    .map(|v| v as usize)
+                    .unwrap_or(6),
             ),
-            Family::Llama => (None, rope_base),
+            // Mistral-style: every layer attends to the last `sliding_window` positions
+            // (a pattern longer than the stack makes no layer global).
+            _ => {
+                let window = self
+                    .u32(&format!("{arch}.attention.sliding_window"))
+                    .map(|v| v as usize)
+                    .filter(|&w| w > 0);
+                (window, rope_base, usize::MAX)
+            }
         };
-        let sliding_pattern = self
-            .u32("gemma3.attention.sliding_window_type")
-            .map(|v| v as usize)
-            .unwrap_or(6);
+        if let Some(rot) = self.u32(&format!("{arch}.rope.dimension_count")) {
+            if rot as usize != head_dim {
+                return Err(ModelError::Unsupported(format!(
+                    "GGUF metadata: rotary embedding over {rot} of {head_dim} head dimensions (partial rotary is not supported)"
+                )));
+            }
+        }
         if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(ModelError::Unsupported(format!(
                 "GGUF metadata: {n_heads} attention heads cannot share {n_kv_heads} key/value heads"
@@ -220,6 +231,8 @@ impl GgufFile {
                 .unwrap_or(1e-6) as f64,
             rope_base,
             rope_base_local,
+            // llama.cpp's converter permutes llama's Q and K for interleaved RoPE; Qwen, Phi-3
+            // and Gemma keep the halves layout (NEOX).
             rope_interleaved: family == Family::Llama,
             sliding_window,
             sliding_pattern,
@@ -264,13 +277,45 @@ impl GgufFile {
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = format!("blk.{i}");
-            let gemma = cfg.family == Family::Gemma3;
+            let gemma = cfg.family.is_gemma();
+            let (wq, wk, wv) = if cfg.family == Family::Phi3 {
+                let q_rows = cfg.n_heads * cfg.head_dim;
+                let kv_rows = cfg.n_kv_heads * cfg.head_dim;
+                let [q, k, v] =
+                    self.split_rows(&format!("{p}.attn_qkv.weight"), [q_rows, kv_rows, kv_rows])?;
+                (
+                    to_linear(q, requantize)?,
+                    to_linear(k, requantize)?,
+                    to_linear(v, requantize)?,
+                )
+            } else {
+                (
+                    self.matmul(&format!("{p}.attn_q.weight"), requantize)?,
+                    self.matmul(&format!("{p}.attn_k.weight"), requantize)?,
+                    self.matmul(&format!("{p}.attn_v.weight"), requantize)?,
+                )
+            };
+            let (w_gate, w_up) = if cfg.family == Family::Phi3 {
+                // Phi-3 stores gate and up as one matrix, gate rows first.
+                let rows = self.rows(&format!("{p}.ffn_up.weight"))?;
+                let [gate, up] =
+                    self.split_rows(&format!("{p}.ffn_up.weight"), [rows / 2, rows / 2])?;
+                (to_linear(gate, requantize)?, to_linear(up, requantize)?)
+            } else {
+                (
+                    self.matmul(&format!("{p}.ffn_gate.weight"), requantize)?,
+                    self.matmul(&format!("{p}.ffn_up.weight"), requantize)?,
+                )
+            };
             layers.push(Layer {
                 attn_norm: self.norm(&format!("{p}.attn_norm.weight"), cfg)?,
-                wq: self.matmul(&format!("{p}.attn_q.weight"), requantize)?,
-                wk: self.matmul(&format!("{p}.attn_k.weight"), requantize)?,
-                wv: self.matmul(&format!("{p}.attn_v.weight"), requantize)?,
+                wq,
+                wk,
+                wv,
                 wo: self.matmul(&format!("{p}.attn_output.weight"), requantize)?,
+                q_bias: self.opt_vector(&format!("{p}.attn_q.bias"))?,
+                k_bias: self.opt_vector(&format!("{p}.attn_k.bias"))?,
+                v_bias: self.opt_vector(&format!("{p}.attn_v.bias"))?,
                 q_norm: self.opt_norm(&format!("{p}.attn_q_norm.weight"), cfg)?,
                 k_norm: self.opt_norm(&format!("{p}.attn_k_norm.weight"), cfg)?,
                 post_attn_norm: if gemma {
@@ -279,8 +324,8 @@ impl GgufFile {
                     None
                 },
                 ffn_norm: self.norm(&format!("{p}.ffn_norm.weight"), cfg)?,
-                w_gate: self.matmul(&format!("{p}.ffn_gate.weight"), requantize)?,
-                w_up: self.matmul(&format!("{p}.ffn_up.weight"), requantize)?,
+                w_gate,
+                w_up,
                 w_down: self.matmul(&format!("{p}.ffn_down.weight"), requantize)?,
                 post_ffn_norm: if gemma {
                     Some(self.norm(&format!("{p}.post_ffw_norm.weight"), cfg)?)
@@ -314,11 +359,70 @@ impl GgufFile {
         }
     }
 
+    fn opt_vector(&mut self, name: &str) -> Result<Option<candle_core::Tensor>, ModelError> {
+        if self.has_tensor(name) {
+            Ok(Some(self.tensor(name)?.dequantize(&Device::Cpu)?))
+        } else {
+            Ok(None)
+        }
+    }
+
     fn matmul(&mut self, name: &str, requantize: Requantize) -> Result<Linear, ModelError> {
+        to_linear(self.tensor(name)?, requantize)
+    }
+
+    fn rows(&self, name: &str) -> Result<usize, ModelError> {
+        let info =
+            self.content
+                .tensor_infos
+                .get(name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    name: name.to_string(),
+                    message: "not in the file".into(),
+                })?;
+        Ok(info.shape.dims2()?.0)
+    }
+
+    /// A fused matrix cut into consecutive row blocks, each kept in the stored type (its
+    /// rows are whole blocks of bytes, so nothing is re-rounded).
+    fn split_rows<const N: usize>(
+        &mut self,
+        name: &str,
+        rows: [usize; N],
+    ) -> Result<[QTensor; N], ModelError> {
         let t = self.tensor(name)?;
-        Ok(match requantize {
-            Requantize::Auto => Linear::Q8(Arc::new(Q8Matrix::from_qtensor(&t)?)),
-            Requantize::Off => Linear::Candle(QMatMul::from_qtensor(t)?),
+        let (total, cols) = t.shape().dims2()?;
+        if rows.iter().sum::<usize>() != total {
+            return Err(ModelError::Format {
+                path: name.into(),
+                message: format!("fused matrix has {total} rows, expected {rows:?}"),
+            });
+        }
+        let dtype = t.dtype();
+        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        let data = t.data()?;
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(N);
+        for r in rows {
+            let bytes = &data[start * row_bytes..(start + r) * row_bytes];
+            parts.push(candle_core::quantized::ggml_file::qtensor_from_ggml(
+                dtype,
+                bytes,
+                vec![r, cols],
+                &Device::Cpu,
+            )?);
+            start += r;
+        }
+        parts.try_into().map_err(|_| ModelError::Format {
+            path: name.into(),
+            message: "fused matrix split".into(),
         })
     }
+}
+
+fn to_linear(t: QTensor, requantize: Requantize) -> Result<Linear, ModelError> {
+    Ok(match requantize {
+        Requantize::Auto => Linear::Q8(Arc::new(Q8Matrix::from_qtensor(&t)?)),
+        Requantize::Off => Linear::Candle(QMatMul::from_qtensor(t)?),
+    })
 }

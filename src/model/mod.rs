@@ -14,6 +14,7 @@ pub mod runner;
 pub mod safetensors;
 pub mod source;
 pub mod spm;
+pub mod synthetic;
 pub mod tokenizer;
 pub mod transformer;
 

@@ -1,5 +1,5 @@
-//! Hugging Face checkpoints of the llama family: `config.json` + `tokenizer.json` +
-//! `*.safetensors`. Also the reverse: a GGUF llama exported to that layout (used by the
+//! Hugging Face checkpoints of the llama family (Mistral), Qwen 2 / 3 and Phi-3:
+//! `config.json` + `tokenizer.json` + `*.safetensors`. Also the reverse: a GGUF llama exported to that layout (used by the
 //! ground-truth zoo and to test this loader against the GGUF path).
 
 use std::collections::HashMap;
@@ -39,6 +39,12 @@ struct HfConfig {
     bos_token_id: Option<u32>,
     #[serde(default)]
     eos_token_id: Option<serde_json::Value>,
+    /// Mistral's attention window (null or absent: full attention).
+    #[serde(default)]
+    sliding_window: Option<usize>,
+    /// Qwen 2 writes the window even where `use_sliding_window` is false.
+    #[serde(default)]
+    use_sliding_window: Option<bool>,
 }
 
 fn default_eps() -> f64 {
@@ -70,13 +76,17 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ModelError>
 
 pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
     let hf: HfConfig = read_json(&dir.join("config.json"))?;
-    if let Some(mt) = &hf.model_type {
-        if !matches!(mt.as_str(), "llama" | "mistral") {
+    let family = match hf.model_type.as_deref() {
+        None | Some("llama" | "mistral") => Family::Llama,
+        Some("qwen2") => Family::Qwen2,
+        Some("qwen3") => Family::Qwen3,
+        Some("phi3") => Family::Phi3,
+        Some(mt) => {
             return Err(ModelError::Unsupported(format!(
-                "safetensors model_type `{mt}` (supported: llama family)"
-            )));
+                "safetensors model_type `{mt}` (supported: llama, mistral, qwen2, qwen3, phi3)"
+            )))
         }
-    }
+    };
     let eos = match &hf.eos_token_id {
         Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
         Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
@@ -95,7 +105,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
     };
     let template = ChatTemplate::new(
         tk_cfg.chat_template,
-        "llama",
+        hf.model_type.as_deref().unwrap_or("llama"),
         piece(tokenizer.bos),
         piece(tokenizer.eos),
     )?;
@@ -103,8 +113,12 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
     let head_dim = hf
         .head_dim
         .unwrap_or(hf.hidden_size / hf.num_attention_heads);
+    let sliding_window = match hf.use_sliding_window {
+        Some(false) => None,
+        _ => hf.sliding_window.filter(|&w| w > 0),
+    };
     let config = Config {
-        family: Family::Llama,
+        family,
         hidden: hf.hidden_size,
         n_layers: hf.num_hidden_layers,
         n_heads: hf.num_attention_heads,
@@ -114,8 +128,9 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         rope_base: hf.rope_theta,
         rope_base_local: hf.rope_theta,
         rope_interleaved: false,
-        sliding_window: None,
-        sliding_pattern: 1,
+        sliding_window,
+        // Every layer local when there is a window (a pattern longer than the stack).
+        sliding_pattern: usize::MAX,
         attn_scale_base: head_dim as f64,
         context_length: hf.max_position_embeddings.min(opts.max_context),
         vocab_size: hf.vocab_size,
@@ -144,42 +159,71 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
     let mut take = |name: &str| -> Result<Tensor, ModelError> {
         tensors
             .remove(name)
+            .map(|t| t.to_dtype(DType::F32).map_err(ModelError::from))
+            .transpose()?
             .ok_or_else(|| ModelError::MissingTensor {
                 name: name.into(),
                 message: "not in the safetensors files".into(),
-            })?
-            .to_dtype(DType::F32)
-            .map_err(ModelError::from)
+            })
     };
     let norm = |t: Tensor| RmsNorm {
         weight: t,
         eps: hf.rms_norm_eps,
     };
     let embed = take("model.embed_tokens.weight")?;
+    let dense = |t: Tensor| Linear::Candle(QMatMul::Tensor(t));
     let mut layers = Vec::with_capacity(config.n_layers);
     for i in 0..config.n_layers {
         let p = format!("model.layers.{i}");
+        let mut opt = |name: String| {
+            take(&name).map(Some).or_else(|e| match e {
+                ModelError::MissingTensor { .. } => Ok(None),
+                other => Err(other),
+            })
+        };
+        let q_bias = opt(format!("{p}.self_attn.q_proj.bias"))?;
+        let k_bias = opt(format!("{p}.self_attn.k_proj.bias"))?;
+        let v_bias = opt(format!("{p}.self_attn.v_proj.bias"))?;
+        let q_norm = opt(format!("{p}.self_attn.q_norm.weight"))?.map(norm);
+        let k_norm = opt(format!("{p}.self_attn.k_norm.weight"))?.map(norm);
+        let (wq, wk, wv, w_gate, w_up) = if family == Family::Phi3 {
+            // Phi-3 fuses Q, K, V in one matrix and gate with up in another.
+            let qkv = take(&format!("{p}.self_attn.qkv_proj.weight"))?;
+            let (q_rows, kv_rows) = (config.n_heads * head_dim, config.n_kv_heads * head_dim);
+            let gate_up = take(&format!("{p}.mlp.gate_up_proj.weight"))?;
+            let ff = gate_up.dim(0)? / 2;
+            (
+                qkv.narrow(0, 0, q_rows)?.contiguous()?,
+                qkv.narrow(0, q_rows, kv_rows)?.contiguous()?,
+                qkv.narrow(0, q_rows + kv_rows, kv_rows)?.contiguous()?,
+                gate_up.narrow(0, 0, ff)?.contiguous()?,
+                gate_up.narrow(0, ff, ff)?.contiguous()?,
+            )
+        } else {
+            (
+                take(&format!("{p}.self_attn.q_proj.weight"))?,
+                take(&format!("{p}.self_attn.k_proj.weight"))?,
+                take(&format!("{p}.self_attn.v_proj.weight"))?,
+                take(&format!("{p}.mlp.gate_proj.weight"))?,
+                take(&format!("{p}.mlp.up_proj.weight"))?,
+            )
+        };
         layers.push(Layer {
             attn_norm: norm(take(&format!("{p}.input_layernorm.weight"))?),
-            wq: Linear::Candle(QMatMul::Tensor(take(&format!(
-                "{p}.self_attn.q_proj.weight"
-            ))?)),
-            wk: Linear::Candle(QMatMul::Tensor(take(&format!(
-                "{p}.self_attn.k_proj.weight"
-            ))?)),
-            wv: Linear::Candle(QMatMul::Tensor(take(&format!(
-                "{p}.self_attn.v_proj.weight"
-            ))?)),
-            wo: Linear::Candle(QMatMul::Tensor(take(&format!(
-                "{p}.self_attn.o_proj.weight"
-            ))?)),
-            q_norm: None,
-            k_norm: None,
+            wq: dense(wq),
+            wk: dense(wk),
+            wv: dense(wv),
+            wo: dense(take(&format!("{p}.self_attn.o_proj.weight"))?),
+            q_bias,
+            k_bias,
+            v_bias,
+            q_norm,
+            k_norm,
             post_attn_norm: None,
             ffn_norm: norm(take(&format!("{p}.post_attention_layernorm.weight"))?),
-            w_gate: Linear::Candle(QMatMul::Tensor(take(&format!("{p}.mlp.gate_proj.weight"))?)),
-            w_up: Linear::Candle(QMatMul::Tensor(take(&format!("{p}.mlp.up_proj.weight"))?)),
-            w_down: Linear::Candle(QMatMul::Tensor(take(&format!("{p}.mlp.down_proj.weight"))?)),
+            w_gate: dense(w_gate),
+            w_up: dense(w_up),
+            w_down: dense(take(&format!("{p}.mlp.down_proj.weight"))?),
             post_ffn_norm: None,
         });
     }
@@ -201,7 +245,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
             .unwrap_or_else(|| "model".into()),
         source: dir.display().to_string(),
         format: "safetensors".into(),
-        architecture: "llama".into(),
+        architecture: hf.model_type.clone().unwrap_or_else(|| "llama".into()),
         context_length: config.context_length,
         vocab_size: config.vocab_size,
         tokenizer: tokenizer.kind.clone(),

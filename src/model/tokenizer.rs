@@ -14,6 +14,8 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use super::gguf::GgufFile;
@@ -328,6 +330,12 @@ fn stop_tokens(pieces: &[String], eos: Option<u32>) -> Vec<u32> {
     stops
 }
 
+/// Qwen 2 / 2.5 / 3's pre-tokenizer (`tokenizer.json`'s Split regex, llama.cpp's `qwen2`).
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Llama 3's pre-tokenizer (llama.cpp's `llama-bpe`).
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 fn build_byte_level_bpe(
     tokens: &[String],
     merges: &[String],
@@ -352,12 +360,37 @@ fn build_byte_level_bpe(
         .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
     let mut tk = tokenizers::Tokenizer::new(bpe);
     let byte_level = ByteLevel::new(false, true, true);
-    // SmolLM (and StarCoder-style vocabularies) split every digit on its own first.
+    // llama.cpp names each vocabulary's pre-tokenizer in `tokenizer.ggml.pre`; these are the
+    // regular expressions its `llama-vocab.cpp` uses for them (Qwen: one digit per piece;
+    // Llama 3: up to three), applied before the byte-level mapping.
+    let split = |regex: &str| -> Result<PreTokenizerWrapper, ModelError> {
+        let split = Split::new(
+            SplitPattern::Regex(regex.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into())
+    };
     let pre_tok: PreTokenizerWrapper = match pre {
+        // SmolLM (and StarCoder-style vocabularies) split every digit on its own first.
         "smollm" | "starcoder" | "refact" => {
             Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
         }
-        _ => byte_level.into(),
+        "qwen2" | "deepseek-r1-qwen" => split(QWEN2_PATTERN)?,
+        "llama3" | "llama-bpe" | "llama-v3" => split(LLAMA3_PATTERN)?,
+        "default" | "gpt2" | "gpt-2" => byte_level.into(),
+        other => {
+            tracing::warn!(
+                pre = other,
+                "unknown GGUF pre-tokenizer; splitting text as GPT-2 does, token ids may differ from the model's own"
+            );
+            byte_level.into()
+        }
     };
     tk.with_pre_tokenizer(Some(pre_tok));
     tk.with_decoder(Some(ByteLevelDecoder::default()));

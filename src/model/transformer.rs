@@ -1,4 +1,5 @@
-//! One decoder-only transformer that covers the llama family and Gemma 3.
+//! One decoder-only transformer that covers the llama family (Mistral's sliding window
+//! included), Qwen 2 and 3, Phi-3 and Gemma 3.
 //!
 //! Written here rather than taken from candle-transformers because we need things the
 //! upstream models do not give: a KV cache that can be truncated to a shared prefix (prompt
@@ -24,7 +25,46 @@ use super::qlinear::Q8Matrix;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     Llama,
+    /// Qwen 2 / 2.5 and the DeepSeek-R1 distills built on it: biases on Q, K and V.
+    Qwen2,
+    /// Qwen 3: RMS norm on each query and key head (`q_norm`, `k_norm`).
+    Qwen3,
+    /// Phi-3: Q, K, V and gate/up fused in the file, split at load.
+    Phi3,
     Gemma3,
+}
+
+impl Family {
+    /// The GGUF `general.architecture` names we run.
+    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, phi3, gemma3";
+
+    pub fn from_architecture(arch: &str) -> Option<Self> {
+        Some(match arch {
+            "llama" => Self::Llama,
+            "qwen2" => Self::Qwen2,
+            "qwen3" => Self::Qwen3,
+            "phi3" => Self::Phi3,
+            "gemma3" => Self::Gemma3,
+            _ => return None,
+        })
+    }
+
+    /// The name its GGUF files carry in `general.architecture`.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Phi3 => "phi3",
+            Self::Gemma3 => "gemma3",
+        }
+    }
+
+    /// Gemma scales the embedding by sqrt(hidden) and gates with GELU (tanh); the others
+    /// use the embedding as stored and SiLU.
+    pub fn is_gemma(self) -> bool {
+        self == Self::Gemma3
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +168,10 @@ pub struct Layer {
     pub wk: Linear,
     pub wv: Linear,
     pub wo: Linear,
+    /// Qwen 2's biases on the query, key and value projections (f32, one per output).
+    pub q_bias: Option<Tensor>,
+    pub k_bias: Option<Tensor>,
+    pub v_bias: Option<Tensor>,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
     pub post_attn_norm: Option<RmsNorm>,
@@ -341,7 +385,7 @@ impl Transformer {
         }
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let mut x = self.weights.embedding.forward(&ids)?;
-        if cfg.family == Family::Gemma3 {
+        if cfg.family.is_gemma() {
             x = (x * (cfg.hidden as f64).sqrt())?;
         }
         let global_mask = self.mask(seq, offset, None)?;
@@ -410,9 +454,13 @@ impl Transformer {
         let cfg = &self.config;
         let (b, seq, _) = x.dims3()?;
         let h = l.attn_norm.forward(x)?;
-        let q = l.wq.forward(&h)?;
-        let k = l.wk.forward(&h)?;
-        let v = l.wv.forward(&h)?;
+        let with_bias = |t: Tensor, b: &Option<Tensor>| match b {
+            Some(b) => t.broadcast_add(b),
+            None => Ok(t),
+        };
+        let q = with_bias(l.wq.forward(&h)?, &l.q_bias)?;
+        let k = with_bias(l.wk.forward(&h)?, &l.k_bias)?;
+        let v = with_bias(l.wv.forward(&h)?, &l.v_bias)?;
         let q = q.reshape((b, seq, cfg.n_heads, cfg.head_dim))?;
         let k = k.reshape((b, seq, cfg.n_kv_heads, cfg.head_dim))?;
         let v = v.reshape((b, seq, cfg.n_kv_heads, cfg.head_dim))?;
@@ -481,9 +529,10 @@ impl Transformer {
         let x = (x + out)?;
         let h = l.ffn_norm.forward(&x)?;
         let gate = l.w_gate.forward(&h)?;
-        let gate = match cfg.family {
-            Family::Llama => candle_nn::ops::silu(&gate)?,
-            Family::Gemma3 => gate.gelu()?, // tanh approximation, as Gemma specifies
+        let gate = if cfg.family.is_gemma() {
+            gate.gelu()? // tanh approximation, as Gemma specifies
+        } else {
+            candle_nn::ops::silu(&gate)?
         };
         let up = l.w_up.forward(&h)?;
         let mut ff = l.w_down.forward(&(gate * up)?)?;
