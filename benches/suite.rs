@@ -204,6 +204,7 @@ async fn scan(
         forms: &[],
         read_back: Some(local.handle()),
         controls_read_back: None,
+        reference_limits: Vec::new(),
     };
     let t = Instant::now();
     let out = provenance::scan::run(&local, &client, &settings)

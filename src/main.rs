@@ -106,10 +106,23 @@ enum Command {
         json: bool,
     },
     /// Fingerprint the reference and a suspect endpoint, compare, print the verdict.
+    #[command(group(clap::ArgGroup::new("reference_source")
+        .required(true)
+        .args(["reference", "reference_url"])))]
     Scan {
         /// The reference: GGUF file, safetensors directory or hub repo id.
         #[arg(long)]
-        reference: String,
+        reference: Option<String>,
+        /// Or the reference behind its owner's OpenAI-compatible endpoint (vLLM, TGI,
+        /// llama.cpp, an internal API): no quantized forms, no read-back.
+        #[arg(long, requires = "reference_model")]
+        reference_url: Option<String>,
+        /// The model name the reference endpoint serves.
+        #[arg(long)]
+        reference_model: Option<String>,
+        /// Name of the environment variable that holds the reference endpoint's API key.
+        #[arg(long)]
+        reference_api_key_env: Option<String>,
         #[arg(long)]
         suspect_url: String,
         #[arg(long)]
@@ -470,6 +483,9 @@ fn main() -> Result<()> {
         } => likelihood(&reference, &prints, json),
         Command::Scan {
             reference,
+            reference_url,
+            reference_model,
+            reference_api_key_env,
             suspect_url,
             suspect_model,
             remote,
@@ -478,7 +494,21 @@ fn main() -> Result<()> {
         } => {
             let set = probes.load()?;
             let client = http_model(&suspect_url, &suspect_model, &remote)?;
-            runtime()?.block_on(scan(&reference, &client, &set, args))
+            let reference = match (reference, reference_url, reference_model) {
+                (Some(path), _, _) => Reference::Local(path),
+                (None, Some(url), Some(model)) => {
+                    let remote = RemoteArgs {
+                        api_key_env: reference_api_key_env,
+                        allow_private_targets: remote.allow_private_targets,
+                        access: "full".into(),
+                    };
+                    Reference::Endpoint(Box::new(
+                        http_model(&url, &model, &remote).context("the reference endpoint")?,
+                    ))
+                }
+                _ => bail!("give --reference PATH, or --reference-url with --reference-model"),
+            };
+            runtime()?.block_on(scan(reference, &client, &set, args))
         }
         Command::Serve { service } => runtime()?.block_on(service::serve(service)),
         Command::Worker { worker } => runtime()?.block_on(service::worker(worker)),
@@ -719,21 +749,20 @@ fn compare(
     emit(&report, args.format, args.out.as_deref())
 }
 
+/// The reference of a scan: weights on this machine, or its owner's endpoint.
+enum Reference {
+    Local(String),
+    Endpoint(Box<provenance::suspect::HttpModel>),
+}
+
 async fn scan(
-    reference: &str,
+    reference: Reference,
     suspect: &dyn ModelEndpoint,
     set: &provenance::probes::ProbeSet,
     args: ScanArgs,
 ) -> Result<()> {
-    let form_types = provenance::quantized_forms::parse_list(&args.forms)?;
-    let spec = reference.to_string();
-    let handle =
-        tokio::task::spawn_blocking(move || ModelHandle::spawn(&spec, &LoadOptions::default(), 64))
-            .await?
-            .with_context(|| format!("loading the reference {reference}"))?;
-    let local = provenance::model::local_endpoint::LocalEndpoint::new(handle);
     let tmp;
-    let work = match args.work_dir {
+    let work = match args.work_dir.clone() {
         Some(d) => {
             std::fs::create_dir_all(&d)?;
             d
@@ -744,6 +773,52 @@ async fn scan(
         }
     };
     let run = provenance::fingerprint::RunOptions::default();
+    let user_controls = match &args.report.controls {
+        Some(dir) => {
+            let prints = provenance::fingerprint::load_dir(dir)
+                .with_context(|| format!("loading controls from {}", dir.display()))?;
+            let origin = format!("{} controls from {}", prints.len(), dir.display());
+            Some((prints, Some(origin), None))
+        }
+        None => None,
+    };
+    let reference = match reference {
+        Reference::Local(path) => path,
+        Reference::Endpoint(endpoint) => {
+            let caps = endpoint
+                .capabilities()
+                .await
+                .context("asking the reference endpoint what it offers")?;
+            if !args.forms.is_empty() && args.forms != "ladder" && args.forms != "none" {
+                eprintln!("--forms is ignored: quantized forms need the reference's weights");
+            }
+            // Built-in controls are known unrelated to the fetched files only.
+            let (controls, controls_origin, _) = user_controls.unwrap_or((Vec::new(), None, None));
+            let settings = provenance::scan::ScanSettings {
+                probes: set,
+                controls: &controls,
+                controls_origin,
+                work_dir: &work,
+                run,
+                compare: provenance::compare::CompareOptions::default(),
+                early_stop: !args.no_early_stop,
+                forms: &[],
+                read_back: None,
+                controls_read_back: None,
+                reference_limits: provenance::scan::endpoint_reference_limits(&caps),
+            };
+            let outcome = provenance::scan::run(endpoint.as_ref(), suspect, &settings).await?;
+            return finish_scan(&outcome, &args);
+        }
+    };
+    let reference = reference.as_str();
+    let form_types = provenance::quantized_forms::parse_list(&args.forms)?;
+    let spec = reference.to_string();
+    let handle =
+        tokio::task::spawn_blocking(move || ModelHandle::spawn(&spec, &LoadOptions::default(), 64))
+            .await?
+            .with_context(|| format!("loading the reference {reference}"))?;
+    let local = provenance::model::local_endpoint::LocalEndpoint::new(handle);
     let forms = provenance::quantized_forms::fingerprint_forms(
         std::path::Path::new(reference),
         &form_types,
@@ -752,13 +827,8 @@ async fn scan(
         &provenance::fetch::default_dir().join("forms"),
     )
     .await?;
-    let (controls, controls_origin, controls_read_back) = match &args.report.controls {
-        Some(dir) => {
-            let prints = provenance::fingerprint::load_dir(dir)
-                .with_context(|| format!("loading controls from {}", dir.display()))?;
-            let origin = format!("{} controls from {}", prints.len(), dir.display());
-            (prints, Some(origin), None)
-        }
+    let (controls, controls_origin, controls_read_back) = match user_controls {
+        Some(given) => given,
         None if args.no_builtin_controls => (Vec::new(), None, None),
         None => {
             let cache = provenance::controls::default_cache();
@@ -788,8 +858,13 @@ async fn scan(
         forms: &forms,
         read_back: Some(local.handle()),
         controls_read_back: controls_read_back.as_deref(),
+        reference_limits: Vec::new(),
     };
     let outcome = provenance::scan::run(&local, suspect, &settings).await?;
+    finish_scan(&outcome, &args)
+}
+
+fn finish_scan(outcome: &provenance::scan::ScanOutcome, args: &ScanArgs) -> Result<()> {
     if outcome.stopped_early {
         eprintln!(
             "stopped early: decided after {} suspect queries",

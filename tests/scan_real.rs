@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use provenance::compare::Verdict;
+use provenance::endpoint::ModelEndpoint;
 use provenance::model::local_endpoint::LocalEndpoint;
 use provenance::model::{LoadOptions, ModelHandle};
 
@@ -36,6 +37,25 @@ async fn scan_outcome(
     early_stop: bool,
     per_kind: usize,
 ) -> provenance::scan::ScanOutcome {
+    scan_with(
+        reference,
+        Some(reference.handle()),
+        Vec::new(),
+        suspect,
+        early_stop,
+        per_kind,
+    )
+    .await
+}
+
+async fn scan_with(
+    reference: &dyn ModelEndpoint,
+    read_back: Option<&ModelHandle>,
+    reference_limits: Vec<String>,
+    suspect: &provenance::suspect::HttpModel,
+    early_stop: bool,
+    per_kind: usize,
+) -> provenance::scan::ScanOutcome {
     let set = provenance::probes::load_dir(Path::new("probes/default")).unwrap();
     let set = provenance::fingerprint::subset(&set, per_kind, 4);
     let dir = tempfile::tempdir().unwrap();
@@ -51,14 +71,53 @@ async fn scan_outcome(
         compare: provenance::compare::CompareOptions::default(),
         early_stop,
         forms: &[],
-        read_back: Some(reference.handle()),
+        read_back,
         controls_read_back: None,
+        reference_limits,
     };
     let out = provenance::scan::run(reference, suspect, &settings)
         .await
         .expect("scan runs");
     eprintln!("{}", provenance::compare::to_markdown(&out.report));
     out
+}
+
+/// The reference behind its owner's endpoint (`serve-model` standing in for vLLM or an
+/// internal API) instead of weights on this machine: no quantized forms, no read-back,
+/// and the report says so; a copy behind a persona is still `identical`, another model
+/// still `unrelated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_reference_tells_a_copy_from_another_model() {
+    let reference = serve(&common::smollm2(), None).await;
+    let caps = reference.capabilities().await.expect("capabilities");
+    let limits = provenance::scan::endpoint_reference_limits(&caps);
+    let persona = serve(
+        &common::smollm2(),
+        Some("You are Kimi, an AI assistant created by Moonshot AI."),
+    )
+    .await;
+    let out = scan_with(&reference, None, limits.clone(), &persona, true, 12).await;
+    assert_eq!(out.report.verdict, Verdict::Identical);
+    assert!(out.stopped_early);
+    assert!(
+        out.report.queries.suspect <= 8,
+        "{} queries",
+        out.report.queries.suspect
+    );
+    assert_eq!(out.report.reference_limits, limits);
+    let markdown = provenance::compare::to_markdown(&out.report);
+    assert!(markdown.contains("no quantized forms"), "{markdown}");
+    assert!(markdown.contains("no likelihood read-back"), "{markdown}");
+
+    let gemma = serve(&common::gemma3(), None).await;
+    let out = scan_with(&reference, None, limits, &gemma, true, 5).await;
+    assert_eq!(out.report.verdict, Verdict::Unrelated);
+    assert!(
+        out.report
+            .signal("likelihood")
+            .is_none_or(|s| s.score.is_none() && !s.used_in_verdict),
+        "no read-back without the reference's weights"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

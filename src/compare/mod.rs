@@ -418,6 +418,7 @@ pub fn compare_calibrated(
         calibration: level,
         controls: calibration.controls.len(),
         control_lineages: lineages,
+        reference_limits: Vec::new(),
         known_same: calibration.known_same.len(),
         calibration_note,
         controls_origin: None,

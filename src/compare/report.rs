@@ -110,6 +110,10 @@ pub struct Report {
     /// Where the controls came from (built-in, a directory, the store), when known.
     #[serde(default)]
     pub controls_origin: Option<String>,
+    /// What the reference as given could not provide (a reference behind an endpoint has
+    /// no weights for quantized forms or the read-back).
+    #[serde(default)]
+    pub reference_limits: Vec<String>,
     pub identical_band: IdenticalBand,
     /// Whether log-probability differences repeat token by token across probes (changed
     /// weights) rather than change sign from probe to probe (rounding); `compare::shift`.
@@ -181,6 +185,12 @@ pub fn to_markdown(report: &Report) -> String {
     ));
     if let Some(origin) = &report.controls_origin {
         out.push_str(&format!("- Controls: {}\n", cell(origin)));
+    }
+    if !report.reference_limits.is_empty() {
+        out.push_str("- The reference could not provide:\n");
+        for limit in &report.reference_limits {
+            out.push_str(&format!("  - {}\n", cell(limit)));
+        }
     }
     out.push('\n');
 

@@ -118,6 +118,7 @@ pub(super) async fn run(
             read_back: Some(&reference_handle),
             compare: &opts,
             early_stop: scan.early_stop,
+            reference_limits: Vec::new(),
         },
     )
     .await?;

@@ -46,6 +46,8 @@ pub struct ScanSettings<'a> {
     /// Where the controls' read-backs are kept between scans (beside the built-in
     /// controls); `None` keeps them in `work_dir`.
     pub controls_read_back: Option<&'a Path>,
+    /// What the reference cannot provide (`super::endpoint_reference_limits`).
+    pub reference_limits: Vec<String>,
 }
 
 /// Fingerprints one side, resuming from its log when a previous run was cut short.
@@ -88,6 +90,7 @@ pub async fn run(
             read_back: s.read_back,
             compare: &s.compare,
             early_stop: s.early_stop,
+            reference_limits: s.reference_limits.clone(),
         },
     )
     .await

@@ -83,6 +83,27 @@ pub struct Scan<'a> {
     pub compare: &'a CompareOptions,
     /// Stop as soon as the sequential test decides `identical`.
     pub early_stop: bool,
+    /// What the reference as given cannot provide, for the report
+    /// ([`endpoint_reference_limits`]); empty for a local reference.
+    pub reference_limits: Vec<String>,
+}
+
+/// What a scan loses when the reference is an endpoint (the owner's own serving stack)
+/// rather than weights on this machine, and what that endpoint itself does not offer.
+pub fn endpoint_reference_limits(caps: &Capabilities) -> Vec<String> {
+    let mut out = vec![
+        "a reference behind an endpoint: no quantized forms (copies served quantized are \
+         judged against the reference as served, so a heavy re-quantization may read derived) \
+         and no likelihood read-back (suspects without log-probabilities are judged on their \
+         text's overlap alone, with no early stop); both need the weights on this machine"
+            .to_string(),
+    ];
+    out.extend(
+        caps.limits()
+            .into_iter()
+            .map(|l| format!("the reference endpoint: {l}")),
+    );
+    out
 }
 
 pub struct ScanOutcome {
@@ -132,6 +153,7 @@ pub async fn pipeline<S: ScanStore>(
         if let Some((print, mut report)) = early {
             store.suspect_done(&print, true).await?;
             report.controls_origin = scan.controls_origin.clone();
+            report.reference_limits = scan.reference_limits.clone();
             return Ok(ScanOutcome {
                 reference,
                 suspect: print,
@@ -155,6 +177,7 @@ pub async fn pipeline<S: ScanStore>(
         .map(|(suspect, controls)| Likelihoods { suspect, controls });
     let mut report = judge(against, &print, likelihood, scan.compare).await;
     report.controls_origin = scan.controls_origin.clone();
+    report.reference_limits = scan.reference_limits.clone();
     store.suspect_done(&print, false).await?;
     Ok(ScanOutcome {
         reference,
