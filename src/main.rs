@@ -234,6 +234,16 @@ enum ModelsCommand {
         #[arg(long, default_value = "f32")]
         dtype: String,
     },
+    /// Write a GGUF with seeded random weights and a real checkpoint's dimensions and
+    /// layout (for `bench` at sizes whose weights no machine here has).
+    Synthetic {
+        /// qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, phi3-mini or gemma2-2b.
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -539,6 +549,17 @@ fn models(cmd: ModelsCommand) -> Result<()> {
                 other => bail!("unknown dtype {other} (f32|f16)"),
             };
             provenance::model::safetensors::export_gguf_llama(&model, &out, dtype)?;
+            println!("{}", out.display());
+            Ok(())
+        }
+        ModelsCommand::Synthetic { name, out, seed } => {
+            let spec = provenance::model::synthetic::named(&name, seed).with_context(|| {
+                format!(
+                    "unknown size `{name}` (known: {})",
+                    provenance::model::synthetic::NAMED
+                )
+            })?;
+            provenance::model::synthetic::write(&out, &spec)?;
             println!("{}", out.display());
             Ok(())
         }

@@ -286,6 +286,7 @@ fn run_on_pool(
             let mut scores: Vec<f32> = positions
                 .clone()
                 .map(|t| dot(qh, &cache.k[(t * nkv + g) * hd..(t * nkv + g + 1) * hd]) * scale)
+                .map(|s| softcap(s, cfg.attn_softcap))
                 .collect();
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
@@ -323,7 +324,20 @@ fn run_on_pool(
         x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
     }
     let last = norm_rows(&x[(m - outputs) * hidden..], &fw.final_norm, hidden);
-    fw.lm_head.matmul_rows(&last, outputs)
+    let mut logits = fw.lm_head.matmul_rows(&last, outputs);
+    if cfg.final_softcap.is_some() {
+        logits
+            .iter_mut()
+            .for_each(|v| *v = softcap(*v, cfg.final_softcap));
+    }
+    logits
+}
+
+fn softcap(x: f32, cap: Option<f32>) -> f32 {
+    match cap {
+        Some(c) => c * (x / c).tanh(),
+        None => x,
+    }
 }
 
 #[cfg(test)]

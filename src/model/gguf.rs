@@ -192,6 +192,13 @@ impl GgufFile {
                     .map(|v| v as usize)
                     .unwrap_or(6),
             ),
+            // Local and global layers in turn (the first local), one RoPE base.
+            Family::Gemma2 => (
+                self.u32("gemma2.attention.sliding_window")
+                    .map(|v| v as usize),
+                rope_base,
+                2,
+            ),
             // Mistral-style: every layer attends to the last `sliding_window` positions
             // (a pattern longer than the stack makes no layer global).
             _ => {
@@ -237,6 +244,11 @@ impl GgufFile {
             sliding_window,
             sliding_pattern,
             attn_scale_base: head_dim as f64,
+            // llama.cpp's defaults where a Gemma 2 file does not say (50 and 30).
+            attn_softcap: (family == Family::Gemma2)
+                .then(|| self.f32("gemma2.attn_logit_softcapping").unwrap_or(50.0)),
+            final_softcap: (family == Family::Gemma2)
+                .then(|| self.f32("gemma2.final_logit_softcapping").unwrap_or(30.0)),
             context_length: trained_ctx.min(max_context),
             vocab_size,
         })

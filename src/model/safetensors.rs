@@ -132,6 +132,8 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         // Every layer local when there is a window (a pattern longer than the stack).
         sliding_pattern: usize::MAX,
         attn_scale_base: head_dim as f64,
+        attn_softcap: None,
+        final_softcap: None,
         context_length: hf.max_position_embeddings.min(opts.max_context),
         vocab_size: hf.vocab_size,
     };

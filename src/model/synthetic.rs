@@ -1,6 +1,6 @@
 //! GGUF files with seeded random weights in a family's exact tensor layout and metadata.
 //!
-//! No machine here can fetch Qwen, Phi-3 or Mistral weights, so the tests run these files
+//! No machine here can fetch Qwen, Phi-3, Gemma 2 or Mistral weights, so the tests run these files
 //! through our runner and through candle-transformers' own implementation of each family,
 //! and `provenance bench --synthetic` times the runner at real models' dimensions.
 
@@ -52,8 +52,9 @@ pub struct Spec {
     pub sliding_window: Option<usize>,
 }
 
-/// Named model sizes with the dimensions of real checkpoints (random weights).
-pub fn named(name: &str) -> Option<(Family, Dims)> {
+/// A named size with the dimensions, tying and window of a real checkpoint (random
+/// weights, the Q4_K_M-like mix).
+pub fn named(name: &str, seed: u64) -> Option<Spec> {
     let d = |hidden, layers, heads, kv_heads, head_dim, ff, vocab| Dims {
         hidden,
         layers,
@@ -64,16 +65,50 @@ pub fn named(name: &str) -> Option<(Family, Dims)> {
         vocab,
         context: 4096,
     };
-    Some(match name {
-        "qwen2.5-0.5b" => (Family::Qwen2, d(896, 24, 14, 2, 64, 4864, 151_936)),
-        "qwen2.5-1.5b" => (Family::Qwen2, d(1536, 28, 12, 2, 128, 8960, 151_936)),
-        "qwen3-0.6b" => (Family::Qwen3, d(1024, 28, 16, 8, 128, 3072, 151_936)),
-        "phi3-mini" => (Family::Phi3, d(3072, 32, 32, 32, 96, 8192, 32_064)),
+    let (family, dims, tied, sliding_window) = match name {
+        "qwen2.5-0.5b" => (
+            Family::Qwen2,
+            d(896, 24, 14, 2, 64, 4864, 151_936),
+            true,
+            None,
+        ),
+        "qwen2.5-1.5b" => (
+            Family::Qwen2,
+            d(1536, 28, 12, 2, 128, 8960, 151_936),
+            true,
+            None,
+        ),
+        "qwen3-0.6b" => (
+            Family::Qwen3,
+            d(1024, 28, 16, 8, 128, 3072, 151_936),
+            true,
+            None,
+        ),
+        "phi3-mini" => (
+            Family::Phi3,
+            d(3072, 32, 32, 32, 96, 8192, 32_064),
+            false,
+            None,
+        ),
+        "gemma2-2b" => (
+            Family::Gemma2,
+            d(2304, 26, 8, 4, 256, 9216, 256_000),
+            true,
+            Some(4096),
+        ),
         _ => return None,
+    };
+    Some(Spec {
+        family,
+        dims,
+        seed,
+        mix: Mix::Q4KM,
+        tied,
+        sliding_window,
     })
 }
 
-pub const NAMED: &str = "qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, phi3-mini";
+pub const NAMED: &str = "qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, phi3-mini, gemma2-2b";
 
 struct Gen {
     rng: rand::rngs::StdRng,
@@ -115,9 +150,9 @@ fn quantize(t: &Tensor, wanted: GgmlDType) -> Result<QTensor, ModelError> {
 
 /// Writes the model described by `spec` to `path`.
 pub fn write(path: &Path, spec: &Spec) -> Result<(), ModelError> {
-    if spec.family.is_gemma() {
+    if spec.family == Family::Gemma3 {
         return Err(ModelError::Unsupported(
-            "synthetic files of Gemma's layout (use the fetched Gemma 3)".into(),
+            "synthetic files of Gemma 3's layout (use the fetched Gemma 3)".into(),
         ));
     }
     let arch = spec.family.architecture();
@@ -201,6 +236,10 @@ pub fn write(path: &Path, spec: &Spec) -> Result<(), ModelError> {
             push("attn_q_norm.weight", gen.gain(d.head_dim)?);
             push("attn_k_norm.weight", gen.gain(d.head_dim)?);
         }
+        if spec.family == Family::Gemma2 {
+            push("post_attention_norm.weight", gen.gain(d.hidden)?);
+            push("post_ffw_norm.weight", gen.gain(d.hidden)?);
+        }
         let wo = gen.tensor(d.hidden, q_rows, inv(q_rows))?;
         push("attn_output.weight", quantize(&wo, pick("attn_output", l))?);
         let down = gen.tensor(d.hidden, d.ff, inv(d.ff))?;
@@ -241,8 +280,14 @@ pub fn write(path: &Path, spec: &Spec) -> Result<(), ModelError> {
     if let Some(w) = spec.sliding_window {
         meta.push((format!("{arch}.attention.sliding_window"), u(w)));
     }
+    if spec.family == Family::Gemma2 {
+        // Caps far below Gemma 2's own (50 and 30), so that they bend the scores and
+        // logits these small random weights produce and a test can see whether they apply.
+        meta.push((format!("{arch}.attn_logit_softcapping"), Value::F32(4.0)));
+        meta.push((format!("{arch}.final_logit_softcapping"), Value::F32(5.0)));
+    }
     let vocab = match spec.family {
-        Family::Phi3 | Family::Gemma3 => spm_vocab(d.vocab),
+        Family::Phi3 | Family::Gemma2 | Family::Gemma3 => spm_vocab(d.vocab, spec.family),
         _ => bpe_vocab(d.vocab, spec.family),
     };
     meta.extend(vocab);
@@ -359,8 +404,9 @@ fn bpe_vocab(size: usize, family: Family) -> Vec<(String, Value)> {
 }
 
 /// A SentencePiece vocabulary as llama.cpp's `llama` tokenizer model reads it: unknown,
-/// BOS, EOS, the 256 byte tokens, pieces with scores, Phi-3's turn markers.
-fn spm_vocab(size: usize) -> Vec<(String, Value)> {
+/// BOS, EOS, the 256 byte tokens, pieces with scores, the family's turn markers (Phi-3's
+/// with its template; Gemma's with none, as the base models ship).
+fn spm_vocab(size: usize, family: Family) -> Vec<(String, Value)> {
     let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
     let mut types = vec![2i32, 3, 3];
     let mut scores = vec![0f32; 3];
@@ -382,7 +428,11 @@ fn spm_vocab(size: usize) -> Vec<(String, Value)> {
         types.push(1);
         scores.push(-(i as f32));
     }
-    let specials = ["<|user|>", "<|assistant|>", "<|system|>", "<|end|>"];
+    let specials: &[&str] = if family == Family::Phi3 {
+        &["<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+    } else {
+        &["<start_of_turn>", "<end_of_turn>"]
+    };
     let fill = size.saturating_sub(tokens.len() + specials.len());
     for i in 0..fill {
         tokens.push(format!("<unused{i}>"));
@@ -390,12 +440,17 @@ fn spm_vocab(size: usize) -> Vec<(String, Value)> {
         scores.push(-1e6);
     }
     for s in specials {
-        tokens.push(s.into());
+        tokens.push((*s).into());
         types.push(3);
         scores.push(0.0);
     }
-    let end = tokens.iter().position(|t| t == "<|end|>").unwrap_or(2) as u32;
-    vec![
+    let end_marker = if family == Family::Phi3 {
+        "<|end|>"
+    } else {
+        "<end_of_turn>"
+    };
+    let end = tokens.iter().position(|t| t == end_marker).unwrap_or(2) as u32;
+    let mut meta = vec![
         ("tokenizer.ggml.model".into(), Value::String("llama".into())),
         (
             "tokenizer.ggml.scores".into(),
@@ -409,12 +464,15 @@ fn spm_vocab(size: usize) -> Vec<(String, Value)> {
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(end)),
         ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
         (
-            "tokenizer.chat_template".into(),
-            Value::String(PHI3_TEMPLATE.into()),
-        ),
-        (
             "tokenizer.ggml.tokens".into(),
             Value::Array(tokens.into_iter().map(Value::String).collect()),
         ),
-    ]
+    ];
+    if family == Family::Phi3 {
+        meta.push((
+            "tokenizer.chat_template".into(),
+            Value::String(PHI3_TEMPLATE.into()),
+        ));
+    }
+    meta
 }

@@ -1,5 +1,5 @@
 //! One decoder-only transformer that covers the llama family (Mistral's sliding window
-//! included), Qwen 2 and 3, Phi-3 and Gemma 3.
+//! included), Qwen 2 and 3, Phi-3, Gemma 2 and Gemma 3.
 //!
 //! Written here rather than taken from candle-transformers because we need things the
 //! upstream models do not give: a KV cache that can be truncated to a shared prefix (prompt
@@ -31,12 +31,14 @@ pub enum Family {
     Qwen3,
     /// Phi-3: Q, K, V and gate/up fused in the file, split at load.
     Phi3,
+    /// Gemma 2: sandwich norms, local and global layers in turn, logits soft-capped.
+    Gemma2,
     Gemma3,
 }
 
 impl Family {
     /// The GGUF `general.architecture` names we run.
-    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, phi3, gemma3";
+    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, phi3, gemma2, gemma3";
 
     pub fn from_architecture(arch: &str) -> Option<Self> {
         Some(match arch {
@@ -44,6 +46,7 @@ impl Family {
             "qwen2" => Self::Qwen2,
             "qwen3" => Self::Qwen3,
             "phi3" => Self::Phi3,
+            "gemma2" => Self::Gemma2,
             "gemma3" => Self::Gemma3,
             _ => return None,
         })
@@ -56,6 +59,7 @@ impl Family {
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
             Self::Phi3 => "phi3",
+            Self::Gemma2 => "gemma2",
             Self::Gemma3 => "gemma3",
         }
     }
@@ -63,7 +67,7 @@ impl Family {
     /// Gemma scales the embedding by sqrt(hidden) and gates with GELU (tanh); the others
     /// use the embedding as stored and SiLU.
     pub fn is_gemma(self) -> bool {
-        self == Self::Gemma3
+        matches!(self, Self::Gemma2 | Self::Gemma3)
     }
 }
 
@@ -86,6 +90,10 @@ pub struct Config {
     pub sliding_pattern: usize,
     /// Attention is scaled by 1/sqrt(this).
     pub attn_scale_base: f64,
+    /// Gemma 2 bends attention scores and output logits into (-cap, cap) with
+    /// cap·tanh(x/cap); `None` leaves them as they are.
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
     pub context_length: usize,
     pub vocab_size: usize,
 }
@@ -404,7 +412,10 @@ impl Transformer {
         }
         let x = x.narrow(1, seq - 1, 1)?;
         let x = self.weights.final_norm.forward(&x)?;
-        let logits = self.weights.lm_head.forward(&x)?;
+        let mut logits = self.weights.lm_head.forward(&x)?;
+        if let Some(cap) = cfg.final_softcap {
+            logits = ((logits / f64::from(cap))?.tanh()? * f64::from(cap))?;
+        }
         cache.tokens.extend_from_slice(tokens);
         logits.flatten_all()?.to_dtype(DType::F32)
     }
@@ -514,6 +525,9 @@ impl Transformer {
         let v = repeat_kv(&v, group)?;
         let scale = 1.0 / cfg.attn_scale_base.sqrt();
         let mut att = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(cap) = cfg.attn_softcap {
+            att = ((att / f64::from(cap))?.tanh()? * f64::from(cap))?;
+        }
         if let Some(m) = mask {
             att = att.broadcast_add(m)?;
         }
