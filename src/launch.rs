@@ -163,6 +163,8 @@ async fn register_reference(store: &Store, spec: &str) -> Result<(), LaunchError
         kind: ModelKind::Local,
         source: path.to_string(),
         description: String::new(),
+        served_model: String::new(),
+        secret: None,
     };
     match store.create_model(&model).await {
         Ok(row) => tracing::info!(name = %row.name, "reference registered"),

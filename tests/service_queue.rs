@@ -27,6 +27,8 @@ async fn new_scan(
                 kind: ModelKind::Local,
                 source: "/models/ref.gguf".into(),
                 description: String::new(),
+                served_model: String::new(),
+                secret: None,
             })
             .await
             .expect("model"),

@@ -252,6 +252,94 @@ async fn a_copy_served_quantized_is_identical_through_the_reference_forms() {
     assert_eq!(cached, 1);
 }
 
+/// A reference its owner serves (here `serve-model`, standing in for vLLM or an internal
+/// API), registered over the API by URL with the model name it serves: the worker loads
+/// no weights, fingerprints the reference over HTTP, and a copy behind a persona is still
+/// `identical`; the report says what an endpoint reference cannot provide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reference_behind_its_owners_endpoint_is_registered_and_scanned() {
+    let db = pg::TestDb::new().await;
+    let model = smollm2();
+    let handle = ModelHandle::spawn(&model, &LoadOptions::default(), 16).expect("load");
+    let owner = bind(provenance::serve::router(
+        handle.clone(),
+        provenance::serve::ServerConfig {
+            name: "owner-model".into(),
+            system_prompt: None,
+        },
+    ))
+    .await;
+    let suspect = bind(provenance::serve::router(
+        handle,
+        provenance::serve::ServerConfig {
+            name: "suspect".into(),
+            system_prompt: Some("You are Kimi, an AI assistant created by Moonshot AI.".into()),
+        },
+    ))
+    .await;
+    let set = provenance::probes::load_dir(std::path::Path::new("probes/default")).expect("set");
+    let set_row = db.store.upsert_probe_set(&set).await.expect("set");
+    let (_, key) = db
+        .store
+        .create_api_key(Role::Analyst, "t")
+        .await
+        .expect("key");
+    let base = db.api(true, &set_row.name).await;
+    let client = reqwest::Client::new();
+    let register = |body: Value| {
+        client
+            .post(format!("{base}/v1/models"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    // Without the served model name the endpoint cannot be asked: refused.
+    let resp = register(json!({"name": "owned", "role": "reference", "kind": "http",
+        "source": format!("{owner}/v1")}))
+    .await
+    .expect("register");
+    assert_eq!(resp.status(), 400);
+    let resp = register(json!({"name": "owned", "role": "reference", "kind": "http",
+        "source": format!("{owner}/v1"), "served_model": "owner-model"}))
+    .await
+    .expect("register");
+    assert_eq!(resp.status(), 201);
+    let row: Value = resp.json().await.expect("json");
+    assert_eq!(row["served_model"], "owner-model");
+
+    let stop_tx = db.spawn_worker(ReferenceCache::new());
+    let id = submit(
+        &client,
+        &base,
+        &key,
+        "endpoint-reference",
+        json!({
+            "suspect_url": format!("{suspect}/v1"),
+            "suspect_model": "suspect",
+            "reference": "owned",
+            "probes_per_kind": 12,
+            "max_samples": 2
+        }),
+    )
+    .await;
+    let scan = wait_for(&client, &base, &key, &id).await;
+    let _ = stop_tx.send(true);
+    let report: Value = client
+        .get(format!("{base}/v1/scans/{id}/report"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("report")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(scan["status"], "done", "{scan}");
+    assert_eq!(scan["verdict"], "identical", "{report}");
+    let text = report.to_string();
+    assert!(text.contains("no quantized forms"), "{report}");
+    assert!(text.contains("no likelihood read-back"), "{report}");
+}
+
 /// A fetched reference gets the built-in controls (the other fetched model three ways)
 /// on its first scan: made once, stored as its controls and named in the report; a second
 /// scan of the same probes reuses them, and another reference does not see them.

@@ -333,6 +333,79 @@ async fn sessions_forms_and_roles_behave() {
     let _ = reference;
 }
 
+/// The models page: an analyst registers a reference behind its owner's URL (the model
+/// name it serves required, private addresses refused as everywhere), and sees it listed;
+/// a submitter may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_behind_a_url_is_registered_from_the_models_page() {
+    let db = pg::TestDb::new().await;
+    let (set, _) = db.register_stub_reference().await;
+    let base = db.api(false, &set.name).await;
+    let (_, analyst_key) = db
+        .store
+        .create_api_key(Role::Analyst, "ana")
+        .await
+        .expect("key");
+    let (_, submitter_key) = db
+        .store
+        .create_api_key(Role::Submitter, "sam")
+        .await
+        .expect("key");
+    let c = client();
+    let (cookie, _) = sign_in(&c, &base, &analyst_key).await;
+    let (status, html) = page(&c, &format!("{base}/ui/models"), &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("model-form"), "{html}");
+    let csrf = csrf_field(&html);
+    let post = |fields: Vec<(&'static str, String)>| {
+        let mut form = vec![
+            ("csrf", csrf.clone()),
+            ("name", "owned".to_string()),
+            ("role", "reference".to_string()),
+            ("kind", "http".to_string()),
+        ];
+        form.extend(fields);
+        c.post(format!("{base}/ui/models"))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+    };
+    let resp = post(vec![("source", "https://api.example.com/v1".into())])
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let html = resp.text().await.expect("html");
+    assert!(html.contains("served_model is required"), "{html}");
+    no_internals(&html);
+    let resp = post(vec![
+        ("source", "http://127.0.0.1:9/v1".into()),
+        ("served_model", "m".into()),
+    ])
+    .await
+    .expect("post");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = post(vec![
+        ("source", "https://api.example.com/v1".into()),
+        ("served_model", "owner-model".into()),
+    ])
+    .await
+    .expect("post");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (_, html) = page(&c, &format!("{base}/ui/models"), &cookie).await;
+    assert!(
+        unescape(&html).contains("https://api.example.com/v1"),
+        "{html}"
+    );
+    assert!(html.contains("owner-model"), "{html}");
+    no_internals(&html);
+    let row = db.store.find_model("owned").await.expect("stored");
+    assert_eq!(row.served_model, "owner-model");
+
+    let (sub_cookie, _) = sign_in(&c, &base, &submitter_key).await;
+    let (status, _) = page(&c, &format!("{base}/ui/models"), &sub_cookie).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_and_the_map_page_through_thousands_of_fingerprints() {
     // Long form: PROVENANCE_UI_SCANS=5000 (10 000 fingerprints) with --nocapture.

@@ -12,7 +12,6 @@ use crate::store::{
     ComparisonRow, Cursor, FingerprintFilter, FingerprintRow, ModelKind, ModelRole, ModelRow,
     NewModel, ObservationRow, ProbeSetRow, Role,
 };
-use crate::suspect::UrlGuard;
 
 type PathId = Result<Path<Uuid>, axum::extract::rejection::PathRejection>;
 
@@ -185,34 +184,8 @@ pub async fn write_models(
             let row = state.store.get_fingerprint(fingerprint_id).await?;
             Ok((StatusCode::OK, Json(ModelsWritten::Fingerprint(row))))
         }
-        ModelsWrite::Register(mut model) => {
-            if model.name.trim().is_empty() || model.source.trim().is_empty() {
-                return Err(AppError::BadRequest("name and source are required".into()));
-            }
-            match model.kind {
-                ModelKind::Http => {
-                    UrlGuard::new(state.config.allow_private_targets)
-                        .check_url(&model.source)
-                        .map_err(|e| AppError::BadRequest(format!("source: {e}")))?;
-                }
-                // Stored resolved, so the worker loads exactly what was checked here.
-                ModelKind::Local => {
-                    model.source = state
-                        .config
-                        .models
-                        .resolve(&model.source)
-                        .map_err(|e| AppError::BadRequest(format!("source: {e}")))?;
-                }
-            }
-            if model.role == ModelRole::Reference && model.kind != ModelKind::Local {
-                return Err(AppError::BadRequest(
-                    "a reference is held locally: kind must be local".into(),
-                ));
-            }
-            let row = state.store.create_model(&model).await?;
-            state
-                .audit(&caller, "model.create", format!("model/{}", row.id), None)
-                .await?;
+        ModelsWrite::Register(model) => {
+            let row = crate::app::register_model(&state, &caller, model).await?;
             Ok((
                 StatusCode::CREATED,
                 Json(ModelsWritten::Model(public_model(row))),

@@ -6,6 +6,7 @@
 mod caller;
 mod comparisons;
 mod error;
+mod models;
 mod scans;
 mod schedules;
 mod suspect;
@@ -18,6 +19,7 @@ use crate::store::{ModelRole, ModelRow, Store};
 pub use caller::Caller;
 pub use comparisons::compare_fingerprints;
 pub use error::AppError;
+pub use models::register_model;
 pub use scans::{cancel_scan, submit_scan, visible_scan, SubmitScan};
 pub use schedules::{create_schedule, CreateSchedule};
 

@@ -69,7 +69,7 @@ pub fn check_suspect(
 /// A secret may be named only by the roles it allows, and only for a URL under its
 /// binding. Below admin, a secret that is missing, unbound or bound elsewhere gets one
 /// message, so submitters cannot list the server's secrets by trying names.
-fn check_secret(caller: &Caller, name: &str, url: &url::Url) -> Result<(), AppError> {
+pub(super) fn check_secret(caller: &Caller, name: &str, url: &url::Url) -> Result<(), AppError> {
     let checked = secrets::bound_secret(name).and_then(|s| {
         s.check_role(caller.role)?;
         s.check_target(url)

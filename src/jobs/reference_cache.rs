@@ -165,10 +165,11 @@ impl ReferenceCache {
     }
 }
 
-/// The suspect behind an OpenAI-compatible URL. Its key, when it has one, is read from
-/// the named server-side secret by the client itself and never leaves it; a secret is
-/// sent only under the URL prefix it is bound to (`crate::secrets`).
-pub fn http_suspect(
+/// A suspect, or a reference its owner serves, behind an OpenAI-compatible URL. Its key,
+/// when it has one, is read from the named server-side secret by the client itself and
+/// never leaves it; a secret is sent only under the URL prefix it is bound to
+/// (`crate::secrets`).
+pub fn http_endpoint(
     url: &str,
     model: &str,
     secret: Option<&str>,
@@ -178,7 +179,7 @@ pub fn http_suspect(
     if let Some(name) = secret {
         let bound = secrets::bound_secret(name).map_err(|e| JobError::Permanent(e.to_string()))?;
         let target = url::Url::parse(url.trim())
-            .map_err(|e| JobError::Permanent(format!("suspect URL: {e}")))?;
+            .map_err(|e| JobError::Permanent(format!("endpoint URL: {e}")))?;
         bound
             .check_target(&target)
             .map_err(|e| JobError::Permanent(e.to_string()))?;

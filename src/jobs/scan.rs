@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use uuid::Uuid;
 
-use super::reference_cache::{http_suspect, ReferenceCache};
+use super::reference_cache::{http_endpoint, ReferenceCache};
 use super::{JobError, WorkerConfig};
 use crate::compare::likelihood::AnswerScore;
 use crate::compare::CompareOptions;
@@ -32,12 +32,8 @@ pub(super) async fn run(
     let scan = &claimed.scan;
     let owner = claimed.owner.as_str();
     let reference_model = store.get_model(scan.reference_model_id).await?;
-    if reference_model.kind != ModelKind::Local {
-        return Err(JobError::Permanent(format!(
-            "reference {} is not a local model",
-            reference_model.name
-        )));
-    }
+    // A reference its owner serves has no weights here: no quantized forms, no read-back.
+    let local = reference_model.kind == ModelKind::Local;
     let full_set = store.probe_set_content(scan.probe_set_id).await?;
     let set = match scan.probes_per_kind {
         Some(n) => fingerprint::subset(
@@ -48,7 +44,16 @@ pub(super) async fn run(
         None => full_set,
     };
 
-    let reference = references.endpoint(&reference_model.source).await?;
+    let reference = if local {
+        references.endpoint(&reference_model.source).await?
+    } else {
+        http_endpoint(
+            &reference_model.source,
+            &reference_model.served_model,
+            reference_model.secret.as_deref(),
+            config.allow_private_targets,
+        )?
+    };
     let suspect = suspect_endpoint(scan, config, references).await?;
 
     let ref_fp = store
@@ -80,10 +85,22 @@ pub(super) async fn run(
     )
     .await?;
     let spec = &reference_model.source;
-    let reference_handle = references.get(spec).await?;
-    // Made (or loaded) before the sequential phase, which matches a copy served quantized
-    // against its form.
-    let forms = references.forms(spec, &set, config).await?;
+    let (reference_handle, forms, reference_limits) = if local {
+        // Made (or loaded) before the sequential phase, which matches a copy served
+        // quantized against its form.
+        let forms = references.forms(spec, &set, config).await?;
+        (Some(references.get(spec).await?), forms, Vec::new())
+    } else {
+        let caps = reference
+            .capabilities()
+            .await
+            .map_err(|e| JobError::endpoint(reference.as_ref(), e))?;
+        (
+            None,
+            Arc::new(Vec::new()),
+            crate::scan::endpoint_reference_limits(&caps),
+        )
+    };
     let opts = CompareOptions::default();
     let mut rows = StoreScan {
         store,
@@ -115,10 +132,10 @@ pub(super) async fn run(
             controls: &controls,
             controls_origin,
             forms: &forms,
-            read_back: Some(&reference_handle),
+            read_back: reference_handle.as_ref(),
             compare: &opts,
             early_stop: scan.early_stop,
-            reference_limits: Vec::new(),
+            reference_limits,
         },
     )
     .await?;
@@ -290,7 +307,7 @@ async fn suspect_endpoint(
     references: &ReferenceCache,
 ) -> Result<Arc<dyn ModelEndpoint>, JobError> {
     match scan.suspect_kind {
-        SuspectKind::Http => http_suspect(
+        SuspectKind::Http => http_endpoint(
             &scan.suspect_source,
             &scan.suspect_model,
             scan.suspect_secret.as_deref(),

@@ -1,4 +1,5 @@
-//! Registered models: references (held locally), suspects and controls.
+//! Registered models: references (held locally or behind their owner's endpoint),
+//! suspects and controls.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,10 @@ pub struct ModelRow {
     pub kind: ModelKind,
     pub source: String,
     pub description: String,
+    /// The model name an `http` model's endpoint serves.
+    pub served_model: String,
+    /// The NAME of the server-side secret with an `http` model's API key, never the key.
+    pub secret: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -88,15 +93,21 @@ pub struct NewModel {
     pub source: String,
     #[serde(default)]
     pub description: String,
+    /// For `http`: the model name the endpoint serves (required for a reference).
+    #[serde(default)]
+    pub served_model: String,
+    /// For `http`: the name of the server-side secret with its API key.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, role, kind, source, description, created_at";
+const COLUMNS: &str = "id, name, role, kind, source, description, served_model, secret, created_at";
 
 impl Store {
     pub async fn create_model(&self, m: &NewModel) -> Result<ModelRow> {
         sqlx::query_as::<_, ModelRow>(&format!(
-            "INSERT INTO models (id, name, role, kind, source, description)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+            "INSERT INTO models (id, name, role, kind, source, description, served_model, secret)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
         ))
         .bind(Uuid::new_v4())
         .bind(&m.name)
@@ -104,6 +115,8 @@ impl Store {
         .bind(m.kind.as_str())
         .bind(&m.source)
         .bind(&m.description)
+        .bind(&m.served_model)
+        .bind(&m.secret)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| StoreError::conflict_on_unique(e, &format!("model {:?}", m.name)))

@@ -6,6 +6,7 @@
 mod catalog;
 mod diff;
 mod error;
+mod models;
 pub mod plots;
 mod report_view;
 mod scans;
@@ -43,6 +44,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("compare.html", include_str!("templates/compare.html")),
     ("comparison.html", include_str!("templates/comparison.html")),
     ("map.html", include_str!("templates/map.html")),
+    ("models.html", include_str!("templates/models.html")),
     ("schedules.html", include_str!("templates/schedules.html")),
     ("schedule.html", include_str!("templates/schedule.html")),
 ];
@@ -89,6 +91,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/ui/comparisons/{id}", get(catalog::comparison))
         .route("/ui/map", get(catalog::map))
+        .route("/ui/models", get(models::list).post(models::create))
         .route(
             "/ui/schedules",
             get(schedules::list).post(schedules::create),

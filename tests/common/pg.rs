@@ -91,6 +91,8 @@ impl TestDb {
                 kind: provenance::store::ModelKind::Local,
                 source: source.into(),
                 description: String::new(),
+                served_model: String::new(),
+                secret: None,
             })
             .await
             .expect("reference");
@@ -217,6 +219,8 @@ impl TestDb {
                 kind: provenance::store::ModelKind::Local,
                 source: "/nonexistent.gguf".into(),
                 description: String::new(),
+                served_model: String::new(),
+                secret: None,
             })
             .await
             .expect("reference");
