@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 use provenance::model::gguf::GgufFile;
 use provenance::model::synthetic::{self, Dims, Mix, Spec};
 use provenance::model::tokenizer::Tokenizer;
-use provenance::model::transformer::Family;
+use provenance::model::weights::Family;
 use provenance::model::{LoadOptions, LocalModel};
 
 /// Mean and max |Δ logprob| allowed over the upstream top-10.
@@ -377,6 +377,86 @@ fn an_unsupported_architecture_is_refused_with_the_supported_list() {
     for family in ["llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"] {
         assert!(err.contains(family), "{err} lacks {family}");
     }
+}
+
+/// `src` rewritten with `extra` tensors added.
+fn with_tensors(
+    src: &std::path::Path,
+    out: &std::path::Path,
+    extra: Vec<(String, candle_core::quantized::QTensor)>,
+) {
+    let mut g = GgufFile::open(src).unwrap();
+    let meta: Vec<(String, gguf_file::Value)> = g.content.metadata.clone().into_iter().collect();
+    let names: Vec<String> = g.content.tensor_infos.keys().cloned().collect();
+    let mut tensors: Vec<(String, candle_core::quantized::QTensor)> = names
+        .iter()
+        .map(|n| (n.clone(), g.raw_tensor(n).unwrap()))
+        .collect();
+    tensors.extend(extra);
+    provenance::model::requantize::write_gguf(out, meta, tensors).unwrap();
+}
+
+/// Llama 3.1's `rope_freqs.weight` divides each RoPE frequency: factors of one change
+/// nothing, others change the numbers, a table of the wrong length is refused; Phi-3's
+/// long-context factors are refused rather than run as plain RoPE.
+#[test]
+fn rope_frequency_factors_apply_and_long_context_phi3_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let llama = dir.path().join("llama.gguf");
+    synthetic::write(
+        &llama,
+        &Spec {
+            family: Family::Llama,
+            dims: small(),
+            seed: 9,
+            mix: Mix::Every,
+            tied: false,
+            sliding_window: None,
+        },
+    )
+    .unwrap();
+    let factors = |values: Vec<f32>| {
+        let n = values.len();
+        let t = Tensor::from_vec(values, n, &Device::Cpu).unwrap();
+        vec![(
+            "rope_freqs.weight".to_string(),
+            candle_core::quantized::QTensor::quantize(&t, candle_core::quantized::GgmlDType::F32)
+                .unwrap(),
+        )]
+    };
+    let half = small().head_dim / 2;
+    let ids = sequence(20, 400, 2);
+    let logprobs = |path: &std::path::Path| {
+        LocalModel::load(path.to_str().unwrap(), &LoadOptions::default())
+            .unwrap()
+            .next_logprobs(&ids)
+            .unwrap()
+    };
+    let plain = logprobs(&llama);
+    let ones = dir.path().join("ones.gguf");
+    with_tensors(&llama, &ones, factors(vec![1.0; half]));
+    assert_eq!(logprobs(&ones), plain);
+    let scaled = dir.path().join("scaled.gguf");
+    with_tensors(
+        &llama,
+        &scaled,
+        factors((0..half).map(|i| 1.0 + i as f32).collect()),
+    );
+    assert_ne!(logprobs(&scaled), plain);
+    let wrong = dir.path().join("wrong.gguf");
+    with_tensors(&llama, &wrong, factors(vec![1.0; half + 1]));
+    assert!(LocalModel::load(wrong.to_str().unwrap(), &LoadOptions::default()).is_err());
+
+    let phi3 = write(&dir, Family::Phi3, false, 4);
+    let long = dir.path().join("phi3-128k.gguf");
+    let mut extra = factors(vec![1.0; half]);
+    extra[0].0 = "rope_factors_long.weight".into();
+    with_tensors(&phi3, &long, extra);
+    let err = match LocalModel::load(long.to_str().unwrap(), &LoadOptions::default()) {
+        Ok(_) => panic!("a long-context Phi-3 loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("long-context"), "{err}");
 }
 
 /// Qwen's tokenizer.json, as the Hugging Face files ship it, over the same vocabulary.

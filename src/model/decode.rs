@@ -9,7 +9,7 @@
 
 use super::parallel::par_chunks_mut;
 use super::qlinear::Q8Matrix;
-use super::transformer::{Config, Embedding, Layer, Linear, RmsNorm, Weights};
+use super::weights::{Config, Embedding, Layer, Linear, RmsNorm, Weights};
 
 /// Norm weights and matrices pulled out of the candle structures once.
 pub struct FastWeights {

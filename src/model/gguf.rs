@@ -8,7 +8,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::Device;
 
 use super::qlinear::Q8Matrix;
-use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
+use super::weights::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 use super::ModelError;
 
 /// What to do with weight types that candle only has scalar kernels for.
@@ -209,6 +209,11 @@ impl GgufFile {
                 (window, rope_base, usize::MAX)
             }
         };
+        if self.has_tensor("rope_factors_long.weight") {
+            return Err(ModelError::Unsupported(
+                "long-context RoPE scaling (rope_factors_long/short: Phi-3 128k); the 4k variants run".into(),
+            ));
+        }
         if let Some(rot) = self.u32(&format!("{arch}.rope.dimension_count")) {
             if rot as usize != head_dim {
                 return Err(ModelError::Unsupported(format!(
@@ -346,11 +351,16 @@ impl GgufFile {
                 },
             });
         }
+        let rope_freq_factors = match self.opt_vector("rope_freqs.weight")? {
+            Some(t) => Some(t.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
         Ok(Weights {
             embedding,
             layers,
             final_norm: self.norm("output_norm.weight", cfg)?,
             lm_head,
+            rope_freq_factors,
         })
     }
 

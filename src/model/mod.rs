@@ -17,6 +17,7 @@ pub mod spm;
 pub mod synthetic;
 pub mod tokenizer;
 pub mod transformer;
+pub mod weights;
 
 use std::path::PathBuf;
 
@@ -243,8 +244,8 @@ impl LocalModel {
         info: ModelInfo,
         tokenizer: Tokenizer,
         template: ChatTemplate,
-        config: transformer::Config,
-        weights: transformer::Weights,
+        config: weights::Config,
+        weights: weights::Weights,
     ) -> Result<Self, candle_core::Error> {
         let transformer = Transformer::new(config, weights, &candle_core::Device::Cpu)?;
         Ok(Self {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::chat::ChatTemplate;
 use super::gguf::{GgufFile, Requantize};
 use super::tokenizer::Tokenizer;
-use super::transformer::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
+use super::weights::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 use super::{LoadOptions, LocalModel, ModelError, ModelInfo};
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +239,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         layers,
         final_norm: norm(take("model.norm.weight")?),
         lm_head,
+        rope_freq_factors: None,
     };
     let info = ModelInfo {
         name: dir

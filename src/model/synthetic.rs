@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use super::requantize::write_gguf;
-use super::transformer::Family;
+use super::weights::Family;
 use super::ModelError;
 
 /// The dimensions of a model.
@@ -429,7 +429,14 @@ fn spm_vocab(size: usize, family: Family) -> Vec<(String, Value)> {
         scores.push(-(i as f32));
     }
     let specials: &[&str] = if family == Family::Phi3 {
-        &["<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+        // llama.cpp's loader looks `<|endoftext|>` up in any vocabulary named Phi-3.
+        &[
+            "<|endoftext|>",
+            "<|assistant|>",
+            "<|user|>",
+            "<|system|>",
+            "<|end|>",
+        ]
     } else {
         &["<start_of_turn>", "<end_of_turn>"]
     };

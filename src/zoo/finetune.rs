@@ -16,7 +16,7 @@ use super::student::Trained;
 use super::train::{self, Block, Context, PARTS};
 use crate::model::gguf::GgufFile;
 use crate::model::requantize::{quantize_q8, rewrite};
-use crate::model::transformer::Family;
+use crate::model::weights::Family;
 use crate::model::ModelError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
