@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod fingerprint;
 pub mod fuzz;
 pub mod http;
+pub mod identify;
 pub mod jobs;
 pub mod launch;
 pub mod model;

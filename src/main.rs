@@ -134,6 +134,25 @@ enum Command {
         #[command(flatten)]
         scan: ScanArgs,
     },
+    /// Which of the library's references is behind an endpoint (or none of them).
+    Identify {
+        #[arg(long)]
+        suspect_url: String,
+        #[arg(long)]
+        suspect_model: String,
+        /// Reference fingerprints (`provenance fingerprint --out DIR/NAME.json`, one probe
+        /// set), controls in DIR/controls/ (default: the models directory's `library/`).
+        #[arg(long)]
+        library: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The ground-truth zoo: variants of the real models with known relations.
     Zoo {
         #[command(subcommand)]
@@ -519,6 +538,37 @@ fn main() -> Result<()> {
                 _ => bail!("give --reference PATH, or --reference-url with --reference-model"),
             };
             runtime()?.block_on(scan(reference, &client, &set, args))
+        }
+        Command::Identify {
+            suspect_url,
+            suspect_model,
+            library,
+            remote,
+            probes,
+            format,
+            out,
+        } => {
+            let set = probes.load()?;
+            let dir = library.unwrap_or_else(|| provenance::fetch::default_dir().join("library"));
+            let library = provenance::identify::Library::load(&dir)?;
+            let client = http_model(&suspect_url, &suspect_model, &remote)?;
+            let id = runtime()?.block_on(provenance::identify::identify(
+                &library,
+                &set,
+                &client,
+                &provenance::fingerprint::RunOptions::default(),
+                &provenance::compare::CompareOptions::default(),
+            ))?;
+            let text = match format {
+                OutputFormat::Json => serde_json::to_string_pretty(&id)?,
+                OutputFormat::Table => provenance::identify::to_markdown(&id),
+            };
+            match out {
+                Some(path) => std::fs::write(&path, &text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{text}"),
+            }
+            Ok(())
         }
         Command::Serve { service } => runtime()?.block_on(service::serve(service)),
         Command::Worker { worker } => runtime()?.block_on(service::worker(worker)),

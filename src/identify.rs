@@ -1,0 +1,306 @@
+//! Which model is behind an endpoint: one suspect held against every reference of a
+//! library of stored fingerprints, with no reference model loaded.
+//!
+//! The suspect's answers are kept in one cache shared by every reference, so a probe is
+//! asked once whichever reference wants it. First each reference's sequential test runs
+//! (the scan's own `sequential_phase`) on the answers; when one says `identical`, the
+//! others are judged on the answers asked so far and no more are asked. Otherwise the
+//! suspect answers the whole probe set and every reference gets the full comparison.
+//! Open set: when no reference comes out identical, derived or distilled, the answer is
+//! "none of these", with the controls' null behind each p-value.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::compare::{CompareOptions, Report, Verdict};
+use crate::endpoint::{Capabilities, EndpointError, ModelEndpoint};
+use crate::fingerprint::{
+    self, Fingerprint, FingerprintError, ModelDescription, Observation, ProbeSetRef, RunOptions,
+};
+use crate::probes::{Probe, ProbeSet};
+use crate::scan::{judge, sequential_phase, Against, AnswerSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentifyError {
+    #[error("library {dir}: {message}")]
+    Library { dir: PathBuf, message: String },
+    #[error("library: {0}")]
+    Fingerprint(#[from] FingerprintError),
+    #[error("the suspect: {0}")]
+    Suspect(#[from] EndpointError),
+}
+
+/// The references to tell apart (each a stored fingerprint, named by its file) and the
+/// controls known unrelated to all of them.
+pub struct Library {
+    pub references: Vec<(String, Fingerprint)>,
+    pub controls: Vec<Fingerprint>,
+}
+
+impl Library {
+    /// `dir/*.json` are the references (made with `provenance fingerprint`), `dir/controls/`
+    /// holds controls; every print must come from one probe set.
+    pub fn load(dir: &Path) -> Result<Self, IdentifyError> {
+        let bad = |message: String| IdentifyError::Library {
+            dir: dir.to_path_buf(),
+            message,
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| bad(e.to_string()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        let mut references = Vec::with_capacity(paths.len());
+        for path in paths {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            references.push((name, fingerprint::load(&path)?));
+        }
+        if references.is_empty() {
+            return Err(bad("no reference fingerprints (*.json)".into()));
+        }
+        let controls_dir = dir.join("controls");
+        let controls = if controls_dir.is_dir() {
+            fingerprint::load_dir(&controls_dir)?
+        } else {
+            Vec::new()
+        };
+        let hash = &references[0].1.probe_set.hash;
+        if let Some((name, _)) = references.iter().find(|(_, p)| &p.probe_set.hash != hash) {
+            return Err(bad(format!(
+                "{name} was made from another probe set than {}",
+                references[0].0
+            )));
+        }
+        if controls.iter().any(|c| &c.probe_set.hash != hash) {
+            return Err(bad("a control was made from another probe set".into()));
+        }
+        Ok(Self {
+            references,
+            controls,
+        })
+    }
+
+    pub fn probe_set(&self) -> &ProbeSetRef {
+        &self.references[0].1.probe_set
+    }
+}
+
+/// One reference's place in the answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub reference: String,
+    pub verdict: Verdict,
+    pub p_value: Option<f64>,
+    pub confidence: f64,
+    /// Its sequential test decided `identical` before the whole set was asked.
+    pub decided_early: bool,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Identification {
+    pub suspect: String,
+    /// What the suspect's API offered (the access mode the answer was made under).
+    pub suspect_offered: Capabilities,
+    /// Ranked: identical, derived, distilled, inconclusive, unrelated; smaller p first.
+    pub candidates: Vec<Candidate>,
+    /// The best candidate that is the reference or made from it; `None`: none of these.
+    pub answer: Option<String>,
+    /// Distinct probes the suspect was asked.
+    pub suspect_queries: usize,
+    pub controls: usize,
+}
+
+/// The suspect's answers, asked once each whichever reference wants them.
+struct Answers<'a> {
+    suspect: &'a dyn ModelEndpoint,
+    caps: Capabilities,
+    run: &'a RunOptions,
+    kept: HashMap<(String, usize), Observation>,
+}
+
+#[async_trait::async_trait]
+impl AnswerSource for Answers<'_> {
+    type Error = IdentifyError;
+
+    async fn answer(&mut self, probe: &Probe) -> Result<Observation, IdentifyError> {
+        self.sample(probe, 0).await
+    }
+}
+
+impl Answers<'_> {
+    async fn sample(&mut self, probe: &Probe, index: usize) -> Result<Observation, IdentifyError> {
+        let key = (probe.id.clone(), index);
+        if let Some(obs) = self.kept.get(&key) {
+            return Ok(obs.clone());
+        }
+        let obs = fingerprint::observe(self.suspect, &self.caps, probe, index, self.run).await;
+        self.kept.insert(key, obs.clone());
+        Ok(obs)
+    }
+
+    /// The suspect's print over what it has answered, in probe-set order.
+    fn print(&self, set: &ProbeSet, description: &ModelDescription) -> Fingerprint {
+        let observations = fingerprint::plan(set)
+            .iter()
+            .filter_map(|job| {
+                self.kept
+                    .get(&(job.probe.id.clone(), job.sample_index))
+                    .cloned()
+            })
+            .collect();
+        Fingerprint::new(description.clone(), ProbeSetRef::of(set), observations)
+    }
+}
+
+fn rank(v: Verdict) -> u8 {
+    match v {
+        Verdict::Identical => 0,
+        Verdict::Derived => 1,
+        Verdict::Distilled => 2,
+        Verdict::Inconclusive => 3,
+        Verdict::Unrelated => 4,
+    }
+}
+
+fn candidate(reference: &str, report: &Report, decided_early: bool) -> Candidate {
+    Candidate {
+        reference: reference.to_string(),
+        verdict: report.verdict,
+        p_value: report.p_value,
+        confidence: report.confidence,
+        decided_early,
+        reasons: report.reasons.clone(),
+    }
+}
+
+/// Sets `suspect` against every reference of `library` on `set` (the probe set the
+/// library's prints were made from).
+pub async fn identify(
+    library: &Library,
+    set: &ProbeSet,
+    suspect: &dyn ModelEndpoint,
+    run: &RunOptions,
+    opts: &CompareOptions,
+) -> Result<Identification, IdentifyError> {
+    if ProbeSetRef::of(set).hash != library.probe_set().hash {
+        return Err(IdentifyError::Library {
+            dir: PathBuf::new(),
+            message: "its fingerprints were made from another probe set than the one given".into(),
+        });
+    }
+    let caps = suspect.capabilities().await?;
+    let description = ModelDescription {
+        describe: suspect.describe(),
+        capabilities: caps.clone(),
+    };
+    let mut answers = Answers {
+        suspect,
+        caps: caps.clone(),
+        run,
+        kept: HashMap::new(),
+    };
+    let against = |print| Against {
+        reference: print,
+        controls: &library.controls,
+        forms: &[],
+    };
+    let mut decided: Option<(usize, Report)> = None;
+    for (i, (_, print)) in library.references.iter().enumerate() {
+        let early = sequential_phase(
+            against(print),
+            set,
+            description.clone(),
+            opts,
+            &mut answers,
+            None,
+        )
+        .await?;
+        if let Some((_, report)) = early {
+            decided = Some((i, report));
+            break;
+        }
+    }
+    if decided.is_none() {
+        for job in fingerprint::plan(set) {
+            answers.sample(job.probe, job.sample_index).await?;
+        }
+    }
+    let print = answers.print(set, &description);
+    let mut candidates = Vec::with_capacity(library.references.len());
+    for (i, (name, reference)) in library.references.iter().enumerate() {
+        match &decided {
+            Some((j, report)) if *j == i => candidates.push(candidate(name, report, true)),
+            _ => {
+                let report = judge(against(reference), &print, None, opts).await;
+                candidates.push(candidate(name, &report, false));
+            }
+        }
+    }
+    candidates.sort_by(|a, b| {
+        rank(a.verdict).cmp(&rank(b.verdict)).then(
+            a.p_value
+                .unwrap_or(1.0)
+                .total_cmp(&b.p_value.unwrap_or(1.0)),
+        )
+    });
+    let answer = candidates
+        .first()
+        .filter(|c| rank(c.verdict) <= rank(Verdict::Distilled))
+        .map(|c| c.reference.clone());
+    Ok(Identification {
+        suspect: description.describe,
+        suspect_offered: caps,
+        candidates,
+        answer,
+        suspect_queries: answers.kept.len(),
+        controls: library.controls.len(),
+    })
+}
+
+/// The answer for people.
+pub fn to_markdown(id: &Identification) -> String {
+    let mut out = String::from("# Identification\n\n");
+    out.push_str(&format!(
+        "**Answer: {}** after {} suspect queries\n\n",
+        id.answer.as_deref().unwrap_or("none of these"),
+        id.suspect_queries
+    ));
+    out.push_str(&format!("- Suspect: {}\n", id.suspect));
+    out.push_str(&format!(
+        "- Suspect offered: {}\n",
+        id.suspect_offered.summary()
+    ));
+    out.push_str(&format!(
+        "- Controls: {} (p-values against {})\n\n",
+        id.controls,
+        if id.controls == 0 {
+            "the default nulls"
+        } else {
+            "the controls"
+        }
+    ));
+    out.push_str("| rank | reference | verdict | p | confidence | decided early |\n");
+    out.push_str("|---:|---|---|---:|---:|---|\n");
+    for (i, c) in id.candidates.iter().enumerate() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.3} | {} |\n",
+            i + 1,
+            c.reference.replace('|', "\\|"),
+            c.verdict.as_str(),
+            c.p_value
+                .map(|p| format!("{p:.2e}"))
+                .unwrap_or_else(|| "–".into()),
+            c.confidence,
+            if c.decided_early { "yes" } else { "no" }
+        ));
+    }
+    out
+}
