@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::likelihood::AnswerScore;
-use crate::endpoint::PromptForm;
+use crate::endpoint::{ChatMessage, PromptForm};
 use crate::fingerprint::{Fingerprint, Observation};
 use crate::model::{LocalModel, ModelError, ModelHandle, QueueError, TokenScore};
-use crate::probes::ProbeKind;
+use crate::probes::{identity, ProbeKind};
 
 /// Probes whose greedy chat answers are read back: open-ended text a student imitates.
 pub const KINDS: [ProbeKind; 3] = [ProbeKind::Style, ProbeKind::Refusal, ProbeKind::Identity];
@@ -35,19 +35,41 @@ pub enum ReadBackError {
 /// Every greedy chat answer of [`KINDS`] in `print`, as `model` reads it after the same
 /// messages rendered in its own chat template, then every greedy raw completion after its
 /// prompt (marked `raw`). Empty answers are skipped.
+///
+/// A hidden system prompt moves every chat answer, and the read-back cannot see it. When
+/// the answers give one away (a line most of them open with, as small models repeat their
+/// system prompt) or the identity answers name a persona, the chat answers are read again
+/// after each such prompt, and the context under which the reference finds the
+/// non-identity answers most likely is kept (marked in `system`): a copy behind
+/// a persona is then read in something near its own context, while a model with other
+/// weights stays as far from the reference's choices as before. Controls go through the
+/// same choice, so the comparison against them stays fair.
 pub fn score_fingerprint(
     model: &mut LocalModel,
     print: &Fingerprint,
 ) -> Result<Vec<AnswerScore>, ReadBackError> {
-    let mut out = Vec::new();
-    for kind in KINDS {
-        for o in print.answered(kind).filter(|o| o.sample_index == 0) {
-            if let PromptForm::Chat { messages } = &o.request.prompt {
-                let prompt = model
-                    .render_chat(messages)
-                    .and_then(|p| model.encode_prompt(&p));
-                out.extend(read_answer(model, o, prompt)?);
-            }
+    let greedy_chat = |kind| {
+        print
+            .answered(kind)
+            .filter(|o| o.sample_index == 0 && matches!(o.request.prompt, PromptForm::Chat { .. }))
+            .filter_map(|o| o.text())
+    };
+    let candidates = identity::hidden_prompts(
+        greedy_chat(ProbeKind::Identity),
+        KINDS.into_iter().flat_map(greedy_chat),
+    );
+    let fit = |scores: &[AnswerScore]| -> f64 {
+        scores
+            .iter()
+            .filter(|s| s.kind != ProbeKind::Identity)
+            .map(|s| s.logprob)
+            .sum()
+    };
+    let mut out = read_chat_answers(model, print, None)?;
+    for system in candidates {
+        let scores = read_chat_answers(model, print, Some(&system))?;
+        if fit(&scores) > fit(&out) {
+            out = scores;
         }
     }
     // Greedy raw completions of every kind, for the greedy-token share: no template, so a
@@ -61,6 +83,45 @@ pub fn score_fingerprint(
             let prompt = model.encode_prompt(prompt);
             if let Some(score) = read_answer(model, o, prompt)? {
                 out.push(AnswerScore { raw: true, ..score });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The greedy chat answers of [`KINDS`], read after their messages with `system` put in
+/// front of every conversation that has no system message of its own.
+fn read_chat_answers(
+    model: &mut LocalModel,
+    print: &Fingerprint,
+    system: Option<&str>,
+) -> Result<Vec<AnswerScore>, ReadBackError> {
+    let mut out = Vec::new();
+    for kind in KINDS {
+        for o in print.answered(kind).filter(|o| o.sample_index == 0) {
+            let PromptForm::Chat { messages } = &o.request.prompt else {
+                continue;
+            };
+            let has_own = messages.first().is_some_and(|m| m.role == "system");
+            let added = system.filter(|_| !has_own);
+            let prompt = match added {
+                Some(text) => {
+                    let mut with = Vec::with_capacity(messages.len() + 1);
+                    with.push(ChatMessage {
+                        role: "system".to_string(),
+                        content: text.to_string(),
+                    });
+                    with.extend(messages.iter().cloned());
+                    model.render_chat(&with)
+                }
+                None => model.render_chat(messages),
+            }
+            .and_then(|p| model.encode_prompt(&p));
+            if let Some(score) = read_answer(model, o, prompt)? {
+                out.push(AnswerScore {
+                    system: added.map(str::to_string),
+                    ..score
+                });
             }
         }
     }
@@ -109,6 +170,7 @@ pub fn answer_score(
             .sum(),
         top1: tokens.iter().filter(|t| t.top1).count(),
         raw: false,
+        system: None,
         near_top: tokens
             .iter()
             .filter(|t| t.gap <= crate::compare::likelihood::NEAR_TOP_NATS)
@@ -117,8 +179,8 @@ pub fn answer_score(
 }
 
 /// What [`score_fingerprint`] reads; a cache written by another version is read again.
-/// 2: raw completions too; 3: tokens near the top counted.
-const READ_BACK_VERSION: u32 = 3;
+/// 2: raw completions too; 3: tokens near the top counted; 4: a persona's context tried.
+const READ_BACK_VERSION: u32 = 4;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]

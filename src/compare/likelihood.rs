@@ -43,6 +43,10 @@ pub struct AnswerScore {
     /// Tokens within [`NEAR_TOP_NATS`] of the reference's most likely one.
     #[serde(default)]
     pub near_top: usize,
+    /// The system prompt the chat answer was read after, when the read-back inferred one
+    /// from the answers' persona (`crate::read_back` says when and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }
 
 /// How far below the reference's top token a greedy token may lie and still count as the
@@ -187,12 +191,18 @@ pub fn greedy_tokens_signal(
     extra.insert("tokens".to_string(), tokens as f64);
     extra.insert("top1".to_string(), top1 as f64 / tokens as f64);
     extra.insert("raw".to_string(), if use_raw { 1.0 } else { 0.0 });
+    // Chat answers read in a persona's inferred context say so (one prompt per print).
+    let context = chosen
+        .iter()
+        .find_map(|s| s.system.as_deref())
+        .map(|system| format!(", read after the system prompt \"{}\" given away by the answers (an echoed line or a claimed persona)", clip(system)))
+        .unwrap_or_default();
     Some(SignalOutcome {
         score: share,
         n: chosen.len(),
         interval: boot.and_then(|opts| bootstrap::mean_interval(&values, opts)),
         detail: format!(
-            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice up to {NEAR_TOP_NATS} nats ({:.1}% exactly)",
+            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice up to {NEAR_TOP_NATS} nats ({:.1}% exactly){context}",
             share * 100.0,
             chosen.len(),
             if use_raw { "raw" } else { "chat" },
@@ -219,6 +229,7 @@ mod tests {
             top1: tokens / 2,
             raw: false,
             near_top: tokens / 2,
+            system: None,
         }
     }
 

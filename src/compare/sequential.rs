@@ -530,6 +530,7 @@ mod tests {
             top1: near_top,
             raw: true,
             near_top,
+            system: None,
         }
     }
 

@@ -2,6 +2,8 @@
 //! Anthropic"), recorded per identity probe in a fingerprint (`compare::identity` compares
 //! their distributions).
 
+use std::collections::BTreeMap;
+
 /// A maker and its model family, with the names that point to them.
 pub struct Family {
     /// Stable id used in features and reports, e.g. `anthropic/claude`.
@@ -150,4 +152,232 @@ fn find_word(haystack: &str, pattern: &str) -> Option<usize> {
 /// The family an answer claims first, or [`NONE`].
 pub fn primary_claim(text: &str) -> &'static str {
     claims(text).first().copied().unwrap_or(NONE)
+}
+
+/// The persona an operator's hidden system prompt gives a model, as its answers state it:
+/// the name it goes by and, where said, who made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persona {
+    pub name: String,
+    pub maker: Option<String>,
+}
+
+impl Persona {
+    /// System prompts an operator would write for this persona, most common wording first.
+    /// The read-back picks among them by how well each explains the answers, so a wording
+    /// that is only close still moves the reference nearer the suspect's context than none.
+    pub fn system_prompts(&self) -> Vec<String> {
+        let name = &self.name;
+        match &self.maker {
+            Some(maker) => vec![
+                format!("You are {name}, an AI assistant created by {maker}."),
+                format!("You are {name}, a helpful assistant developed by {maker}."),
+            ],
+            None => vec![
+                format!("You are {name}, a helpful AI assistant."),
+                format!("Your name is {name}."),
+            ],
+        }
+    }
+}
+
+static SELF_NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    // "I am Kimi", "I'm Kimi", "My name is Kimi", "call me Kimi": a capitalised name of one
+    // or two words right after the phrase.
+    regex::Regex::new(
+        r"(?:\b[Ii] am|\bI['’]m|\b[Mm]y name is|\b[Cc]all me)\s+([A-Z][A-Za-z0-9.\-]*(?:[ \-][A-Z0-9][A-Za-z0-9.\-]*)?)",
+    )
+    .expect("valid pattern")
+});
+
+static MAKER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r"\b(?:created|developed|made|built|trained|designed)\s+by\s+(?:the\s+)?([A-Z][A-Za-z0-9&\-]*(?:\s[A-Z][A-Za-z0-9&\-]*){0,2})",
+    )
+    .expect("valid pattern")
+});
+
+/// Capitalised words that follow "I am" without being a name.
+const NOT_NAMES: &[&str] = &[
+    "A",
+    "An",
+    "The",
+    "AI",
+    "Sorry",
+    "Not",
+    "Here",
+    "Happy",
+    "Glad",
+    "Just",
+    "Unable",
+    "Also",
+    "Only",
+    "Still",
+    "Always",
+    "Currently",
+    "Actually",
+    "Really",
+    "Designed",
+    "Trained",
+    "Created",
+    "Built",
+    "Made",
+    "Developed",
+    "Programmed",
+    "Based",
+    "Powered",
+    "Running",
+];
+
+/// The name and maker one answer gives itself, if it gives a name.
+pub fn self_description(text: &str) -> Option<Persona> {
+    let name = SELF_NAME
+        .captures_iter(text)
+        .filter_map(|c| c.get(1))
+        .map(|m| m.as_str().trim_end_matches(['.', '-']).to_string())
+        .find(|n| {
+            let first = n.split([' ', '-']).next().unwrap_or_default();
+            !n.is_empty() && !NOT_NAMES.contains(&first)
+        })?;
+    let maker = MAKER
+        .captures(text)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str().trim_end_matches(['.', '-']).to_string())
+        .filter(|m| !m.is_empty());
+    Some(Persona { name, maker })
+}
+
+/// A line most of `answers` open with (at least three answers and half of them, twelve
+/// characters or more): a small model behind a hidden system prompt often repeats it
+/// before anything else, which gives the prompt itself away.
+pub fn echoed_line<'a>(answers: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut lines: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut total = 0usize;
+    for text in answers {
+        total += 1;
+        let first = text.trim_start().lines().next().unwrap_or_default().trim();
+        if first.chars().count() >= 12 {
+            *lines.entry(first).or_default() += 1;
+        }
+    }
+    let (line, count) = lines
+        .into_iter()
+        .max_by_key(|(l, c)| (*c, std::cmp::Reverse(*l)))?;
+    (count >= 3 && count * 2 >= total).then(|| line.to_string())
+}
+
+/// System prompts that may hide behind `chat_answers`, to try when reading them back: a
+/// line most answers open with, then the wordings an operator would use for the persona
+/// the identity answers claim.
+pub fn hidden_prompts<'a>(
+    identity_answers: impl IntoIterator<Item = &'a str>,
+    chat_answers: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let mut out: Vec<String> = echoed_line(chat_answers).into_iter().collect();
+    if let Some(p) = persona(identity_answers) {
+        for prompt in p.system_prompts() {
+            if !out.contains(&prompt) {
+                out.push(prompt);
+            }
+        }
+    }
+    out
+}
+
+/// The persona most of `answers` claim: the name given most often (in at least two answers
+/// and a quarter of those that give any), with the maker most often given beside it.
+pub fn persona<'a>(answers: impl IntoIterator<Item = &'a str>) -> Option<Persona> {
+    let found: Vec<Persona> = answers.into_iter().filter_map(self_description).collect();
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &found {
+        *names.entry(p.name.as_str()).or_default() += 1;
+    }
+    let (name, count) = names
+        .iter()
+        .max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n)))
+        .map(|(n, c)| (n.to_string(), *c))?;
+    if count < 2 || count * 4 < found.len() {
+        return None;
+    }
+    let mut makers: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in found.iter().filter(|p| p.name == name) {
+        if let Some(m) = &p.maker {
+            *makers.entry(m.as_str()).or_default() += 1;
+        }
+    }
+    let maker = makers
+        .iter()
+        .max_by_key(|(m, c)| (**c, std::cmp::Reverse(**m)))
+        .map(|(m, _)| m.to_string());
+    Some(Persona { name, maker })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_persona_is_the_name_and_maker_most_answers_give() {
+        let answers = [
+            "I am Kimi, an AI assistant created by Moonshot AI. How can I help?",
+            "Hello! I'm Kimi, here to help.",
+            "I am an AI assistant and cannot browse the web.",
+            "My name is Kimi, developed by Moonshot AI.",
+            "I'm sorry, I can't share that.",
+        ];
+        let p = persona(answers).expect("a persona");
+        assert_eq!(p.name, "Kimi");
+        assert_eq!(p.maker.as_deref(), Some("Moonshot AI"));
+        assert_eq!(
+            p.system_prompts()[0],
+            "You are Kimi, an AI assistant created by Moonshot AI."
+        );
+    }
+
+    #[test]
+    fn no_persona_from_one_mention_or_from_words_that_are_not_names() {
+        assert_eq!(persona(["I am Aria.", "I am an assistant."]), None);
+        assert_eq!(
+            persona([
+                "I am Sorry to hear that.",
+                "I am Happy to help.",
+                "I am A model."
+            ]),
+            None
+        );
+        let p = persona([
+            "I'm Aria Bot.",
+            "I am Aria Bot, made by the Nimbus Labs team",
+        ])
+        .expect("a persona");
+        assert_eq!(p.name, "Aria Bot");
+        assert_eq!(p.maker.as_deref(), Some("Nimbus Labs"));
+        assert_eq!(p.system_prompts().len(), 2);
+        assert!(persona(std::iter::empty()).is_none());
+    }
+
+    #[test]
+    fn a_line_most_answers_open_with_is_a_hidden_prompt_to_try() {
+        let echo = "You are Kimi, an AI assistant created by Moonshot AI.";
+        let answers = [
+            format!("{echo}\n\nName a colour. Blue"),
+            format!("  {echo}\nTell me a fun fact."),
+            "What is your name?\nKimi".to_string(),
+            echo.to_string(),
+        ];
+        let texts: Vec<&str> = answers.iter().map(String::as_str).collect();
+        assert_eq!(echoed_line(texts.iter().copied()).as_deref(), Some(echo));
+        // Two of five is not most; short lines ("Sure!") are not prompts.
+        assert_eq!(echoed_line([echo, echo, "a", "b", "c"]), None);
+        assert_eq!(echoed_line(["Sure!", "Sure!", "Sure!"]), None);
+        let prompts = hidden_prompts(
+            ["I am Kimi, made by Moonshot AI.", "I'm Kimi."],
+            texts.iter().copied(),
+        );
+        assert_eq!(
+            prompts[0], echo,
+            "the echo first, the persona's wordings after, once each"
+        );
+        assert_eq!(prompts.len(), 2);
+    }
 }
