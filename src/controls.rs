@@ -268,6 +268,7 @@ async fn fingerprint(
             let app = crate::serve::router(
                 handle,
                 crate::serve::ServerConfig {
+                    fixed_temperature: None,
                     name: id.clone(),
                     system_prompt: Some(prompt.to_string()),
                 },

@@ -98,6 +98,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let suspect_app = provenance::serve::router(
         handle,
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "suspect-model".into(),
             system_prompt: Some(args.persona.clone()),
         },

@@ -80,6 +80,10 @@ pub struct Capabilities {
     pub max_top_logprobs: usize,
     pub usage: bool,
     pub tokenize: bool,
+    /// Greedy requests (temperature 0) gave different answers under different seeds: the
+    /// endpoint samples whatever temperature it is asked for.
+    #[serde(default)]
+    pub ignores_temperature: bool,
 }
 
 impl Capabilities {
@@ -87,7 +91,7 @@ impl Capabilities {
     pub fn summary(&self) -> String {
         let yes = |b: bool| if b { "yes" } else { "no" };
         format!(
-            "chat completions {}, raw completions {}, log-probabilities {}, tokenize {}, usage counts {}",
+            "chat completions {}, raw completions {}, log-probabilities {}, tokenize {}, usage counts {}, temperature 0 honoured {}",
             yes(self.chat),
             yes(self.raw_completion),
             match self.max_top_logprobs {
@@ -95,7 +99,8 @@ impl Capabilities {
                 k => format!("top-{k}"),
             },
             yes(self.tokenize),
-            yes(self.usage)
+            yes(self.usage),
+            yes(!self.ignores_temperature)
         )
     }
 
@@ -117,6 +122,14 @@ impl Capabilities {
         }
         if !self.tokenize && !self.usage {
             out.push("no tokenize endpoint and no usage counts: the tokenizer is not compared");
+        }
+        if self.ignores_temperature {
+            out.push(
+                "temperature not honoured (greedy requests answered differently under different \
+                 seeds): every answer is a sample, so the first generated position is compared \
+                 as given and later ones on another prefix, exact-answer and greedy-token \
+                 shares fall for a copy too, and text reads nearer `derived` than it is",
+            );
         }
         out
     }

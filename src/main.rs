@@ -43,6 +43,10 @@ enum Command {
         /// Injected as a system message when a request has none.
         #[arg(long)]
         system_prompt: Option<String>,
+        /// Sample every request at this temperature whatever it asks (an API that ignores
+        /// the caller's temperature).
+        #[arg(long)]
+        fixed_temperature: Option<f32>,
         #[command(flatten)]
         load: LoadArgs,
         /// Requests that may wait for the model before new ones get 429.
@@ -252,6 +256,20 @@ enum ModelsCommand {
         /// f32 or f16.
         #[arg(long, default_value = "f32")]
         dtype: String,
+    },
+    /// Fingerprint a GGUF reference quantized to each of --forms (on the logit probes,
+    /// cached as `scan` caches them) and write each print to OUT/<type>.json: the layout
+    /// `identify --library` reads from `forms/<reference>/`.
+    Forms {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated types or `ladder`, as `scan --forms` takes them.
+        #[arg(long, default_value = "ladder")]
+        forms: String,
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Write a GGUF with seeded random weights and a real checkpoint's dimensions and
     /// layout (for `bench` at sizes whose weights no machine here has).
@@ -487,9 +505,20 @@ fn main() -> Result<()> {
             name,
             addr,
             system_prompt,
+            fixed_temperature,
             load,
             queue,
-        } => serve_model(&model, name, addr, system_prompt, &load, queue),
+        } => serve_model(
+            &model,
+            provenance::serve::ServerConfig {
+                name: name.unwrap_or_default(),
+                system_prompt,
+                fixed_temperature,
+            },
+            addr,
+            &load,
+            queue,
+        ),
         Command::Bench { model, load, json } => bench(&model, &load, json),
         Command::Probes { command } => probes(command),
         Command::Demo { args } => runtime()?.block_on(demo::run(args)),
@@ -602,6 +631,29 @@ fn models(cmd: ModelsCommand) -> Result<()> {
             println!("{}", out.display());
             Ok(())
         }
+        ModelsCommand::Forms {
+            model,
+            out,
+            forms,
+            probes,
+        } => {
+            let set = probes.load()?;
+            let types = provenance::quantized_forms::parse_list(&forms)?;
+            let made = runtime()?.block_on(provenance::quantized_forms::fingerprint_forms(
+                &model,
+                &types,
+                &set,
+                &provenance::fingerprint::RunOptions::default(),
+                &provenance::fetch::default_dir().join("forms"),
+            ))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for form in &made {
+                let path = out.join(format!("{}.json", form.dtype));
+                form.fingerprint.save(&path)?;
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         ModelsCommand::Synthetic { name, out, seed } => {
             let spec = provenance::model::synthetic::named(&name, seed).with_context(|| {
                 format!(
@@ -623,30 +675,32 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// `config.name` empty: served under the model's own name.
 fn serve_model(
     model: &str,
-    name: Option<String>,
+    mut config: provenance::serve::ServerConfig,
     addr: SocketAddr,
-    system_prompt: Option<String>,
     load: &LoadArgs,
     queue: usize,
 ) -> Result<()> {
+    if let Some(t) = config.fixed_temperature {
+        anyhow::ensure!(
+            (0.0..=2.0).contains(&t),
+            "--fixed-temperature must be within [0, 2], got {t}"
+        );
+    }
     let handle = ModelHandle::spawn(model, &load.options(), queue)
         .with_context(|| format!("loading {model}"))?;
-    let name = name.unwrap_or_else(|| handle.info.name.clone());
+    if config.name.is_empty() {
+        config.name = handle.info.name.clone();
+    }
     tracing::info!(
         model = %handle.info.name,
         template = %handle.info.chat_template,
         tokenizer = %handle.info.tokenizer,
         "model loaded"
     );
-    let app = provenance::serve::router(
-        handle,
-        provenance::serve::ServerConfig {
-            name,
-            system_prompt,
-        },
-    );
+    let app = provenance::serve::router(handle, config);
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

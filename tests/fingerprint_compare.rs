@@ -412,6 +412,7 @@ fn build(spec: &Spec) -> Fingerprint {
                 max_top_logprobs: if spec.logprobs { 20 } else { 0 },
                 usage: true,
                 tokenize: false,
+                ignores_temperature: false,
             },
         },
         ProbeSetRef {

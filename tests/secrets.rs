@@ -45,6 +45,7 @@ async fn the_suspects_key_is_in_no_response_row_or_log() {
     let suspect = provenance::serve::router(
         handle.clone(),
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "suspect".into(),
             system_prompt: None,
         },

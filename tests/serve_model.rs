@@ -295,3 +295,51 @@ async fn access_modes_restrict_what_the_client_uses() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_temperature_is_detected() {
+    let path = common::smollm2();
+    let handle = tokio::task::spawn_blocking(move || {
+        ModelHandle::spawn(path.to_str().unwrap(), &LoadOptions::default(), 8).expect("model loads")
+    })
+    .await
+    .unwrap();
+    let serve = |fixed_temperature| {
+        let app = provenance::serve::router(
+            handle.clone(),
+            provenance::serve::ServerConfig {
+                name: "smollm2".into(),
+                system_prompt: None,
+                fixed_temperature,
+            },
+        );
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            addr
+        }
+    };
+    for (fixed, ignores) in [(None, false), (Some(1.0), true)] {
+        let addr = serve(fixed).await;
+        let mut cfg =
+            provenance::suspect::HttpModelConfig::new(format!("http://{addr}/v1"), "smollm2");
+        cfg.allow_private_targets = true;
+        let caps = provenance::suspect::HttpModel::new(cfg)
+            .unwrap()
+            .capabilities()
+            .await
+            .unwrap();
+        assert_eq!(caps.ignores_temperature, ignores, "{fixed:?}");
+        assert_eq!(
+            caps.summary().ends_with("temperature 0 honoured no"),
+            ignores
+        );
+        assert_eq!(
+            caps.limits()
+                .iter()
+                .any(|l| l.starts_with("temperature not honoured")),
+            ignores
+        );
+    }
+}

@@ -43,6 +43,7 @@ async fn a_submitted_scan_runs_to_a_stored_verdict() {
     let suspect = bind(provenance::serve::router(
         handle.clone(),
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "suspect".into(),
             system_prompt: None,
         },
@@ -202,6 +203,7 @@ async fn a_copy_served_quantized_is_identical_through_the_reference_forms() {
     let suspect = bind(provenance::serve::router(
         handle,
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "copy".into(),
             system_prompt: None,
         },
@@ -264,6 +266,7 @@ async fn a_reference_behind_its_owners_endpoint_is_registered_and_scanned() {
     let owner = bind(provenance::serve::router(
         handle.clone(),
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "owner-model".into(),
             system_prompt: None,
         },
@@ -272,6 +275,7 @@ async fn a_reference_behind_its_owners_endpoint_is_registered_and_scanned() {
     let suspect = bind(provenance::serve::router(
         handle,
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "suspect".into(),
             system_prompt: Some("You are Kimi, an AI assistant created by Moonshot AI.".into()),
         },
@@ -351,6 +355,7 @@ async fn a_fetched_reference_is_calibrated_against_built_in_controls_made_once()
     let suspect = bind(provenance::serve::router(
         handle.clone(),
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "suspect".into(),
             system_prompt: Some("You are Kimi, an AI assistant created by Moonshot AI.".into()),
         },
@@ -501,6 +506,7 @@ async fn webhooks_are_signed_and_retried() {
 /// that changes behind a fixed URL, as a lab swapping its weights would.
 async fn switching_suspect(switched: Arc<std::sync::atomic::AtomicBool>) -> String {
     let config = |name: &str| provenance::serve::ServerConfig {
+        fixed_temperature: None,
         name: name.into(),
         system_prompt: None,
     };

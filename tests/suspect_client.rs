@@ -522,6 +522,7 @@ async fn capabilities_fall_back_to_the_largest_accepted_top_logprobs() {
             max_top_logprobs: 5,
             usage: true,
             tokenize: true,
+            ignores_temperature: false,
         }
     );
     let asked: Vec<u64> = server

@@ -169,6 +169,7 @@ async fn an_analyst_signs_in_scans_a_suspect_and_reads_the_verdict_and_the_map()
     let suspect = pg::serve(provenance::serve::router(
         handle.clone(),
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "suspect".into(),
             system_prompt: None,
         },

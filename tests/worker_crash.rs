@@ -107,6 +107,7 @@ async fn setup() -> Setup {
         ModelHandle::spawn(model.to_str().expect("utf-8"), &LoadOptions::default(), 16)
             .expect("load"),
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "suspect".into(),
             system_prompt: None,
         },

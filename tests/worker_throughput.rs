@@ -41,6 +41,7 @@ async fn workers_run_concurrent_scans_to_their_verdicts() {
     let suspect = pg::serve(provenance::serve::router(
         suspect_model,
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: "suspect".into(),
             system_prompt: None,
         },

@@ -283,6 +283,7 @@ pub fn compare_calibrated(
             .as_ref()
             .filter(|_| usable(Signal::Likelihood))
             .and_then(|_| Some(tests.get(&Signal::Likelihood)?.p)),
+        suspect_samples: suspect.model.capabilities.ignores_temperature,
         missing,
     };
     let mut outcome = verdict::decide(&inputs);

@@ -23,7 +23,9 @@
 //!    controls, else the pooled similarity), refusal; and, across tokenizers, logits
 //!    aligned by bytes) far above controls after Bonferroni's
 //!    correction (the smallest p-value times their number, valid however the signals
-//!    depend on each other): `distilled`.
+//!    depend on each other): `distilled`; without logits from a suspect that samples
+//!    whatever temperature it is asked for, `inconclusive` (a sampled copy's text is as
+//!    far from the reference's greedy answers as a student's).
 //! 6. Otherwise `unrelated`.
 //!
 //! Identity claims never decide: a persona system prompt changes them at will.
@@ -211,6 +213,9 @@ pub struct VerdictInputs {
     /// The likelihood signal's p-value against controls: the reference reads the
     /// suspect's answers as text it writes itself.
     pub likelihood_p: Option<f64>,
+    /// The suspect samples whatever temperature it is asked for, so its "greedy" answers
+    /// are samples.
+    pub suspect_samples: bool,
     /// Why signals are missing, for an inconclusive verdict.
     pub missing: Vec<String>,
 }
@@ -495,6 +500,21 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                     "without log-probabilities a fine-tune of the reference would look the same"
                         .to_string(),
                 );
+                // A copy that samples is as far from the reference's greedy text as a
+                // student (SmolLM2 served at a fixed temperature 0.7 read `distilled`
+                // here), so text alone cannot say which of the two it is.
+                if inputs.suspect_samples {
+                    reasons.push(
+                        "the suspect samples whatever temperature it is asked for, so its text is as far from the reference's greedy answers as a student's would be: the reference's own weights, sampled, cannot be ruled out; related to the reference, but which way cannot be told without log-probabilities"
+                            .to_string(),
+                    );
+                    return VerdictOutcome {
+                        verdict: Verdict::Inconclusive,
+                        confidence: 1.0 - p,
+                        p_value: Some(p),
+                        reasons,
+                    };
+                }
             }
             return positive(Verdict::Distilled, p, reasons);
         }
@@ -739,6 +759,7 @@ mod tests {
             forms: Vec::new(),
             form_tokens: Vec::new(),
             likelihood_p: None,
+            suspect_samples: false,
             missing: Vec::new(),
         }
     }
@@ -929,6 +950,24 @@ mod tests {
         i.logits = None;
         i.text = vec![("style".into(), 1e-4), ("refusal".into(), 1e-3)];
         assert_eq!(decide(&i).verdict, Verdict::Distilled);
+    }
+
+    #[test]
+    fn a_suspect_that_samples_is_not_called_distilled_from_text_alone() {
+        let mut i = inputs();
+        i.text = vec![("style".into(), 1e-4), ("contrast".into(), 1e-3)];
+        i.greedy_tokens = Some((0.6, 0.5));
+        assert_eq!(decide(&i).verdict, Verdict::Distilled);
+        i.suspect_samples = true;
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Inconclusive, "{out:?}");
+        assert!(out
+            .reasons
+            .iter()
+            .any(|r| r.contains("samples whatever temperature")));
+        // Text no closer than controls stays unrelated, sampling or not.
+        i.text = vec![("style".into(), 0.4), ("contrast".into(), 0.3)];
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
     }
 
     #[test]

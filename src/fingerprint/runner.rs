@@ -442,6 +442,7 @@ mod tests {
             max_top_logprobs: logprobs,
             usage: true,
             tokenize,
+            ignores_temperature: false,
         }
     }
 

@@ -126,6 +126,7 @@ impl ModelEndpoint for LocalEndpoint {
             max_top_logprobs: MAX_TOP_LOGPROBS,
             usage: true,
             tokenize: true,
+            ignores_temperature: false,
         })
     }
 

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// Injected as a system message when a chat request has none (a suspect hiding behind
     /// a persona).
     pub system_prompt: Option<String>,
+    /// Used in place of every request's temperature: an API that ignores the caller's
+    /// (as reasoning models' APIs and some proxies do), for testing scans against one.
+    pub fixed_temperature: Option<f32>,
 }
 
 struct AppState {
@@ -219,7 +222,7 @@ async fn chat_completions(
     } else {
         0
     };
-    let s = sampling(
+    let mut s = sampling(
         req.max_tokens,
         req.temperature,
         req.top_p,
@@ -228,6 +231,9 @@ async fn chat_completions(
         req.n,
         top,
     )?;
+    if let Some(t) = st.config.fixed_temperature {
+        s.params.temperature = t;
+    }
     let messages = chat_messages(&st, &req)?;
     let name = st.config.name.clone();
     if req.stream.unwrap_or(false) {
@@ -391,7 +397,7 @@ async fn completions(
     }
     let top = req.logprobs.unwrap_or(0);
     let want_logprobs = req.logprobs.is_some();
-    let s = sampling(
+    let mut s = sampling(
         req.max_tokens,
         req.temperature,
         req.top_p,
@@ -400,6 +406,9 @@ async fn completions(
         req.n,
         top,
     )?;
+    if let Some(t) = st.config.fixed_temperature {
+        s.params.temperature = t;
+    }
     let prompt = req.prompt.clone();
     let name = st.config.name.clone();
     let (choices, usage) = st

@@ -674,6 +674,7 @@ impl HttpModel {
             break;
         }
 
+        caps.ignores_temperature = self.ignores_temperature(caps.chat).await;
         caps.tokenize = self.config.access.allows_raw()
             && match self.tokenize_once("Hello world").await {
                 Ok(tokens) => !tokens.is_empty(),
@@ -683,6 +684,40 @@ impl HttpModel {
         let caps = self.config.access.restrict(caps);
         tracing::info!(endpoint = %self.describe(), ?caps, "detected suspect capabilities");
         Ok(caps)
+    }
+
+    /// Three greedy requests for the same short answer under different seeds: an endpoint
+    /// that honours temperature 0 gives one answer, one that samples whatever it is asked
+    /// gives several. A failed request tells nothing, so it counts as honoured.
+    async fn ignores_temperature(&self, chat: bool) -> bool {
+        let prompt = if chat {
+            PromptForm::Chat {
+                messages: vec![ChatMessage {
+                    role: "user".into(),
+                    content: "Write one sentence about the sea.".into(),
+                }],
+            }
+        } else {
+            PromptForm::Raw {
+                prompt: "Once upon a time, by the sea,".into(),
+            }
+        };
+        let mut answers = Vec::with_capacity(3);
+        for seed in 1..=3 {
+            let request = ProbeRequest {
+                max_tokens: 16,
+                seed: Some(seed),
+                ..ping(prompt.clone())
+            };
+            match self.run(&request).await {
+                Ok(response) => answers.push(response.text),
+                Err(err) => {
+                    tracing::debug!(error = %err, "temperature check failed; taken as honoured");
+                    return false;
+                }
+            }
+        }
+        answers.windows(2).any(|w| w[0] != w[1])
     }
 
     async fn tokenize_once(&self, text: &str) -> Result<Vec<u32>, EndpointError> {

@@ -231,6 +231,7 @@ async fn serve(
     let app = crate::serve::router(
         handle,
         crate::serve::ServerConfig {
+            fixed_temperature: None,
             name: member.id.clone(),
             system_prompt: member.system_prompt.clone(),
         },

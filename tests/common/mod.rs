@@ -38,6 +38,7 @@ pub async fn serve_model(
     let app = provenance::serve::router(
         handle,
         provenance::serve::ServerConfig {
+            fixed_temperature: None,
             name: name.into(),
             system_prompt: system_prompt.map(str::to_string),
         },
