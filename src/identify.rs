@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::compare::{CompareOptions, Report, Verdict};
+use crate::compare::{CompareOptions, QuantizedForm, Report, Verdict};
 use crate::endpoint::{Capabilities, EndpointError, ModelEndpoint};
 use crate::fingerprint::{
     self, Fingerprint, FingerprintError, ModelDescription, Observation, ProbeSetRef, RunOptions,
@@ -32,16 +32,20 @@ pub enum IdentifyError {
     Suspect(#[from] EndpointError),
 }
 
-/// The references to tell apart (each a stored fingerprint, named by its file) and the
-/// controls known unrelated to all of them.
+/// The references to tell apart (each a stored fingerprint, named by its file), each
+/// one's quantized forms, and the controls known unrelated to all of them.
 pub struct Library {
     pub references: Vec<(String, Fingerprint)>,
+    /// `forms[i]` belongs to `references[i]`; a copy served quantized by another tool is
+    /// the reference only through them, as in `scan`.
+    pub forms: Vec<Vec<QuantizedForm>>,
     pub controls: Vec<Fingerprint>,
 }
 
 impl Library {
-    /// `dir/*.json` are the references (made with `provenance fingerprint`), `dir/controls/`
-    /// holds controls; every print must come from one probe set.
+    /// `dir/*.json` are the references (made with `provenance fingerprint`),
+    /// `dir/forms/<reference>/<type>.json` their quantized forms (as `scan --forms` caches
+    /// them), `dir/controls/` the controls; every print must come from one probe set.
     pub fn load(dir: &Path) -> Result<Self, IdentifyError> {
         let bad = |message: String| IdentifyError::Library {
             dir: dir.to_path_buf(),
@@ -81,8 +85,20 @@ impl Library {
         if controls.iter().any(|c| &c.probe_set.hash != hash) {
             return Err(bad("a control was made from another probe set".into()));
         }
+        let mut forms = Vec::with_capacity(references.len());
+        for (name, _) in &references {
+            let found = load_forms(&dir.join("forms").join(name))?;
+            if let Some(f) = found.iter().find(|f| &f.fingerprint.probe_set.hash != hash) {
+                return Err(bad(format!(
+                    "the form {} of {name} was made from another probe set",
+                    f.dtype
+                )));
+            }
+            forms.push(found);
+        }
         Ok(Self {
             references,
+            forms,
             controls,
         })
     }
@@ -92,6 +108,32 @@ impl Library {
     }
 }
 
+/// Every `*.json` in `dir` as a quantized form named by its file; none when `dir` is
+/// missing.
+fn load_forms(dir: &Path) -> Result<Vec<QuantizedForm>, IdentifyError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            Ok(QuantizedForm {
+                dtype: path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                fingerprint: fingerprint::load(&path)?,
+            })
+        })
+        .collect()
+}
+
 /// One reference's place in the answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
@@ -99,6 +141,8 @@ pub struct Candidate {
     pub verdict: Verdict,
     pub p_value: Option<f64>,
     pub confidence: f64,
+    /// Quantized forms of this reference the suspect was also held against.
+    pub forms: usize,
     /// Its sequential test decided `identical` before the whole set was asked.
     pub decided_early: bool,
     pub reasons: Vec<String>,
@@ -170,12 +214,13 @@ fn rank(v: Verdict) -> u8 {
     }
 }
 
-fn candidate(reference: &str, report: &Report, decided_early: bool) -> Candidate {
+fn candidate(reference: &str, forms: usize, report: &Report, decided_early: bool) -> Candidate {
     Candidate {
         reference: reference.to_string(),
         verdict: report.verdict,
         p_value: report.p_value,
         confidence: report.confidence,
+        forms,
         decided_early,
         reasons: report.reasons.clone(),
     }
@@ -207,15 +252,15 @@ pub async fn identify(
         run,
         kept: HashMap::new(),
     };
-    let against = |print| Against {
-        reference: print,
+    let against = |i: usize| Against {
+        reference: &library.references[i].1,
         controls: &library.controls,
-        forms: &[],
+        forms: &library.forms[i],
     };
     let mut decided: Option<(usize, Report)> = None;
-    for (i, (_, print)) in library.references.iter().enumerate() {
+    for i in 0..library.references.len() {
         let early = sequential_phase(
-            against(print),
+            against(i),
             set,
             description.clone(),
             opts,
@@ -235,12 +280,13 @@ pub async fn identify(
     }
     let print = answers.print(set, &description);
     let mut candidates = Vec::with_capacity(library.references.len());
-    for (i, (name, reference)) in library.references.iter().enumerate() {
+    for (i, (name, _)) in library.references.iter().enumerate() {
+        let forms = library.forms[i].len();
         match &decided {
-            Some((j, report)) if *j == i => candidates.push(candidate(name, report, true)),
+            Some((j, report)) if *j == i => candidates.push(candidate(name, forms, report, true)),
             _ => {
-                let report = judge(against(reference), &print, None, opts).await;
-                candidates.push(candidate(name, &report, false));
+                let report = judge(against(i), &print, None, opts).await;
+                candidates.push(candidate(name, forms, &report, false));
             }
         }
     }
@@ -287,13 +333,14 @@ pub fn to_markdown(id: &Identification) -> String {
             "the controls"
         }
     ));
-    out.push_str("| rank | reference | verdict | p | confidence | decided early |\n");
-    out.push_str("|---:|---|---|---:|---:|---|\n");
+    out.push_str("| rank | reference | forms | verdict | p | confidence | decided early |\n");
+    out.push_str("|---:|---|---:|---|---:|---:|---|\n");
     for (i, c) in id.candidates.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.3} | {} |\n",
             i + 1,
             c.reference.replace('|', "\\|"),
+            c.forms,
             c.verdict.as_str(),
             c.p_value
                 .map(|p| format!("{p:.2e}"))
