@@ -42,14 +42,26 @@ pub enum ReadBackError {
 /// after each such prompt, and the context under which the reference finds the
 /// non-identity answers most likely is kept (marked in `system`): a copy behind
 /// a persona is then read in something near its own context, while a model with other
-/// weights stays as far from the reference's choices as before. Controls go through the
-/// same choice, so the comparison against them stays fair.
+/// weights stays as far from the reference's choices as before once the text it copied
+/// from that context is left out. Controls go through the same choice, so the comparison
+/// against them stays fair.
 pub fn score_fingerprint(
     model: &mut LocalModel,
     print: &Fingerprint,
 ) -> Result<Vec<AnswerScore>, ReadBackError> {
+    score_in_context(model, print, print)
+}
+
+/// [`score_fingerprint`] of `print`, with the hidden prompts to try inferred from the
+/// answers of `context` (a print holding `print`'s answers and others): the early stop
+/// reads one answer at a time, and one answer gives no prompt away.
+pub fn score_in_context(
+    model: &mut LocalModel,
+    print: &Fingerprint,
+    context: &Fingerprint,
+) -> Result<Vec<AnswerScore>, ReadBackError> {
     let greedy_chat = |kind| {
-        print
+        context
             .answered(kind)
             .filter(|o| o.sample_index == 0 && matches!(o.request.prompt, PromptForm::Chat { .. }))
             .filter_map(|o| o.text())
@@ -58,20 +70,22 @@ pub fn score_fingerprint(
         greedy_chat(ProbeKind::Identity),
         KINDS.into_iter().flat_map(greedy_chat),
     );
-    let fit = |scores: &[AnswerScore]| -> f64 {
+    // Chosen on every token, so contexts are compared on the same text.
+    let fit = |scores: &[Read]| -> f64 {
         scores
             .iter()
-            .filter(|s| s.kind != ProbeKind::Identity)
-            .map(|s| s.logprob)
+            .filter(|r| r.all.kind != ProbeKind::Identity)
+            .map(|r| r.all.logprob)
             .sum()
     };
-    let mut out = read_chat_answers(model, print, None)?;
+    let mut best = read_chat_answers(model, print, None)?;
     for system in candidates {
         let scores = read_chat_answers(model, print, Some(&system))?;
-        if fit(&scores) > fit(&out) {
-            out = scores;
+        if fit(&scores) > fit(&best) {
+            best = scores;
         }
     }
+    let mut out: Vec<AnswerScore> = best.into_iter().filter_map(|r| r.kept).collect();
     // Greedy raw completions of every kind, for the greedy-token share: no template, so a
     // hidden system prompt cannot move them.
     for o in print
@@ -81,8 +95,11 @@ pub fn score_fingerprint(
     {
         if let PromptForm::Raw { prompt } = &o.request.prompt {
             let prompt = model.encode_prompt(prompt);
-            if let Some(score) = read_answer(model, o, prompt)? {
-                out.push(AnswerScore { raw: true, ..score });
+            if let Some(read) = read_answer(model, o, prompt, false)? {
+                out.push(AnswerScore {
+                    raw: true,
+                    ..read.all
+                });
             }
         }
     }
@@ -95,7 +112,7 @@ fn read_chat_answers(
     model: &mut LocalModel,
     print: &Fingerprint,
     system: Option<&str>,
-) -> Result<Vec<AnswerScore>, ReadBackError> {
+) -> Result<Vec<Read>, ReadBackError> {
     let mut out = Vec::new();
     for kind in KINDS {
         for o in print.answered(kind).filter(|o| o.sample_index == 0) {
@@ -117,24 +134,39 @@ fn read_chat_answers(
                 None => model.render_chat(messages),
             }
             .and_then(|p| model.encode_prompt(&p));
-            if let Some(score) = read_answer(model, o, prompt)? {
-                out.push(AnswerScore {
-                    system: added.map(str::to_string),
-                    ..score
-                });
+            if let Some(mut read) = read_answer(model, o, prompt, added.is_some())? {
+                if let Some(kept) = &mut read.kept {
+                    kept.system = added.map(str::to_string);
+                }
+                out.push(read);
             }
         }
     }
     Ok(out)
 }
 
+/// One answer read back: over every token, and as reported.
+struct Read {
+    all: AnswerScore,
+    /// `all`, or without the tokens copied from the prompt when asked; `None` when nothing
+    /// is left.
+    kept: Option<AnswerScore>,
+}
+
+/// Tokens that repeat this many prompt tokens in a row count as copied from the prompt.
+const COPY_RUN: usize = 4;
+
 /// `o`'s answer read back after `prompt` (the reference's own encoding of what was asked);
-/// `None` for an empty answer.
+/// `None` for an empty answer. With `drop_copied`, the reported score leaves out tokens
+/// inside a run of [`COPY_RUN`] tokens that also stands in the prompt: any model can copy
+/// a system prompt it was given (small ones open every answer with it), so copied text
+/// would lift an unrelated model read in an inferred context as much as a copy.
 fn read_answer(
     model: &mut LocalModel,
     o: &Observation,
     prompt: Result<Vec<u32>, ModelError>,
-) -> Result<Option<AnswerScore>, ReadBackError> {
+    drop_copied: bool,
+) -> Result<Option<Read>, ReadBackError> {
     let Some(text) = o.text().filter(|t| !t.trim().is_empty()) else {
         return Ok(None);
     };
@@ -146,7 +178,32 @@ fn read_answer(
     let mut answer = model.tokenizer.encode(text).map_err(failed)?;
     answer.truncate(MAX_TOKENS);
     let tokens = model.score_continuation(&prompt, &answer).map_err(failed)?;
-    Ok(Some(answer_score(&o.probe_id, o.kind, text, &tokens)))
+    let all = answer_score(&o.probe_id, o.kind, text, &tokens);
+    let kept = if drop_copied {
+        let copied = copied_from(&prompt, &answer);
+        let left: Vec<TokenScore> = tokens
+            .iter()
+            .zip(&copied)
+            .filter(|(_, c)| !**c)
+            .map(|(t, _)| *t)
+            .collect();
+        (!left.is_empty()).then(|| answer_score(&o.probe_id, o.kind, text, &left))
+    } else {
+        Some(all.clone())
+    };
+    Ok(Some(Read { all, kept }))
+}
+
+/// For each answer token, whether it lies in a run of [`COPY_RUN`] tokens found in `prompt`.
+fn copied_from(prompt: &[u32], answer: &[u32]) -> Vec<bool> {
+    let runs: std::collections::HashSet<&[u32]> = prompt.windows(COPY_RUN).collect();
+    let mut copied = vec![false; answer.len()];
+    for (start, window) in answer.windows(COPY_RUN).enumerate() {
+        if runs.contains(window) {
+            copied[start..start + COPY_RUN].fill(true);
+        }
+    }
+    copied
 }
 
 /// One answer's teacher-forced positions summed into its score.
@@ -178,9 +235,22 @@ pub fn answer_score(
     }
 }
 
+/// [`score_in_context`] on the model thread behind `reference`, uncached.
+pub async fn read_back_in_context(
+    reference: &ModelHandle,
+    print: &Fingerprint,
+    context: &Fingerprint,
+) -> Result<Vec<AnswerScore>, ReadBackError> {
+    let (print, context) = (print.clone(), context.clone());
+    reference
+        .call(move |model| score_in_context(model, &print, &context))
+        .await?
+}
+
 /// What [`score_fingerprint`] reads; a cache written by another version is read again.
-/// 2: raw completions too; 3: tokens near the top counted; 4: a persona's context tried.
-const READ_BACK_VERSION: u32 = 4;
+/// 2: raw completions too; 3: tokens near the top counted; 4: a persona's context tried;
+/// 5: tokens copied from an inferred context left out.
+const READ_BACK_VERSION: u32 = 5;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]
@@ -237,4 +307,21 @@ pub async fn read_back(
         return Ok(record.scores);
     }
     Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_of_prompt_tokens_count_as_copied() {
+        let prompt = [1, 2, 3, 4, 5, 6, 7];
+        // 2 3 4 5 is in the prompt; 9 and 3 4 5 8 are not (a run of three is not enough).
+        assert_eq!(
+            copied_from(&prompt, &[9, 2, 3, 4, 5, 3, 4, 5, 8]),
+            vec![false, true, true, true, true, false, false, false, false]
+        );
+        assert_eq!(copied_from(&prompt, &[1, 2]), vec![false, false]);
+        assert!(copied_from(&[], &[1, 2, 3, 4]).iter().all(|c| !c));
+    }
 }

@@ -164,7 +164,14 @@ async fn text_sequential_phase<S: AnswerSource>(
         };
         let obs = source.answer(probe).await?;
         let one = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), vec![obs.clone()]);
-        let read = match read_back::read_back(text.reference, &one, None).await {
+        // Read in the context the answers so far give away (a hidden system prompt that a
+        // small model repeats), as the full comparison reads them.
+        let so_far = Fingerprint::new(
+            suspect.clone(),
+            ProbeSetRef::of(set),
+            asked.iter().cloned().chain([obs.clone()]).collect(),
+        );
+        let read = match read_back::read_back_in_context(text.reference, &one, &so_far).await {
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "reading an answer back failed: no early stop");
