@@ -51,19 +51,9 @@ impl Library {
             dir: dir.to_path_buf(),
             message,
         };
-        let entries = std::fs::read_dir(dir).map_err(|e| bad(e.to_string()))?;
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        paths.sort();
-        let mut references = Vec::with_capacity(paths.len());
-        for path in paths {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        let files = json_files(dir).map_err(|e| bad(e.to_string()))?;
+        let mut references = Vec::with_capacity(files.len());
+        for (name, path) in files {
             references.push((name, fingerprint::load(&path)?));
         }
         if references.is_empty() {
@@ -111,27 +101,38 @@ impl Library {
 /// Every `*.json` in `dir` as a quantized form named by its file; none when `dir` is
 /// missing.
 fn load_forms(dir: &Path) -> Result<Vec<QuantizedForm>, IdentifyError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(files) = json_files(dir) else {
         return Ok(Vec::new());
     };
-    let mut paths: Vec<PathBuf> = entries
+    files
+        .into_iter()
+        .map(|(dtype, path)| {
+            Ok(QuantizedForm {
+                dtype,
+                fingerprint: fingerprint::load(&path)?,
+            })
+        })
+        .collect()
+}
+
+/// The `*.json` files directly in `dir`, each with its name less the extension, sorted.
+fn json_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
         .collect();
     paths.sort();
-    paths
+    Ok(paths
         .into_iter()
         .map(|path| {
-            Ok(QuantizedForm {
-                dtype: path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                fingerprint: fingerprint::load(&path)?,
-            })
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, path)
         })
-        .collect()
+        .collect())
 }
 
 /// One reference's place in the answer.
