@@ -419,6 +419,16 @@ impl Store {
     /// nothing cached under the old one is mistaken for it.
     pub async fn put_builtin_control(&self, c: &NewBuiltinControl<'_>) -> Result<Uuid> {
         let mut tx = self.pool.begin().await?;
+        // Two workers may make the same reference's controls at once (its first scans run
+        // side by side); without this lock both retire the old row and both insert, and
+        // the unique index fails the second worker's scan attempt.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!(
+                "builtin-control/{}/{}/{}",
+                c.probe_set_id, c.reference_model_id, c.name
+            ))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE fingerprints SET is_control = false, builtin_control = NULL
              WHERE probe_set_id = $1 AND control_for = $2 AND builtin_control = $3",
