@@ -78,9 +78,16 @@ pub fn score_in_context(
             .map(|r| r.all.logprob)
             .sum()
     };
-    let mut best = read_chat_answers(model, print, None)?;
+    let mut best = read_chat_answers(model, print, None, usize::MAX)?;
     for system in candidates {
-        let scores = read_chat_answers(model, print, Some(&system))?;
+        // A first look at a few answers: a context that does not explain them better than
+        // the best so far is not read in full (a plain copy claims its own name too, and
+        // reading every answer again for nothing slows every scan).
+        let look = read_chat_answers(model, print, Some(&system), FIRST_LOOK)?;
+        if fit(&look) <= fit(&best[..look.len().min(best.len())]) {
+            continue;
+        }
+        let scores = read_chat_answers(model, print, Some(&system), usize::MAX)?;
         if fit(&scores) > fit(&best) {
             best = scores;
         }
@@ -106,16 +113,23 @@ pub fn score_in_context(
     Ok(out)
 }
 
-/// The greedy chat answers of [`KINDS`], read after their messages with `system` put in
-/// front of every conversation that has no system message of its own.
+/// Answers a candidate context is first tried on.
+const FIRST_LOOK: usize = 8;
+
+/// The first `limit` greedy chat answers of [`KINDS`], read after their messages with
+/// `system` put in front of every conversation that has no system message of its own.
 fn read_chat_answers(
     model: &mut LocalModel,
     print: &Fingerprint,
     system: Option<&str>,
+    limit: usize,
 ) -> Result<Vec<Read>, ReadBackError> {
     let mut out = Vec::new();
     for kind in KINDS {
         for o in print.answered(kind).filter(|o| o.sample_index == 0) {
+            if out.len() >= limit {
+                return Ok(out);
+            }
             let PromptForm::Chat { messages } = &o.request.prompt else {
                 continue;
             };
