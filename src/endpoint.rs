@@ -11,6 +11,22 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// `messages` with `system` in front as the system message, or `None` when the
+/// conversation has a system message of its own: how a persona reaches a conversation,
+/// whether an operator serves it (`serve-model --system-prompt`) or the read-back infers it.
+pub fn with_system_prompt(messages: &[ChatMessage], system: &str) -> Option<Vec<ChatMessage>> {
+    if messages.iter().any(|m| m.role == "system") {
+        return None;
+    }
+    let mut with = Vec::with_capacity(messages.len() + 1);
+    with.push(ChatMessage {
+        role: "system".to_string(),
+        content: system.to_string(),
+    });
+    with.extend(messages.iter().cloned());
+    Some(with)
+}
+
 /// What to send: a chat conversation or a raw completion prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "form", rename_all = "snake_case")]

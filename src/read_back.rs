@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::likelihood::AnswerScore;
-use crate::endpoint::{ChatMessage, PromptForm};
+use crate::endpoint::{with_system_prompt, PromptForm};
 use crate::fingerprint::{Fingerprint, Observation};
 use crate::model::{LocalModel, ModelError, ModelHandle, QueueError, TokenScore};
 use crate::probes::{identity, ProbeKind};
@@ -133,21 +133,11 @@ fn read_chat_answers(
             let PromptForm::Chat { messages } = &o.request.prompt else {
                 continue;
             };
-            let has_own = messages.first().is_some_and(|m| m.role == "system");
-            let added = system.filter(|_| !has_own);
-            let prompt = match added {
-                Some(text) => {
-                    let mut with = Vec::with_capacity(messages.len() + 1);
-                    with.push(ChatMessage {
-                        role: "system".to_string(),
-                        content: text.to_string(),
-                    });
-                    with.extend(messages.iter().cloned());
-                    model.render_chat(&with)
-                }
-                None => model.render_chat(messages),
-            }
-            .and_then(|p| model.encode_prompt(&p));
+            let with = system.and_then(|text| with_system_prompt(messages, text));
+            let added = system.filter(|_| with.is_some());
+            let prompt = model
+                .render_chat(with.as_deref().unwrap_or(messages))
+                .and_then(|p| model.encode_prompt(&p));
             if let Some(mut read) = read_answer(model, o, prompt, added.is_some())? {
                 if let Some(kept) = &mut read.kept {
                     kept.system = added.map(str::to_string);

@@ -167,19 +167,12 @@ fn chat_messages(st: &AppState, req: &ChatRequest) -> Result<Vec<ChatMessage>, S
     if req.messages.is_empty() {
         return Err(ServeError::bad_request("'messages' must not be empty"));
     }
-    let mut messages = req.messages.clone();
-    if let Some(sys) = &st.config.system_prompt {
-        if !messages.iter().any(|m| m.role == "system") {
-            messages.insert(
-                0,
-                ChatMessage {
-                    role: "system".into(),
-                    content: sys.clone(),
-                },
-            );
-        }
-    }
-    Ok(messages)
+    Ok(st
+        .config
+        .system_prompt
+        .as_deref()
+        .and_then(|sys| crate::endpoint::with_system_prompt(&req.messages, sys))
+        .unwrap_or_else(|| req.messages.clone()))
 }
 
 /// One generated position in OpenAI's chat shape (also streamed chunk by chunk).
