@@ -136,17 +136,59 @@ fn json_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 }
 
 /// One reference's place in the answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Candidate {
     pub reference: String,
+    #[schema(value_type = String)]
     pub verdict: Verdict,
     pub p_value: Option<f64>,
     pub confidence: f64,
-    /// Quantized forms of this reference the suspect was also held against.
-    pub forms: usize,
+    /// Quantized forms of this reference the suspect was also held against (`None` where
+    /// the report does not say: the service's workers choose them).
+    pub forms: Option<usize>,
+    /// Suspect answers this reference's comparison was judged on.
+    pub queries: usize,
     /// Its sequential test decided `identical` before the whole set was asked.
     pub decided_early: bool,
     pub reasons: Vec<String>,
+}
+
+impl Candidate {
+    pub fn from_report(
+        reference: &str,
+        forms: Option<usize>,
+        report: &Report,
+        decided_early: bool,
+    ) -> Self {
+        Self {
+            reference: reference.to_string(),
+            verdict: report.verdict,
+            p_value: report.p_value,
+            confidence: report.confidence,
+            forms,
+            queries: report.queries.suspect,
+            decided_early,
+            reasons: report.reasons.clone(),
+        }
+    }
+}
+
+/// Orders `candidates` best first (identical, derived, distilled, inconclusive,
+/// unrelated; the smaller p-value first within a class) and gives the open-set answer:
+/// the first one that is the reference or made from it, or `None` for "none of these".
+/// The command line and the service both rank with this.
+pub fn rank_candidates(candidates: &mut [Candidate]) -> Option<String> {
+    candidates.sort_by(|a, b| {
+        rank(a.verdict).cmp(&rank(b.verdict)).then(
+            a.p_value
+                .unwrap_or(1.0)
+                .total_cmp(&b.p_value.unwrap_or(1.0)),
+        )
+    });
+    candidates
+        .first()
+        .filter(|c| rank(c.verdict) <= rank(Verdict::Distilled))
+        .map(|c| c.reference.clone())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -215,18 +257,6 @@ fn rank(v: Verdict) -> u8 {
     }
 }
 
-fn candidate(reference: &str, forms: usize, report: &Report, decided_early: bool) -> Candidate {
-    Candidate {
-        reference: reference.to_string(),
-        verdict: report.verdict,
-        p_value: report.p_value,
-        confidence: report.confidence,
-        forms,
-        decided_early,
-        reasons: report.reasons.clone(),
-    }
-}
-
 /// Sets `suspect` against every reference of `library` on `set` (the probe set the
 /// library's prints were made from).
 pub async fn identify(
@@ -284,24 +314,16 @@ pub async fn identify(
     for (i, (name, _)) in library.references.iter().enumerate() {
         let forms = library.forms[i].len();
         match &decided {
-            Some((j, report)) if *j == i => candidates.push(candidate(name, forms, report, true)),
+            Some((j, report)) if *j == i => {
+                candidates.push(Candidate::from_report(name, Some(forms), report, true))
+            }
             _ => {
                 let report = judge(against(i), &print, None, opts).await;
-                candidates.push(candidate(name, forms, &report, false));
+                candidates.push(Candidate::from_report(name, Some(forms), &report, false));
             }
         }
     }
-    candidates.sort_by(|a, b| {
-        rank(a.verdict).cmp(&rank(b.verdict)).then(
-            a.p_value
-                .unwrap_or(1.0)
-                .total_cmp(&b.p_value.unwrap_or(1.0)),
-        )
-    });
-    let answer = candidates
-        .first()
-        .filter(|c| rank(c.verdict) <= rank(Verdict::Distilled))
-        .map(|c| c.reference.clone());
+    let answer = rank_candidates(&mut candidates);
     Ok(Identification {
         suspect: description.describe,
         suspect_offered: caps,
@@ -334,19 +356,22 @@ pub fn to_markdown(id: &Identification) -> String {
             "the controls"
         }
     ));
-    out.push_str("| rank | reference | forms | verdict | p | confidence | decided early |\n");
-    out.push_str("|---:|---|---:|---|---:|---:|---|\n");
+    out.push_str(
+        "| rank | reference | forms | verdict | p | confidence | queries | decided early |\n",
+    );
+    out.push_str("|---:|---|---:|---|---:|---:|---:|---|\n");
     for (i, c) in id.candidates.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.3} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.3} | {} | {} |\n",
             i + 1,
             c.reference.replace('|', "\\|"),
-            c.forms,
+            c.forms.map(|n| n.to_string()).unwrap_or_else(|| "–".into()),
             c.verdict.as_str(),
             c.p_value
                 .map(|p| format!("{p:.2e}"))
                 .unwrap_or_else(|| "–".into()),
             c.confidence,
+            c.queries,
             if c.decided_early { "yes" } else { "no" }
         ));
     }

@@ -643,3 +643,166 @@ async fn a_schedule_fires_scans_and_a_changed_suspect_fires_a_signed_webhook() {
     assert_eq!(payload["verdict"], "unrelated");
     assert!(payload["answer_drift"].as_f64().is_some_and(|d| d > 0.5));
 }
+
+/// `POST /v1/identifications`: SmolLM2 served on loopback, held against both fetched
+/// references at once. The answer is SmolLM2, Gemma 3 ranks below it, and the two
+/// scans share the suspect's answers: the suspect gets no probe twice, only each
+/// scan's own capability check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_identification_ranks_every_reference_and_asks_each_probe_once() {
+    let db = pg::TestDb::new().await;
+    let model = smollm2();
+    let gemma = provenance::fetch::default_dir().join(provenance::fetch::GEMMA3.file);
+    assert!(
+        gemma.exists(),
+        "run `cargo run --release -- models fetch` first"
+    );
+    let gemma = gemma.to_string_lossy().into_owned();
+    let handle = ModelHandle::spawn(&model, &LoadOptions::default(), 16).expect("load");
+    let asked = Arc::new(AtomicU32::new(0));
+    let counter = asked.clone();
+    let served = provenance::serve::router(
+        handle.clone(),
+        provenance::serve::ServerConfig {
+            fixed_temperature: None,
+            name: "suspect".into(),
+            system_prompt: None,
+        },
+    )
+    .layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let counter = counter.clone();
+            async move {
+                if req.method() == axum::http::Method::POST {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let suspect = format!("{}/v1", bind(served).await);
+
+    // What one capability check costs, to tell it from probe asks below.
+    let mut cfg = provenance::suspect::HttpModelConfig::new(&suspect, "suspect");
+    cfg.allow_private_targets = true;
+    let probe_client = provenance::suspect::HttpModel::new(cfg).expect("client");
+    use provenance::endpoint::ModelEndpoint;
+    probe_client.capabilities().await.expect("capabilities");
+    let per_check = asked.swap(0, Ordering::SeqCst);
+
+    let (set, _) = db.register_reference("smollm2", &model).await;
+    db.register_reference("gemma3", &gemma).await;
+    let (_, key) = db
+        .store
+        .create_api_key(Role::Submitter, "t")
+        .await
+        .expect("key");
+    let base = db.api(true, &set.name).await;
+    let references = ReferenceCache::new();
+    references.insert(&model, handle).await;
+    let stop_tx = db.spawn_worker(references);
+
+    let client = reqwest::Client::new();
+    let bad = client
+        .post(format!("{base}/v1/identifications"))
+        .bearer_auth(&key)
+        .json(&json!({"suspect_url": suspect, "suspect_model": "suspect", "references": ["nope"]}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(bad.status(), 404, "an unknown reference is named as such");
+    let resp = client
+        .post(format!("{base}/v1/identifications"))
+        .bearer_auth(&key)
+        .json(&json!({
+            "suspect_url": suspect,
+            "suspect_model": "suspect",
+            "probes_per_kind": 2,
+            "max_samples": 2
+        }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 202);
+    let accepted: Value = resp.json().await.expect("json");
+    assert_eq!(accepted["scans"], 2, "{accepted}");
+    let id = accepted["id"].as_str().expect("id").to_string();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    let view = loop {
+        let view: Value = client
+            .get(format!("{base}/v1/identifications/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if ["done", "failed", "cancelled"].contains(&view["status"].as_str().unwrap_or("")) {
+            break view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not finished: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = stop_tx.send(true);
+    assert_eq!(view["status"], "done", "{view}");
+    assert_eq!(view["answer"], "smollm2", "{view}");
+    let candidates = view["candidates"].as_array().expect("candidates");
+    assert_eq!(candidates.len(), 2, "{view}");
+    assert_eq!(candidates[0]["reference"], "smollm2");
+    assert_eq!(candidates[0]["verdict"], "identical", "{view}");
+    assert_eq!(candidates[1]["reference"], "gemma3");
+    assert_ne!(candidates[1]["verdict"], "identical", "{view}");
+    assert!(
+        view["suspect_offered"]["max_top_logprobs"].as_u64() > Some(0),
+        "{view}"
+    );
+
+    let queries = view["suspect_queries"].as_u64().expect("queries") as u32;
+    let total = asked.load(Ordering::SeqCst);
+    let per_scan: u32 = candidates
+        .iter()
+        .map(|c| c["queries"].as_u64().unwrap_or(0) as u32)
+        .sum();
+    eprintln!(
+        "identification: {total} requests, {queries} distinct probes, {per_scan} answers \
+         judged, capability check {per_check}; {view:#}"
+    );
+    assert!(
+        total <= queries + 2 * per_check,
+        "{total} requests for {queries} distinct probes and two capability checks of \
+         {per_check}: a probe was asked twice"
+    );
+    assert!(
+        per_scan > queries,
+        "the scans were judged on {per_scan} answers in all, {queries} distinct: none shared"
+    );
+
+    // The list shows it; another submitter does not see it.
+    let listed: Value = client
+        .get(format!("{base}/v1/identifications"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+    let (_, other) = db
+        .store
+        .create_api_key(Role::Submitter, "other")
+        .await
+        .expect("key");
+    let hidden = client
+        .get(format!("{base}/v1/identifications/{id}"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(hidden.status(), 404);
+}

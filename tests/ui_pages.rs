@@ -260,6 +260,57 @@ async fn sessions_forms_and_roles_behave() {
     assert!(html.contains("&lt;b&gt;bold&lt;") && !html.contains("<b>bold</b>"));
     assert!(html.contains("queued"));
 
+    // Identify: a refused address comes back on the form; a good one queues one scan
+    // per reference and shows them on its page.
+    let resp = c
+        .post(format!("{base}/ui/identifications"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("suspect_url", "http://127.0.0.1:9/v1"),
+            ("suspect_model", "<i>it</i>"),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let html = resp.text().await.expect("html");
+    assert!(
+        html.contains("suspect_url") && html.contains("&lt;i&gt;it&lt;"),
+        "{html}"
+    );
+    no_internals(&html);
+    let resp = c
+        .post(format!("{base}/ui/identifications"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("suspect_url", "https://api.example.com/v1"),
+            ("suspect_model", "their-model"),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let location = resp.headers()["location"]
+        .to_str()
+        .expect("loc")
+        .to_string();
+    assert!(location.starts_with("/ui/identifications/"), "{location}");
+    let (status, html) = page(&c, &format!("{base}{location}"), &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("smollm2") && html.contains("queued"),
+        "{html}"
+    );
+    assert!(html.contains("scan has finished yet"), "{html}");
+    let (status, html) = page(&c, &format!("{base}/ui/identifications"), &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(location.trim_start_matches("/ui/identifications/")),
+        "{html}"
+    );
+
     // Bad addresses and unknown things get a page that says so.
     let (status, html) = page(&c, &format!("{base}/ui/scans/12"), &cookie).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -299,6 +350,10 @@ async fn sessions_forms_and_roles_behave() {
     // Nor see the admin's scan.
     let (_, html) = page(&c, &format!("{base}/ui/scans"), &sub_cookie).await;
     assert!(html.contains("No scans yet"), "{html}");
+    let (_, html) = page(&c, &format!("{base}/ui/identifications"), &sub_cookie).await;
+    assert!(html.contains("No identifications yet"), "{html}");
+    let (status, _) = page(&c, &format!("{base}{location}"), &sub_cookie).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Revoking the key ends its sessions.
     db.store.revoke_api_key(admin_row.id).await.expect("revoke");

@@ -4,6 +4,7 @@
 mod auth;
 mod catalog;
 mod error;
+mod identifications;
 mod ops;
 mod scans;
 mod schedules;
@@ -39,6 +40,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     info(title = "provenance", description = "Is a suspect model a copy, derivative or distillation of a reference?"),
     paths(
         scans::submit, scans::list, scans::get_one, scans::report, scans::cancel,
+        identifications::submit, identifications::list, identifications::get_one,
+        identifications::cancel,
         catalog::list_fingerprints, catalog::get_fingerprint, catalog::create_comparison,
         catalog::list_models, catalog::write_models, catalog::list_probe_sets,
         schedules::list, schedules::create, schedules::remove,
@@ -69,6 +72,14 @@ pub fn router() -> Router<AppState> {
         .route("/v1/scans", get(scans::list).post(scans::submit))
         .route("/v1/scans/{id}", get(scans::get_one).delete(scans::cancel))
         .route("/v1/scans/{id}/report", get(scans::report))
+        .route(
+            "/v1/identifications",
+            get(identifications::list).post(identifications::submit),
+        )
+        .route(
+            "/v1/identifications/{id}",
+            get(identifications::get_one).delete(identifications::cancel),
+        )
         .route("/v1/fingerprints", get(catalog::list_fingerprints))
         .route("/v1/fingerprints/{id}", get(catalog::get_fingerprint))
         .route(

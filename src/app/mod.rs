@@ -1,11 +1,12 @@
 //! The application: what the REST API and the analyst UI both do (submit, see and cancel
-//! scans, create schedules, compare fingerprints), with their validation written once,
+//! scans and identifications, create schedules, compare fingerprints), with their validation written once,
 //! over the store. The two adapters translate requests into these calls and their
 //! [`AppError`]s into problem documents or pages.
 
 mod caller;
 mod comparisons;
 mod error;
+mod identifications;
 mod models;
 mod scans;
 mod schedules;
@@ -19,6 +20,10 @@ use crate::store::{ModelRole, ModelRow, Store};
 pub use caller::Caller;
 pub use comparisons::compare_fingerprints;
 pub use error::AppError;
+pub use identifications::{
+    cancel_identification, identification_view, list_identifications, submit_identification,
+    IdentificationView, MemberScan, SubmitIdentification,
+};
 pub use models::register_model;
 pub use scans::{cancel_scan, submit_scan, visible_scan, SubmitScan};
 pub use schedules::{create_schedule, CreateSchedule};

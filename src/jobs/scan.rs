@@ -493,6 +493,28 @@ struct StoreScan<'a> {
 }
 
 impl StoreScan<'_> {
+    /// An identification's scans ask one suspect: what another of them already got for
+    /// `keys` is copied rather than asked again.
+    async fn reuse_sibling_answers(&self, keys: &[(String, i32)]) -> Result<(), JobError> {
+        let Some(group) = self.claimed.scan.identification_id else {
+            return Ok(());
+        };
+        let copied = self
+            .store
+            .copy_sibling_answers(
+                self.claimed.scan.id,
+                &self.claimed.owner,
+                group,
+                self.sus_fp.id,
+                keys,
+            )
+            .await?;
+        if copied > 0 {
+            tracing::debug!(scan = %self.claimed.scan.id, copied, "answers reused from the identification");
+        }
+        Ok(())
+    }
+
     async fn caps(&mut self) -> Result<Capabilities, JobError> {
         let suspect = self.suspect;
         self.caps
@@ -510,6 +532,7 @@ impl AnswerSource for StoreScan<'_> {
         let caps = self.caps().await?;
         self.progress.add(1).await?;
         self.counted += 1;
+        self.reuse_sibling_answers(&[(probe.id.clone(), 0)]).await?;
         let stored = self.store.observation(self.sus_fp.id, &probe.id, 0).await?;
         if let Some(row) = stored {
             return serde_json::from_value(row.data)
@@ -567,6 +590,11 @@ impl ScanStore for StoreScan<'_> {
         // The side's pass counts every stored answer, those of the sequential phase too.
         self.progress.done -= self.counted;
         self.counted = 0;
+        let keys: Vec<(String, i32)> = fingerprint::plan(self.set)
+            .iter()
+            .map(|j| (j.probe.id.clone(), j.sample_index as i32))
+            .collect();
+        self.reuse_sibling_answers(&keys).await?;
         observe_side(
             self.store,
             self.claimed,

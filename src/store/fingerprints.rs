@@ -478,7 +478,7 @@ impl Store {
 
 /// True when `owner` holds running scan `scan_id`; locks the scan row for the rest of the
 /// transaction, so a takeover cannot interleave with the writes that follow.
-async fn holds_lease(
+pub(super) async fn holds_lease(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     scan_id: Uuid,
     owner: &str,

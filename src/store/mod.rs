@@ -6,6 +6,7 @@
 
 mod comparisons;
 mod fingerprints;
+mod identifications;
 mod keys;
 mod models;
 mod probe_sets;
@@ -22,6 +23,7 @@ pub use comparisons::{ComparisonRow, NewVerdict};
 pub use fingerprints::{
     FingerprintFilter, FingerprintRow, NewBuiltinControl, ObservationRow, Side,
 };
+pub use identifications::{IdentificationRow, NewIdentification};
 pub use keys::{hash_key, ApiKeyRow, AuditEntry, Role};
 pub use models::{ModelKind, ModelRole, ModelRow, NewModel};
 pub use probe_sets::ProbeSetRow;

@@ -106,6 +106,8 @@ pub struct ScanRow {
     /// Stop once the sequential test decides `identical`.
     pub early_stop: bool,
     pub schedule_id: Option<Uuid>,
+    /// The identification this scan is one reference of (`store::identifications`).
+    pub identification_id: Option<Uuid>,
     #[sqlx(try_from = "String")]
     pub status: ScanStatus,
     pub attempts: i32,
@@ -172,10 +174,10 @@ pub struct Claimed {
     pub owner: String,
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, api_key_id, idempotency_key, suspect_kind, suspect_source, suspect_model,
     suspect_secret, reference_model_id, probe_set_id, probes_per_kind, max_samples, early_stop,
-    schedule_id, status, attempts, max_attempts, lease_owner, lease_expires_at, progress_done, progress_total,
+    schedule_id, identification_id, status, attempts, max_attempts, lease_owner, lease_expires_at, progress_done, progress_total,
     verdict, report, error, created_at, started_at, finished_at, updated_at";
 
 impl Store {

@@ -6,6 +6,7 @@
 mod catalog;
 mod diff;
 mod error;
+mod identifications;
 mod models;
 pub mod plots;
 mod report_view;
@@ -37,6 +38,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("scans.html", include_str!("templates/scans.html")),
     ("scan.html", include_str!("templates/scan.html")),
     ("scan_new.html", include_str!("templates/scan_new.html")),
+    (
+        "identifications.html",
+        include_str!("templates/identifications.html"),
+    ),
+    (
+        "identification.html",
+        include_str!("templates/identification.html"),
+    ),
     (
         "fingerprints.html",
         include_str!("templates/fingerprints.html"),
@@ -84,6 +93,15 @@ pub fn router() -> Router<AppState> {
         .route("/ui/scans/new", get(scans::new_form))
         .route("/ui/scans/{id}", get(scans::detail))
         .route("/ui/scans/{id}/cancel", post(scans::cancel))
+        .route(
+            "/ui/identifications",
+            get(identifications::list).post(identifications::submit),
+        )
+        .route("/ui/identifications/{id}", get(identifications::detail))
+        .route(
+            "/ui/identifications/{id}/cancel",
+            post(identifications::cancel),
+        )
         .route("/ui/fingerprints", get(catalog::fingerprints))
         .route(
             "/ui/compare",
