@@ -312,9 +312,79 @@ pub fn persona<'a>(answers: impl IntoIterator<Item = &'a str>) -> Option<Persona
     Some(Persona { name, maker })
 }
 
+/// Whether a suspect's identity answers (`theirs`) show a system prompt that the
+/// reference's own (`ours`) do not: a persona claimed that the reference does not claim,
+/// or one opening line (twelve characters or more) that all of them share and none of the
+/// reference's opens with, as a small model repeats its system prompt. Two answers
+/// suffice, so the early stop can tell before its first bet.
+pub fn shows_hidden_prompt(theirs: &[&str], ours: &[&str]) -> bool {
+    let claimed = match (
+        persona(theirs.iter().copied()),
+        persona(ours.iter().copied()),
+    ) {
+        (Some(t), Some(o)) => !t.name.eq_ignore_ascii_case(&o.name),
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let first_line = |text: &str| {
+        text.trim_start()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let openings: Vec<String> = theirs.iter().map(|t| first_line(t)).collect();
+    let echoed = openings.len() >= 2
+        && openings[0].chars().count() >= 12
+        && openings.iter().all(|l| *l == openings[0])
+        && !ours.iter().any(|t| first_line(t) == openings[0]);
+    claimed || echoed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hidden_prompt_shows_in_two_identity_answers() {
+        let echo = "You are Kimi, an AI assistant created by Moonshot AI.";
+        let ours = [
+            "Who are you? I am a language model.",
+            "I was trained by Google.",
+        ];
+        // A small model repeating its system prompt at the top of every answer.
+        assert!(shows_hidden_prompt(
+            &[&format!("{echo}\n\nWho made you?"), &format!("{echo}\nHi")],
+            &ours
+        ));
+        // A larger one claiming the persona in its own words.
+        assert!(shows_hidden_prompt(
+            &[
+                "I'm Kimi, made by Moonshot AI.",
+                "I am Kimi, your assistant."
+            ],
+            &ours
+        ));
+        // The reference's own name, or answers that only share a short opening, show none.
+        assert!(!shows_hidden_prompt(
+            &["I'm Gemma, made by Google.", "I am Gemma."],
+            &[
+                "I am Gemma, an open model by Google DeepMind.",
+                "I'm Gemma."
+            ]
+        ));
+        assert!(!shows_hidden_prompt(
+            &["Hello!\nI help.", "Hello!\nSure."],
+            &ours
+        ));
+        assert!(
+            !shows_hidden_prompt(&[echo], &ours),
+            "one answer is not enough"
+        );
+        // A line the reference opens with too is its own habit, not a prompt.
+        assert!(!shows_hidden_prompt(&[echo, echo], &[echo]));
+    }
 
     #[test]
     fn a_persona_is_the_name_and_maker_most_answers_give() {

@@ -126,12 +126,13 @@ pub async fn pipeline<S: ScanStore>(
         controls: scan.controls,
         forms: scan.forms,
     };
-    // The controls' read-backs are needed early only by a suspect without
-    // log-probabilities (its early stop reads answers back); a suspect with them that
-    // stops early never needs them.
+    // The controls' read-backs are needed early only where the early stop reads answers
+    // back: a suspect without log-probabilities, or one with chat only (its hidden system
+    // prompt moves the logit probes); a suspect with raw completions never needs them.
     let mut control_scores = None;
     if scan.early_stop {
-        if let (Some(_), 0) = (scan.read_back, suspect.capabilities.max_top_logprobs) {
+        let caps = &suspect.capabilities;
+        if scan.read_back.is_some() && (caps.max_top_logprobs == 0 || !caps.raw_completion) {
             control_scores = Some(read_back_controls(store, scan.controls).await?);
         }
         let text = match (scan.read_back, &control_scores) {

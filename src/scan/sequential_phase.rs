@@ -5,10 +5,11 @@
 //! stops a scan.
 
 use super::judge;
+use crate::compare::likelihood::AnswerScore;
 use crate::compare::sequential::{self, SequentialDecision, SequentialTest};
 use crate::compare::{self, CompareOptions, Report, Verdict};
 use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef};
-use crate::probes::{Probe, ProbeForm, ProbeSet};
+use crate::probes::{identity, Probe, ProbeForm, ProbeKind, ProbeSet};
 use crate::read_back;
 
 /// Where the sequential phase gets an answer: one already kept from an earlier attempt,
@@ -47,7 +48,9 @@ pub async fn sequential_phase<S: AnswerSource>(
     } = against;
     if suspect.capabilities.max_top_logprobs == 0 {
         return match text {
-            Some(text) => text_sequential_phase(against, set, suspect, opts, source, text).await,
+            Some(text) => {
+                text_sequential_phase(against, set, suspect, opts, source, text, Vec::new()).await
+            }
             None => {
                 tracing::info!("the suspect gives no log-probabilities: no early stop");
                 Ok(None)
@@ -55,12 +58,27 @@ pub async fn sequential_phase<S: AnswerSource>(
         };
     }
     let seq = &opts.sequential;
+    let mut asked = Vec::new();
+    // A chat-only suspect's logit probes pass through any hidden system prompt, which
+    // moves them all: where its identity answers show one, its answers are read back in
+    // that context instead, and the logit test is not run.
+    if !suspect.capabilities.raw_completion {
+        warm_up(set, source, &mut asked).await?;
+        if shows_hidden_prompt(reference, &asked) {
+            tracing::info!("the identity answers show a hidden system prompt: testing on text");
+            return match text {
+                Some(text) => {
+                    text_sequential_phase(against, set, suspect, opts, source, text, asked).await
+                }
+                None => Ok(None),
+            };
+        }
+    }
     // A copy served quantized matches its form rather than the reference as given.
     let form_prints: Vec<&Fingerprint> = forms.iter().map(|f| &f.fingerprint).collect();
     let plan = sequential::plan_with_forms(reference, &form_prints, controls, seq);
     let mut test =
         SequentialTest::new(reference, &plan, seq.default_q1, seq).with_forms(&form_prints);
-    let mut asked = Vec::new();
     for planned in &plan {
         if test.decided() {
             break;
@@ -85,13 +103,69 @@ pub async fn sequential_phase<S: AnswerSource>(
         e_against_identical = outcome.e_against_identical,
         "sequential phase"
     );
-    if outcome.decision != SequentialDecision::Identical {
-        return Ok(None);
+    if outcome.decision == SequentialDecision::Identical {
+        let print = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
+        let report = judge(against, &print, None, opts).await;
+        if report.verdict == Verdict::Identical {
+            return Ok(Some((print, report)));
+        }
     }
-    let print = Fingerprint::new(suspect, ProbeSetRef::of(set), asked);
-    let report = judge(against, &print, None, opts).await;
-    Ok((report.verdict == Verdict::Identical).then_some((print, report)))
+    // A hidden system prompt that the identity answers did not show may still move the
+    // logit probes: the chat answers are then read back in the context they give away.
+    // Two tests on one suspect, so each runs at half the error rate.
+    match text {
+        Some(text) if !suspect.capabilities.raw_completion => {
+            let mut halved = opts.clone();
+            halved.sequential.alpha /= 2.0;
+            text_sequential_phase(against, set, suspect, &halved, source, text, asked).await
+        }
+        _ => Ok(None),
+    }
 }
+
+/// Asks the first identity probes (up to [`IDENTITY_WARM_UP`] among `asked`), no bet on
+/// them: a chat-only suspect's hidden system prompt shows in them, if anywhere.
+async fn warm_up<S: AnswerSource>(
+    set: &ProbeSet,
+    source: &mut S,
+    asked: &mut Vec<Observation>,
+) -> Result<(), S::Error> {
+    let have = asked
+        .iter()
+        .filter(|o| o.kind == ProbeKind::Identity)
+        .count();
+    let wanted: Vec<&Probe> = set
+        .probes
+        .iter()
+        .filter(|p| p.kind == ProbeKind::Identity && p.form == ProbeForm::Chat)
+        .filter(|p| !asked.iter().any(|o| o.probe_id == p.id))
+        .take(IDENTITY_WARM_UP.saturating_sub(have))
+        .collect();
+    for probe in wanted {
+        asked.push(source.answer(probe).await?);
+    }
+    Ok(())
+}
+
+/// Whether the identity answers among `asked` show a system prompt the reference's own
+/// identity answers do not ([`identity::shows_hidden_prompt`]).
+fn shows_hidden_prompt(reference: &Fingerprint, asked: &[Observation]) -> bool {
+    let greedy_identity = |obs: &'_ [Observation]| -> Vec<String> {
+        obs.iter()
+            .filter(|o| o.kind == ProbeKind::Identity && o.sample_index == 0)
+            .filter_map(|o| o.text().map(str::to_string))
+            .collect()
+    };
+    let theirs = greedy_identity(asked);
+    let ours = greedy_identity(&reference.observations);
+    identity::shows_hidden_prompt(
+        &theirs.iter().map(String::as_str).collect::<Vec<_>>(),
+        &ours.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+/// Identity answers asked before the text test bets on chat answers.
+const IDENTITY_WARM_UP: usize = 2;
 
 /// What the sequential phase needs to stop early on a suspect without log-probabilities:
 /// the reference's model thread, to read each greedy answer back, and the controls'
@@ -106,7 +180,8 @@ pub struct TextEarlyStop<'a> {
 /// back, finds its own top choice (up to engine noise) at the greedy-token band's share of
 /// positions; raw completions when the suspect offers them (no system prompt reaches
 /// them), chat answers otherwise. Stops only where the comparison of what was asked, with
-/// the read-back, says `identical` too.
+/// the read-back, says `identical` too. `prior` are answers already asked (by the logit
+/// test), kept in the print and reused, never asked again.
 async fn text_sequential_phase<S: AnswerSource>(
     against: Against<'_>,
     set: &ProbeSet,
@@ -114,6 +189,7 @@ async fn text_sequential_phase<S: AnswerSource>(
     opts: &CompareOptions,
     source: &mut S,
     text: TextEarlyStop<'_>,
+    prior: Vec<Observation>,
 ) -> Result<Option<(Fingerprint, Report)>, S::Error> {
     let raw = suspect.capabilities.raw_completion;
     let band = opts
@@ -151,17 +227,33 @@ async fn text_sequential_phase<S: AnswerSource>(
         seq,
     );
     let mut test = SequentialTest::new(reference, &plan, seq.default_q1, seq);
-    let mut asked = Vec::new();
+    let mut asked = prior;
+    if !raw {
+        warm_up(set, source, &mut asked).await?;
+    }
     let mut scores = Vec::new();
+    // The logit probes' greedy paths, taken without a system prompt, cannot match where
+    // the answers show one.
+    let mut in_context = !raw && shows_hidden_prompt(reference, &asked);
     for planned in &plan {
-        // A decision to stop still needs the comparison's fewest probes behind it.
-        let enough = asked.len() >= opts.min_probes;
+        // A decision to stop still needs the comparison's fewest probes behind it: answers
+        // read back, which the warm-up's identity answers are not.
+        let read_answers = scores
+            .iter()
+            .filter(|r: &&AnswerScore| r.raw == raw && r.tokens > 0)
+            .count();
+        let enough = read_answers >= opts.min_probes;
         if test.decided() && (enough || test.outcome().decision != SequentialDecision::Identical) {
             break;
         }
         let Some(probe) = set.probes.iter().find(|p| p.id == planned.probe_id) else {
             continue;
         };
+        // A logit probe's answer matches only along a greedy path taken without a system
+        // prompt; once the answers show one, such answers say nothing and are not asked.
+        if in_context && probe.kind == ProbeKind::Logit {
+            continue;
+        }
         let obs = source.answer(probe).await?;
         let one = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), vec![obs.clone()]);
         // Read in the context the answers so far give away (a hidden system prompt that a
@@ -178,10 +270,22 @@ async fn text_sequential_phase<S: AnswerSource>(
                 return Ok(None);
             }
         };
-        let matched = matching.judge(read.iter().find(|r| r.raw == raw), Some(&obs));
+        let mine = read.iter().find(|r| r.raw == raw);
+        let matched = matching.judge(mine, Some(&obs));
+        tracing::debug!(
+            probe = %obs.probe_id,
+            ?matched,
+            tokens = mine.map(|r| r.tokens),
+            near_top = mine.map(|r| r.near_top),
+            system = ?mine.and_then(|r| r.system.as_deref()),
+            "text early stop step"
+        );
         test.update_matched(&obs.probe_id, matched);
+        in_context |= read.iter().any(|r| r.system.is_some());
         scores.extend(read);
-        asked.push(obs);
+        if !asked.iter().any(|o| o.probe_id == obs.probe_id) {
+            asked.push(obs);
+        }
     }
     let outcome = test.outcome();
     tracing::info!(
@@ -193,6 +297,7 @@ async fn text_sequential_phase<S: AnswerSource>(
     if outcome.decision != SequentialDecision::Identical {
         return Ok(None);
     }
+    let queries = asked.len();
     let print = Fingerprint::new(suspect, ProbeSetRef::of(set), asked);
     let likelihood = compare::Likelihoods {
         suspect: &scores,
@@ -223,7 +328,7 @@ async fn text_sequential_phase<S: AnswerSource>(
         outcome.e_against_unrelated,
         1.0 / outcome.e_against_unrelated.max(1.0)
     ));
-    report.queries.sequential = Some(outcome.queries);
+    report.queries.sequential = Some(queries);
     report.sequential = Some(outcome);
     Ok(Some((print, report)))
 }

@@ -315,12 +315,11 @@ pub async fn run(
 
     let mut pairs = Vec::new();
     for (r, ref_print) in &references {
-        // A suspect without log-probabilities stops early on text, read back by the
-        // reference model as each answer arrives.
-        let text_stop = match members
-            .iter()
-            .any(|(_, p)| p.model.capabilities.max_top_logprobs == 0)
-        {
+        // A suspect without log-probabilities, or with chat only, stops early on text,
+        // read back by the reference model as each answer arrives.
+        let text_stop = match members.iter().any(|(_, p)| {
+            p.model.capabilities.max_top_logprobs == 0 || !p.model.capabilities.raw_completion
+        }) {
             true => Some(load(dir, r).await?),
             false => None,
         };
@@ -370,7 +369,10 @@ pub async fn run(
                 &opts.compare,
             );
             let text_queries = match &text_stop {
-                Some(handle) if print.model.capabilities.max_top_logprobs == 0 => {
+                Some(handle)
+                    if print.model.capabilities.max_top_logprobs == 0
+                        || !print.model.capabilities.raw_completion =>
+                {
                     text_early_stop(
                         Against {
                             reference: ref_print,
