@@ -5,7 +5,6 @@
 //! stops a scan.
 
 use super::judge;
-use crate::compare::likelihood::AnswerScore;
 use crate::compare::sequential::{self, SequentialDecision, SequentialTest};
 use crate::compare::{self, CompareOptions, Report, Verdict};
 use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef};
@@ -235,14 +234,11 @@ async fn text_sequential_phase<S: AnswerSource>(
     // The logit probes' greedy paths, taken without a system prompt, cannot match where
     // the answers show one.
     let mut in_context = !raw && shows_hidden_prompt(reference, &asked);
+    let mut judged = 0usize;
     for planned in &plan {
         // A decision to stop still needs the comparison's fewest probes behind it: answers
-        // read back, which the warm-up's identity answers are not.
-        let read_answers = scores
-            .iter()
-            .filter(|r: &&AnswerScore| r.raw == raw && r.tokens > 0)
-            .count();
-        let enough = read_answers >= opts.min_probes;
+        // judged, which the warm-up's identity answers are not.
+        let enough = judged >= opts.min_probes;
         if test.decided() && (enough || test.outcome().decision != SequentialDecision::Identical) {
             break;
         }
@@ -281,6 +277,7 @@ async fn text_sequential_phase<S: AnswerSource>(
             "text early stop step"
         );
         test.update_matched(&obs.probe_id, matched);
+        judged += usize::from(matched.is_some());
         in_context |= read.iter().any(|r| r.system.is_some());
         scores.extend(read);
         if !asked.iter().any(|o| o.probe_id == obs.probe_id) {
