@@ -205,11 +205,46 @@ pub struct Identification {
     pub controls: usize,
 }
 
-/// The suspect's answers, asked once each whichever reference wants them.
-struct Answers<'a> {
+/// Where the suspect's answers come from: its endpoint, or a print made before (the
+/// zoo's evaluation replays stored prints as a live suspect would have answered).
+#[async_trait::async_trait]
+trait Sampler: Send + Sync {
+    async fn sample(&self, probe: &Probe, index: usize) -> Result<Observation, IdentifyError>;
+}
+
+struct FromEndpoint<'a> {
     suspect: &'a dyn ModelEndpoint,
     caps: Capabilities,
     run: &'a RunOptions,
+}
+
+#[async_trait::async_trait]
+impl Sampler for FromEndpoint<'_> {
+    async fn sample(&self, probe: &Probe, index: usize) -> Result<Observation, IdentifyError> {
+        Ok(fingerprint::observe(self.suspect, &self.caps, probe, index, self.run).await)
+    }
+}
+
+struct FromPrint<'a>(&'a Fingerprint);
+
+#[async_trait::async_trait]
+impl Sampler for FromPrint<'_> {
+    async fn sample(&self, probe: &Probe, index: usize) -> Result<Observation, IdentifyError> {
+        self.0
+            .observations
+            .iter()
+            .find(|o| o.probe_id == probe.id && o.sample_index == index)
+            .cloned()
+            .ok_or_else(|| IdentifyError::Library {
+                dir: PathBuf::new(),
+                message: format!("the suspect's print has no answer to {}", probe.id),
+            })
+    }
+}
+
+/// The suspect's answers, asked once each whichever reference wants them.
+struct Answers<'a> {
+    source: &'a dyn Sampler,
     kept: HashMap<(String, usize), Observation>,
 }
 
@@ -228,7 +263,7 @@ impl Answers<'_> {
         if let Some(obs) = self.kept.get(&key) {
             return Ok(obs.clone());
         }
-        let obs = fingerprint::observe(self.suspect, &self.caps, probe, index, self.run).await;
+        let obs = self.source.sample(probe, index).await?;
         self.kept.insert(key, obs.clone());
         Ok(obs)
     }
@@ -266,21 +301,42 @@ pub async fn identify(
     run: &RunOptions,
     opts: &CompareOptions,
 ) -> Result<Identification, IdentifyError> {
+    let caps = suspect.capabilities().await?;
+    let description = ModelDescription {
+        describe: suspect.describe(),
+        capabilities: caps.clone(),
+    };
+    let source = FromEndpoint { suspect, caps, run };
+    identify_from(library, set, description, &source, opts).await
+}
+
+/// [`identify`] with the suspect's answers taken from `print` as it would have given them:
+/// the zoo's evaluation of identification over stored prints.
+pub async fn identify_print(
+    library: &Library,
+    set: &ProbeSet,
+    print: &Fingerprint,
+    opts: &CompareOptions,
+) -> Result<Identification, IdentifyError> {
+    identify_from(library, set, print.model.clone(), &FromPrint(print), opts).await
+}
+
+async fn identify_from(
+    library: &Library,
+    set: &ProbeSet,
+    description: ModelDescription,
+    source: &dyn Sampler,
+    opts: &CompareOptions,
+) -> Result<Identification, IdentifyError> {
     if ProbeSetRef::of(set).hash != library.probe_set().hash {
         return Err(IdentifyError::Library {
             dir: PathBuf::new(),
             message: "its fingerprints were made from another probe set than the one given".into(),
         });
     }
-    let caps = suspect.capabilities().await?;
-    let description = ModelDescription {
-        describe: suspect.describe(),
-        capabilities: caps.clone(),
-    };
+    let caps = description.capabilities.clone();
     let mut answers = Answers {
-        suspect,
-        caps: caps.clone(),
-        run,
+        source,
         kept: HashMap::new(),
     };
     let against = |i: usize| Against {

@@ -185,6 +185,10 @@ enum Command {
         /// out) or `builtin` (what a newcomer's scan has: the built-in controls only).
         #[arg(long, default_value = "zoo")]
         calibration: String,
+        /// Also identify every member among the references (closed set) and among those
+        /// it does not come from (open set), from the same prints.
+        #[arg(long)]
+        identify: bool,
     },
     /// Run the REST API with N scan workers and the scheduler (migrates first).
     Serve {
@@ -465,6 +469,7 @@ fn main() -> Result<()> {
             forms,
             access,
             calibration,
+            identify,
         } => {
             let calibration = provenance::zoo::eval::EvalCalibration::parse(&calibration)
                 .context("--calibration takes zoo or builtin")?;
@@ -479,6 +484,7 @@ fn main() -> Result<()> {
                     forms: provenance::quantized_forms::parse_list(&forms)?,
                     access: mode,
                     calibration,
+                    identify,
                 };
                 let report =
                     rt.block_on(provenance::zoo::eval::run(&zoo, &manifest, &set, &opts))?;

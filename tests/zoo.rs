@@ -33,6 +33,7 @@ async fn quick_zoo_pairs_get_their_true_verdicts() {
         forms: Vec::new(),
         access: Default::default(),
         calibration: Default::default(),
+        identify: false,
     };
     // Without its quantized forms the engine takes SmolLM2 re-rounded from Q4_1 to Q4_0
     // for a derivative: a nat away on average, as far as weight noise.

@@ -5,6 +5,7 @@
 //! stops a scan.
 
 use super::judge;
+use crate::compare::likelihood::AnswerScore;
 use crate::compare::sequential::{self, SequentialDecision, SequentialTest};
 use crate::compare::{self, CompareOptions, Report, Verdict};
 use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef};
@@ -163,6 +164,37 @@ fn shows_hidden_prompt(reference: &Fingerprint, asked: &[Observation]) -> bool {
     )
 }
 
+/// The comparison of the answers asked so far, with their read-backs: what a stop on text
+/// must agree with.
+async fn confirm(
+    against: Against<'_>,
+    set: &ProbeSet,
+    suspect: &ModelDescription,
+    asked: &[Observation],
+    scores: &[AnswerScore],
+    controls: &[Vec<AnswerScore>],
+    opts: &CompareOptions,
+) -> (Fingerprint, Report) {
+    let print = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.to_vec());
+    let likelihood = compare::Likelihoods {
+        suspect: scores,
+        controls,
+    };
+    let report = judge(against, &print, Some(likelihood), opts).await;
+    (print, report)
+}
+
+/// Suspect queries after which a text stop that the comparison has not confirmed gives up
+/// and the rest of the set is asked: the most a decision without log-probabilities may
+/// cost.
+const CONFIRM_BUDGET: usize = 32;
+
+/// Answers the text test bets on at most.
+const TEXT_MAX_BETS: usize = 24;
+
+/// Answers judged between two confirmations.
+const CONFIRM_STEP: usize = 3;
+
 /// Identity answers asked before the text test bets on chat answers.
 const IDENTITY_WARM_UP: usize = 2;
 
@@ -200,7 +232,13 @@ async fn text_sequential_phase<S: AnswerSource>(
     } else {
         band.min_greedy_top1_chat
     };
-    let seq = &opts.sequential;
+    // The betting test is valid at any stopping time, so text, whose answers each say
+    // less than a logit probe, gets a longer budget: the most the early stop on text
+    // spends before the comparison's confirmation (`CONFIRM_BUDGET`).
+    let seq = &crate::compare::SequentialOptions {
+        max_queries: TEXT_MAX_BETS,
+        ..opts.sequential.clone()
+    };
     let Against {
         reference,
         controls,
@@ -235,19 +273,57 @@ async fn text_sequential_phase<S: AnswerSource>(
     // the answers show one.
     let mut in_context = !raw && shows_hidden_prompt(reference, &asked);
     let mut judged = 0usize;
+    let with_logprobs = suspect.capabilities.max_top_logprobs > 0;
+    // Once the test says identical, the comparison of what was asked must agree; where it
+    // does not yet (a few short answers), a few more are read and it is asked again, up
+    // to the budget, before the rest of the set is asked.
+    let mut confirmed: Option<(Fingerprint, Report)> = None;
+    let mut next_confirm = opts.min_probes;
+    let mut confirmed_at = 0usize;
+    let likelihood_controls = text.controls;
     for planned in &plan {
-        // A decision to stop still needs the comparison's fewest probes behind it: answers
-        // judged, which the warm-up's identity answers are not.
-        let enough = judged >= opts.min_probes;
-        if test.decided() && (enough || test.outcome().decision != SequentialDecision::Identical) {
-            break;
+        if test.decided() {
+            if test.outcome().decision != SequentialDecision::Identical {
+                break;
+            }
+            // A decision to stop still needs the comparison's fewest probes behind it:
+            // answers judged, which the warm-up's identity answers are not.
+            if judged >= next_confirm {
+                let (print, report) = confirm(
+                    against,
+                    set,
+                    &suspect,
+                    &asked,
+                    &scores,
+                    likelihood_controls,
+                    opts,
+                )
+                .await;
+                confirmed_at = asked.len();
+                if report.verdict == Verdict::Identical {
+                    confirmed = Some((print, report));
+                    break;
+                }
+                tracing::info!(
+                    verdict = report.verdict.as_str(),
+                    asked = asked.len(),
+                    "the answers asked so far do not decide identical yet"
+                );
+                if asked.len() >= CONFIRM_BUDGET {
+                    break;
+                }
+                next_confirm = judged + CONFIRM_STEP;
+            }
         }
         let Some(probe) = set.probes.iter().find(|p| p.id == planned.probe_id) else {
             continue;
         };
         // A logit probe's answer matches only along a greedy path taken without a system
         // prompt; once the answers show one, such answers say nothing and are not asked.
-        if in_context && probe.kind == ProbeKind::Logit {
+        // A suspect with log-probabilities had its logit probes judged by the logit test,
+        // whose log-probabilities a hidden prompt moves: the comparison that confirms a
+        // stop needs answers read back instead.
+        if (in_context || with_logprobs) && probe.kind == ProbeKind::Logit {
             continue;
         }
         let obs = source.answer(probe).await?;
@@ -276,7 +352,9 @@ async fn text_sequential_phase<S: AnswerSource>(
             system = ?mine.and_then(|r| r.system.as_deref()),
             "text early stop step"
         );
-        test.update_matched(&obs.probe_id, matched);
+        if !test.decided() {
+            test.update_matched(&obs.probe_id, matched);
+        }
         judged += usize::from(matched.is_some());
         in_context |= read.iter().any(|r| r.system.is_some());
         scores.extend(read);
@@ -294,21 +372,27 @@ async fn text_sequential_phase<S: AnswerSource>(
     if outcome.decision != SequentialDecision::Identical {
         return Ok(None);
     }
-    let queries = asked.len();
-    let print = Fingerprint::new(suspect, ProbeSetRef::of(set), asked);
-    let likelihood = compare::Likelihoods {
-        suspect: &scores,
-        controls: text.controls,
-    };
-    let mut report = judge(against, &print, Some(likelihood), opts).await;
-    if report.verdict != Verdict::Identical {
-        tracing::info!(
-            verdict = report.verdict.as_str(),
-            reasons = ?report.reasons,
-            "the answers asked so far do not decide identical: asking the rest"
-        );
-        return Ok(None);
+    // The plan ran out before a confirmation was tried on everything asked.
+    if confirmed.is_none() && judged >= opts.min_probes && confirmed_at < asked.len() {
+        let (print, report) = confirm(
+            against,
+            set,
+            &suspect,
+            &asked,
+            &scores,
+            likelihood_controls,
+            opts,
+        )
+        .await;
+        if report.verdict == Verdict::Identical {
+            confirmed = Some((print, report));
+        }
     }
+    let Some((print, mut report)) = confirmed else {
+        tracing::info!("the answers asked so far do not decide identical: asking the rest");
+        return Ok(None);
+    };
+    let queries = print.observations.len();
     report.reasons.push(format!(
         "sequential test on text: {} of {} greedy {} answers read back as the reference's own \
          choice or followed its greedy path or one of its {} quantized forms' (logit probes), \

@@ -71,6 +71,9 @@ pub struct EvalReport {
     pub access: AccessMode,
     #[serde(default)]
     pub calibration: EvalCalibration,
+    /// With `--identify`: each member identified among the references.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identification: Option<super::identify_eval::IdentifyScore>,
 }
 
 pub struct EvalOptions {
@@ -84,6 +87,9 @@ pub struct EvalOptions {
     pub access: AccessMode,
     /// Whose controls judge each pair.
     pub calibration: EvalCalibration,
+    /// Also identify every member against libraries of the references
+    /// (`super::identify_eval`).
+    pub identify: bool,
 }
 
 /// Whose controls judge each pair.
@@ -419,6 +425,11 @@ pub async fn run(
             });
         }
     }
+    let identification = if opts.identify {
+        Some(super::identify_eval::run(&references, &forms, &members, set, &opts.compare).await?)
+    } else {
+        None
+    };
     let results: Vec<(Class, Verdict)> = pairs.iter().map(|p| (p.class, p.verdict)).collect();
     let s = score(&results);
     let mean_queries = if pairs.is_empty() {
@@ -443,6 +454,7 @@ pub async fn run(
         mean_queries,
         access: opts.access,
         calibration: opts.calibration,
+        identification,
     })
 }
 
@@ -654,6 +666,32 @@ pub fn to_table(report: &EvalReport) -> String {
             p.confidence,
             p.queries
         ));
+    }
+    if let Some(id) = &report.identification {
+        let pct = |x: Option<f64>| {
+            x.map(|v| format!("{:.0}%", v * 100.0))
+                .unwrap_or_else(|| "n/a".into())
+        };
+        out.push_str(&format!(
+            "\nIdentification: top-1 {} (closed set), \"none of these\" {} (open set), \
+             {} false identifications, queries median {} / p95 {}\n\n\
+             | member | library | expected | answer | queries |\n|---|---|---|---|---|\n",
+            pct(id.top1_accuracy),
+            pct(id.none_rate),
+            id.false_identifications,
+            id.median_queries,
+            id.p95_queries
+        ));
+        for r in &id.results {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                r.member,
+                r.library,
+                r.expected.as_deref().unwrap_or("none of these"),
+                r.answer.as_deref().unwrap_or("none of these"),
+                r.queries
+            ));
+        }
     }
     out
 }

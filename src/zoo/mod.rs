@@ -6,6 +6,7 @@ pub mod build;
 pub mod corpus;
 pub mod eval;
 pub mod finetune;
+pub mod identify_eval;
 pub mod llama_cpp;
 pub mod score;
 pub mod student;
