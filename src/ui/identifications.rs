@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
+use super::scans::CsrfOnly;
 use super::{non_empty, parse_id, parse_optional_int, render, Session, UiError, PAGE_ROWS};
 use crate::app::{
     cancel_identification, identification_view, list_identifications, submit_identification,
@@ -198,12 +199,6 @@ pub async fn detail(
         },
     )?
     .into_response())
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    pub csrf: String,
 }
 
 pub async fn cancel(
