@@ -248,13 +248,7 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query(
-            "UPDATE fingerprints SET observation_count = observation_count + $2 WHERE id = $1",
-        )
-        .bind(to)
-        .bind(copied as i32)
-        .execute(&mut *tx)
-        .await?;
+        count_copied(&mut tx, to, copied).await?;
         tx.commit().await?;
         Ok(copied)
     }
@@ -474,6 +468,20 @@ impl Store {
         tx.commit().await?;
         Ok(id)
     }
+}
+
+/// Adds `copied` answers to the fingerprint `to`'s count, in the copy's transaction.
+pub(super) async fn count_copied(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    to: Uuid,
+    copied: u64,
+) -> Result<()> {
+    sqlx::query("UPDATE fingerprints SET observation_count = observation_count + $2 WHERE id = $1")
+        .bind(to)
+        .bind(copied as i32)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// True when `owner` holds running scan `scan_id`; locks the scan row for the rest of the

@@ -188,13 +188,7 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query(
-            "UPDATE fingerprints SET observation_count = observation_count + $2 WHERE id = $1",
-        )
-        .bind(to)
-        .bind(copied as i32)
-        .execute(&mut *tx)
-        .await?;
+        super::fingerprints::count_copied(&mut tx, to, copied).await?;
         tx.commit().await?;
         Ok(copied)
     }
