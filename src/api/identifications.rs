@@ -40,8 +40,8 @@ pub async fn submit(
     caller: Caller,
     ApiJson(req): ApiJson<SubmitIdentification>,
 ) -> Result<impl IntoResponse, AppError> {
-    let row = submit_identification(&state, &caller, &req).await?;
-    let scans = state.store.identification_scans(row.id).await?.len();
+    let (row, scans) = submit_identification(&state, &caller, &req).await?;
+    let scans = scans.len();
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/v1/identifications/{}", row.id))],

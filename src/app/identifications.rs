@@ -76,12 +76,12 @@ pub struct IdentificationView {
     pub suspect_offered: Option<Capabilities>,
 }
 
-/// Validates and queues an identification for `caller`.
+/// Validates and queues an identification for `caller`; returns it with its scans.
 pub async fn submit_identification(
     state: &AppState,
     caller: &Caller,
     req: &SubmitIdentification,
-) -> Result<IdentificationRow, AppError> {
+) -> Result<(IdentificationRow, Vec<ScanRow>), AppError> {
     caller.require(Role::Submitter)?;
     let (suspect_kind, suspect_source) = check_suspect(
         state,
@@ -145,7 +145,7 @@ pub async fn submit_identification(
             Some(serde_json::json!({ "scans": scans.len() })),
         )
         .await?;
-    Ok(row)
+    Ok((row, scans))
 }
 
 /// The identification if the caller may see it; otherwise "not found".
@@ -172,8 +172,19 @@ pub async fn identification_view(
     let scans = state.store.identification_scans(id).await?;
     let mut members = Vec::with_capacity(scans.len());
     let mut reports = Vec::new();
+    // Scans name their reference by id; the names come from one read of the models.
+    let names: std::collections::HashMap<Uuid, String> = state
+        .store
+        .list_models(Some(ModelRole::Reference))
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.name))
+        .collect();
     for scan in &scans {
-        let reference = state.store.get_model(scan.reference_model_id).await?.name;
+        let reference = match names.get(&scan.reference_model_id) {
+            Some(name) => name.clone(),
+            None => state.store.get_model(scan.reference_model_id).await?.name,
+        };
         if let Some(report) = finished_report(scan) {
             reports.push((reference.clone(), report));
         }

@@ -134,7 +134,9 @@ pub async fn submit(
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(row) => Ok(Redirect::to(&format!("/ui/identifications/{}", row.id)).into_response()),
+        Ok((row, _)) => {
+            Ok(Redirect::to(&format!("/ui/identifications/{}", row.id)).into_response())
+        }
         Err(e) if e.belongs_on_form() => {
             let status = e.status();
             list_page(&state, &session, &form, Some(e.message()), status).await
