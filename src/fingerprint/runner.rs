@@ -81,6 +81,17 @@ fn asks(probe: &Probe) -> usize {
     }
 }
 
+/// A fixed 64-bit mix of a probe id and sample index (FNV-1a): the same on every machine
+/// and run, different for every ask.
+fn ask_salt(probe_id: &str, sample_index: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in probe_id.bytes().chain((sample_index as u64).to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// The request actually sent for one ask, given what the endpoint can do.
 pub fn build_request(
     probe: &Probe,
@@ -96,6 +107,13 @@ pub fn build_request(
         // Fingerprints compare single answers, so every other kind is greedy.
         request.temperature = 0.0;
         request.seed = Some(seed);
+    }
+    // An endpoint that samples whatever temperature it is asked for but honours the seed
+    // would draw every answer from one random stream (the same uniforms at the same
+    // positions of every answer), and the samples of one prompt from streams shared with
+    // every other prompt: each ask gets a seed of its own, so its draws are independent.
+    if caps.ignores_temperature {
+        request.seed = request.seed.map(|s| s ^ ask_salt(&probe.id, sample_index));
     }
     request.top_logprobs = request.top_logprobs.min(caps.max_top_logprobs);
     if probe.kind == ProbeKind::Tokenizer {
@@ -454,6 +472,33 @@ mod tests {
             progress: false,
             ..RunOptions::default()
         }
+    }
+
+    #[test]
+    fn a_sampler_that_ignores_temperature_gets_a_seed_per_ask() {
+        let greedy = [
+            probe("a", ProbeKind::Style, "x"),
+            probe("b", ProbeKind::Style, "y"),
+        ];
+        let sampled = probe("s", ProbeKind::Sampling, "z");
+        let seeds = |c: &Capabilities| -> Vec<Option<u64>> {
+            greedy
+                .iter()
+                .map(|p| build_request(p, 0, c, &opts()).seed)
+                .chain((0..2).map(|i| build_request(&sampled, i, c, &opts()).seed))
+                .collect()
+        };
+        let honours = caps(5, false);
+        assert_eq!(seeds(&honours), [Some(7), Some(7), Some(7), Some(8)]);
+        let ignores = Capabilities {
+            ignores_temperature: true,
+            ..honours
+        };
+        let mut salted = seeds(&ignores);
+        assert_eq!(salted, seeds(&ignores), "the same on every run");
+        salted.sort();
+        salted.dedup();
+        assert_eq!(salted.len(), 4, "{salted:?}");
     }
 
     #[tokio::test]
