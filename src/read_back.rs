@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::likelihood::AnswerScore;
+use crate::compare::sampled::{self, SampledToken};
 use crate::endpoint::{with_system_prompt, PromptForm};
 use crate::fingerprint::{Fingerprint, Observation};
 use crate::model::{LocalModel, ModelError, ModelHandle, QueueError, TokenScore};
@@ -78,21 +79,41 @@ pub fn score_in_context(
             .map(|r| r.all.logprob)
             .sum()
     };
-    let mut best = read_chat_answers(model, print, None, usize::MAX)?;
+    // A suspect that samples whatever temperature it is asked for is judged by where its
+    // tokens fall in the reference's whole distribution (`compare::sampled`), which only
+    // the read-back sees; for every other print the summary is not worth its time.
+    let spread = print
+        .model
+        .capabilities
+        .ignores_temperature
+        .then(crate::compare::sampled::temperatures);
+    let spread = spread.as_deref();
+    let mut best = read_chat_answers(model, print, None, usize::MAX, spread)?;
     for system in candidates {
         // A first look at a few answers: a context that does not explain them better than
         // the best so far is not read in full (a plain copy claims its own name too, and
         // reading every answer again for nothing slows every scan).
-        let look = read_chat_answers(model, print, Some(&system), FIRST_LOOK)?;
+        let look = read_chat_answers(model, print, Some(&system), FIRST_LOOK, spread)?;
         if fit(&look) <= fit(&best[..look.len().min(best.len())]) {
             continue;
         }
-        let scores = read_chat_answers(model, print, Some(&system), usize::MAX)?;
+        let scores = read_chat_answers(model, print, Some(&system), usize::MAX, spread)?;
         if fit(&scores) > fit(&best) {
             best = scores;
         }
     }
+    let context = best
+        .iter()
+        .find_map(|r| r.kept.as_ref().and_then(|k| k.system.clone()));
     let mut out: Vec<AnswerScore> = best.into_iter().filter_map(|r| r.kept).collect();
+    if let Some(temperatures) = spread {
+        out.extend(read_samples(
+            model,
+            print,
+            context.as_deref(),
+            temperatures,
+        )?);
+    }
     // Greedy raw completions of every kind, for the greedy-token share: no template, so a
     // hidden system prompt cannot move them.
     for o in print
@@ -102,12 +123,47 @@ pub fn score_in_context(
     {
         if let PromptForm::Raw { prompt } = &o.request.prompt {
             let prompt = model.encode_prompt(prompt);
-            if let Some(read) = read_answer(model, o, prompt, false)? {
+            if let Some(read) = read_answer(model, o, prompt, false, spread)? {
                 out.push(AnswerScore {
                     raw: true,
                     ..read.all
                 });
             }
+        }
+    }
+    Ok(out)
+}
+
+/// Every sample of each sampling probe the suspect answered at least twice, read after its
+/// messages (in `system`'s context, as the chat answers were), marked with its sample
+/// index: two samples of one prompt say how often the suspect agrees with itself
+/// (`compare::sampled::collisions`).
+fn read_samples(
+    model: &mut LocalModel,
+    print: &Fingerprint,
+    system: Option<&str>,
+    temperatures: &[f32],
+) -> Result<Vec<AnswerScore>, ReadBackError> {
+    let mut out = Vec::new();
+    let answered: Vec<&Observation> = print.answered(ProbeKind::Sampling).collect();
+    for o in &answered {
+        if answered.iter().filter(|a| a.probe_id == o.probe_id).count() < 2 {
+            continue;
+        }
+        let prompt = match &o.request.prompt {
+            PromptForm::Chat { messages } => {
+                let with = system.and_then(|text| with_system_prompt(messages, text));
+                model
+                    .render_chat(with.as_deref().unwrap_or(messages))
+                    .and_then(|p| model.encode_prompt(&p))
+            }
+            PromptForm::Raw { prompt } => model.encode_prompt(prompt),
+        };
+        if let Some(read) = read_answer(model, o, prompt, false, Some(temperatures))? {
+            out.push(AnswerScore {
+                sample_index: o.sample_index,
+                ..read.all
+            });
         }
     }
     Ok(out)
@@ -123,6 +179,7 @@ fn read_chat_answers(
     print: &Fingerprint,
     system: Option<&str>,
     limit: usize,
+    spread: Option<&[f32]>,
 ) -> Result<Vec<Read>, ReadBackError> {
     let mut out = Vec::new();
     for kind in KINDS {
@@ -138,7 +195,7 @@ fn read_chat_answers(
             let prompt = model
                 .render_chat(with.as_deref().unwrap_or(messages))
                 .and_then(|p| model.encode_prompt(&p));
-            if let Some(mut read) = read_answer(model, o, prompt, added.is_some())? {
+            if let Some(mut read) = read_answer(model, o, prompt, added.is_some(), spread)? {
                 if let Some(kept) = &mut read.kept {
                     kept.system = added.map(str::to_string);
                 }
@@ -170,6 +227,7 @@ fn read_answer(
     o: &Observation,
     prompt: Result<Vec<u32>, ModelError>,
     drop_copied: bool,
+    spread: Option<&[f32]>,
 ) -> Result<Option<Read>, ReadBackError> {
     let Some(text) = o.text().filter(|t| !t.trim().is_empty()) else {
         return Ok(None);
@@ -181,17 +239,22 @@ fn read_answer(
     let prompt = prompt.map_err(failed)?;
     let mut answer = model.tokenizer.encode(text).map_err(failed)?;
     answer.truncate(MAX_TOKENS);
-    let tokens = model.score_continuation(&prompt, &answer).map_err(failed)?;
-    let all = answer_score(&o.probe_id, o.kind, text, &tokens);
+    let tokens = match spread {
+        Some(temperatures) => model.score_continuation_spread(&prompt, &answer, temperatures),
+        None => model.score_continuation(&prompt, &answer),
+    }
+    .map_err(failed)?;
+    let all = answer_score(&o.probe_id, o.kind, text, &tokens, &answer);
     let kept = if drop_copied {
         let copied = copied_from(&prompt, &answer);
-        let left: Vec<TokenScore> = tokens
+        let (left, left_ids): (Vec<TokenScore>, Vec<u32>) = tokens
             .iter()
+            .zip(&answer)
             .zip(&copied)
             .filter(|(_, c)| !**c)
-            .map(|(t, _)| *t)
-            .collect();
-        (!left.is_empty()).then(|| answer_score(&o.probe_id, o.kind, text, &left))
+            .map(|((t, id), _)| (t.clone(), *id))
+            .unzip();
+        (!left.is_empty()).then(|| answer_score(&o.probe_id, o.kind, text, &left, &left_ids))
     } else {
         Some(all.clone())
     };
@@ -216,6 +279,7 @@ pub fn answer_score(
     kind: ProbeKind,
     text: &str,
     tokens: &[TokenScore],
+    answer_ids: &[u32],
 ) -> AnswerScore {
     AnswerScore {
         probe_id: probe_id.to_string(),
@@ -236,6 +300,23 @@ pub fn answer_score(
             .iter()
             .filter(|t| t.gap <= crate::compare::likelihood::NEAR_TOP_NATS)
             .count(),
+        sample_index: 0,
+        sampled: tokens
+            .iter()
+            .zip(answer_ids)
+            .filter_map(|(t, &token)| Some((t.spread.as_ref()?, token)))
+            .map(|(s, token)| SampledToken {
+                token,
+                top: s.top.clone(),
+                gap: s.gap,
+                rank: s.rank,
+                tail: s
+                    .tail
+                    .iter()
+                    .map(|t| if t.is_finite() { *t } else { sampled::NO_TAIL })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 
@@ -253,8 +334,9 @@ pub async fn read_back_in_context(
 
 /// What [`score_fingerprint`] reads; a cache written by another version is read again.
 /// 2: raw completions too; 3: tokens near the top counted; 4: a persona's context tried;
-/// 5: tokens copied from an inferred context left out.
-const READ_BACK_VERSION: u32 = 5;
+/// 5: tokens copied from an inferred context left out; 6: a sampling suspect's tokens
+/// seen whole and its sampling probes' samples read.
+const READ_BACK_VERSION: u32 = 6;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]

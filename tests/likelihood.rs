@@ -21,7 +21,7 @@ fn prompt(model: &LocalModel, text: &str) -> Vec<u32> {
 fn read_back(model: &mut LocalModel, prompt: &[u32], text: &[u32]) -> AnswerScore {
     let tokens = model.score_continuation(prompt, text).expect("scores");
     assert_eq!(tokens.len(), text.len());
-    provenance::read_back::answer_score("p", ProbeKind::Style, "", &tokens)
+    provenance::read_back::answer_score("p", ProbeKind::Style, "", &tokens, text)
 }
 
 #[test]

@@ -47,6 +47,19 @@ pub struct AnswerScore {
     /// from the answers' persona (`crate::read_back` says when and why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// Each token as the reference saw it, kept only for a suspect that samples whatever
+    /// temperature it is asked for (`super::sampled`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sampled: Vec<super::sampled::SampledToken>,
+    /// Which sample of the probe this is; the sampling probes' samples are read back, all
+    /// of them, only for such a suspect (`super::sampled::collisions`), and no other
+    /// signal reads them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sample_index: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// How far below the reference's top token a greedy token may lie and still count as the
@@ -230,6 +243,8 @@ mod tests {
             raw: false,
             near_top: tokens / 2,
             system: None,
+            sampled: Vec::new(),
+            sample_index: 0,
         }
     }
 

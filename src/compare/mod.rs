@@ -19,6 +19,7 @@ pub mod lineage;
 pub mod logits;
 pub mod refusal;
 pub mod report;
+pub mod sampled;
 pub mod sequential;
 pub mod shift;
 pub mod stats;
@@ -156,11 +157,21 @@ pub fn compare_calibrated(
         &pairs(reference, suspect, ProbeKind::Logit),
         opts.min_probes,
     );
+    // A sampling suspect's sampling probes are read back for `sampled::collisions` alone.
+    let answers_read: Option<Vec<likelihood::AnswerScore>> = read_back
+        .filter(|l| l.suspect.iter().any(|s| s.kind == ProbeKind::Sampling))
+        .map(|l| {
+            l.suspect
+                .iter()
+                .filter(|s| s.kind != ProbeKind::Sampling)
+                .cloned()
+                .collect()
+        });
     let mut ours = Signals::compute(
         reference,
         suspect,
         logit_form,
-        read_back.map(|l| l.suspect),
+        answers_read.as_deref().or(read_back.map(|l| l.suspect)),
         opts,
         lexicon,
         true,
@@ -215,6 +226,22 @@ pub fn compare_calibrated(
     }
 
     let usable = |name: Signal| ours.get(name).is_some_and(|o| o.n >= opts.min_probes);
+    let (sampled_fit, collisions) = match read_back {
+        Some(l) if suspect.model.capabilities.ignores_temperature => {
+            let reads: Vec<sampled::Read> = l
+                .suspect
+                .iter()
+                .map(|r| sampled::Read {
+                    probe_id: &r.probe_id,
+                    sampling: r.kind == ProbeKind::Sampling,
+                    sample_index: r.sample_index,
+                    tokens: &r.sampled,
+                })
+                .collect();
+            sampled::judge(&reads)
+        }
+        _ => (None, None),
+    };
     let missing = missing_reasons(reference, suspect, &ours, &distillation, opts.min_probes);
     let inputs = verdict::VerdictInputs {
         alpha: opts.alpha,
@@ -284,6 +311,8 @@ pub fn compare_calibrated(
             .filter(|_| usable(Signal::Likelihood))
             .and_then(|_| Some(tests.get(&Signal::Likelihood)?.p)),
         suspect_samples: suspect.model.capabilities.ignores_temperature,
+        sampled: sampled_fit.clone(),
+        collisions: collisions.clone(),
         missing,
     };
     let mut outcome = verdict::decide(&inputs);
@@ -371,7 +400,28 @@ pub fn compare_calibrated(
         })
         .collect();
 
-    let findings = findings(&ours, &controls);
+    let mut findings = findings(&ours, &controls);
+    if let Some(fit) = &sampled_fit {
+        let agreement = match &collisions {
+            Some(c) => format!(
+                "; its samples of one prompt agree on {} of {} tokens where the reference's own would on {:.1} (z = {:.1})",
+                c.observed, c.trials, c.expected, c.z
+            ),
+            None => "; too few samples of one prompt to count its agreement with itself".to_string(),
+        };
+        findings.push(Finding {
+            name: "sampled tokens".to_string(),
+            value: fit.distance,
+            detail: format!(
+                "the suspect samples whatever temperature it is asked for; read back by the reference, its {} tokens fit the reference's own distribution at temperature {:.2} (distance from uniform ranks {:.3}, Kolmogorov p = {:.2e}){agreement}",
+                fit.tokens,
+                fit.temperature,
+                fit.distance,
+                fit.p_value
+            ),
+            probes: Vec::new(),
+        });
+    }
     let evidence = evidence(&ours, &controls, outcome.verdict, opts.max_evidence);
 
     let lineages = lineage::count(&lineage::lineages(calibration.controls));

@@ -531,6 +531,8 @@ mod tests {
             raw: true,
             near_top,
             system: None,
+            sampled: Vec::new(),
+            sample_index: 0,
         }
     }
 

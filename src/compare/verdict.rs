@@ -216,6 +216,11 @@ pub struct VerdictInputs {
     /// The suspect samples whatever temperature it is asked for, so its "greedy" answers
     /// are samples.
     pub suspect_samples: bool,
+    /// For such a suspect: where its tokens fall in the reference's whole distribution at
+    /// the fitted temperature, and how often its samples agree with each other against
+    /// the reference's expectation (`super::sampled`).
+    pub sampled: Option<super::sampled::SampledFit>,
+    pub collisions: Option<super::sampled::Collisions>,
     /// Why signals are missing, for an inconclusive verdict.
     pub missing: Vec<String>,
 }
@@ -432,6 +437,46 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         }
     }
 
+    // A suspect that samples: its text is as far from the reference's greedy answers as a
+    // student's. Its tokens are the reference's own samples when they fall in the
+    // reference's distribution as its samples would at one temperature (ranks) and its
+    // samples of one prompt agree with each other as often as the reference's would at
+    // that temperature (collisions): ranks alone fit any fluent text (`super::sampled`).
+    if let (true, Some(fit), Some(agree)) = (
+        inputs.logits.is_none() && inputs.suspect_samples && same_tokenizer != Some(false),
+        &inputs.sampled,
+        &inputs.collisions,
+    ) {
+        let seen = sampled_text(fit, agree);
+        let own = fit.distance <= super::sampled::RANKS_BAND
+            && agree.z.abs() <= super::sampled::MAX_COLLISION_Z;
+        // Both fit a model that samples hot enough, whoever it is, so the answers must also
+        // be far closer to the reference than unrelated models'. The controls answered
+        // greedily, which only makes sampled text look less like the reference's own.
+        let related = bonferroni(
+            &[
+                text_p,
+                inputs.greedy_tokens.map(|(_, p)| p),
+                inputs.likelihood_p,
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        )
+        .unwrap_or(1.0);
+        if own && related <= alpha {
+            reasons.push(format!(
+                "{seen}: the reference's own samples; and its answers are far closer to the reference than controls (Bonferroni p = {related:.2e}): the reference's weights, sampled"
+            ));
+            return positive(Verdict::Identical, related, reasons);
+        }
+        reasons.push(if own {
+            format!("{seen}: as the reference's own samples would, but its answers are no closer to the reference than controls (Bonferroni p = {related:.2})")
+        } else {
+            format!("{seen}: not how the reference's own samples fall")
+        });
+    }
+
     // Greedy tokens far closer to the reference's choices than unrelated models get, with
     // the same tokenizer, but below the copy band: the reference's weights changed by
     // rounding or training (a llama-quantize Q4_0 copy reads 85-90% here). The zoo's
@@ -541,6 +586,22 @@ fn tokens_text(share: f64, chat: bool) -> String {
         "{:.1}% of the suspect's greedy {} tokens are the reference's own top choice up to engine noise",
         share * 100.0,
         if chat { "chat" } else { "raw" }
+    )
+}
+
+/// What a sampling suspect's tokens showed against the reference's own samples.
+fn sampled_text(fit: &super::sampled::SampledFit, agree: &super::sampled::Collisions) -> String {
+    format!(
+        "the suspect samples whatever temperature it is asked for; read back by the reference, its {} tokens fall in the reference's distribution at temperature {:.2} at distance {:.3} from uniform ranks (band ≤ {:.2}), and its samples of one prompt agree on {} of {} tokens where the reference's would on {:.1} (z = {:.1}, band ± {:.0})",
+        fit.tokens,
+        fit.temperature,
+        fit.distance,
+        super::sampled::RANKS_BAND,
+        agree.observed,
+        agree.trials,
+        agree.expected,
+        agree.z,
+        super::sampled::MAX_COLLISION_Z
     )
 }
 
@@ -760,6 +821,8 @@ mod tests {
             form_tokens: Vec::new(),
             likelihood_p: None,
             suspect_samples: false,
+            sampled: None,
+            collisions: None,
             missing: Vec::new(),
         }
     }
@@ -966,6 +1029,49 @@ mod tests {
             .iter()
             .any(|r| r.contains("samples whatever temperature")));
         // Text no closer than controls stays unrelated, sampling or not.
+        i.text = vec![("style".into(), 0.4), ("contrast".into(), 0.3)];
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+    }
+
+    #[test]
+    fn a_sampling_suspect_is_a_copy_only_when_its_samples_are_the_references() {
+        let fit = |distance: f64| crate::compare::sampled::SampledFit {
+            tokens: 800,
+            temperature: 0.7,
+            cut: 9.0,
+            distance,
+            p_value: 0.2,
+            top1: 0.6,
+        };
+        let agree = |z: f64| crate::compare::sampled::Collisions {
+            pairs: 24,
+            trials: 80,
+            observed: 40,
+            expected: 40.0 - z * 4.0,
+            z,
+        };
+        let mut i = inputs();
+        i.text = vec![("style".into(), 1e-4), ("contrast".into(), 1e-3)];
+        i.greedy_tokens = Some((0.6, 0.5));
+        i.suspect_samples = true;
+        i.sampled = Some(fit(0.03));
+        i.collisions = Some(agree(0.5));
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
+        // Ranks that fit but samples that agree with each other far too often: another
+        // model, which the reference reads as hot.
+        i.collisions = Some(agree(6.0));
+        assert_eq!(decide(&i).verdict, Verdict::Inconclusive);
+        // Ranks far off.
+        i.collisions = Some(agree(0.5));
+        i.sampled = Some(fit(0.2));
+        assert_eq!(decide(&i).verdict, Verdict::Inconclusive);
+        // Without agreement counted, ranks alone never make a copy.
+        i.sampled = Some(fit(0.03));
+        i.collisions = None;
+        assert_eq!(decide(&i).verdict, Verdict::Inconclusive);
+        // The reference's samples but no closer than controls on text: not a copy.
+        i.collisions = Some(agree(0.5));
         i.text = vec![("style".into(), 0.4), ("contrast".into(), 0.3)];
         assert_eq!(decide(&i).verdict, Verdict::Unrelated);
     }

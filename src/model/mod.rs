@@ -14,6 +14,7 @@ pub mod runner;
 pub mod safetensors;
 pub mod source;
 pub mod spm;
+pub mod spread;
 pub mod synthetic;
 pub mod tokenizer;
 pub mod transformer;
@@ -320,6 +321,27 @@ impl LocalModel {
         prompt: &[u32],
         continuation: &[u32],
     ) -> Result<Vec<TokenScore>, ModelError> {
+        self.score_positions(prompt, continuation, None)
+    }
+
+    /// [`Self::score_continuation`] with each position's whole distribution summed up
+    /// ([`TokenScore::spread`]), for text another model sampled.
+    /// `temperatures` are those the tail is summed at.
+    pub fn score_continuation_spread(
+        &mut self,
+        prompt: &[u32],
+        continuation: &[u32],
+        temperatures: &[f32],
+    ) -> Result<Vec<TokenScore>, ModelError> {
+        self.score_positions(prompt, continuation, Some(temperatures))
+    }
+
+    fn score_positions(
+        &mut self,
+        prompt: &[u32],
+        continuation: &[u32],
+        spread: Option<&[f32]>,
+    ) -> Result<Vec<TokenScore>, ModelError> {
         if prompt.is_empty() {
             return Err(ModelError::BadInput("prompt has no tokens".into()));
         }
@@ -339,7 +361,7 @@ impl LocalModel {
             .last_logits
             .take()
             .ok_or_else(|| ModelError::BadInput("no logits after prefill".into()))?;
-        let mut out = vec![TokenScore::of(&first, continuation[0])?];
+        let mut out = vec![TokenScore::of(&first, continuation[0], spread)?];
         // The logits after each continuation token but the last score the next one. In
         // chunks: a full-vocabulary row is 1 MiB for Gemma.
         const CHUNK: usize = 16;
@@ -353,7 +375,7 @@ impl LocalModel {
             };
             let next = &continuation[1 + i * CHUNK..];
             for (logits, &token) in rows.iter().zip(next) {
-                out.push(TokenScore::of(logits, token)?);
+                out.push(TokenScore::of(logits, token, spread)?);
             }
         }
         Ok(out)
@@ -450,7 +472,7 @@ impl LocalModel {
 /// One teacher-forced position: the log-probability of the token written there, and the
 /// mean and second moment of log p under the model's own distribution at that position
 /// (so the token's surprise can be judged against what the model expects of itself).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenScore {
     pub logprob: f64,
     /// E_p[log p] (minus the entropy).
@@ -461,10 +483,12 @@ pub struct TokenScore {
     pub top1: bool,
     /// How far (nats) the token's log-probability lies below the most likely token's.
     pub gap: f64,
+    /// The whole distribution in brief, when asked for.
+    pub spread: Option<spread::Spread>,
 }
 
 impl TokenScore {
-    fn of(logits: &[f32], token: u32) -> Result<TokenScore, ModelError> {
+    fn of(logits: &[f32], token: u32, spread: Option<&[f32]>) -> Result<TokenScore, ModelError> {
         let chosen = *logits.get(token as usize).ok_or_else(|| {
             ModelError::BadInput(format!(
                 "token {token} is outside the vocabulary of {}",
@@ -485,6 +509,7 @@ impl TokenScore {
             second,
             top1: argmax(logits) == token,
             gap: logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64 - chosen as f64,
+            spread: spread.map(|t| spread::Spread::of(logits, token, t)),
         })
     }
 }

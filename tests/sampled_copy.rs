@@ -1,0 +1,91 @@
+//! A suspect that samples whatever temperature it is asked for, read back by the real
+//! reference: its tokens, and how often its samples of one prompt agree, against the
+//! reference's own samples at the fitted temperature (`compare::sampled`). The copy fits
+//! both; Gemma 3 fits the ranks (any fluent text does) but agrees with itself far more
+//! often than SmolLM2's samples would.
+
+mod common;
+
+use std::path::Path;
+
+use provenance::compare::sampled;
+use provenance::fingerprint::{ObservationLog, RunOptions};
+use provenance::model::{LoadOptions, ModelHandle};
+use provenance::probes::ProbeKind;
+
+async fn spawn(path: std::path::PathBuf) -> ModelHandle {
+    tokio::task::spawn_blocking(move || {
+        ModelHandle::spawn(path.to_str().unwrap(), &LoadOptions::default(), 8).expect("model loads")
+    })
+    .await
+    .unwrap()
+}
+
+/// `handle` behind `serve-model`'s router, sampling at `temperature` whatever it is asked.
+async fn sampling_suspect(handle: ModelHandle, temperature: f32) -> provenance::suspect::HttpModel {
+    let app = provenance::serve::router(
+        handle,
+        provenance::serve::ServerConfig {
+            name: "suspect".into(),
+            system_prompt: None,
+            fixed_temperature: Some(temperature),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut cfg = provenance::suspect::HttpModelConfig::new(format!("http://{addr}/v1"), "suspect");
+    cfg.allow_private_targets = true;
+    provenance::suspect::HttpModel::new(cfg).unwrap()
+}
+
+async fn judged(
+    reference: &ModelHandle,
+    suspect: &provenance::suspect::HttpModel,
+) -> (sampled::SampledFit, Option<sampled::Collisions>) {
+    let set = provenance::probes::load_dir(Path::new("probes/default")).unwrap();
+    let set = provenance::fingerprint::subset(&set, 12, 4);
+    let opts = RunOptions {
+        progress: false,
+        ..RunOptions::default()
+    };
+    let print =
+        provenance::fingerprint::run(&set, suspect, &opts, &mut ObservationLog::in_memory())
+            .await
+            .expect("fingerprint");
+    assert!(print.model.capabilities.ignores_temperature);
+    let scores = provenance::read_back::read_back(reference, &print, None)
+        .await
+        .expect("read back");
+    let reads: Vec<sampled::Read> = scores
+        .iter()
+        .map(|r| sampled::Read {
+            probe_id: &r.probe_id,
+            sampling: r.kind == ProbeKind::Sampling,
+            sample_index: r.sample_index,
+            tokens: &r.sampled,
+        })
+        .collect();
+    let (fit, agree) = sampled::judge(&reads);
+    let fit = fit.expect("enough tokens to fit");
+    eprintln!("{fit:?}\n{agree:?}");
+    (fit, agree)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampling_copy_writes_the_references_samples_and_another_model_does_not() {
+    let reference = spawn(common::smollm2()).await;
+    let copy = sampling_suspect(reference.clone(), 0.7).await;
+    let (fit, agree) = judged(&reference, &copy).await;
+    assert!((fit.temperature - 0.7).abs() <= 0.1, "{fit:?}");
+    assert!(fit.distance <= sampled::RANKS_BAND, "{fit:?}");
+    let agree = agree.expect("enough pairs of samples");
+    assert!(agree.z.abs() <= sampled::MAX_COLLISION_Z, "{agree:?}");
+
+    let gemma = sampling_suspect(spawn(common::gemma3()).await, 0.7).await;
+    let (fit, agree) = judged(&reference, &gemma).await;
+    // Ranks alone cannot tell: SmolLM2 reads Gemma's samples as its own near 1.0.
+    assert!(fit.temperature > 0.85, "{fit:?}");
+    let agree = agree.expect("enough pairs of samples");
+    assert!(agree.z > sampled::MAX_COLLISION_Z, "{agree:?}");
+}
