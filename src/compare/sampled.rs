@@ -210,6 +210,11 @@ pub const RANKS_BAND: f64 = 0.06;
 /// Fewer trials than this say too little about agreement.
 pub const MIN_TRIALS: usize = 20;
 
+/// Fewer expected agreements than this cannot show a model that agrees with itself even
+/// twice as often as the reference's samples would (two standard deviations out): the
+/// count then says nothing either way.
+pub const MIN_EXPECTED: f64 = 3.0;
+
 /// The suspect agrees with itself more (or less) often than the reference's samples would
 /// beyond this many standard deviations: not the reference's sampler.
 pub const MAX_COLLISION_Z: f64 = 3.0;

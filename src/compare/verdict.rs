@@ -449,7 +449,8 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     ) {
         let seen = sampled_text(fit, agree);
         let own = fit.distance <= super::sampled::RANKS_BAND
-            && agree.z.abs() <= super::sampled::MAX_COLLISION_Z;
+            && agree.z.abs() <= super::sampled::MAX_COLLISION_Z
+            && agree.expected >= super::sampled::MIN_EXPECTED;
         // Both fit a model that samples hot enough, whoever it is, so the answers must also
         // be far closer to the reference than unrelated models'. The controls answered
         // greedily, which only makes sampled text look less like the reference's own.
@@ -1066,8 +1067,17 @@ mod tests {
         i.collisions = Some(agree(0.5));
         i.sampled = Some(fit(0.2));
         assert_eq!(decide(&i).verdict, Verdict::Inconclusive);
-        // Without agreement counted, ranks alone never make a copy.
+        // Agreement too rare to count (a hot sampler) says nothing.
         i.sampled = Some(fit(0.03));
+        i.collisions = Some(crate::compare::sampled::Collisions {
+            pairs: 24,
+            trials: 25,
+            observed: 1,
+            expected: 1.5,
+            z: -0.4,
+        });
+        assert_eq!(decide(&i).verdict, Verdict::Inconclusive);
+        // Without agreement counted, ranks alone never make a copy.
         i.collisions = None;
         assert_eq!(decide(&i).verdict, Verdict::Inconclusive);
         // The reference's samples but no closer than controls on text: not a copy.
