@@ -11,7 +11,6 @@ use std::path::Path;
 use provenance::compare::sampled;
 use provenance::fingerprint::{ObservationLog, RunOptions};
 use provenance::model::{LoadOptions, ModelHandle};
-use provenance::probes::ProbeKind;
 
 async fn spawn(path: std::path::PathBuf) -> ModelHandle {
     tokio::task::spawn_blocking(move || {
@@ -59,12 +58,7 @@ async fn judged(
         .expect("read back");
     let reads: Vec<sampled::Read> = scores
         .iter()
-        .map(|r| sampled::Read {
-            probe_id: &r.probe_id,
-            sampling: r.kind == ProbeKind::Sampling,
-            sample_index: r.sample_index,
-            tokens: &r.sampled,
-        })
+        .map(provenance::compare::likelihood::AnswerScore::sampled_read)
         .collect();
     let (fit, agree) = sampled::judge(&reads);
     let fit = fit.expect("enough tokens to fit");

@@ -69,6 +69,16 @@ fn is_zero(n: &usize) -> bool {
 pub const NEAR_TOP_NATS: f64 = 0.5;
 
 impl AnswerScore {
+    /// This answer as `super::sampled` reads a sampling suspect's tokens.
+    pub fn sampled_read(&self) -> super::sampled::Read<'_> {
+        super::sampled::Read {
+            probe_id: &self.probe_id,
+            sampling: self.kind == ProbeKind::Sampling,
+            sample_index: self.sample_index,
+            tokens: &self.sampled,
+        }
+    }
+
     /// The normalised discrepancy; `None` for an empty answer or one the reference was
     /// certain about at every position (no spread to judge it by).
     pub fn discrepancy(&self) -> Option<f64> {

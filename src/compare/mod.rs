@@ -231,12 +231,7 @@ pub fn compare_calibrated(
             let reads: Vec<sampled::Read> = l
                 .suspect
                 .iter()
-                .map(|r| sampled::Read {
-                    probe_id: &r.probe_id,
-                    sampling: r.kind == ProbeKind::Sampling,
-                    sample_index: r.sample_index,
-                    tokens: &r.sampled,
-                })
+                .map(likelihood::AnswerScore::sampled_read)
                 .collect();
             sampled::judge(&reads)
         }
