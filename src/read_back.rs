@@ -151,12 +151,7 @@ fn read_samples(
             continue;
         }
         let prompt = match &o.request.prompt {
-            PromptForm::Chat { messages } => {
-                let with = system.and_then(|text| with_system_prompt(messages, text));
-                model
-                    .render_chat(with.as_deref().unwrap_or(messages))
-                    .and_then(|p| model.encode_prompt(&p))
-            }
+            PromptForm::Chat { messages } => chat_prompt(model, messages, system).0,
             PromptForm::Raw { prompt } => model.encode_prompt(prompt),
         };
         if let Some(read) = read_answer(model, o, prompt, false, Some(temperatures))? {
@@ -190,11 +185,7 @@ fn read_chat_answers(
             let PromptForm::Chat { messages } = &o.request.prompt else {
                 continue;
             };
-            let with = system.and_then(|text| with_system_prompt(messages, text));
-            let added = system.filter(|_| with.is_some());
-            let prompt = model
-                .render_chat(with.as_deref().unwrap_or(messages))
-                .and_then(|p| model.encode_prompt(&p));
+            let (prompt, added) = chat_prompt(model, messages, system);
             if let Some(mut read) = read_answer(model, o, prompt, added.is_some(), spread)? {
                 if let Some(kept) = &mut read.kept {
                     kept.system = added.map(str::to_string);
@@ -204,6 +195,22 @@ fn read_chat_answers(
         }
     }
     Ok(out)
+}
+
+/// `messages` rendered in the reference's template and encoded, with `system` put in
+/// front when the conversation has no system message of its own; the system prompt that
+/// was added, if any.
+fn chat_prompt<'a>(
+    model: &LocalModel,
+    messages: &[crate::endpoint::ChatMessage],
+    system: Option<&'a str>,
+) -> (Result<Vec<u32>, ModelError>, Option<&'a str>) {
+    let with = system.and_then(|text| with_system_prompt(messages, text));
+    let added = system.filter(|_| with.is_some());
+    let prompt = model
+        .render_chat(with.as_deref().unwrap_or(messages))
+        .and_then(|p| model.encode_prompt(&p));
+    (prompt, added)
 }
 
 /// One answer read back: over every token, and as reported.

@@ -106,19 +106,23 @@ pub fn fit(tokens: &[SampledToken]) -> Option<SampledFit> {
 /// tail once the cut reaches past them (the part of the tail beyond the cut is small at
 /// any temperature the suspect is likely to use).
 fn kept_mass(t: &SampledToken, k: usize, cut: f64) -> (f64, f64) {
-    let temp = temperature(k);
-    let top: f64 = t
-        .top
-        .iter()
-        .filter(|g| (**g as f64) <= cut)
-        .map(|g| (-(*g as f64) / temp).exp())
-        .sum();
+    let top: f64 = kept_top(t, k, cut).sum();
     let reaches_tail = t.top.last().is_some_and(|last| cut >= *last as f64);
     let tail = match t.tail.get(k) {
         Some(&ln) if reaches_tail && ln > NO_TAIL => (ln as f64).exp(),
         _ => 0.0,
     };
     (top, top + tail)
+}
+
+/// exp(−gap / T) of each of the top tokens the cut keeps, most likely first.
+fn kept_top(t: &SampledToken, k: usize, cut: f64) -> impl Iterator<Item = f64> + '_ {
+    let temp = temperature(k);
+    t.top
+        .iter()
+        .map(|g| *g as f64)
+        .filter(move |g| *g <= cut)
+        .map(move |g| (-g / temp).exp())
 }
 
 /// Log-likelihood of the tokens inside the cut under temperature `k` and the cut.
@@ -149,10 +153,8 @@ fn interval(t: &SampledToken, k: usize, cut: f64) -> (f64, f64) {
     }
     let rank = t.rank as usize;
     if rank < t.top.len() {
-        let above: f64 = t.top[..rank]
-            .iter()
-            .map(|g| (-(*g as f64) / temp).exp())
-            .sum();
+        // Every token above the written one lies inside the cut too.
+        let above: f64 = kept_top(t, k, cut).take(rank).sum();
         let own = (-gap / temp).exp();
         ((above / z).min(1.0), ((above + own) / z).min(1.0))
     } else {
@@ -219,26 +221,19 @@ pub const MIN_EXPECTED: f64 = 3.0;
 /// beyond this many standard deviations: not the reference's sampler.
 pub const MAX_COLLISION_Z: f64 = 3.0;
 
-/// Σ_v q(v)² at one position under temperature `temperature` and the cut (the tail left
+/// Σ_v q(v)² at one position under temperature `k` and the cut (the tail left
 /// out: its tokens are each too unlikely to count squared).
-fn self_agreement(t: &SampledToken, temperature: f64, cut: f64) -> f64 {
-    let weights: Vec<f64> = t
-        .top
-        .iter()
-        .filter(|g| (**g as f64) <= cut)
-        .map(|g| (-(*g as f64) / temperature).exp())
-        .collect();
-    let k = ((temperature / 0.05).round() as usize).clamp(1, TEMPERATURES) - 1;
-    let reaches_tail = t.top.last().is_some_and(|last| cut >= *last as f64);
-    let tail = match t.tail.get(k) {
-        Some(&ln) if reaches_tail && ln > NO_TAIL => (ln as f64).exp(),
-        _ => 0.0,
-    };
-    let z: f64 = weights.iter().sum::<f64>() + tail;
+fn self_agreement(t: &SampledToken, k: usize, cut: f64) -> f64 {
+    let (_, z) = kept_mass(t, k, cut);
     if z <= 0.0 {
         return 0.0;
     }
-    weights.iter().map(|w| (w / z).powi(2)).sum()
+    kept_top(t, k, cut).map(|w| (w / z).powi(2)).sum()
+}
+
+/// The grid entry of a temperature [`fit`] chose.
+fn grid_index(temperature: f64) -> usize {
+    ((temperature / 0.05).round() as usize).clamp(1, TEMPERATURES) - 1
 }
 
 /// Collisions over `samples`: for each prompt, its samples in order (each as the reference
@@ -249,12 +244,13 @@ fn self_agreement(t: &SampledToken, temperature: f64, cut: f64) -> f64 {
 pub fn collisions(samples: &[Vec<&[SampledToken]>], fit: &SampledFit) -> Option<Collisions> {
     let (mut pairs, mut trials, mut observed) = (0usize, 0usize, 0usize);
     let (mut expected, mut variance) = (0.0f64, 0.0f64);
+    let k = grid_index(fit.temperature);
     for prompt in samples {
         for pair in prompt.chunks_exact(2) {
             let (a, b) = (pair[0], pair[1]);
             pairs += 1;
             for (ta, tb) in a.iter().zip(b) {
-                let s = self_agreement(ta, fit.temperature, fit.cut);
+                let s = self_agreement(ta, k, fit.cut);
                 trials += 1;
                 expected += s;
                 variance += s * (1.0 - s);
