@@ -252,8 +252,8 @@ struct Answers<'a> {
 impl AnswerSource for Answers<'_> {
     type Error = IdentifyError;
 
-    async fn answer(&mut self, probe: &Probe) -> Result<Observation, IdentifyError> {
-        self.sample(probe, 0).await
+    async fn answer(&mut self, probe: &Probe, sample: usize) -> Result<Observation, IdentifyError> {
+        self.sample(probe, sample).await
     }
 }
 

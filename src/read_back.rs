@@ -65,11 +65,19 @@ pub fn score_in_context(
         context
             .answered(kind)
             .filter(|o| o.sample_index == 0 && matches!(o.request.prompt, PromptForm::Chat { .. }))
-            .filter_map(|o| o.text())
     };
+    let asks_prompt =
+        |o: &&Observation| identity::SYSTEM_PROMPT_PROBES.contains(&o.probe_id.as_str());
     let candidates = identity::hidden_prompts(
-        greedy_chat(ProbeKind::Identity),
-        KINDS.into_iter().flat_map(greedy_chat),
+        greedy_chat(ProbeKind::Identity)
+            .filter(|o| !asks_prompt(o))
+            .filter_map(|o| o.text()),
+        KINDS
+            .into_iter()
+            .flat_map(|k| greedy_chat(k).filter_map(|o| o.text())),
+        greedy_chat(ProbeKind::Identity)
+            .filter(asks_prompt)
+            .filter_map(|o| o.text()),
     );
     // Chosen on every token, so contexts are compared on the same text.
     let fit = |scores: &[Read]| -> f64 {
@@ -178,7 +186,12 @@ fn read_chat_answers(
 ) -> Result<Vec<Read>, ReadBackError> {
     let mut out = Vec::new();
     for kind in KINDS {
-        for o in print.answered(kind).filter(|o| o.sample_index == 0) {
+        // A repeated system prompt is the operator's text, not the model's: it only says
+        // which context to read the other answers in.
+        let answers = print.answered(kind).filter(|o| {
+            o.sample_index == 0 && !identity::SYSTEM_PROMPT_PROBES.contains(&o.probe_id.as_str())
+        });
+        for o in answers {
             if out.len() >= limit {
                 return Ok(out);
             }
@@ -342,8 +355,9 @@ pub async fn read_back_in_context(
 /// What [`score_fingerprint`] reads; a cache written by another version is read again.
 /// 2: raw completions too; 3: tokens near the top counted; 4: a persona's context tried;
 /// 5: tokens copied from an inferred context left out; 6: a sampling suspect's tokens
-/// seen whole and its sampling probes' samples read.
-const READ_BACK_VERSION: u32 = 6;
+/// seen whole and its sampling probes' samples read; 7: the system prompt a model repeats
+/// tried as a context, and its repetition not read; 8: echoes and loops not tried as one.
+const READ_BACK_VERSION: u32 = 8;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]

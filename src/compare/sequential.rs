@@ -310,6 +310,39 @@ pub fn text_plan(
     planned
 }
 
+/// The reference's sampling probes in the order a self-agreement test learns most from
+/// them (`super::sampled::collisions`): by the share of its own samples, taken in disjoint
+/// pairs, that agree word for word, most first (ties by id). A prompt with one likely
+/// answer gives a long run of agreeing tokens per pair; a flat one gives almost none.
+pub fn sampling_plan(reference: &Fingerprint) -> Vec<String> {
+    let mut samples: BTreeMap<&str, Vec<(usize, &str)>> = BTreeMap::new();
+    for o in reference.answered(ProbeKind::Sampling) {
+        if let Some(text) = o.text() {
+            samples
+                .entry(o.probe_id.as_str())
+                .or_default()
+                .push((o.sample_index, text.trim()));
+        }
+    }
+    let mut scored: Vec<(f64, &str)> = samples
+        .into_iter()
+        .filter_map(|(id, mut texts)| {
+            texts.sort_by_key(|(i, _)| *i);
+            let pairs = texts.len() / 2;
+            if pairs == 0 {
+                return None;
+            }
+            let agree = texts
+                .chunks_exact(2)
+                .filter(|pair| pair[0].1 == pair[1].1)
+                .count();
+            Some((agree as f64 / pairs as f64, id))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    scored.into_iter().map(|(_, id)| id.to_string()).collect()
+}
+
 /// The controls of a text plan: their fingerprints and their answers read back by the
 /// reference, in the same order.
 #[derive(Clone, Copy)]
@@ -534,6 +567,68 @@ mod tests {
             sampled: Vec::new(),
             sample_index: 0,
         }
+    }
+
+    fn sample(probe: &str, index: usize, text: &str) -> Observation {
+        use crate::endpoint::{ProbeRequest, ProbeResponse, PromptForm};
+        Observation {
+            probe_id: probe.into(),
+            kind: ProbeKind::Sampling,
+            sample_index: index,
+            request: ProbeRequest {
+                prompt: PromptForm::Raw { prompt: "x".into() },
+                max_tokens: 8,
+                temperature: 1.0,
+                top_p: 1.0,
+                seed: None,
+                top_logprobs: 0,
+                stop: Vec::new(),
+            },
+            response: Some(ProbeResponse {
+                text: text.into(),
+                tokens: Vec::new(),
+                usage: None,
+                finish_reason: None,
+                latency_ms: 1,
+            }),
+            token_ids: None,
+            chat_prompt_tokens: None,
+            error: None,
+            attempts: 1,
+            latency_ms: 1,
+        }
+    }
+
+    #[test]
+    fn sampling_probes_are_planned_by_how_often_the_references_pairs_agree() {
+        let texts = [
+            ("coin", ["Heads", "Heads", "Heads", "Tails"]),
+            ("number", ["17", "42", "7", "73"]),
+            ("colour", ["Blue", "Blue", "Red", "Red"]),
+        ];
+        let observations = texts
+            .iter()
+            .flat_map(|(id, answers)| {
+                answers
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, t)| sample(id, i, t))
+            })
+            .collect();
+        let reference = Fingerprint::new(
+            crate::fingerprint::ModelDescription {
+                describe: "r".into(),
+                capabilities: Default::default(),
+            },
+            crate::fingerprint::ProbeSetRef {
+                name: "s".into(),
+                version: "1".into(),
+                hash: "h".into(),
+            },
+            observations,
+        );
+        // Pairs (0, 1) and (2, 3): colour 2 of 2 agree, coin 1 of 2, number none.
+        assert_eq!(sampling_plan(&reference), ["colour", "coin", "number"]);
     }
 
     #[test]

@@ -483,7 +483,8 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     // rounding or training (a llama-quantize Q4_0 copy reads 85-90% here). The zoo's
     // students pick the reference's top token less often than unrelated models do (chat
     // answers: 38% against Gemma's 85%), so this is not where they land.
-    if inputs.logits.is_none() && same_tokenizer == Some(true) {
+    // Not for a suspect that samples: sampling alone puts its tokens below the band.
+    if inputs.logits.is_none() && same_tokenizer == Some(true) && !inputs.suspect_samples {
         if let Some((share, p)) = inputs.greedy_tokens {
             if p <= alpha && share < token_band {
                 reasons.push(format!(
@@ -501,7 +502,7 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
     // A student writes in its teacher's style but not its teacher's token-by-token
     // distribution (the zoo's students read p 0.69 to 0.99 there).
     if let (true, Some(p), Some(lp)) = (
-        inputs.logits.is_none() && same_tokenizer == Some(true),
+        inputs.logits.is_none() && same_tokenizer == Some(true) && !inputs.suspect_samples,
         text_p,
         inputs.likelihood_p,
     ) {
@@ -1029,8 +1030,18 @@ mod tests {
             .reasons
             .iter()
             .any(|r| r.contains("samples whatever temperature")));
+        // Sampled tokens below the band, far more on the reference's choice than controls'
+        // (a fine-tune greedily, a copy sampled): not `derived` either.
+        i.greedy_tokens = Some((0.75, 0.005));
+        i.likelihood_p = Some(0.004);
+        assert_eq!(decide(&i).verdict, Verdict::Inconclusive);
+        i.suspect_samples = false;
+        assert_eq!(decide(&i).verdict, Verdict::Derived);
+        i.suspect_samples = true;
         // Text no closer than controls stays unrelated, sampling or not.
         i.text = vec![("style".into(), 0.4), ("contrast".into(), 0.3)];
+        i.greedy_tokens = Some((0.6, 0.5));
+        i.likelihood_p = None;
         assert_eq!(decide(&i).verdict, Verdict::Unrelated);
     }
 

@@ -339,6 +339,12 @@ pub fn subset_with_logits(
             keep[indices[at]] = true;
         }
     }
+    // What a hidden system prompt repeats is the context the read-back tries first.
+    for (i, p) in set.probes.iter().enumerate() {
+        if crate::probes::identity::SYSTEM_PROMPT_PROBES.contains(&p.id.as_str()) {
+            keep[i] = true;
+        }
+    }
     let probes = set
         .probes
         .iter()

@@ -528,12 +528,18 @@ impl StoreScan<'_> {
 impl AnswerSource for StoreScan<'_> {
     type Error = JobError;
 
-    async fn answer(&mut self, probe: &Probe) -> Result<Observation, JobError> {
+    async fn answer(&mut self, probe: &Probe, sample: usize) -> Result<Observation, JobError> {
         let caps = self.caps().await?;
         self.progress.add(1).await?;
         self.counted += 1;
-        self.reuse_sibling_answers(&[(probe.id.clone(), 0)]).await?;
-        let stored = self.store.observation(self.sus_fp.id, &probe.id, 0).await?;
+        // Sample indices are a probe's `samples` (a few dozen at most).
+        let index = i32::try_from(sample).unwrap_or(i32::MAX);
+        self.reuse_sibling_answers(&[(probe.id.clone(), index)])
+            .await?;
+        let stored = self
+            .store
+            .observation(self.sus_fp.id, &probe.id, index)
+            .await?;
         if let Some(row) = stored {
             return serde_json::from_value(row.data)
                 .map_err(|e| crate::store::StoreError::from(e).into());
@@ -542,7 +548,7 @@ impl AnswerSource for StoreScan<'_> {
             progress: false,
             ..RunOptions::default()
         };
-        let obs = fingerprint::observe(self.suspect, &caps, probe, 0, &opts).await;
+        let obs = fingerprint::observe(self.suspect, &caps, probe, sample, &opts).await;
         keep(self.store, self.claimed, self.sus_fp, &obs, self.lost).await?;
         Ok(obs)
     }

@@ -134,7 +134,7 @@ impl AnswerSource for FileScan<'_> {
     type Error = ScanError;
 
     /// A kept answer from an earlier attempt, or a new ask kept in the log before use.
-    async fn answer(&mut self, probe: &Probe) -> Result<Observation, ScanError> {
+    async fn answer(&mut self, probe: &Probe, sample: usize) -> Result<Observation, ScanError> {
         let caps = self.caps().await?;
         let mut log = match self.log.take() {
             Some(log) => log,
@@ -149,11 +149,12 @@ impl AnswerSource for FileScan<'_> {
                 log
             }
         };
-        let obs = match log.done(&probe.id, 0) {
+        let obs = match log.done(&probe.id, sample) {
             Some(done) => done.clone(),
             None => {
                 let obs =
-                    fingerprint::observe(self.suspect, &caps, probe, 0, &self.settings.run).await;
+                    fingerprint::observe(self.suspect, &caps, probe, sample, &self.settings.run)
+                        .await;
                 log.append(&obs).map_err(suspect_error)?;
                 obs
             }

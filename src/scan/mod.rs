@@ -11,6 +11,7 @@
 //! renews leases.
 
 pub mod files;
+mod sampled_phase;
 pub mod sequential_phase;
 
 pub use files::{fingerprint_to, run, ScanError, ScanSettings};

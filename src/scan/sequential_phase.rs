@@ -12,12 +12,13 @@ use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef
 use crate::probes::{identity, Probe, ProbeForm, ProbeKind, ProbeSet};
 use crate::read_back;
 
-/// Where the sequential phase gets an answer: one already kept from an earlier attempt,
-/// or a new ask that is kept before it is used (so a resumed scan never asks twice).
+/// Where the sequential phase gets an answer (`sample` 0, or a later sample of a sampling
+/// probe): one already kept from an earlier attempt, or a new ask that is kept before it
+/// is used (so a resumed scan never asks twice).
 #[async_trait::async_trait]
 pub trait AnswerSource: Send {
     type Error: Send;
-    async fn answer(&mut self, probe: &Probe) -> Result<Observation, Self::Error>;
+    async fn answer(&mut self, probe: &Probe, sample: usize) -> Result<Observation, Self::Error>;
 }
 
 /// What the sequential phase holds the suspect's answers against: the reference, the
@@ -48,6 +49,18 @@ pub async fn sequential_phase<S: AnswerSource>(
     } = against;
     if suspect.capabilities.max_top_logprobs == 0 {
         return match text {
+            Some(text) if suspect.capabilities.ignores_temperature => {
+                super::sampled_phase::sampled_phase(
+                    against,
+                    set,
+                    suspect,
+                    opts,
+                    source,
+                    text,
+                    Vec::new(),
+                )
+                .await
+            }
             Some(text) => {
                 text_sequential_phase(against, set, suspect, opts, source, text, Vec::new()).await
             }
@@ -91,7 +104,7 @@ pub async fn sequential_phase<S: AnswerSource>(
         if probe.form == ProbeForm::Raw && !suspect.capabilities.raw_completion {
             continue;
         }
-        let obs = source.answer(probe).await?;
+        let obs = source.answer(probe, 0).await?;
         test.update(&obs);
         asked.push(obs);
     }
@@ -125,7 +138,7 @@ pub async fn sequential_phase<S: AnswerSource>(
 
 /// Asks the first identity probes (up to [`IDENTITY_WARM_UP`] among `asked`), no bet on
 /// them: a chat-only suspect's hidden system prompt shows in them, if anywhere.
-async fn warm_up<S: AnswerSource>(
+pub(super) async fn warm_up<S: AnswerSource>(
     set: &ProbeSet,
     source: &mut S,
     asked: &mut Vec<Observation>,
@@ -133,16 +146,18 @@ async fn warm_up<S: AnswerSource>(
     let have = asked
         .iter()
         .filter(|o| o.kind == ProbeKind::Identity)
+        .filter(|o| !identity::SYSTEM_PROMPT_PROBES.contains(&o.probe_id.as_str()))
         .count();
     let wanted: Vec<&Probe> = set
         .probes
         .iter()
         .filter(|p| p.kind == ProbeKind::Identity && p.form == ProbeForm::Chat)
+        .filter(|p| !identity::SYSTEM_PROMPT_PROBES.contains(&p.id.as_str()))
         .filter(|p| !asked.iter().any(|o| o.probe_id == p.id))
         .take(IDENTITY_WARM_UP.saturating_sub(have))
         .collect();
     for probe in wanted {
-        asked.push(source.answer(probe).await?);
+        asked.push(source.answer(probe, 0).await?);
     }
     Ok(())
 }
@@ -150,23 +165,50 @@ async fn warm_up<S: AnswerSource>(
 /// Whether the identity answers among `asked` show a system prompt the reference's own
 /// identity answers do not ([`identity::shows_hidden_prompt`]).
 fn shows_hidden_prompt(reference: &Fingerprint, asked: &[Observation]) -> bool {
-    let greedy_identity = |obs: &'_ [Observation]| -> Vec<String> {
-        obs.iter()
-            .filter(|o| o.kind == ProbeKind::Identity && o.sample_index == 0)
-            .filter_map(|o| o.text().map(str::to_string))
+    let texts = |obs| -> Vec<&str> {
+        greedy_identity(obs, false)
+            .into_iter()
+            .map(|(_, t)| t)
             .collect()
     };
-    let theirs = greedy_identity(asked);
-    let ours = greedy_identity(&reference.observations);
-    identity::shows_hidden_prompt(
-        &theirs.iter().map(String::as_str).collect::<Vec<_>>(),
-        &ours.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
+    identity::shows_hidden_prompt(&texts(asked), &texts(&reference.observations))
+        || identity::repeats_another_prompt(
+            &greedy_identity(asked, true),
+            &greedy_identity(&reference.observations, true),
+        )
+}
+
+/// Greedy identity answers (probe id, text) among `obs`: those to
+/// [`identity::SYSTEM_PROMPT_PROBES`] when `asks_prompt`, the others otherwise.
+fn greedy_identity(obs: &[Observation], asks_prompt: bool) -> Vec<(&str, &str)> {
+    obs.iter()
+        .filter(|o| o.kind == ProbeKind::Identity && o.sample_index == 0)
+        .filter(|o| identity::SYSTEM_PROMPT_PROBES.contains(&o.probe_id.as_str()) == asks_prompt)
+        .filter_map(|o| Some((o.probe_id.as_str(), o.text()?)))
+        .collect()
+}
+
+/// Asks the first of [`identity::SYSTEM_PROMPT_PROBES`] in the set, no bet on it: what it
+/// repeats is the context the read-back tries first for a chat suspect's answers.
+pub(super) async fn ask_system_prompt<S: AnswerSource>(
+    set: &ProbeSet,
+    source: &mut S,
+    asked: &mut Vec<Observation>,
+) -> Result<(), S::Error> {
+    let wanted = set.probes.iter().find(|p| {
+        p.form == ProbeForm::Chat && identity::SYSTEM_PROMPT_PROBES.contains(&p.id.as_str())
+    });
+    if let Some(probe) = wanted {
+        if !asked.iter().any(|o| o.probe_id == probe.id) {
+            asked.push(source.answer(probe, 0).await?);
+        }
+    }
+    Ok(())
 }
 
 /// The comparison of the answers asked so far, with their read-backs: what a stop on text
 /// must agree with.
-async fn confirm(
+pub(super) async fn confirm(
     against: Against<'_>,
     set: &ProbeSet,
     suspect: &ModelDescription,
@@ -267,6 +309,7 @@ async fn text_sequential_phase<S: AnswerSource>(
     let mut asked = prior;
     if !raw {
         warm_up(set, source, &mut asked).await?;
+        ask_system_prompt(set, source, &mut asked).await?;
     }
     let mut scores = Vec::new();
     // The logit probes' greedy paths, taken without a system prompt, cannot match where
@@ -326,7 +369,7 @@ async fn text_sequential_phase<S: AnswerSource>(
         if (in_context || with_logprobs) && probe.kind == ProbeKind::Logit {
             continue;
         }
-        let obs = source.answer(probe).await?;
+        let obs = source.answer(probe, 0).await?;
         let one = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), vec![obs.clone()]);
         // Read in the context the answers so far give away (a hidden system prompt that a
         // small model repeats), as the full comparison reads them.

@@ -495,11 +495,15 @@ struct NotInPrint;
 impl AnswerSource for PrintSource<'_> {
     type Error = NotInPrint;
 
-    async fn answer(&mut self, probe: &crate::probes::Probe) -> Result<Observation, NotInPrint> {
+    async fn answer(
+        &mut self,
+        probe: &crate::probes::Probe,
+        sample: usize,
+    ) -> Result<Observation, NotInPrint> {
         self.print
             .observations
             .iter()
-            .find(|o| o.probe_id == probe.id && o.sample_index == 0)
+            .find(|o| o.probe_id == probe.id && o.sample_index == sample)
             .cloned()
             .ok_or(NotInPrint)
     }
