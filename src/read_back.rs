@@ -293,6 +293,23 @@ fn copied_from(prompt: &[u32], answer: &[u32]) -> Vec<bool> {
     copied
 }
 
+/// Tokens within [`NEAR_TOP_NATS`](crate::compare::likelihood::NEAR_TOP_NATS) of the
+/// reference's top choice, as given or under the one repetition penalty
+/// (`crate::model::REPEAT_PENALTIES`) that puts most there: a serving stack's penalty is
+/// one setting for a whole answer. Every print is read so, the controls' included.
+fn near_top(tokens: &[TokenScore]) -> usize {
+    let near = |gap: f64| gap <= crate::compare::likelihood::NEAR_TOP_NATS;
+    let plain = tokens.iter().filter(|t| near(t.gap)).count();
+    (0..crate::model::REPEAT_PENALTIES.len())
+        .map(|k| {
+            tokens
+                .iter()
+                .filter(|t| t.penalized_gaps.get(k).is_some_and(|g| near(*g)))
+                .count()
+        })
+        .fold(plain, usize::max)
+}
+
 /// One answer's teacher-forced positions summed into its score.
 pub fn answer_score(
     probe_id: &str,
@@ -316,10 +333,7 @@ pub fn answer_score(
         top1: tokens.iter().filter(|t| t.top1).count(),
         raw: false,
         system: None,
-        near_top: tokens
-            .iter()
-            .filter(|t| t.gap <= crate::compare::likelihood::NEAR_TOP_NATS)
-            .count(),
+        near_top: near_top(tokens),
         sample_index: 0,
         sampled: tokens
             .iter()
@@ -356,8 +370,9 @@ pub async fn read_back_in_context(
 /// 2: raw completions too; 3: tokens near the top counted; 4: a persona's context tried;
 /// 5: tokens copied from an inferred context left out; 6: a sampling suspect's tokens
 /// seen whole and its sampling probes' samples read; 7: the system prompt a model repeats
-/// tried as a context, and its repetition not read; 8: echoes and loops not tried as one.
-const READ_BACK_VERSION: u32 = 8;
+/// tried as a context, and its repetition not read; 8: echoes and loops not tried as one;
+/// 9: tokens near the top under a repetition penalty counted.
+const READ_BACK_VERSION: u32 = 9;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]

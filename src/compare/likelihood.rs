@@ -205,7 +205,7 @@ pub fn greedy_tokens_signal(
             reference_text: String::new(),
             suspect_text: clip(&s.text),
             note: format!(
-                "{} of {} tokens the reference's top choice up to {NEAR_TOP_NATS} nats ({} exactly)",
+                "{} of {} tokens the reference's top choice up to {NEAR_TOP_NATS} nats, as given or under one repetition penalty ({} exactly)",
                 s.near_top, s.tokens, s.top1
             ),
         })
@@ -218,14 +218,14 @@ pub fn greedy_tokens_signal(
     let context = chosen
         .iter()
         .find_map(|s| s.system.as_deref())
-        .map(|system| format!(", read after the system prompt \"{}\" given away by the answers (an echoed line or a claimed persona)", clip(system)))
+        .map(|system| format!(", read after the system prompt \"{}\" given away by the answers (repeated on request, an echoed line or a claimed persona)", clip(system)))
         .unwrap_or_default();
     Some(SignalOutcome {
         score: share,
         n: chosen.len(),
         interval: boot.and_then(|opts| bootstrap::mean_interval(&values, opts)),
         detail: format!(
-            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice up to {NEAR_TOP_NATS} nats ({:.1}% exactly){context}",
+            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice up to {NEAR_TOP_NATS} nats, as given or under one repetition penalty per answer ({:.1}% exactly){context}",
             share * 100.0,
             chosen.len(),
             if use_raw { "raw" } else { "chat" },
