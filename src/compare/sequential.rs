@@ -569,6 +569,21 @@ mod tests {
         }
     }
 
+    fn print(observations: Vec<Observation>) -> Fingerprint {
+        Fingerprint::new(
+            crate::fingerprint::ModelDescription {
+                describe: "r".into(),
+                capabilities: Default::default(),
+            },
+            crate::fingerprint::ProbeSetRef {
+                name: "s".into(),
+                version: "1".into(),
+                hash: "h".into(),
+            },
+            observations,
+        )
+    }
+
     fn sample(probe: &str, index: usize, text: &str) -> Observation {
         use crate::endpoint::{ProbeRequest, ProbeResponse, PromptForm};
         Observation {
@@ -615,18 +630,7 @@ mod tests {
                     .map(move |(i, t)| sample(id, i, t))
             })
             .collect();
-        let reference = Fingerprint::new(
-            crate::fingerprint::ModelDescription {
-                describe: "r".into(),
-                capabilities: Default::default(),
-            },
-            crate::fingerprint::ProbeSetRef {
-                name: "s".into(),
-                version: "1".into(),
-                hash: "h".into(),
-            },
-            observations,
-        );
+        let reference = print(observations);
         // Pairs (0, 1) and (2, 3): colour 2 of 2 agree, coin 1 of 2, number none.
         assert_eq!(sampling_plan(&reference), ["colour", "coin", "number"]);
     }
@@ -641,18 +645,7 @@ mod tests {
 
     #[test]
     fn text_matches_bet_against_unrelated_until_it_is_rejected() {
-        let reference = Fingerprint::new(
-            crate::fingerprint::ModelDescription {
-                describe: "r".into(),
-                capabilities: Default::default(),
-            },
-            crate::fingerprint::ProbeSetRef {
-                name: "s".into(),
-                version: "1".into(),
-                hash: "h".into(),
-            },
-            Vec::new(),
-        );
+        let reference = print(Vec::new());
         let plan: Vec<PlannedProbe> = (0..8)
             .map(|i| PlannedProbe {
                 probe_id: format!("p{i}"),
