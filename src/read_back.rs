@@ -66,8 +66,7 @@ pub fn score_in_context(
             .answered(kind)
             .filter(|o| o.sample_index == 0 && matches!(o.request.prompt, PromptForm::Chat { .. }))
     };
-    let asks_prompt =
-        |o: &&Observation| identity::SYSTEM_PROMPT_PROBES.contains(&o.probe_id.as_str());
+    let asks_prompt = |o: &&Observation| identity::asks_for_system_prompt(&o.probe_id);
     let candidates = identity::hidden_prompts(
         greedy_chat(ProbeKind::Identity)
             .filter(|o| !asks_prompt(o))
@@ -188,9 +187,9 @@ fn read_chat_answers(
     for kind in KINDS {
         // A repeated system prompt is the operator's text, not the model's: it only says
         // which context to read the other answers in.
-        let answers = print.answered(kind).filter(|o| {
-            o.sample_index == 0 && !identity::SYSTEM_PROMPT_PROBES.contains(&o.probe_id.as_str())
-        });
+        let answers = print
+            .answered(kind)
+            .filter(|o| o.sample_index == 0 && !identity::asks_for_system_prompt(&o.probe_id));
         for o in answers {
             if out.len() >= limit {
                 return Ok(out);

@@ -341,7 +341,7 @@ pub fn subset_with_logits(
     }
     // What a hidden system prompt repeats is the context the read-back tries first.
     for (i, p) in set.probes.iter().enumerate() {
-        if crate::probes::identity::SYSTEM_PROMPT_PROBES.contains(&p.id.as_str()) {
+        if crate::probes::identity::asks_for_system_prompt(&p.id) {
             keep[i] = true;
         }
     }

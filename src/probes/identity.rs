@@ -271,6 +271,11 @@ pub fn echoed_line<'a>(answers: impl IntoIterator<Item = &'a str>) -> Option<Str
 /// away a persona that never names itself. Every subset keeps them.
 pub const SYSTEM_PROMPT_PROBES: [&str; 2] = ["identity.repeat_you_are", "identity.repeat_above"];
 
+/// Whether `probe_id` is one of [`SYSTEM_PROMPT_PROBES`].
+pub fn asks_for_system_prompt(probe_id: &str) -> bool {
+    SYSTEM_PROMPT_PROBES.contains(&probe_id)
+}
+
 /// The system prompt an answer to one of [`SYSTEM_PROMPT_PROBES`] repeats: its first
 /// paragraph, out of any code fence or quotes, when it is long enough to be one. Not the
 /// request itself echoed, nor a model looping ("You are.\nYou are.\n…", a clause said

@@ -10,9 +10,10 @@
 //! looks together keep alpha). Only `identical` stops.
 
 use super::sequential_phase::{
-    ask_system_prompt, confirm, warm_up, Against, AnswerSource, TextEarlyStop,
+    ask_system_prompt, confirm, greedy_paths, token_share, warm_up, Against, AnswerSource,
+    TextEarlyStop,
 };
-use crate::compare::{self, sequential, CompareOptions, Report, Verdict};
+use crate::compare::{sequential, CompareOptions, Report, Verdict};
 use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef};
 use crate::probes::{Probe, ProbeKind, ProbeSet};
 use crate::read_back;
@@ -119,18 +120,8 @@ fn plan<'a>(
     opts: &CompareOptions,
 ) -> Vec<(&'a Probe, usize)> {
     let find = |id: &str| set.probes.iter().find(|p| p.id == id);
-    let band = opts
-        .band
-        .clone()
-        .unwrap_or_else(compare::IdenticalBand::default_band);
-    let share = if raw {
-        band.min_greedy_top1
-    } else {
-        band.min_greedy_top1_chat
-    };
-    let forms: Vec<&Fingerprint> = std::iter::once(against.reference)
-        .chain(against.forms.iter().map(|f| &f.fingerprint))
-        .collect();
+    let share = token_share(opts, raw);
+    let forms = greedy_paths(against);
     // Logit probes' answers are a few tokens each: the text signals and the fitted
     // temperature learn more from longer answers.
     let singles: Vec<&Probe> = sequential::text_plan(

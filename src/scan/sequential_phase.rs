@@ -146,13 +146,13 @@ pub(super) async fn warm_up<S: AnswerSource>(
     let have = asked
         .iter()
         .filter(|o| o.kind == ProbeKind::Identity)
-        .filter(|o| !identity::SYSTEM_PROMPT_PROBES.contains(&o.probe_id.as_str()))
+        .filter(|o| !identity::asks_for_system_prompt(&o.probe_id))
         .count();
     let wanted: Vec<&Probe> = set
         .probes
         .iter()
         .filter(|p| p.kind == ProbeKind::Identity && p.form == ProbeForm::Chat)
-        .filter(|p| !identity::SYSTEM_PROMPT_PROBES.contains(&p.id.as_str()))
+        .filter(|p| !identity::asks_for_system_prompt(&p.id))
         .filter(|p| !asked.iter().any(|o| o.probe_id == p.id))
         .take(IDENTITY_WARM_UP.saturating_sub(have))
         .collect();
@@ -183,8 +183,29 @@ fn shows_hidden_prompt(reference: &Fingerprint, asked: &[Observation]) -> bool {
 fn greedy_identity(obs: &[Observation], asks_prompt: bool) -> Vec<(&str, &str)> {
     obs.iter()
         .filter(|o| o.kind == ProbeKind::Identity && o.sample_index == 0)
-        .filter(|o| identity::SYSTEM_PROMPT_PROBES.contains(&o.probe_id.as_str()) == asks_prompt)
+        .filter(|o| identity::asks_for_system_prompt(&o.probe_id) == asks_prompt)
         .filter_map(|o| Some((o.probe_id.as_str(), o.text()?)))
+        .collect()
+}
+
+/// The share of an answer's tokens on the reference's choice that makes it a text match:
+/// the band's, for raw or chat answers.
+pub(super) fn token_share(opts: &CompareOptions, raw: bool) -> f64 {
+    let band = opts
+        .band
+        .clone()
+        .unwrap_or_else(crate::compare::IdenticalBand::default_band);
+    if raw {
+        band.min_greedy_top1
+    } else {
+        band.min_greedy_top1_chat
+    }
+}
+
+/// The reference and its quantized forms, whose greedy paths a logit answer may follow.
+pub(super) fn greedy_paths<'a>(against: Against<'a>) -> Vec<&'a Fingerprint> {
+    std::iter::once(against.reference)
+        .chain(against.forms.iter().map(|f| &f.fingerprint))
         .collect()
 }
 
@@ -195,9 +216,10 @@ pub(super) async fn ask_system_prompt<S: AnswerSource>(
     source: &mut S,
     asked: &mut Vec<Observation>,
 ) -> Result<(), S::Error> {
-    let wanted = set.probes.iter().find(|p| {
-        p.form == ProbeForm::Chat && identity::SYSTEM_PROMPT_PROBES.contains(&p.id.as_str())
-    });
+    let wanted = set
+        .probes
+        .iter()
+        .find(|p| p.form == ProbeForm::Chat && identity::asks_for_system_prompt(&p.id));
     if let Some(probe) = wanted {
         if !asked.iter().any(|o| o.probe_id == probe.id) {
             asked.push(source.answer(probe, 0).await?);
@@ -265,15 +287,7 @@ async fn text_sequential_phase<S: AnswerSource>(
     prior: Vec<Observation>,
 ) -> Result<Option<(Fingerprint, Report)>, S::Error> {
     let raw = suspect.capabilities.raw_completion;
-    let band = opts
-        .band
-        .clone()
-        .unwrap_or_else(crate::compare::IdenticalBand::default_band);
-    let share = if raw {
-        band.min_greedy_top1
-    } else {
-        band.min_greedy_top1_chat
-    };
+    let share = token_share(opts, raw);
     // The betting test is valid at any stopping time, so text, whose answers each say
     // less than a logit probe, gets a longer budget: the most the early stop on text
     // spends before the comparison's confirmation (`CONFIRM_BUDGET`).
@@ -287,9 +301,7 @@ async fn text_sequential_phase<S: AnswerSource>(
         forms,
     } = against;
     // Logit answers are walked along the reference's own greedy paths and its forms'.
-    let paths: Vec<&Fingerprint> = std::iter::once(reference)
-        .chain(forms.iter().map(|f| &f.fingerprint))
-        .collect();
+    let paths = greedy_paths(against);
     let matching = sequential::TextMatch {
         band: share,
         forms: &paths,
