@@ -10,6 +10,7 @@ use crate::compare::likelihood::AnswerScore;
 use crate::compare::sampled::{self, SampledToken};
 use crate::endpoint::{with_system_prompt, PromptForm};
 use crate::fingerprint::{Fingerprint, Observation};
+use crate::model::chat::TurnFormat;
 use crate::model::{LocalModel, ModelError, ModelHandle, QueueError, TokenScore};
 use crate::probes::{identity, ProbeKind};
 
@@ -36,6 +37,10 @@ pub enum ReadBackError {
 /// Every greedy chat answer of [`KINDS`] in `print`, as `model` reads it after the same
 /// messages rendered in its own chat template, then every greedy raw completion after its
 /// prompt (marked `raw`). Empty answers are skipped.
+///
+/// A serving stack may wrap the conversation in another turn format than the reference's
+/// own template (llama.cpp uses ChatML for a file that ships none): each of llama.cpp's
+/// common formats is tried as a context first, the way hidden prompts are below.
 ///
 /// A hidden system prompt moves every chat answer, and the read-back cannot see it. When
 /// the answers give one away (a line most of them open with, as small models repeat their
@@ -95,31 +100,45 @@ pub fn score_in_context(
         .ignores_temperature
         .then(crate::compare::sampled::temperatures);
     let spread = spread.as_deref();
-    let mut best = read_chat_answers(model, print, None, usize::MAX, spread)?;
-    for system in candidates {
-        // A first look at a few answers: a context that does not explain them better than
-        // the best so far is not read in full (a plain copy claims its own name too, and
-        // reading every answer again for nothing slows every scan).
-        let look = read_chat_answers(model, print, Some(&system), FIRST_LOOK, spread)?;
-        if fit(&look) <= fit(&best[..look.len().min(best.len())]) {
-            continue;
-        }
-        let scores = read_chat_answers(model, print, Some(&system), usize::MAX, spread)?;
-        if fit(&scores) > fit(&best) {
+    let own = Context::default();
+    let mut best = read_chat_answers(model, print, own, usize::MAX, spread)?;
+    let mut chosen = own;
+    // The stack's turn format first (llama.cpp wraps a file without a template in ChatML),
+    // then the hidden prompts in the format that fits best. Only over a print's worth of
+    // answers: one answer read in whichever of nine formats suits it best would be judged
+    // against controls whose format was chosen once over all of theirs.
+    let judged = best
+        .iter()
+        .filter(|r| r.all.kind != ProbeKind::Identity)
+        .count();
+    let formats: &[TurnFormat] = if judged >= FIRST_LOOK {
+        &TurnFormat::ALL
+    } else {
+        &[]
+    };
+    for &format in formats {
+        let context = Context {
+            format: Some(format),
+            system: None,
+        };
+        if let Some(scores) = fits_better(model, print, context, &best, spread, &fit)? {
             best = scores;
+            chosen = context;
         }
     }
-    let context = best
-        .iter()
-        .find_map(|r| r.kept.as_ref().and_then(|k| k.system.clone()));
+    for system in &candidates {
+        let context = Context {
+            system: Some(system),
+            ..chosen
+        };
+        if let Some(scores) = fits_better(model, print, context, &best, spread, &fit)? {
+            best = scores;
+            chosen = context;
+        }
+    }
     let mut out: Vec<AnswerScore> = best.into_iter().filter_map(|r| r.kept).collect();
     if let Some(temperatures) = spread {
-        out.extend(read_samples(
-            model,
-            print,
-            context.as_deref(),
-            temperatures,
-        )?);
+        out.extend(read_samples(model, print, chosen, temperatures)?);
     }
     // Greedy raw completions of every kind, for the greedy-token share: no template, so a
     // hidden system prompt cannot move them.
@@ -141,6 +160,33 @@ pub fn score_in_context(
     Ok(out)
 }
 
+/// Where a chat answer is read: in a turn format (the reference's own template when
+/// `None`) with a system prompt put in front of conversations that have none.
+#[derive(Debug, Clone, Copy, Default)]
+struct Context<'a> {
+    format: Option<TurnFormat>,
+    system: Option<&'a str>,
+}
+
+/// The answers read in `context` when they fit better than `best`, judged first on a few
+/// (a context that does not explain them better is not read in full: a plain copy claims
+/// its own name too, and reading every answer again for nothing slows every scan).
+fn fits_better(
+    model: &mut LocalModel,
+    print: &Fingerprint,
+    context: Context<'_>,
+    best: &[Read],
+    spread: Option<&[f32]>,
+    fit: &dyn Fn(&[Read]) -> f64,
+) -> Result<Option<Vec<Read>>, ReadBackError> {
+    let look = read_chat_answers(model, print, context, FIRST_LOOK, spread)?;
+    if fit(&look) <= fit(&best[..look.len().min(best.len())]) {
+        return Ok(None);
+    }
+    let scores = read_chat_answers(model, print, context, usize::MAX, spread)?;
+    Ok((fit(&scores) > fit(best)).then_some(scores))
+}
+
 /// Every sample of each sampling probe the suspect answered at least twice, read after its
 /// messages (in `system`'s context, as the chat answers were), marked with its sample
 /// index: two samples of one prompt say how often the suspect agrees with itself
@@ -148,7 +194,7 @@ pub fn score_in_context(
 fn read_samples(
     model: &mut LocalModel,
     print: &Fingerprint,
-    system: Option<&str>,
+    context: Context<'_>,
     temperatures: &[f32],
 ) -> Result<Vec<AnswerScore>, ReadBackError> {
     let mut out = Vec::new();
@@ -158,7 +204,7 @@ fn read_samples(
             continue;
         }
         let prompt = match &o.request.prompt {
-            PromptForm::Chat { messages } => chat_prompt(model, messages, system).0,
+            PromptForm::Chat { messages } => chat_prompt(model, messages, context).0,
             PromptForm::Raw { prompt } => model.encode_prompt(prompt),
         };
         if let Some(read) = read_answer(model, o, prompt, false, Some(temperatures))? {
@@ -174,12 +220,12 @@ fn read_samples(
 /// Answers a candidate context is first tried on.
 const FIRST_LOOK: usize = 8;
 
-/// The first `limit` greedy chat answers of [`KINDS`], read after their messages with
-/// `system` put in front of every conversation that has no system message of its own.
+/// The first `limit` greedy chat answers of [`KINDS`], read after their messages in
+/// `context`.
 fn read_chat_answers(
     model: &mut LocalModel,
     print: &Fingerprint,
-    system: Option<&str>,
+    context: Context<'_>,
     limit: usize,
     spread: Option<&[f32]>,
 ) -> Result<Vec<Read>, ReadBackError> {
@@ -197,10 +243,11 @@ fn read_chat_answers(
             let PromptForm::Chat { messages } = &o.request.prompt else {
                 continue;
             };
-            let (prompt, added) = chat_prompt(model, messages, system);
+            let (prompt, added) = chat_prompt(model, messages, context);
             if let Some(mut read) = read_answer(model, o, prompt, added.is_some(), spread)? {
                 if let Some(kept) = &mut read.kept {
                     kept.system = added.map(str::to_string);
+                    kept.format = context.format.map(|f| f.name().to_string());
                 }
                 out.push(read);
             }
@@ -209,19 +256,24 @@ fn read_chat_answers(
     Ok(out)
 }
 
-/// `messages` rendered in the reference's template and encoded, with `system` put in
+/// `messages` rendered in `context`'s format and encoded, with its system prompt put in
 /// front when the conversation has no system message of its own; the system prompt that
 /// was added, if any.
 fn chat_prompt<'a>(
     model: &LocalModel,
     messages: &[crate::endpoint::ChatMessage],
-    system: Option<&'a str>,
+    context: Context<'a>,
 ) -> (Result<Vec<u32>, ModelError>, Option<&'a str>) {
-    let with = system.and_then(|text| with_system_prompt(messages, text));
-    let added = system.filter(|_| with.is_some());
-    let prompt = model
-        .render_chat(with.as_deref().unwrap_or(messages))
-        .and_then(|p| model.encode_prompt(&p));
+    let with = context
+        .system
+        .and_then(|text| with_system_prompt(messages, text));
+    let added = context.system.filter(|_| with.is_some());
+    let messages = with.as_deref().unwrap_or(messages);
+    let rendered = match context.format {
+        Some(format) => Ok(format.render(messages)),
+        None => model.render_chat(messages),
+    };
+    let prompt = rendered.and_then(|p| model.encode_prompt(&p));
     (prompt, added)
 }
 
@@ -293,13 +345,13 @@ fn copied_from(prompt: &[u32], answer: &[u32]) -> Vec<bool> {
 }
 
 /// Tokens within [`NEAR_TOP_NATS`](crate::compare::likelihood::NEAR_TOP_NATS) of the
-/// reference's top choice, as given or under the one repetition penalty
-/// (`crate::model::REPEAT_PENALTIES`) that puts most there: a serving stack's penalty is
+/// reference's top choice, as given or under the one serving penalty
+/// (`crate::model::serving_penalty`) that puts most there: a serving stack's penalty is
 /// one setting for a whole answer. Every print is read so, the controls' included.
 fn near_top(tokens: &[TokenScore]) -> usize {
     let near = |gap: f64| gap <= crate::compare::likelihood::NEAR_TOP_NATS;
     let plain = tokens.iter().filter(|t| near(t.gap)).count();
-    (0..crate::model::REPEAT_PENALTIES.len())
+    (0..crate::model::serving_penalty::SERVING_PENALTIES.len())
         .map(|k| {
             tokens
                 .iter()
@@ -332,6 +384,7 @@ pub fn answer_score(
         top1: tokens.iter().filter(|t| t.top1).count(),
         raw: false,
         system: None,
+        format: None,
         near_top: near_top(tokens),
         sample_index: 0,
         sampled: tokens
@@ -370,8 +423,10 @@ pub async fn read_back_in_context(
 /// 5: tokens copied from an inferred context left out; 6: a sampling suspect's tokens
 /// seen whole and its sampling probes' samples read; 7: the system prompt a model repeats
 /// tried as a context, and its repetition not read; 8: echoes and loops not tried as one;
-/// 9: tokens near the top under a repetition penalty counted.
-const READ_BACK_VERSION: u32 = 9;
+/// 9: tokens near the top under a repetition penalty counted; 10: under each stack's
+/// penalties (whole-context repetition, presence, frequency), and other stacks' turn
+/// formats tried as a context.
+const READ_BACK_VERSION: u32 = 10;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]

@@ -87,3 +87,74 @@ fn our_llama_quantize_forms_match_llama_quantize() {
         }
     }
 }
+
+/// Greedy chat answers of `model` served by llama-server with `extra` options, asked as a
+/// chat-only API without log-probabilities (a subset of the default set), read back by
+/// `reference`: the share of their tokens on the reference's choice, and the turn format
+/// the read-back chose.
+async fn read_back_share(
+    bin: &Path,
+    reference: &provenance::model::ModelHandle,
+    model: &Path,
+    extra: &[&str],
+) -> (f64, Option<String>) {
+    use provenance::compare::likelihood::AnswerScore;
+    let server =
+        provenance::zoo::llama_cpp::LlamaServer::start_with(bin, model, "suspect", None, extra)
+            .await
+            .expect("llama-server starts");
+    let mut cfg = provenance::suspect::HttpModelConfig::new(server.base_url.clone(), "suspect");
+    cfg.allow_private_targets = true;
+    cfg.access = provenance::endpoint::AccessMode::ChatOnlyNoLogprobs;
+    let suspect = provenance::suspect::HttpModel::new(cfg).expect("client");
+    let set = provenance::probes::load_dir(Path::new("probes/default")).expect("probes");
+    let set = provenance::fingerprint::subset(&set, 6, 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = provenance::fingerprint::ObservationLog::open(&dir.path().join("suspect.jsonl"))
+        .expect("log");
+    let opts = provenance::fingerprint::RunOptions {
+        progress: false,
+        ..Default::default()
+    };
+    let print = provenance::fingerprint::run(&set, &suspect, &opts, &mut log)
+        .await
+        .expect("fingerprint");
+    let scores = provenance::read_back::read_back(reference, &print, None)
+        .await
+        .expect("read back");
+    let chat: Vec<&AnswerScore> = scores.iter().filter(|s| !s.raw).collect();
+    let tokens: usize = chat.iter().map(|s| s.tokens).sum();
+    let near: usize = chat.iter().map(|s| s.near_top).sum();
+    assert!(tokens > 200, "{tokens} chat tokens read");
+    let format = chat.iter().find_map(|s| s.format.clone());
+    (near as f64 / tokens as f64, format)
+}
+
+/// llama.cpp wraps a file that ships no chat template (the Gemma 3 file `models fetch`
+/// gives) in ChatML, and Ollama-style serving adds a repetition penalty: a copy's greedy
+/// chat answers then leave both the reference's own template and its plain top choice
+/// (77-85% of tokens on it before the read-back tried other formats and penalties). Read
+/// in the stack's format under its penalty they are the reference's choices again; another
+/// model served the same way stays far below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_in_llama_cpps_fallback_format_with_a_penalty_reads_as_the_reference() {
+    let bin = llama_cpp();
+    let reference = provenance::model::ModelHandle::spawn(
+        common::gemma3().to_str().expect("path"),
+        &provenance::model::LoadOptions::default(),
+        64,
+    )
+    .expect("gemma loads");
+    let penalty = ["--repeat-penalty", "1.1", "--repeat-last-n", "64"];
+    let (copy, format) = read_back_share(&bin, &reference, &common::gemma3(), &penalty).await;
+    eprintln!(
+        "Gemma copy: {:.1}% on the reference's choice, format {format:?}",
+        copy * 100.0
+    );
+    assert!(copy >= 0.95, "copy read at {:.1}%", copy * 100.0);
+    assert_eq!(format.as_deref(), Some("chatml"));
+    let (other, _) = read_back_share(&bin, &reference, &common::smollm2(), &penalty).await;
+    eprintln!("SmolLM2: {:.1}%", other * 100.0);
+    // Below the copy band on chat answers (95%, `CompareOptions`): not read as a copy.
+    assert!(other < 0.95, "another model read at {:.1}%", other * 100.0);
+}

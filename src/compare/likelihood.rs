@@ -47,6 +47,10 @@ pub struct AnswerScore {
     /// from the answers' persona (`crate::read_back` says when and why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// The turn format the chat answer was read in (llama.cpp's name), when the read-back
+    /// found the answers fit another than the reference's own template better.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
     /// Each token as the reference saw it, kept only for a suspect that samples whatever
     /// temperature it is asked for (`super::sampled`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -214,18 +218,24 @@ pub fn greedy_tokens_signal(
     extra.insert("tokens".to_string(), tokens as f64);
     extra.insert("top1".to_string(), top1 as f64 / tokens as f64);
     extra.insert("raw".to_string(), if use_raw { 1.0 } else { 0.0 });
-    // Chat answers read in a persona's inferred context say so (one prompt per print).
-    let context = chosen
+    // Chat answers read in an inferred context say so (one context per print).
+    let format = chosen
+        .iter()
+        .find_map(|s| s.format.as_deref())
+        .map(|name| format!(", read in the {name} turn format, which fits the answers better than the reference's own template (a serving stack's choice: llama.cpp wraps a file without a template in chatml)"))
+        .unwrap_or_default();
+    let system = chosen
         .iter()
         .find_map(|s| s.system.as_deref())
         .map(|system| format!(", read after the system prompt \"{}\" given away by the answers (repeated on request, an echoed line or a claimed persona)", clip(system)))
         .unwrap_or_default();
+    let context = format + &system;
     Some(SignalOutcome {
         score: share,
         n: chosen.len(),
         interval: boot.and_then(|opts| bootstrap::mean_interval(&values, opts)),
         detail: format!(
-            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice up to {NEAR_TOP_NATS} nats, as given or under one repetition penalty per answer ({:.1}% exactly){context}",
+            "{:.1}% of {tokens} greedy tokens over {} {} answers are the reference's own top choice up to {NEAR_TOP_NATS} nats, as given or under one serving penalty per answer ({:.1}% exactly){context}",
             share * 100.0,
             chosen.len(),
             if use_raw { "raw" } else { "chat" },
@@ -253,6 +263,7 @@ mod tests {
             raw: false,
             near_top: tokens / 2,
             system: None,
+            format: None,
             sampled: Vec::new(),
             sample_index: 0,
         }

@@ -564,6 +564,7 @@ mod tests {
             raw: true,
             near_top,
             system: None,
+            format: None,
             sampled: Vec::new(),
             sample_index: 0,
         }

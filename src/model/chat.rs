@@ -114,7 +114,7 @@ fn render_gemma(messages: &[ChatMessage]) -> String {
     let mut system = String::new();
     for m in messages {
         if m.role == "system" {
-            system.push_str(&m.content);
+            system.push_str(m.content.trim());
             system.push_str("\n\n");
             continue;
         }
@@ -149,6 +149,96 @@ fn render_chatml(messages: &[ChatMessage]) -> String {
     out
 }
 
+/// Turn formats a serving stack may wrap a conversation in instead of the model's own
+/// template: llama.cpp falls back to ChatML for a file that ships no template (the Gemma 3
+/// file `models fetch` gives is one), an operator may pick any of llama.cpp's built-in
+/// formats, and Ollama without a template sends the last user message as it is. Rendered
+/// as llama.cpp renders them (`src/llama-chat.cpp`), assistant turn opened; BOS is the
+/// tokenizer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TurnFormat {
+    ChatMl,
+    Gemma,
+    Llama3,
+    MistralV7,
+    Phi3,
+    Zephyr,
+    Vicuna,
+    /// The last user message alone (Ollama's `{{ .Prompt }}`).
+    Raw,
+}
+
+impl TurnFormat {
+    pub const ALL: [TurnFormat; 8] = [
+        TurnFormat::ChatMl,
+        TurnFormat::Gemma,
+        TurnFormat::Llama3,
+        TurnFormat::MistralV7,
+        TurnFormat::Phi3,
+        TurnFormat::Zephyr,
+        TurnFormat::Vicuna,
+        TurnFormat::Raw,
+    ];
+
+    /// llama.cpp's name for the format (`--chat-template NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TurnFormat::ChatMl => "chatml",
+            TurnFormat::Gemma => "gemma",
+            TurnFormat::Llama3 => "llama3",
+            TurnFormat::MistralV7 => "mistral-v7",
+            TurnFormat::Phi3 => "phi3",
+            TurnFormat::Zephyr => "zephyr",
+            TurnFormat::Vicuna => "vicuna",
+            TurnFormat::Raw => "raw",
+        }
+    }
+
+    pub fn render(self, messages: &[ChatMessage]) -> String {
+        let each =
+            |f: &dyn Fn(&ChatMessage) -> String| -> String { messages.iter().map(f).collect() };
+        match self {
+            TurnFormat::ChatMl => render_chatml(messages),
+            TurnFormat::Gemma => render_gemma(messages),
+            TurnFormat::Llama3 => {
+                each(&|m| {
+                    format!(
+                        "<|start_header_id|>{}<|end_header_id|>\n\n{}<|eot_id|>",
+                        m.role,
+                        m.content.trim()
+                    )
+                }) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+            }
+            TurnFormat::MistralV7 => each(&|m| match m.role.as_str() {
+                "system" => format!("[SYSTEM_PROMPT] {}[/SYSTEM_PROMPT]", m.content),
+                "user" => format!("[INST] {}[/INST]", m.content),
+                _ => format!(" {}</s>", m.content),
+            }),
+            TurnFormat::Phi3 => {
+                each(&|m| format!("<|{}|>\n{}<|end|>\n", m.role, m.content)) + "<|assistant|>\n"
+            }
+            TurnFormat::Zephyr => {
+                each(&|m| format!("<|{}|>\n{}<|endoftext|>\n", m.role, m.content))
+                    + "<|assistant|>\n"
+            }
+            TurnFormat::Vicuna => {
+                each(&|m| match m.role.as_str() {
+                    "system" => format!("{}\n\n", m.content),
+                    "user" => format!("USER: {}\n", m.content),
+                    _ => format!("ASSISTANT: {}</s>\n", m.content),
+                }) + "ASSISTANT:"
+            }
+            TurnFormat::Raw => messages
+                .iter()
+                .rev()
+                .find(|m| m.role == "user")
+                .map(|m| m.content.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +261,38 @@ mod tests {
             s,
             "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
         );
+    }
+
+    #[test]
+    fn foreign_formats_render_as_llama_cpp_does() {
+        let talk = [msg("system", "Be brief."), msg("user", "Hi")];
+        let cases = [
+            (
+                TurnFormat::ChatMl,
+                "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+            ),
+            (
+                TurnFormat::Llama3,
+                "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            ),
+            (
+                TurnFormat::MistralV7,
+                "[SYSTEM_PROMPT] Be brief.[/SYSTEM_PROMPT][INST] Hi[/INST]",
+            ),
+            (
+                TurnFormat::Phi3,
+                "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n",
+            ),
+            (
+                TurnFormat::Zephyr,
+                "<|system|>\nBe brief.<|endoftext|>\n<|user|>\nHi<|endoftext|>\n<|assistant|>\n",
+            ),
+            (TurnFormat::Vicuna, "Be brief.\n\nUSER: Hi\nASSISTANT:"),
+            (TurnFormat::Raw, "Hi"),
+        ];
+        for (format, expected) in cases {
+            assert_eq!(format.render(&talk), expected, "{}", format.name());
+        }
     }
 
     #[test]

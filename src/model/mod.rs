@@ -12,6 +12,7 @@ pub mod qlinear;
 pub mod requantize;
 pub mod runner;
 pub mod safetensors;
+pub mod serving_penalty;
 pub mod source;
 pub mod spm;
 pub mod spread;
@@ -361,13 +362,13 @@ impl LocalModel {
             .last_logits
             .take()
             .ok_or_else(|| ModelError::BadInput("no logits after prefill".into()))?;
-        // What a repetition penalty looks back on: the prompt and the answer so far.
-        let seen: Vec<u32> = prompt.iter().chain(continuation).copied().collect();
-        let window = |at: usize| {
-            let end = prompt.len() + at;
-            &seen[end.saturating_sub(PENALTY_WINDOW)..end]
-        };
-        let mut out = vec![TokenScore::of(&first, continuation[0], spread, window(0))?];
+        let mut out = vec![TokenScore::of(
+            &first,
+            continuation[0],
+            spread,
+            prompt,
+            &[],
+        )?];
         // The logits after each continuation token but the last score the next one. In
         // chunks: a full-vocabulary row is 1 MiB for Gemma.
         const CHUNK: usize = 16;
@@ -382,7 +383,13 @@ impl LocalModel {
             let next = &continuation[1 + i * CHUNK..];
             for (logits, &token) in rows.iter().zip(next) {
                 let at = out.len();
-                out.push(TokenScore::of(logits, token, spread, window(at))?);
+                out.push(TokenScore::of(
+                    logits,
+                    token,
+                    spread,
+                    prompt,
+                    &continuation[..at],
+                )?);
             }
         }
         Ok(out)
@@ -492,52 +499,9 @@ pub struct TokenScore {
     pub gap: f64,
     /// The whole distribution in brief, when asked for.
     pub spread: Option<spread::Spread>,
-    /// [`Self::gap`] under each of [`REPEAT_PENALTIES`], over the [`PENALTY_WINDOW`]
+    /// [`Self::gap`] under each of [`serving_penalty::SERVING_PENALTIES`], after the
     /// tokens before this one.
     pub penalized_gaps: Vec<f64>,
-}
-
-/// Repetition penalties a serving stack may put on the tokens of its last
-/// [`PENALTY_WINDOW`] (llama.cpp's `--repeat-penalty`, prompt included; Ollama's default
-/// 1.1): each such token's logit divided by the penalty when positive, multiplied when
-/// not. The greedy answers of a copy served so leave the reference's top choice wherever
-/// a token repeats, so the read-back also asks whether each token is the top choice under
-/// one of them.
-pub const REPEAT_PENALTIES: [f32; 5] = [1.05, 1.1, 1.15, 1.2, 1.3];
-
-/// Tokens a repetition penalty looks back on (llama.cpp's and Ollama's default).
-pub const PENALTY_WINDOW: usize = 64;
-
-/// How far (nats) `token` lies below the most likely token under each of
-/// [`REPEAT_PENALTIES`] applied to the tokens in `window`.
-fn penalized_gaps(logits: &[f32], token: u32, window: &[u32]) -> Vec<f64> {
-    let seen: std::collections::HashSet<u32> = window.iter().copied().collect();
-    // The best token outside the window is among the window's size plus one best.
-    let unpenalized = top_k(logits, seen.len() + 1)
-        .into_iter()
-        .find(|(id, _)| !seen.contains(id))
-        .map_or(f32::NEG_INFINITY, |(_, l)| l);
-    REPEAT_PENALTIES
-        .iter()
-        .map(|&theta| {
-            let penalize = |l: f32| if l > 0.0 { l / theta } else { l * theta };
-            let best = seen
-                .iter()
-                .filter_map(|&id| logits.get(id as usize))
-                .map(|&l| penalize(l))
-                .fold(unpenalized, f32::max);
-            let chosen = logits
-                .get(token as usize)
-                .copied()
-                .unwrap_or(f32::NEG_INFINITY);
-            let chosen = if seen.contains(&token) {
-                penalize(chosen)
-            } else {
-                chosen
-            };
-            (best - chosen) as f64
-        })
-        .collect()
 }
 
 impl TokenScore {
@@ -545,7 +509,8 @@ impl TokenScore {
         logits: &[f32],
         token: u32,
         spread: Option<&[f32]>,
-        window: &[u32],
+        prompt: &[u32],
+        answer: &[u32],
     ) -> Result<TokenScore, ModelError> {
         let chosen = *logits.get(token as usize).ok_or_else(|| {
             ModelError::BadInput(format!(
@@ -568,7 +533,7 @@ impl TokenScore {
             top1: argmax(logits) == token,
             gap: logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64 - chosen as f64,
             spread: spread.map(|t| spread::Spread::of(logits, token, t)),
-            penalized_gaps: penalized_gaps(logits, token, window),
+            penalized_gaps: serving_penalty::gaps(logits, token, prompt, answer),
         })
     }
 }
@@ -633,34 +598,4 @@ fn sample(logits: &[f32], temperature: f32, top_p: f32, rng: &mut impl Rng) -> u
         r -= p;
     }
     kept.last().map(|(id, _)| *id).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_repeated_token_loses_its_lead_under_a_repetition_penalty() {
-        // Token 0 leads (2.0) but was just said; token 1 (1.9) was not.
-        let logits = [2.0f32, 1.9, -1.0, 0.5];
-        let gaps = penalized_gaps(&logits, 1, &[0, 2]);
-        assert_eq!(gaps.len(), REPEAT_PENALTIES.len());
-        // 2.0 / 1.05 = 1.905 still leads 1.9 by 0.005; from 1.1 on token 1 is the top.
-        assert!((gaps[0] - (2.0 / 1.05 - 1.9)).abs() < 1e-5, "{gaps:?}");
-        assert!(gaps[1..].iter().all(|g| *g == 0.0), "{gaps:?}");
-        // The repeated token itself, under each penalty, lies below token 1.
-        let gaps = penalized_gaps(&logits, 0, &[0, 2]);
-        assert!(
-            gaps[1..].iter().all(|g| *g > 0.0),
-            "a penalized token is not the top: {gaps:?}"
-        );
-        // A negative logit is multiplied: the repeated token 2 falls further.
-        let gaps = penalized_gaps(&logits, 2, &[0, 2]);
-        // -1.0 × 1.1 = -1.1.
-        let at_1_1 = 1.9 + 1.1;
-        assert!((gaps[1] - at_1_1).abs() < 1e-5, "{gaps:?}");
-        // Nothing in the window: the plain gap at every penalty.
-        let gaps = penalized_gaps(&logits, 3, &[]);
-        assert!(gaps.iter().all(|g| (g - 1.5).abs() < 1e-6), "{gaps:?}");
-    }
 }

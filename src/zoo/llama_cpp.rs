@@ -151,6 +151,17 @@ impl LlamaServer {
         alias: &str,
         persona: Option<&str>,
     ) -> Result<LlamaServer, ZooError> {
+        Self::start_with(bin, model, alias, persona, &[]).await
+    }
+
+    /// [`Self::start`] with more of llama-server's options (a sampling setting, say).
+    pub async fn start_with(
+        bin: &Path,
+        model: &Path,
+        alias: &str,
+        persona: Option<&str>,
+        extra: &[&str],
+    ) -> Result<LlamaServer, ZooError> {
         let failed = |message: String| ZooError::Serve {
             member: alias.to_string(),
             message,
@@ -182,6 +193,7 @@ impl LlamaServer {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--alias", alias, "-c", "4096", "-np", "2", "--jinja"])
             .args(["-t", &num_threads().to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(f) = &template {
