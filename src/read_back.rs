@@ -55,7 +55,44 @@ pub fn score_fingerprint(
     model: &mut LocalModel,
     print: &Fingerprint,
 ) -> Result<Vec<AnswerScore>, ReadBackError> {
-    score_in_context(model, print, print)
+    score_in_context(model, print, print, Formats::Try)
+}
+
+/// Which turn formats the read-back tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Formats {
+    /// Each of [`TurnFormat::ALL`], over a print of at least [`FIRST_LOOK`] answers.
+    Try,
+    /// This one (`None`: the reference's own template), chosen beforehand.
+    Fixed(Option<TurnFormat>),
+}
+
+/// The turn format `print`'s greedy chat answers fit best, when another than the
+/// reference's own (`None` otherwise): for the text early stop, which reads one answer at
+/// a time and so chooses once, from the first few answers (its warm-up), and keeps the
+/// choice for every answer after them. Identity answers count here: a format moves them
+/// as much as any other.
+pub fn choose_format(
+    model: &mut LocalModel,
+    print: &Fingerprint,
+) -> Result<Option<TurnFormat>, ReadBackError> {
+    let fit = |scores: &[Read]| -> f64 { scores.iter().map(|r| r.all.logprob).sum() };
+    let own = read_chat_answers(model, print, Context::default(), usize::MAX, None)?;
+    if own.is_empty() {
+        return Ok(None);
+    }
+    let mut best = (fit(&own), None);
+    for format in TurnFormat::ALL {
+        let context = Context {
+            format: Some(format),
+            system: None,
+        };
+        let scores = read_chat_answers(model, print, context, usize::MAX, None)?;
+        if scores.len() == own.len() && fit(&scores) > best.0 {
+            best = (fit(&scores), Some(format));
+        }
+    }
+    Ok(best.1)
 }
 
 /// [`score_fingerprint`] of `print`, with the hidden prompts to try inferred from the
@@ -65,6 +102,7 @@ pub fn score_in_context(
     model: &mut LocalModel,
     print: &Fingerprint,
     context: &Fingerprint,
+    formats: Formats,
 ) -> Result<Vec<AnswerScore>, ReadBackError> {
     let greedy_chat = |kind| {
         context
@@ -100,7 +138,13 @@ pub fn score_in_context(
         .ignores_temperature
         .then(crate::compare::sampled::temperatures);
     let spread = spread.as_deref();
-    let own = Context::default();
+    let own = Context {
+        format: match formats {
+            Formats::Try => None,
+            Formats::Fixed(format) => format,
+        },
+        system: None,
+    };
     let mut best = read_chat_answers(model, print, own, usize::MAX, spread)?;
     let mut chosen = own;
     // The stack's turn format first (llama.cpp wraps a file without a template in ChatML),
@@ -111,7 +155,7 @@ pub fn score_in_context(
         .iter()
         .filter(|r| r.all.kind != ProbeKind::Identity)
         .count();
-    let formats: &[TurnFormat] = if judged >= FIRST_LOOK {
+    let formats: &[TurnFormat] = if formats == Formats::Try && judged >= FIRST_LOOK {
         &TurnFormat::ALL
     } else {
         &[]
@@ -411,10 +455,22 @@ pub async fn read_back_in_context(
     reference: &ModelHandle,
     print: &Fingerprint,
     context: &Fingerprint,
+    formats: Formats,
 ) -> Result<Vec<AnswerScore>, ReadBackError> {
     let (print, context) = (print.clone(), context.clone());
     reference
-        .call(move |model| score_in_context(model, &print, &context))
+        .call(move |model| score_in_context(model, &print, &context, formats))
+        .await?
+}
+
+/// [`choose_format`] on the reference's model thread.
+pub async fn choose_format_on(
+    reference: &ModelHandle,
+    print: &Fingerprint,
+) -> Result<Option<TurnFormat>, ReadBackError> {
+    let print = print.clone();
+    reference
+        .call(move |model| choose_format(model, &print))
         .await?
 }
 

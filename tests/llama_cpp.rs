@@ -91,13 +91,13 @@ fn our_llama_quantize_forms_match_llama_quantize() {
 /// Greedy chat answers of `model` served by llama-server with `extra` options, asked as a
 /// chat-only API without log-probabilities (a subset of the default set), read back by
 /// `reference`: the share of their tokens on the reference's choice, and the turn format
-/// the read-back chose.
+/// the read-back chose over all of them and from three identity answers alone.
 async fn read_back_share(
     bin: &Path,
     reference: &provenance::model::ModelHandle,
     model: &Path,
     extra: &[&str],
-) -> (f64, Option<String>) {
+) -> (f64, Option<String>, Option<&'static str>) {
     use provenance::compare::likelihood::AnswerScore;
     let server =
         provenance::zoo::llama_cpp::LlamaServer::start_with(bin, model, "suspect", None, extra)
@@ -119,6 +119,17 @@ async fn read_back_share(
     let print = provenance::fingerprint::run(&set, &suspect, &opts, &mut log)
         .await
         .expect("fingerprint");
+    // The text early stop chooses the format once, from a few answers (its warm-up).
+    let mut warm = print.clone();
+    warm.observations.retain(|o| {
+        o.kind == provenance::probes::ProbeKind::Identity
+            && o.is_ok()
+            && !provenance::probes::identity::asks_for_system_prompt(&o.probe_id)
+    });
+    warm.observations.truncate(3);
+    let early = provenance::read_back::choose_format_on(reference, &warm)
+        .await
+        .expect("choose a format");
     let scores = provenance::read_back::read_back(reference, &print, None)
         .await
         .expect("read back");
@@ -127,7 +138,7 @@ async fn read_back_share(
     let near: usize = chat.iter().map(|s| s.near_top).sum();
     assert!(tokens > 200, "{tokens} chat tokens read");
     let format = chat.iter().find_map(|s| s.format.clone());
-    (near as f64 / tokens as f64, format)
+    (near as f64 / tokens as f64, format, early.map(|f| f.name()))
 }
 
 /// llama.cpp wraps a file that ships no chat template (the Gemma 3 file `models fetch`
@@ -146,14 +157,16 @@ async fn a_copy_in_llama_cpps_fallback_format_with_a_penalty_reads_as_the_refere
     )
     .expect("gemma loads");
     let penalty = ["--repeat-penalty", "1.1", "--repeat-last-n", "64"];
-    let (copy, format) = read_back_share(&bin, &reference, &common::gemma3(), &penalty).await;
+    let (copy, format, early) =
+        read_back_share(&bin, &reference, &common::gemma3(), &penalty).await;
     eprintln!(
         "Gemma copy: {:.1}% on the reference's choice, format {format:?}",
         copy * 100.0
     );
     assert!(copy >= 0.95, "copy read at {:.1}%", copy * 100.0);
     assert_eq!(format.as_deref(), Some("chatml"));
-    let (other, _) = read_back_share(&bin, &reference, &common::smollm2(), &penalty).await;
+    assert_eq!(early, Some("chatml"));
+    let (other, _, _) = read_back_share(&bin, &reference, &common::smollm2(), &penalty).await;
     eprintln!("SmolLM2: {:.1}%", other * 100.0);
     // Below the copy band on chat answers (95%, `CompareOptions`): not read as a copy.
     assert!(other < 0.95, "another model read at {:.1}%", other * 100.0);

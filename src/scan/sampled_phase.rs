@@ -61,7 +61,14 @@ pub(super) async fn sampled_phase<S: AnswerSource>(
         }
         looks.next();
         let print = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
-        let scores = match read_back::read_back_in_context(text.reference, &print, &print).await {
+        let scores = match read_back::read_back_in_context(
+            text.reference,
+            &print,
+            &print,
+            read_back::Formats::Try,
+        )
+        .await
+        {
             Ok(scores) => scores,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the answers back failed: no early stop");

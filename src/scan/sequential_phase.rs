@@ -323,10 +323,30 @@ async fn text_sequential_phase<S: AnswerSource>(
         warm_up(set, source, &mut asked).await?;
         ask_system_prompt(set, source, &mut asked).await?;
     }
+    // A stack's turn format moves every chat answer alike: chosen once, from the warm-up's
+    // answers, and kept for each answer after them (`read_back::choose_format`).
+    let format = if raw {
+        None
+    } else {
+        let warm = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
+        match read_back::choose_format_on(text.reference, &warm).await {
+            Ok(format) => format,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the warm-up back failed: no early stop");
+                return Ok(None);
+            }
+        }
+    };
+    if let Some(format) = format {
+        tracing::info!(
+            format = format.name(),
+            "the warm-up's answers fit another turn format than the reference's own"
+        );
+    }
     let mut scores = Vec::new();
     // The logit probes' greedy paths, taken without a system prompt, cannot match where
-    // the answers show one.
-    let mut in_context = !raw && shows_hidden_prompt(reference, &asked);
+    // the answers show one, nor in another turn format.
+    let mut in_context = !raw && (format.is_some() || shows_hidden_prompt(reference, &asked));
     let mut judged = 0usize;
     let with_logprobs = suspect.capabilities.max_top_logprobs > 0;
     // Once the test says identical, the comparison of what was asked must agree; where it
@@ -390,7 +410,14 @@ async fn text_sequential_phase<S: AnswerSource>(
             ProbeSetRef::of(set),
             asked.iter().cloned().chain([obs.clone()]).collect(),
         );
-        let read = match read_back::read_back_in_context(text.reference, &one, &so_far).await {
+        let read = match read_back::read_back_in_context(
+            text.reference,
+            &one,
+            &so_far,
+            read_back::Formats::Fixed(format),
+        )
+        .await
+        {
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "reading an answer back failed: no early stop");
