@@ -102,22 +102,11 @@ const RANKED: usize = 16;
 /// How far (nats) `token` lies below the most likely token under each of
 /// [`SERVING_PENALTIES`], after `prompt` and the `answer` tokens before it.
 pub fn gaps(logits: &[f32], token: u32, prompt: &[u32], answer: &[u32]) -> Vec<f64> {
-    let context_len = prompt.len() + answer.len();
-    let counts = |skip: usize, from_answer_only: bool| -> HashMap<u32, u32> {
-        let mut out = HashMap::new();
-        let tokens: Box<dyn Iterator<Item = &u32>> = if from_answer_only {
-            Box::new(answer.iter())
-        } else {
-            Box::new(prompt.iter().chain(answer).skip(skip))
-        };
-        for &id in tokens {
-            *out.entry(id).or_insert(0) += 1;
-        }
-        out
-    };
-    let window = counts(context_len.saturating_sub(LLAMA_CPP_WINDOW), false);
-    let context = counts(0, false);
-    let answered = counts(0, true);
+    let context = || prompt.iter().chain(answer);
+    let skip = (prompt.len() + answer.len()).saturating_sub(LLAMA_CPP_WINDOW);
+    let window = counts(context().skip(skip));
+    let whole = counts(context());
+    let answered = counts(answer.iter());
     let ranked = top_k(logits, RANKED);
     let chosen = logits
         .get(token as usize)
@@ -128,12 +117,21 @@ pub fn gaps(logits: &[f32], token: u32, prompt: &[u32], answer: &[u32]) -> Vec<f
         .map(|p| {
             let seen = match p.scope {
                 Scope::Window => &window,
-                Scope::Context => &context,
+                Scope::Context => &whole,
                 Scope::Answer => &answered,
             };
             gap_under(p, logits, chosen, token, seen, &ranked)
         })
         .collect()
+}
+
+/// How many times each token occurs.
+fn counts<'a>(tokens: impl Iterator<Item = &'a u32>) -> HashMap<u32, u32> {
+    let mut out = HashMap::new();
+    for &id in tokens {
+        *out.entry(id).or_insert(0) += 1;
+    }
+    out
 }
 
 fn gap_under(
