@@ -165,7 +165,8 @@ pub fn score_in_context(
             format: Some(format),
             system: None,
         };
-        if let Some(scores) = fits_better(model, print, context, &best, spread, &fit)? {
+        let looks = [FORMAT_LOOK, FIRST_LOOK];
+        if let Some(scores) = fits_better(model, print, context, &best, spread, &fit, &looks)? {
             best = scores;
             chosen = context;
         }
@@ -175,7 +176,8 @@ pub fn score_in_context(
             system: Some(system),
             ..chosen
         };
-        if let Some(scores) = fits_better(model, print, context, &best, spread, &fit)? {
+        let looks = [FIRST_LOOK];
+        if let Some(scores) = fits_better(model, print, context, &best, spread, &fit, &looks)? {
             best = scores;
             chosen = context;
         }
@@ -212,9 +214,10 @@ struct Context<'a> {
     system: Option<&'a str>,
 }
 
-/// The answers read in `context` when they fit better than `best`, judged first on a few
-/// (a context that does not explain them better is not read in full: a plain copy claims
-/// its own name too, and reading every answer again for nothing slows every scan).
+/// The answers read in `context` when they fit better than `best`, judged first on the
+/// first `looks[0]` answers, then `looks[1]`, … (a context that does not explain them
+/// better is not read in full: a plain copy claims its own name too, and reading every
+/// answer again for nothing slows every scan).
 fn fits_better(
     model: &mut LocalModel,
     print: &Fingerprint,
@@ -222,10 +225,13 @@ fn fits_better(
     best: &[Read],
     spread: Option<&[f32]>,
     fit: &dyn Fn(&[Read]) -> f64,
+    looks: &[usize],
 ) -> Result<Option<Vec<Read>>, ReadBackError> {
-    let look = read_chat_answers(model, print, context, FIRST_LOOK, spread)?;
-    if fit(&look) <= fit(&best[..look.len().min(best.len())]) {
-        return Ok(None);
+    for &n in looks {
+        let look = read_chat_answers(model, print, context, n, spread)?;
+        if fit(&look) <= fit(&best[..look.len().min(best.len())]) {
+            return Ok(None);
+        }
     }
     let scores = read_chat_answers(model, print, context, usize::MAX, spread)?;
     Ok((fit(&scores) > fit(best)).then_some(scores))
@@ -263,6 +269,11 @@ fn read_samples(
 
 /// Answers a candidate context is first tried on.
 const FIRST_LOOK: usize = 8;
+
+/// Answers another turn format is tried on before [`FIRST_LOOK`]: a wrong format moves
+/// every token (the model reads its own end-of-turn marker as text), so two answers show
+/// it, and the eight formats cost every print two reads each instead of eight.
+const FORMAT_LOOK: usize = 2;
 
 /// The first `limit` greedy chat answers of [`KINDS`], read after their messages in
 /// `context`.
@@ -481,8 +492,8 @@ pub async fn choose_format_on(
 /// tried as a context, and its repetition not read; 8: echoes and loops not tried as one;
 /// 9: tokens near the top under a repetition penalty counted; 10: under each stack's
 /// penalties (whole-context repetition, presence, frequency), and other stacks' turn
-/// formats tried as a context.
-const READ_BACK_VERSION: u32 = 10;
+/// formats tried as a context; 11: each format judged on two answers before eight.
+const READ_BACK_VERSION: u32 = 11;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]
