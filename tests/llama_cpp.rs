@@ -91,7 +91,7 @@ fn our_llama_quantize_forms_match_llama_quantize() {
 /// Greedy chat answers of `model` served by llama-server with `extra` options, asked as a
 /// chat-only API without log-probabilities (a subset of the default set), read back by
 /// `reference`: the share of their tokens on the reference's choice, and the turn format
-/// the read-back chose over all of them and from three identity answers alone.
+/// the read-back chose over all of them and from two identity answers alone.
 async fn read_back_share(
     bin: &Path,
     reference: &provenance::model::ModelHandle,
@@ -119,14 +119,15 @@ async fn read_back_share(
     let print = provenance::fingerprint::run(&set, &suspect, &opts, &mut log)
         .await
         .expect("fingerprint");
-    // The text early stop chooses the format once, from a few answers (its warm-up).
+    // The scan chooses the format once, from its warm-up's two identity answers, before
+    // the logit test (`scan::sequential_phase`), and the text early stop keeps it.
     let mut warm = print.clone();
     warm.observations.retain(|o| {
         o.kind == provenance::probes::ProbeKind::Identity
             && o.is_ok()
             && !provenance::probes::identity::asks_for_system_prompt(&o.probe_id)
     });
-    warm.observations.truncate(3);
+    warm.observations.truncate(2);
     let early = provenance::read_back::choose_format_on(reference, &warm)
         .await
         .expect("choose a format");

@@ -86,6 +86,26 @@ pub async fn sequential_phase<S: AnswerSource>(
                 None => Ok(None),
             };
         }
+        // Another stack's turn format (llama.cpp wraps a file without a template in
+        // ChatML) moves every chat log-probability as a persona does, while the reference's
+        // logit probes are its own template's: the answers are read back in that format.
+        if let Some(early) = text {
+            let warm = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
+            match read_back::choose_format_on(early.reference, &warm).await {
+                Ok(Some(format)) => {
+                    tracing::info!(
+                        format = format.name(),
+                        "the identity answers fit another turn format: testing on text"
+                    );
+                    return text_sequential_phase(
+                        against, set, suspect, opts, source, early, asked,
+                    )
+                    .await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the warm-up back failed"),
+            }
+        }
     }
     // A copy served quantized matches its form rather than the reference as given.
     let form_prints: Vec<&Fingerprint> = forms.iter().map(|f| &f.fingerprint).collect();
