@@ -217,7 +217,8 @@ struct Context<'a> {
 /// The answers read in `context` when they fit better than `best`, judged first on the
 /// first `looks[0]` answers, then `looks[1]`, … (a context that does not explain them
 /// better is not read in full: a plain copy claims its own name too, and reading every
-/// answer again for nothing slows every scan).
+/// answer again for nothing slows every scan). Each look reads on from where the last one
+/// stopped.
 fn fits_better(
     model: &mut LocalModel,
     print: &Fingerprint,
@@ -227,14 +228,18 @@ fn fits_better(
     fit: &dyn Fn(&[Read]) -> f64,
     looks: &[usize],
 ) -> Result<Option<Vec<Read>>, ReadBackError> {
+    let mut reading = ChatReading::new(print);
     for &n in looks {
-        let look = read_chat_answers(model, print, context, n, spread)?;
-        if fit(&look) <= fit(&best[..look.len().min(best.len())]) {
+        reading.read_to(model, context, n, spread)?;
+        let look = &reading.reads;
+        if fit(look) <= fit(&best[..look.len().min(best.len())]) {
+            tracing::debug!(format = ?context.format, system = ?context.system, read = look.len(), "context fits no better");
             return Ok(None);
         }
     }
-    let scores = read_chat_answers(model, print, context, usize::MAX, spread)?;
-    Ok((fit(&scores) > fit(best)).then_some(scores))
+    reading.read_to(model, context, usize::MAX, spread)?;
+    tracing::debug!(format = ?context.format, system = ?context.system, read = reading.reads.len(), "context read in full");
+    Ok((fit(&reading.reads) > fit(best)).then_some(reading.reads))
 }
 
 /// Every sample of each sampling probe the suspect answered at least twice, read after its
@@ -284,17 +289,47 @@ fn read_chat_answers(
     limit: usize,
     spread: Option<&[f32]>,
 ) -> Result<Vec<Read>, ReadBackError> {
-    let mut out = Vec::new();
-    for kind in KINDS {
-        // A repeated system prompt is the operator's text, not the model's: it only says
-        // which context to read the other answers in.
-        let answers = print
-            .answered(kind)
-            .filter(|o| o.sample_index == 0 && !identity::asks_for_system_prompt(&o.probe_id));
-        for o in answers {
-            if out.len() >= limit {
-                return Ok(out);
-            }
+    let mut reading = ChatReading::new(print);
+    reading.read_to(model, context, limit, spread)?;
+    Ok(reading.reads)
+}
+
+/// The greedy chat answers of [`KINDS`] in one context, read a few at a time: a context
+/// judged on its first answers, then on more, is read on from where it stopped.
+struct ChatReading<'p> {
+    /// A repeated system prompt is the operator's text, not the model's: it only says
+    /// which context to read the other answers in.
+    answers: Vec<&'p Observation>,
+    next: usize,
+    reads: Vec<Read>,
+}
+
+impl<'p> ChatReading<'p> {
+    fn new(print: &'p Fingerprint) -> Self {
+        let answers = KINDS
+            .into_iter()
+            .flat_map(|kind| print.answered(kind))
+            .filter(|o| o.sample_index == 0 && !identity::asks_for_system_prompt(&o.probe_id))
+            .filter(|o| matches!(o.request.prompt, PromptForm::Chat { .. }))
+            .collect();
+        ChatReading {
+            answers,
+            next: 0,
+            reads: Vec::new(),
+        }
+    }
+
+    /// Reads answers (empty ones count for nothing) until `limit` are read or none is left.
+    fn read_to(
+        &mut self,
+        model: &mut LocalModel,
+        context: Context<'_>,
+        limit: usize,
+        spread: Option<&[f32]>,
+    ) -> Result<(), ReadBackError> {
+        while self.reads.len() < limit && self.next < self.answers.len() {
+            let o = self.answers[self.next];
+            self.next += 1;
             let PromptForm::Chat { messages } = &o.request.prompt else {
                 continue;
             };
@@ -304,11 +339,11 @@ fn read_chat_answers(
                     kept.system = added.map(str::to_string);
                     kept.format = context.format.map(|f| f.name().to_string());
                 }
-                out.push(read);
+                self.reads.push(read);
             }
         }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// `messages` rendered in `context`'s format and encoded, with its system prompt put in
