@@ -73,6 +73,12 @@ fn worker(database_url: &str) -> Worker {
                 "--allow-private-targets",
                 "--lease-secs",
                 "3",
+                // What these tests check is leases, resumption and asking once; the
+                // built-in controls and the quantized forms (calibration, tested in
+                // service_scan) would only add minutes of model work to every scan.
+                "--no-builtin-controls",
+                "--forms",
+                "none",
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
