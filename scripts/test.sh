@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Every test `cargo test --release` runs (unit, integration and doc tests), with the
+# integration test binaries in two lanes at once instead of one after another.
+#
+# Why: on a 2-core machine a test binary keeps the cores busy about two thirds of its
+# time (model loads, HTTP round trips, PostgreSQL, single-threaded statistics), so two
+# binaries side by side finish the suite in much less wall time than in a row.
+#
+# The binaries that use PostgreSQL all run in the first lane, one at a time, so nothing
+# else touches the server while tests/worker_crash.rs restarts it; the second lane only
+# gets binaries that never connect to it. The other binaries are shared out by their
+# usual cost (longest first, onto the lane that frees up first).
+#
+# Usage: scripts/test.sh [extra arguments for every test binary, e.g. --nocapture]
+# PROVENANCE_TEST_LANES=1 runs the binaries one after another, as `cargo test` does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lanes="${PROVENANCE_TEST_LANES:-2}"
+case "$lanes" in 1 | 2) ;; *) echo "FAIL: PROVENANCE_TEST_LANES must be 1 or 2" >&2; exit 1 ;; esac
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+echo "== building the tests ($(date +%T))"
+cargo test --release --no-run --message-format=json-render-diagnostics >"$work/build.json"
+
+# Test executables, as `name<TAB>kind<TAB>path` (kind: lib, bin or test).
+python3 - "$work/build.json" >"$work/binaries.tsv" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    if msg.get("reason") != "compiler-artifact" or not msg.get("profile", {}).get("test"):
+        continue
+    exe = msg.get("executable")
+    if exe:
+        print(f"{msg['target']['name']}\t{msg['target']['kind'][0]}\t{exe}")
+PY
+
+# Rough seconds per binary on the 2-core CI machine (the last clean-clone run), so the
+# long ones start first; a binary not listed counts 60.
+cost() {
+  case "$1" in
+    zoo) echo 730 ;; scan_real) echo 380 ;; service_scan) echo 280 ;;
+    sampled_copy) echo 260 ;; worker_crash) echo 250 ;; llama_cpp) echo 220 ;;
+    identify) echo 160 ;; *) echo 60 ;;
+  esac
+}
+uses_db() {
+  local source
+  case "$2" in
+    test) source="tests/$1.rs" ;;
+    bench) source="benches/$1.rs" ;;
+    *) return 1 ;;
+  esac
+  grep -qE "TestDb|sqlx::" "$source" 2>/dev/null
+}
+
+# Lane 0: PostgreSQL binaries (worker_crash first, while the other lane has only
+# binaries without a database), then whatever balancing gives it.
+declare -a lane_items=("" "")
+declare -a lane_load=(0 0)
+db_first="" db_rest="" others=""
+while IFS=$'\t' read -r name kind exe; do
+  item="$name:$kind:$exe"
+  if uses_db "$name" "$kind"; then
+    if [ "$name" = worker_crash ]; then db_first="$item"; else db_rest="$db_rest $item"; fi
+    lane_load[0]=$((lane_load[0] + $(cost "$name")))
+  else
+    others="$others $(cost "$name"):$item"
+  fi
+done <"$work/binaries.tsv"
+lane_items[0]="$db_first$db_rest"
+for entry in $(tr ' ' '\n' <<<"$others" | grep . | sort -t: -k1,1 -rn); do
+  weight="${entry%%:*}"
+  item="${entry#*:}"
+  if [ "$lanes" = 1 ] || [ "${lane_load[0]}" -lt "${lane_load[1]}" ]; then
+    lane_items[0]="${lane_items[0]} $item"
+    lane_load[0]=$((lane_load[0] + weight))
+  else
+    lane_items[1]="${lane_items[1]} $item"
+    lane_load[1]=$((lane_load[1] + weight))
+  fi
+done
+
+run_lane() {
+  local lane="$1" item name kind exe started status
+  shift
+  for item in $1; do
+    name="${item%%:*}"
+    kind="${item#*:}"
+    exe="${kind#*:}"
+    kind="${kind%%:*}"
+    started=$(date +%s)
+    set +e
+    "$exe" "${@:2}" >"$work/$kind-$name.log" 2>&1
+    status=$?
+    set -e
+    if [ "$status" = 0 ]; then
+      echo "  ok      $kind $name ($(($(date +%s) - started)) s, lane $lane) $(grep -E '^test result' "$work/$kind-$name.log" | tail -1)"
+    else
+      echo "  FAILED  $kind $name ($(($(date +%s) - started)) s, lane $lane, exit $status)"
+      echo "$kind-$name" >>"$work/failed"
+    fi
+  done
+}
+
+echo "== running the test binaries in $lanes lane(s) ($(date +%T))"
+for lane in 0 1; do
+  names=$(for item in ${lane_items[$lane]}; do printf '%s ' "${item%%:*}"; done)
+  [ -z "$names" ] || echo "  lane $lane (about ${lane_load[$lane]} s): $names"
+done
+pids=()
+for lane in 0 1; do
+  [ -n "${lane_items[$lane]// /}" ] || continue
+  run_lane "$lane" "${lane_items[$lane]}" "$@" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+
+echo "== doc tests ($(date +%T))"
+cargo test --release --doc -- "$@" >"$work/doc.log" 2>&1 || echo "doc" >>"$work/failed"
+grep -E '^test result' "$work/doc.log" | sed 's/^/  /' || true
+
+if [ -s "$work/failed" ]; then
+  while read -r failed; do
+    echo "==== output of $failed" >&2
+    if [ "$failed" = doc ]; then cat "$work/doc.log" >&2; else cat "$work/$failed.log" >&2; fi
+  done <"$work/failed"
+  echo "FAIL: $(wc -l <"$work/failed") test binaries failed: $(tr '\n' ' ' <"$work/failed")" >&2
+  exit 1
+fi
+echo "== every test passed ($(date +%T))"
