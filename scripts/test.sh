@@ -24,7 +24,7 @@ trap 'rm -rf "$work"' EXIT
 echo "== building the tests ($(date +%T))"
 cargo test --release --no-run --message-format=json-render-diagnostics >"$work/build.json"
 
-# Test executables, as `name<TAB>kind<TAB>path` (kind: lib, bin or test).
+# Test executables, as `name<TAB>kind<TAB>path` (kind: lib, bin, test or bench).
 python3 - "$work/build.json" >"$work/binaries.tsv" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
@@ -39,8 +39,9 @@ for line in open(sys.argv[1]):
         print(f"{msg['target']['name']}\t{msg['target']['kind'][0]}\t{exe}")
 PY
 
-# Rough seconds per binary on the 2-core CI machine (the last clean-clone run), so the
-# long ones start first; a binary not listed counts 60.
+# Rough seconds per binary, run one after another on the 2-core CI machine (5 Dec), so
+# the long ones start first; a binary not listed counts 60. Only the order depends on
+# them: a binary using PostgreSQL stays in lane 0 whatever they say.
 cost() {
   case "$1" in
     zoo) echo 730 ;; scan_real) echo 380 ;; service_scan) echo 280 ;;

@@ -310,7 +310,6 @@ impl<'p> ChatReading<'p> {
             .into_iter()
             .flat_map(|kind| print.answered(kind))
             .filter(|o| o.sample_index == 0 && !identity::asks_for_system_prompt(&o.probe_id))
-            .filter(|o| matches!(o.request.prompt, PromptForm::Chat { .. }))
             .collect();
         ChatReading {
             answers,
