@@ -86,6 +86,14 @@ for entry in $(tr ' ' '\n' <<<"$others" | grep . | sort -t: -k1,1 -rn); do
   fi
 done
 
+# How many tests a binary's log reports as passed (or failed), summed over its
+# `test result:` lines (a doc-test run prints one per crate).
+counted() {
+  awk -v word="$2" '/^test result/ {
+    for (i = 2; i <= NF; i++) if ($i ~ "^" word) n += $(i - 1)
+  } END { print n + 0 }' "$1"
+}
+
 run_lane() {
   local lane="$1" item name kind exe started status
   shift
@@ -100,7 +108,7 @@ run_lane() {
     status=$?
     set -e
     if [ "$status" = 0 ]; then
-      echo "  ok      $kind $name ($(($(date +%s) - started)) s, lane $lane) $(grep -E '^test result' "$work/$kind-$name.log" | tail -1)"
+      echo "  ok      $kind $name ($(($(date +%s) - started)) s, lane $lane, $(counted "$work/$kind-$name.log" passed) tests)"
     else
       echo "  FAILED  $kind $name ($(($(date +%s) - started)) s, lane $lane, exit $status)"
       echo "$kind-$name" >>"$work/failed"
@@ -123,7 +131,21 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 
 echo "== doc tests ($(date +%T))"
 cargo test --release --doc -- "$@" >"$work/doc.log" 2>&1 || echo "doc" >>"$work/failed"
-grep -E '^test result' "$work/doc.log" | sed 's/^/  /' || true
+echo "  doc tests: $(counted "$work/doc.log" passed) run"
+
+# One closing line for the whole suite, in the plain `N passed, N failed` form, because
+# the per-binary cargo lines are kept in the logs and the last of them (the doc tests,
+# which this crate has none of) would otherwise read as a run of zero tests.
+passed=0 failed=0
+for log in "$work"/*.log; do
+  passed=$((passed + $(counted "$log" passed)))
+  failed=$((failed + $(counted "$log" failed)))
+done
+# A binary that died outside the harness reports no count: it counts as one failure.
+if [ -s "$work/failed" ] && [ "$failed" -lt "$(wc -l <"$work/failed")" ]; then
+  failed=$(wc -l <"$work/failed")
+fi
+summary="tests: $passed passed, $failed failed"
 
 if [ -s "$work/failed" ]; then
   while read -r failed; do
@@ -131,6 +153,8 @@ if [ -s "$work/failed" ]; then
     if [ "$failed" = doc ]; then cat "$work/doc.log" >&2; else cat "$work/$failed.log" >&2; fi
   done <"$work/failed"
   echo "FAIL: $(wc -l <"$work/failed") test binaries failed: $(tr '\n' ' ' <"$work/failed")" >&2
+  echo "$summary"
   exit 1
 fi
 echo "== every test passed ($(date +%T))"
+echo "$summary"
