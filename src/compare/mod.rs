@@ -399,7 +399,7 @@ pub fn compare_calibrated(
     if let Some(fit) = &sampled_fit {
         let agreement = match &collisions {
             Some(c) => format!(
-                "; its samples of one prompt agree on {} of {} tokens where the reference's own would on {:.1} (z = {:.1})",
+                "; its samples of one prompt agree, token by token, in {} of {} pairs compared where the reference's own would in {:.1} (z = {:.1})",
                 c.observed, c.trials, c.expected, c.z
             ),
             None => "; too few samples of one prompt to count its agreement with itself".to_string(),

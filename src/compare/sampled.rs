@@ -191,16 +191,35 @@ fn distance_from_uniform(intervals: &[(f64, f64)]) -> f64 {
 /// the reference's own samples would at a temperature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Collisions {
-    /// Pairs of samples compared (disjoint pairs of one prompt's samples).
-    pub pairs: usize,
-    /// Positions compared: each pair's shared first tokens and the one where they part.
+    /// Samples compared (every sample of a prompt that has another).
+    #[serde(alias = "pairs")]
+    pub samples: usize,
+    /// Pairs of samples compared, summed over positions: at each position, every pair of
+    /// the samples that have agreed so far.
     pub trials: usize,
-    /// Positions where the pair wrote the same token.
+    /// Of those, the pairs that wrote the same token there.
     pub observed: usize,
-    /// The reference's expectation of that count: Σ Σ_v q_T(v)² over the trials.
+    /// The reference's expectation of that count: Σ C(n, 2) Σ_v q_T(v)² over positions.
     pub expected: f64,
-    /// (observed − expected) / its standard deviation under the reference's sampler.
+    /// The count's standard deviation under the reference's sampler (0 in reports stored
+    /// before it was kept: [`Collisions::can_tell`] then falls back to the expectation).
+    #[serde(default)]
+    pub sd: f64,
+    /// (observed − expected) / sd.
     pub z: f64,
+}
+
+impl Collisions {
+    /// Whether the count could show a model that agrees with itself twice as often as the
+    /// reference's samples would: the expectation at least [`MIN_EXPECTED_SD`] standard
+    /// deviations (for disjoint pairs and rare agreement, an expectation of about 3).
+    pub fn can_tell(&self) -> bool {
+        if self.sd > 0.0 {
+            self.expected >= MIN_EXPECTED_SD * self.sd
+        } else {
+            self.expected >= MIN_EXPECTED_SD * MIN_EXPECTED_SD
+        }
+    }
 }
 
 /// Largest distance from uniform ranks that still reads as the reference's own samples:
@@ -209,26 +228,28 @@ pub struct Collisions {
 /// follow).
 pub const RANKS_BAND: f64 = 0.06;
 
-/// Fewer trials than this say too little about agreement.
+/// Fewer pairs compared than this say too little about agreement.
 pub const MIN_TRIALS: usize = 20;
 
-/// Fewer expected agreements than this cannot show a model that agrees with itself even
-/// twice as often as the reference's samples would (two standard deviations out): the
-/// count then says nothing either way.
-pub const MIN_EXPECTED: f64 = 3.0;
+/// An expectation below this many standard deviations cannot show a model that agrees
+/// with itself even twice as often as the reference's samples would: the count then says
+/// nothing either way. √3: for rare agreement (a Poisson count) an expectation of 3.
+pub const MIN_EXPECTED_SD: f64 = 1.732_050_8;
 
 /// The suspect agrees with itself more (or less) often than the reference's samples would
 /// beyond this many standard deviations: not the reference's sampler.
 pub const MAX_COLLISION_Z: f64 = 3.0;
 
-/// Σ_v q(v)² at one position under temperature `k` and the cut (the tail left
-/// out: its tokens are each too unlikely to count squared).
-fn self_agreement(t: &SampledToken, k: usize, cut: f64) -> f64 {
+/// Σ_v q(v)² and Σ_v q(v)³ at one position under temperature `k` and the cut (the tail
+/// left out: its tokens are each too unlikely to count raised to a power).
+fn self_agreement(t: &SampledToken, k: usize, cut: f64) -> (f64, f64) {
     let (_, z) = kept_mass(t, k, cut);
     if z <= 0.0 {
-        return 0.0;
+        return (0.0, 0.0);
     }
-    kept_top(t, k, cut).map(|w| (w / z).powi(2)).sum()
+    kept_top(t, k, cut)
+        .map(|w| w / z)
+        .fold((0.0, 0.0), |(s2, s3), q| (s2 + q * q, s3 + q * q * q))
 }
 
 /// The grid entry of a temperature [`fit`] chose.
@@ -236,40 +257,73 @@ fn grid_index(temperature: f64) -> usize {
     ((temperature / 0.05).round() as usize).clamp(1, TEMPERATURES) - 1
 }
 
-/// Collisions over `samples`: for each prompt, its samples in order (each as the reference
-/// read it, token by token), taken in disjoint pairs. Along a pair the tokens are compared
-/// while they agree, each position under the reference's distribution at the fitted
-/// temperature and cut (the prefix so far is the same in both, so one sample's read-back
-/// serves). `None` below [`MIN_TRIALS`].
-pub fn collisions(samples: &[Vec<&[SampledToken]>], fit: &SampledFit) -> Option<Collisions> {
-    let (mut pairs, mut trials, mut observed) = (0usize, 0usize, 0usize);
-    let (mut expected, mut variance) = (0.0f64, 0.0f64);
-    let k = grid_index(fit.temperature);
-    for prompt in samples {
-        for pair in prompt.chunks_exact(2) {
-            let (a, b) = (pair[0], pair[1]);
-            pairs += 1;
-            for (ta, tb) in a.iter().zip(b) {
-                let s = self_agreement(ta, k, fit.cut);
-                trials += 1;
-                expected += s;
-                variance += s * (1.0 - s);
-                if ta.token != tb.token {
-                    break;
-                }
-                observed += 1;
-            }
+/// Running sums of [`collisions`].
+#[derive(Default)]
+struct Tally {
+    trials: usize,
+    observed: usize,
+    expected: f64,
+    variance: f64,
+}
+
+impl Tally {
+    /// The samples `members` have written the same tokens before `depth`, so at `depth`
+    /// each draws from one distribution: count their agreeing pairs there, then go on
+    /// with each group that wrote the same token.
+    fn node(&mut self, members: &[&[SampledToken]], depth: usize, k: usize, cut: f64) {
+        let here: Vec<&[SampledToken]> = members
+            .iter()
+            .copied()
+            .filter(|m| m.len() > depth)
+            .collect();
+        let n = here.len();
+        if n < 2 {
+            return;
+        }
+        let (s2, s3) = self_agreement(&here[0][depth], k, cut);
+        let pairs = n * (n - 1) / 2;
+        let triples = n * (n - 1) * (n - 2) / 6;
+        self.trials += pairs;
+        self.expected += pairs as f64 * s2;
+        // Var of the number of agreeing pairs among n independent draws.
+        self.variance += pairs as f64 * (s2 - s2 * s2) + 6.0 * triples as f64 * (s3 - s2 * s2);
+        let mut groups: std::collections::BTreeMap<u32, Vec<&[SampledToken]>> = Default::default();
+        for m in here {
+            groups.entry(m[depth].token).or_default().push(m);
+        }
+        for group in groups.values() {
+            self.observed += group.len() * (group.len() - 1) / 2;
+            self.node(group, depth + 1, k, cut);
         }
     }
-    if trials < MIN_TRIALS || variance <= 0.0 {
+}
+
+/// Collisions over `samples`: for each prompt, its samples (each as the reference read
+/// it, token by token). At each position, every pair of the samples that have written the
+/// same tokens so far is compared (the unbiased estimate of Σ q² from all of them, not
+/// only disjoint pairs), under the reference's distribution at the fitted temperature and
+/// cut (their prefix is the same, so one sample's read-back serves). Given what came
+/// before, each position's count has a known mean and variance, so the sums make a
+/// martingale and z is asymptotically normal. `None` below [`MIN_TRIALS`].
+pub fn collisions(samples: &[Vec<&[SampledToken]>], fit: &SampledFit) -> Option<Collisions> {
+    let k = grid_index(fit.temperature);
+    let mut tally = Tally::default();
+    let mut compared = 0;
+    for prompt in samples.iter().filter(|p| p.len() >= 2) {
+        compared += prompt.len();
+        tally.node(prompt, 0, k, fit.cut);
+    }
+    if tally.trials < MIN_TRIALS || tally.variance <= 0.0 {
         return None;
     }
+    let sd = tally.variance.sqrt();
     Some(Collisions {
-        pairs,
-        trials,
-        observed,
-        expected,
-        z: (observed as f64 - expected) / variance.sqrt(),
+        samples: compared,
+        trials: tally.trials,
+        observed: tally.observed,
+        expected: tally.expected,
+        sd,
+        z: (tally.observed as f64 - tally.expected) / sd,
     })
 }
 
@@ -499,6 +553,80 @@ mod tests {
         let cold = collisions_of(&pairs(9, 200, 0.5), 1.0).expect("collisions");
         assert!(cold.z > MAX_COLLISION_Z, "{cold:?}");
         assert!(collisions_of(&pairs(10, 2, 0.7), 0.7).is_none());
+    }
+
+    /// `m` samples of each of `prompts` prompts, `length` positions each, drawn as a
+    /// sampler writes them: the samples that agree so far share a context (one
+    /// distribution, the reference's or a colder copy of it) and part where they differ.
+    fn trees(seed: u64, prompts: usize, m: usize, t_writer: f64) -> Vec<Vec<Vec<SampledToken>>> {
+        fn grow(
+            rng: &mut impl Rng,
+            members: &mut [Vec<SampledToken>],
+            length: usize,
+            t_writer: f64,
+        ) {
+            let depth = members[0].len();
+            if depth == length {
+                return;
+            }
+            let reference = logits(rng, 300);
+            let drawn: Vec<usize> = members
+                .iter()
+                .map(|_| draw(rng, &reference, t_writer, f64::INFINITY))
+                .collect();
+            for (member, &y) in members.iter_mut().zip(&drawn) {
+                member.push(seen(&reference, y));
+            }
+            let mut tokens = drawn.clone();
+            tokens.sort_unstable();
+            tokens.dedup();
+            for y in tokens {
+                let mut group: Vec<Vec<SampledToken>> = Vec::new();
+                let mut at = Vec::new();
+                for (i, &d) in drawn.iter().enumerate() {
+                    if d == y {
+                        group.push(std::mem::take(&mut members[i]));
+                        at.push(i);
+                    }
+                }
+                grow(rng, &mut group, length, t_writer);
+                for (i, member) in at.into_iter().zip(group) {
+                    members[i] = member;
+                }
+            }
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..prompts)
+            .map(|_| {
+                let mut members = vec![Vec::new(); m];
+                grow(&mut rng, &mut members, 8, t_writer);
+                members
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_pair_of_four_samples_counts_and_z_stays_calibrated() {
+        // The reference's own samples: z over many draws has mean near 0 and spread near 1.
+        let zs: Vec<f64> = (0..40)
+            .map(|seed| {
+                collisions_of(&trees(100 + seed, 12, 4, 0.7), 0.7)
+                    .expect("collisions")
+                    .z
+            })
+            .collect();
+        let mean = zs.iter().sum::<f64>() / zs.len() as f64;
+        let spread =
+            (zs.iter().map(|z| (z - mean).powi(2)).sum::<f64>() / (zs.len() - 1) as f64).sqrt();
+        assert!(mean.abs() < 0.4, "mean z {mean}, {zs:?}");
+        assert!((0.7..1.3).contains(&spread), "spread of z {spread}, {zs:?}");
+        // Twelve prompts of four samples give far more compared pairs than twelve pairs.
+        let four = collisions_of(&trees(7, 12, 4, 0.7), 0.7).expect("collisions");
+        assert_eq!(four.samples, 48);
+        assert!(four.trials >= 72, "{four:?}");
+        // A colder writer read as the reference at 1.0 agrees with itself too often.
+        let cold = collisions_of(&trees(8, 60, 4, 0.5), 1.0).expect("collisions");
+        assert!(cold.z > MAX_COLLISION_Z && cold.can_tell(), "{cold:?}");
     }
 
     #[test]

@@ -450,7 +450,7 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         let seen = sampled_text(fit, agree);
         let own = fit.distance <= super::sampled::RANKS_BAND
             && agree.z.abs() <= super::sampled::MAX_COLLISION_Z
-            && agree.expected >= super::sampled::MIN_EXPECTED;
+            && agree.can_tell();
         // Both fit a model that samples hot enough, whoever it is, so the answers must also
         // be far closer to the reference than unrelated models'. The controls answered
         // greedily, which only makes sampled text look less like the reference's own.
@@ -594,7 +594,7 @@ fn tokens_text(share: f64, chat: bool) -> String {
 /// What a sampling suspect's tokens showed against the reference's own samples.
 fn sampled_text(fit: &super::sampled::SampledFit, agree: &super::sampled::Collisions) -> String {
     format!(
-        "the suspect samples whatever temperature it is asked for; read back by the reference, its {} tokens fall in the reference's distribution at temperature {:.2} at distance {:.3} from uniform ranks (band ≤ {:.2}), and its samples of one prompt agree on {} of {} tokens where the reference's would on {:.1} (z = {:.1}, band ± {:.0})",
+        "the suspect samples whatever temperature it is asked for; read back by the reference, its {} tokens fall in the reference's distribution at temperature {:.2} at distance {:.3} from uniform ranks (band ≤ {:.2}), and its samples of one prompt agree, token by token, in {} of {} pairs compared where the reference's would in {:.1} (z = {:.1}, band ± {:.0})",
         fit.tokens,
         fit.temperature,
         fit.distance,
@@ -1056,10 +1056,11 @@ mod tests {
             top1: 0.6,
         };
         let agree = |z: f64| crate::compare::sampled::Collisions {
-            pairs: 24,
+            samples: 48,
             trials: 80,
             observed: 40,
             expected: 40.0 - z * 4.0,
+            sd: 4.0,
             z,
         };
         let mut i = inputs();
@@ -1081,10 +1082,11 @@ mod tests {
         // Agreement too rare to count (a hot sampler) says nothing.
         i.sampled = Some(fit(0.03));
         i.collisions = Some(crate::compare::sampled::Collisions {
-            pairs: 24,
+            samples: 48,
             trials: 25,
             observed: 1,
             expected: 1.5,
+            sd: 1.2,
             z: -0.4,
         });
         assert_eq!(decide(&i).verdict, Verdict::Inconclusive);

@@ -3,9 +3,10 @@
 //! reference's top choices lose on a copy as on anything else; what decides such a suspect
 //! is the comparison's sampled-token test (`compare::sampled`: ranks at a fitted
 //! temperature, and how often two samples of one prompt agree) beside the text and
-//! likelihood signals. So this phase asks what those read: pairs of samples of the
-//! sampling probes the reference agrees with itself on most, between the chat (or raw)
-//! probes the controls answer least like the reference, and asks the comparison of what
+//! likelihood signals. So this phase asks what those read: four samples of each of the
+//! sampling probes the reference agrees with itself on most (all pairs among a probe's
+//! samples are compared, so four samples give six pairs where two give one), between the
+//! chat (or raw) probes the controls answer least like the reference, and asks the comparison of what
 //! it has at a few fixed looks, each at alpha over their number (a union bound, so the
 //! looks together keep alpha). Only `identical` stops.
 
@@ -22,11 +23,16 @@ use crate::read_back;
 /// spends before the rest of the set is asked.
 const LOOKS: [usize; 3] = [16, 24, 32];
 
-/// Sampling probes asked in pairs, at most.
-const MAX_PAIRS: usize = 8;
+/// Sampling probes whose samples are asked, at most.
+const MAX_SAMPLED_PROBES: usize = 5;
 
-/// Asks pairs of samples and single answers in turn (one pair, then [`TEXT_PER_PAIR`]
-/// answers) until the last look, judging what was asked at each look.
+/// Samples asked of each: four give six pairs to compare at each position they agree on;
+/// more add pairs that share samples and so tell less each.
+const SAMPLES_PER_PROBE: usize = 4;
+
+/// Asks a sampling probe's samples and single answers in turn (the samples of one probe,
+/// then [`TEXT_PER_PROBE`] answers) until the last look, judging what was asked at each
+/// look.
 pub(super) async fn sampled_phase<S: AnswerSource>(
     against: Against<'_>,
     set: &ProbeSet,
@@ -87,8 +93,8 @@ pub(super) async fn sampled_phase<S: AnswerSource>(
         .await;
         if report.verdict == Verdict::Identical {
             report.reasons.push(format!(
-                "early stop on samples: the comparison of the first {} answers (pairs of \
-                 samples of the sampling probes, and single answers) said identical at \
+                "early stop on samples: the comparison of the first {} answers (samples of \
+                 the sampling probes, and single answers) said identical at \
                  alpha {:.2e} (alpha over {} looks, at {:?} queries); the rest of the set \
                  was not asked",
                 asked.len(),
@@ -113,12 +119,12 @@ pub(super) async fn sampled_phase<S: AnswerSource>(
     Ok(None)
 }
 
-/// Answers asked after each pair of samples.
-const TEXT_PER_PAIR: usize = 1;
+/// Answers asked after each sampling probe's samples.
+const TEXT_PER_PROBE: usize = 1;
 
-/// The phase's asks in order: a pair of samples of each sampling probe (most
-/// self-agreeing first, `sequential::sampling_plan`) with [`TEXT_PER_PAIR`] answers of the
-/// text plan (`sequential::text_plan`) after each, then the rest of the text plan.
+/// The phase's asks in order: the samples of each sampling probe (most self-agreeing
+/// first, `sequential::sampling_plan`) with [`TEXT_PER_PROBE`] answers of the text plan
+/// (`sequential::text_plan`) after each, then the rest of the text plan.
 fn plan<'a>(
     against: Against<'_>,
     set: &'a ProbeSet,
@@ -146,18 +152,18 @@ fn plan<'a>(
     .filter_map(|p| find(&p.probe_id))
     .filter(|p| p.kind != ProbeKind::Logit)
     .collect();
-    let pairs: Vec<&Probe> = sequential::sampling_plan(against.reference)
+    let sampled: Vec<&Probe> = sequential::sampling_plan(against.reference)
         .iter()
         .filter_map(|id| find(id))
         .filter(|p| p.samples >= 2)
-        .take(MAX_PAIRS)
+        .take(MAX_SAMPLED_PROBES)
         .collect();
     let mut singles = singles.into_iter();
     let mut out = Vec::new();
-    for probe in pairs {
-        out.push((probe, 0));
-        out.push((probe, 1));
-        out.extend(singles.by_ref().take(TEXT_PER_PAIR).map(|p| (p, 0)));
+    for probe in sampled {
+        let samples = probe.samples.min(SAMPLES_PER_PROBE);
+        out.extend((0..samples).map(|sample| (probe, sample)));
+        out.extend(singles.by_ref().take(TEXT_PER_PROBE).map(|p| (p, 0)));
     }
     out.extend(singles.map(|p| (p, 0)));
     out
