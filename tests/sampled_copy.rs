@@ -8,7 +8,8 @@ mod common;
 
 use std::path::Path;
 
-use provenance::compare::sampled;
+use provenance::compare::{sampled, Verdict};
+use provenance::endpoint::AccessMode;
 use provenance::fingerprint::{ObservationLog, RunOptions};
 use provenance::model::{LoadOptions, ModelHandle};
 
@@ -22,6 +23,15 @@ async fn spawn(path: std::path::PathBuf) -> ModelHandle {
 
 /// `handle` behind `serve-model`'s router, sampling at `temperature` whatever it is asked.
 async fn sampling_suspect(handle: ModelHandle, temperature: f32) -> provenance::suspect::HttpModel {
+    sampling_suspect_as(handle, temperature, AccessMode::Full).await
+}
+
+/// The same, used only as `access` allows (a restricted API).
+async fn sampling_suspect_as(
+    handle: ModelHandle,
+    temperature: f32,
+    access: AccessMode,
+) -> provenance::suspect::HttpModel {
     let app = provenance::serve::router(
         handle,
         provenance::serve::ServerConfig {
@@ -35,6 +45,7 @@ async fn sampling_suspect(handle: ModelHandle, temperature: f32) -> provenance::
     tokio::spawn(async move { axum::serve(listener, app).await });
     let mut cfg = provenance::suspect::HttpModelConfig::new(format!("http://{addr}/v1"), "suspect");
     cfg.allow_private_targets = true;
+    cfg.access = access;
     provenance::suspect::HttpModel::new(cfg).unwrap()
 }
 
@@ -82,4 +93,55 @@ async fn a_sampling_copy_writes_the_references_samples_and_another_model_does_no
     assert!(fit.temperature > 0.85, "{fit:?}");
     let agree = agree.expect("enough pairs of samples");
     assert!(agree.z > sampled::MAX_COLLISION_Z, "{agree:?}");
+}
+
+/// The scan's own early stop on samples (`scan::sampled_phase`), as a newcomer's scan runs
+/// it (built-in controls, cached beside the fetched models): a sampling copy behind a
+/// chat-only API without log-probabilities is `identical` within 32 queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampling_copy_without_log_probabilities_is_decided_within_32_queries() {
+    let reference = spawn(common::smollm2()).await;
+    let copy = sampling_suspect_as(reference.clone(), 0.7, AccessMode::ChatOnlyNoLogprobs).await;
+    let set = provenance::probes::load_dir(Path::new("probes/default")).unwrap();
+    let set = provenance::fingerprint::subset(&set, 12, 4);
+    let run = RunOptions {
+        progress: false,
+        ..RunOptions::default()
+    };
+    let controls = provenance::controls::ensure(
+        &common::smollm2(),
+        &set,
+        &run,
+        &provenance::controls::default_cache(),
+    )
+    .await
+    .expect("built-in controls")
+    .expect("a fetched reference has built-in controls");
+    let work = tempfile::tempdir().unwrap();
+    let controls_read_back = controls.dir.join("read-back");
+    let settings = provenance::scan::ScanSettings {
+        probes: &set,
+        controls: &controls.prints,
+        controls_origin: Some(controls.origin()),
+        work_dir: work.path(),
+        run,
+        compare: provenance::compare::CompareOptions::default(),
+        early_stop: true,
+        forms: &[],
+        read_back: Some(&reference),
+        controls_read_back: Some(&controls_read_back),
+        reference_limits: Vec::new(),
+    };
+    let local = provenance::model::local_endpoint::LocalEndpoint::new(reference.clone());
+    let out = provenance::scan::run(&local, &copy, &settings)
+        .await
+        .expect("scan runs");
+    let markdown = provenance::compare::to_markdown(&out.report);
+    assert_eq!(out.report.verdict, Verdict::Identical, "{markdown}");
+    assert!(out.stopped_early, "{markdown}");
+    assert!(
+        out.report.queries.suspect <= 32,
+        "{} queries: {markdown}",
+        out.report.queries.suspect
+    );
 }
