@@ -12,7 +12,8 @@
 # usual cost (longest first, onto the lane that frees up first).
 #
 # Usage: scripts/test.sh [extra arguments for every test binary, e.g. --nocapture]
-# PROVENANCE_TEST_LANES=1 runs the binaries one after another, as `cargo test` does.
+# PROVENANCE_TEST_LANES=1 runs the binaries one after another, as `cargo test` does;
+# PROVENANCE_TEST_PLAN=1 only prints which binary runs in which lane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,14 +40,17 @@ for line in open(sys.argv[1]):
         print(f"{msg['target']['name']}\t{msg['target']['kind'][0]}\t{exe}")
 PY
 
-# Rough seconds per binary, run one after another on the 2-core CI machine (5 Dec), so
-# the long ones start first; a binary not listed counts 60. Only the order depends on
-# them: a binary using PostgreSQL stays in lane 0 whatever they say.
+# Rough seconds per binary in a lane beside another on the 2-core CI machine (the
+# landed CI run of 5 Dec, sampled_copy with the scan test added since), so the long ones
+# start first and the lanes end together; a binary not listed took under a minute and
+# counts 15. Only the order depends on them: a binary using PostgreSQL stays in lane 0
+# whatever they say.
 cost() {
   case "$1" in
-    zoo) echo 730 ;; scan_real) echo 380 ;; service_scan) echo 280 ;;
-    sampled_copy) echo 260 ;; worker_crash) echo 250 ;; llama_cpp) echo 220 ;;
-    identify) echo 160 ;; *) echo 60 ;;
+    zoo) echo 750 ;; scan_real) echo 400 ;; service_scan) echo 295 ;;
+    worker_crash) echo 290 ;; sampled_copy) echo 255 ;; llama_cpp) echo 235 ;;
+    suite) echo 150 ;; identify) echo 110 ;; ui_browser) echo 70 ;;
+    secrets) echo 45 ;; worker_throughput) echo 40 ;; *) echo 15 ;;
   esac
 }
 uses_db() {
@@ -121,6 +125,8 @@ for lane in 0 1; do
   names=$(for item in ${lane_items[$lane]}; do printf '%s ' "${item%%:*}"; done)
   [ -z "$names" ] || echo "  lane $lane (about ${lane_load[$lane]} s): $names"
 done
+# PROVENANCE_TEST_PLAN=1 prints the lanes and runs nothing.
+[ "${PROVENANCE_TEST_PLAN:-0}" != 1 ] || exit 0
 pids=()
 for lane in 0 1; do
   [ -n "${lane_items[$lane]// /}" ] || continue
