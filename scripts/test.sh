@@ -147,16 +147,20 @@ for log in "$work"/*.log; do
   passed=$((passed + $(counted "$log" passed)))
   failed=$((failed + $(counted "$log" failed)))
 done
-# A binary that died outside the harness reports no count: it counts as one failure.
-if [ -s "$work/failed" ] && [ "$failed" -lt "$(wc -l <"$work/failed")" ]; then
-  failed=$(wc -l <"$work/failed")
+# A binary that died outside the harness reports no failed test: it counts as one.
+if [ -s "$work/failed" ]; then
+  while read -r name; do
+    log="$work/$name.log"
+    [ "$name" = doc ] && log="$work/doc.log"
+    [ "$(counted "$log" failed)" -gt 0 ] || failed=$((failed + 1))
+  done <"$work/failed"
 fi
 summary="tests: $passed passed, $failed failed"
 
 if [ -s "$work/failed" ]; then
-  while read -r failed; do
-    echo "==== output of $failed" >&2
-    if [ "$failed" = doc ]; then cat "$work/doc.log" >&2; else cat "$work/$failed.log" >&2; fi
+  while read -r name; do
+    echo "==== output of $name" >&2
+    if [ "$name" = doc ]; then cat "$work/doc.log" >&2; else cat "$work/$name.log" >&2; fi
   done <"$work/failed"
   echo "FAIL: $(wc -l <"$work/failed") test binaries failed: $(tr '\n' ' ' <"$work/failed")" >&2
   echo "$summary"

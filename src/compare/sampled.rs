@@ -555,7 +555,7 @@ mod tests {
         assert!(collisions_of(&pairs(10, 2, 0.7), 0.7).is_none());
     }
 
-    /// `m` samples of each of `prompts` prompts, `length` positions each, drawn as a
+    /// `m` samples of each of `prompts` prompts, 8 positions each, drawn as a
     /// sampler writes them: the samples that agree so far share a context (one
     /// distribution, the reference's or a colder copy of it) and part where they differ.
     fn trees(seed: u64, prompts: usize, m: usize, t_writer: f64) -> Vec<Vec<Vec<SampledToken>>> {
@@ -623,7 +623,8 @@ mod tests {
         // Twelve prompts of four samples give far more compared pairs than twelve pairs.
         let four = collisions_of(&trees(7, 12, 4, 0.7), 0.7).expect("collisions");
         assert_eq!(four.samples, 48);
-        assert!(four.trials >= 72, "{four:?}");
+        // The first positions alone give 12 x 6; prompts whose samples agree give more.
+        assert!(four.trials > 72, "{four:?}");
         // A colder writer read as the reference at 1.0 agrees with itself too often.
         let cold = collisions_of(&trees(8, 60, 4, 0.5), 1.0).expect("collisions");
         assert!(cold.z > MAX_COLLISION_Z && cold.can_tell(), "{cold:?}");

@@ -473,6 +473,8 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         }
         reasons.push(if own {
             format!("{seen}: as the reference's own samples would, but its answers are no closer to the reference than controls (Bonferroni p = {related:.2})")
+        } else if !agree.can_tell() {
+            format!("{seen}: too few agreements expected to tell the reference's own samples from another model's (fewer than {:.1} standard deviations)", super::sampled::MIN_EXPECTED_SD)
         } else {
             format!("{seen}: not how the reference's own samples fall")
         });
