@@ -398,13 +398,30 @@ fn read_answer(
     };
     let prompt = prompt.map_err(failed)?;
     let mut answer = model.tokenizer.encode(text).map_err(failed)?;
+    let cut = answer.len() > MAX_TOKENS;
     answer.truncate(MAX_TOKENS);
-    let tokens = match spread {
-        Some(temperatures) => model.score_continuation_spread(&prompt, &answer, temperatures),
-        None => model.score_continuation(&prompt, &answer),
+    // A sampled answer that stopped on its own drew its end too: scored as one more
+    // sampled position (the stop token the reference finds likeliest), so that samples
+    // of one prompt that end where others go on count as differing there.
+    let stopped = !cut
+        && o.response
+            .as_ref()
+            .is_some_and(|r| r.finish_reason.as_deref() == Some("stop"));
+    let (tokens, end) = match spread {
+        Some(temperatures) if stopped => {
+            model.score_continuation_spread_to_end(&prompt, &answer, temperatures)
+        }
+        Some(temperatures) => model
+            .score_continuation_spread(&prompt, &answer, temperatures)
+            .map(|t| (t, None)),
+        None => model
+            .score_continuation(&prompt, &answer)
+            .map(|t| (t, None)),
     }
     .map_err(failed)?;
-    let all = answer_score(&o.probe_id, o.kind, text, &tokens, &answer);
+    let end = end.and_then(|t| sampled_token(&t, sampled::END));
+    let mut all = answer_score(&o.probe_id, o.kind, text, &tokens, &answer);
+    all.sampled.extend(end.clone());
     let kept = if drop_copied {
         let copied = copied_from(&prompt, &answer);
         let (left, left_ids): (Vec<TokenScore>, Vec<u32>) = tokens
@@ -414,7 +431,11 @@ fn read_answer(
             .filter(|(_, c)| !**c)
             .map(|((t, id), _)| (t.clone(), *id))
             .unzip();
-        (!left.is_empty()).then(|| answer_score(&o.probe_id, o.kind, text, &left, &left_ids))
+        (!left.is_empty()).then(|| {
+            let mut kept = answer_score(&o.probe_id, o.kind, text, &left, &left_ids);
+            kept.sampled.extend(end);
+            kept
+        })
     } else {
         Some(all.clone())
     };
@@ -479,20 +500,25 @@ pub fn answer_score(
         sampled: tokens
             .iter()
             .zip(answer_ids)
-            .filter_map(|(t, &token)| Some((t.spread.as_ref()?, token)))
-            .map(|(s, token)| SampledToken {
-                token,
-                top: s.top.clone(),
-                gap: s.gap,
-                rank: s.rank,
-                tail: s
-                    .tail
-                    .iter()
-                    .map(|t| if t.is_finite() { *t } else { sampled::NO_TAIL })
-                    .collect(),
-            })
+            .filter_map(|(t, &token)| sampled_token(t, token))
             .collect(),
     }
+}
+
+/// A position's spread as the sampled-token tests read it; `None` without a spread.
+fn sampled_token(t: &TokenScore, token: u32) -> Option<SampledToken> {
+    let s = t.spread.as_ref()?;
+    Some(SampledToken {
+        token,
+        top: s.top.clone(),
+        gap: s.gap,
+        rank: s.rank,
+        tail: s
+            .tail
+            .iter()
+            .map(|t| if t.is_finite() { *t } else { sampled::NO_TAIL })
+            .collect(),
+    })
 }
 
 /// [`score_in_context`] on the model thread behind `reference`, uncached.

@@ -267,6 +267,28 @@ fn check_family(family: Family, tied: bool) {
             "{family:?}: teacher-forced position {i}"
         );
     }
+    // To the end: the same positions, and the likeliest stop token after the last one.
+    let temperatures = provenance::compare::sampled::temperatures();
+    let (spread, end) = model
+        .score_continuation_spread_to_end(&ids[..5], &ids[5..], &temperatures)
+        .unwrap();
+    assert_eq!(spread.len(), scored.len(), "{family:?}");
+    for (a, b) in spread.iter().zip(&scored) {
+        assert_eq!(a.logprob, b.logprob, "{family:?}");
+    }
+    let after = &ours[ids.len() - 1];
+    let stops = &model.tokenizer.stop_tokens;
+    let likeliest = stops
+        .iter()
+        .copied()
+        .max_by(|a, b| after[*a as usize].total_cmp(&after[*b as usize]))
+        .expect("the synthetic tokenizers have stop tokens");
+    let end = end.expect("an end scored");
+    assert!(
+        (end.logprob - f64::from(after[likeliest as usize])).abs() < 1e-4,
+        "{family:?}: the end is the likeliest stop token's"
+    );
+    assert!(end.spread.is_some(), "{family:?}");
 }
 
 #[test]

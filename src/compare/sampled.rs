@@ -43,6 +43,11 @@ pub const NO_TAIL: f32 = -1.0e30;
 /// Fewer tokens than this say too little about a sampler's shape.
 pub const MIN_TOKENS: usize = 150;
 
+/// The token of a sampled answer's end (`read_back` scores an answer that stopped on its
+/// own one position past its text, at the reference's likeliest stop token): one id for
+/// every stop token, and none that text encodes to.
+pub const END: u32 = u32::MAX;
+
 /// One written token, seen by the reference at its position (read back, teacher forced).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampledToken {

@@ -322,7 +322,7 @@ impl LocalModel {
         prompt: &[u32],
         continuation: &[u32],
     ) -> Result<Vec<TokenScore>, ModelError> {
-        self.score_positions(prompt, continuation, None)
+        Ok(self.score_positions(prompt, continuation, None, false)?.0)
     }
 
     /// [`Self::score_continuation`] with each position's whole distribution summed up
@@ -334,7 +334,32 @@ impl LocalModel {
         continuation: &[u32],
         temperatures: &[f32],
     ) -> Result<Vec<TokenScore>, ModelError> {
-        self.score_positions(prompt, continuation, Some(temperatures))
+        Ok(self
+            .score_positions(prompt, continuation, Some(temperatures), false)?
+            .0)
+    }
+
+    /// [`Self::score_continuation_spread`] for an answer that stopped on its own, and its
+    /// end: the stop token the model finds most likely after the last token, scored at
+    /// that position. Stopping there was a draw of the writer's too, and a sample that
+    /// ends must count as one (`compare::sampled::collisions`).
+    pub fn score_continuation_spread_to_end(
+        &mut self,
+        prompt: &[u32],
+        continuation: &[u32],
+        temperatures: &[f32],
+    ) -> Result<(Vec<TokenScore>, Option<TokenScore>), ModelError> {
+        self.score_positions(prompt, continuation, Some(temperatures), true)
+    }
+
+    /// The stop token with the highest logit; `None` for a tokenizer without stop tokens.
+    fn likeliest_stop(&self, logits: &[f32]) -> Option<u32> {
+        self.tokenizer
+            .stop_tokens
+            .iter()
+            .copied()
+            .filter(|&t| (t as usize) < logits.len())
+            .max_by(|a, b| logits[*a as usize].total_cmp(&logits[*b as usize]))
     }
 
     fn score_positions(
@@ -342,7 +367,8 @@ impl LocalModel {
         prompt: &[u32],
         continuation: &[u32],
         spread: Option<&[f32]>,
-    ) -> Result<Vec<TokenScore>, ModelError> {
+        to_end: bool,
+    ) -> Result<(Vec<TokenScore>, Option<TokenScore>), ModelError> {
         if prompt.is_empty() {
             return Err(ModelError::BadInput("prompt has no tokens".into()));
         }
@@ -354,9 +380,12 @@ impl LocalModel {
                 context,
             });
         }
-        let Some((_, fed)) = continuation.split_last() else {
-            return Ok(Vec::new());
+        let Some((_, but_last)) = continuation.split_last() else {
+            return Ok((Vec::new(), None));
         };
+        // The logits after each continuation token but the last score the next one; to
+        // the end, the last one runs too and its logits score the stop.
+        let fed = if to_end { continuation } else { but_last };
         self.prefill(prompt)?;
         let first = self
             .last_logits
@@ -369,9 +398,9 @@ impl LocalModel {
             prompt,
             &[],
         )?];
-        // The logits after each continuation token but the last score the next one. In
-        // chunks: a full-vocabulary row is 1 MiB for Gemma.
+        // In chunks: a full-vocabulary row is 1 MiB for Gemma.
         const CHUNK: usize = 16;
+        let mut end = None;
         for (i, chunk) in fed.chunks(CHUNK).enumerate() {
             let rows = match self.transformer.forward_each(chunk, &mut self.cache) {
                 Ok(rows) => rows,
@@ -380,19 +409,26 @@ impl LocalModel {
                     return Err(e.into());
                 }
             };
-            let next = &continuation[1 + i * CHUNK..];
-            for (logits, &token) in rows.iter().zip(next) {
+            for (k, logits) in rows.iter().enumerate() {
                 let at = out.len();
-                out.push(TokenScore::of(
-                    logits,
-                    token,
-                    spread,
-                    prompt,
-                    &continuation[..at],
-                )?);
+                match continuation.get(i * CHUNK + k + 1) {
+                    Some(&token) => out.push(TokenScore::of(
+                        logits,
+                        token,
+                        spread,
+                        prompt,
+                        &continuation[..at],
+                    )?),
+                    None => {
+                        end = self
+                            .likeliest_stop(logits)
+                            .map(|stop| TokenScore::of(logits, stop, spread, prompt, continuation))
+                            .transpose()?;
+                    }
+                }
             }
         }
-        Ok(out)
+        Ok((out, end))
     }
 
     /// Generates from prompt ids; `on_step` sees each step as it is made and may stop the
