@@ -574,6 +574,37 @@ async fn capabilities_of_a_plain_endpoint() {
 }
 
 #[tokio::test]
+async fn a_greedy_samplers_probabilities_are_not_log_probabilities() {
+    // llama.cpp's `post_sampling_probs` at temperature 0: the chosen token at probability
+    // one, every other alternative ruled out (null).
+    let server = FaultServer::start(|req, _| match req.path.as_str() {
+        "/v1/chat/completions" => {
+            let top = req.json()["top_logprobs"].as_u64().unwrap_or(0);
+            let alternatives: Vec<_> = (0..top)
+                .map(|i| {
+                    let lp = if i == 0 { json!(0.0) } else { json!(null) };
+                    json!({"token": format!("t{i}"), "logprob": lp})
+                })
+                .collect();
+            let reply = json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "t0"},
+                             "logprobs": {"content": [{"token": "t0", "logprob": 0.0, "top_logprobs": alternatives}]},
+                             "finish_reason": "length"}]
+            });
+            Reply::json(200, reply.to_string())
+        }
+        _ => Reply::json(404, r#"{"detail":"Not Found"}"#),
+    })
+    .await;
+    let caps = model(config(&server.base_url()))
+        .capabilities()
+        .await
+        .unwrap();
+    assert_eq!(caps.max_top_logprobs, 0, "{caps:?}");
+    assert!(caps.chat);
+}
+
+#[tokio::test]
 async fn capabilities_report_a_wrong_model_name() {
     let server = FaultServer::start(|_, _| {
         Reply::json(

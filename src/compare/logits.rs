@@ -57,12 +57,14 @@ impl TopK {
         TopK { entries: merged }
     }
 
-    /// The alternatives of a generated position; `None` when there are none.
+    /// The alternatives of a generated position; `None` when there are none. A token
+    /// listed at minus infinity (a server's "ruled out by the sampler", sent as null) is
+    /// left out: it says no more than its absence would, and one infinite difference
+    /// would swamp every mean.
     pub fn from_position(position: &TokenLogprobs) -> Option<TopK> {
-        if position.top.is_empty() {
-            return None;
-        }
-        Some(TopK::from_entries(position.top.iter().map(|t| {
+        let finite = || position.top.iter().filter(|t| t.logprob.is_finite());
+        finite().next()?;
+        Some(TopK::from_entries(finite().map(|t| {
             (token_key(&t.bytes, &t.token), f64::from(t.logprob))
         })))
     }

@@ -666,11 +666,34 @@ impl HttpModel {
                 continue;
             };
             // Accepted: the server may still give fewer alternatives than asked, or none.
-            caps.max_top_logprobs = response
+            let listed = response
                 .tokens
                 .first()
-                .map(|t| t.top.len().min(top))
+                .map(|t| {
+                    t.top
+                        .iter()
+                        .filter(|a| a.logprob.is_finite())
+                        .count()
+                        .min(top)
+                })
                 .unwrap_or(0);
+            // One certain token and every other ruled out, though more were asked for: the
+            // probabilities after a greedy sampler (llama.cpp's `post_sampling_probs`),
+            // which say which token came and nothing about the model's distribution.
+            let after_greedy = top >= 2
+                && listed == 1
+                && response.tokens.first().is_some_and(|t| {
+                    t.top
+                        .iter()
+                        .any(|a| a.logprob.is_finite() && a.logprob >= -1e-6)
+                });
+            if after_greedy {
+                tracing::warn!(
+                    endpoint = %self.describe(),
+                    "log-probabilities are a greedy sampler's (one token at probability 1): not used"
+                );
+            }
+            caps.max_top_logprobs = if after_greedy { 0 } else { listed };
             break;
         }
 

