@@ -308,6 +308,7 @@ pub fn compare_calibrated(
         suspect_samples: suspect.model.capabilities.ignores_temperature,
         sampled: sampled_fit.clone(),
         collisions: collisions.clone(),
+        controls: calibration.controls.len(),
         missing,
     };
     let mut outcome = verdict::decide(&inputs);

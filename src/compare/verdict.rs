@@ -221,6 +221,9 @@ pub struct VerdictInputs {
     /// the reference's expectation (`super::sampled`).
     pub sampled: Option<super::sampled::SampledFit>,
     pub collisions: Option<super::sampled::Collisions>,
+    /// How many control fingerprints the p-values were computed against (none: every
+    /// p-value comes from a pessimistic default null).
+    pub controls: usize,
     /// Why signals are missing, for an inconclusive verdict.
     pub missing: Vec<String>,
 }
@@ -470,6 +473,20 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                 "{seen}: the reference's own samples; and its answers are far closer to the reference than controls (Bonferroni p = {related:.2e}): the reference's weights, sampled"
             ));
             return positive(Verdict::Identical, related, reasons);
+        }
+        // Without controls, "no closer" is measured against pessimistic default nulls that
+        // a sampled copy does not beat (SmolLM2 at 0.7: p 0.15); calling that unrelated
+        // would let a copy off on missing calibration, not on evidence.
+        if own && inputs.controls == 0 {
+            reasons.push(format!(
+                "{seen}: as the reference's own samples would; whether its answers are closer to the reference than unrelated models' cannot be told without controls (Bonferroni p = {related:.2} against default nulls): add control fingerprints"
+            ));
+            return VerdictOutcome {
+                verdict: Verdict::Inconclusive,
+                confidence: 0.0,
+                p_value: Some(related),
+                reasons,
+            };
         }
         reasons.push(if own {
             format!("{seen}: as the reference's own samples would, but its answers are no closer to the reference than controls (Bonferroni p = {related:.2})")
@@ -827,6 +844,7 @@ mod tests {
             suspect_samples: false,
             sampled: None,
             collisions: None,
+            controls: 20,
             missing: Vec::new(),
         }
     }
@@ -1098,6 +1116,12 @@ mod tests {
         // The reference's samples but no closer than controls on text: not a copy.
         i.collisions = Some(agree(0.5));
         i.text = vec![("style".into(), 0.4), ("contrast".into(), 0.3)];
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+        // The same without any controls: "no closer" was never measured, so it cannot
+        // clear the suspect; other models' samples still do not fit.
+        i.controls = 0;
+        assert_eq!(decide(&i).verdict, Verdict::Inconclusive);
+        i.collisions = Some(agree(6.0));
         assert_eq!(decide(&i).verdict, Verdict::Unrelated);
     }
 
