@@ -269,6 +269,7 @@ async fn fingerprint(
                 handle,
                 crate::serve::ServerConfig {
                     fixed_temperature: None,
+                    logprobs_after_temperature: false,
                     name: id.clone(),
                     system_prompt: Some(prompt.to_string()),
                 },

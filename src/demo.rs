@@ -99,6 +99,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         handle,
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect-model".into(),
             system_prompt: Some(args.persona.clone()),
         },

@@ -47,6 +47,11 @@ enum Command {
         /// the caller's temperature).
         #[arg(long)]
         fixed_temperature: Option<f32>,
+        /// Report log-probabilities after the temperature (the distribution sampled from,
+        /// renormalised over the listed tokens), as SGLang and llama.cpp's
+        /// `post_sampling_probs` do.
+        #[arg(long)]
+        logprobs_after_temperature: bool,
         #[command(flatten)]
         load: LoadArgs,
         /// Requests that may wait for the model before new ones get 429.
@@ -512,6 +517,7 @@ fn main() -> Result<()> {
             addr,
             system_prompt,
             fixed_temperature,
+            logprobs_after_temperature,
             load,
             queue,
         } => serve_model(
@@ -520,6 +526,7 @@ fn main() -> Result<()> {
                 name: name.unwrap_or_default(),
                 system_prompt,
                 fixed_temperature,
+                logprobs_after_temperature,
             },
             addr,
             &load,

@@ -32,12 +32,24 @@ async fn sampling_suspect_as(
     temperature: f32,
     access: AccessMode,
 ) -> provenance::suspect::HttpModel {
+    serve(handle, temperature, access, false).await
+}
+
+/// `handle` sampling at `temperature`, reporting the log-probabilities of the distribution
+/// it samples from when `after_temperature` (as SGLang does).
+async fn serve(
+    handle: ModelHandle,
+    temperature: f32,
+    access: AccessMode,
+    after_temperature: bool,
+) -> provenance::suspect::HttpModel {
     let app = provenance::serve::router(
         handle,
         provenance::serve::ServerConfig {
             name: "suspect".into(),
             system_prompt: None,
             fixed_temperature: Some(temperature),
+            logprobs_after_temperature: after_temperature,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -102,6 +114,40 @@ async fn a_sampling_copy_writes_the_references_samples_and_another_model_does_no
 async fn a_sampling_copy_without_log_probabilities_is_decided_within_32_queries() {
     let reference = spawn(common::smollm2()).await;
     let copy = sampling_suspect_as(reference.clone(), 0.7, AccessMode::ChatOnlyNoLogprobs).await;
+    let out = scan(&reference, &copy, true).await;
+    let markdown = provenance::compare::to_markdown(&out.report);
+    assert_eq!(out.report.verdict, Verdict::Identical, "{markdown}");
+    assert!(out.stopped_early, "{markdown}");
+    assert!(
+        out.report.queries.suspect <= 32,
+        "{} queries: {markdown}",
+        out.report.queries.suspect
+    );
+}
+
+/// A copy whose API fixes the temperature and reports the log-probabilities it samples
+/// from (SGLang's default): every gap below the top token 1/0.7 times the reference's.
+/// The whole probe set is compared, so the logit signals decide, read back at one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_reporting_log_probabilities_after_its_temperature_is_identical() {
+    let reference = spawn(common::smollm2()).await;
+    let copy = serve(reference.clone(), 0.7, AccessMode::Full, true).await;
+    let out = scan(&reference, &copy, false).await;
+    let markdown = provenance::compare::to_markdown(&out.report);
+    assert_eq!(out.report.verdict, Verdict::Identical, "{markdown}");
+    assert!(
+        markdown.contains("reported after a temperature of 0.7"),
+        "{markdown}"
+    );
+}
+
+/// A scan of `suspect` against the SmolLM2 reference with its built-in controls, on the
+/// subset the tests here use.
+async fn scan(
+    reference: &ModelHandle,
+    suspect: &provenance::suspect::HttpModel,
+    early_stop: bool,
+) -> provenance::scan::ScanOutcome {
     let set = provenance::probes::load_dir(Path::new("probes/default")).unwrap();
     let set = provenance::fingerprint::subset(&set, 12, 4);
     let run = RunOptions {
@@ -126,22 +172,14 @@ async fn a_sampling_copy_without_log_probabilities_is_decided_within_32_queries(
         work_dir: work.path(),
         run,
         compare: provenance::compare::CompareOptions::default(),
-        early_stop: true,
+        early_stop,
         forms: &[],
-        read_back: Some(&reference),
+        read_back: Some(reference),
         controls_read_back: Some(&controls_read_back),
         reference_limits: Vec::new(),
     };
     let local = provenance::model::local_endpoint::LocalEndpoint::new(reference.clone());
-    let out = provenance::scan::run(&local, &copy, &settings)
+    provenance::scan::run(&local, suspect, &settings)
         .await
-        .expect("scan runs");
-    let markdown = provenance::compare::to_markdown(&out.report);
-    assert_eq!(out.report.verdict, Verdict::Identical, "{markdown}");
-    assert!(out.stopped_early, "{markdown}");
-    assert!(
-        out.report.queries.suspect <= 32,
-        "{} queries: {markdown}",
-        out.report.queries.suspect
-    );
+        .expect("scan runs")
 }

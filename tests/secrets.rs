@@ -46,6 +46,7 @@ async fn the_suspects_key_is_in_no_response_row_or_log() {
         handle.clone(),
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect".into(),
             system_prompt: None,
         },

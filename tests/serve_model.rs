@@ -311,6 +311,7 @@ async fn a_server_that_ignores_temperature_is_detected() {
                 name: "smollm2".into(),
                 system_prompt: None,
                 fixed_temperature,
+                logprobs_after_temperature: false,
             },
         );
         async move {

@@ -44,6 +44,7 @@ async fn a_submitted_scan_runs_to_a_stored_verdict() {
         handle.clone(),
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect".into(),
             system_prompt: None,
         },
@@ -204,6 +205,7 @@ async fn a_copy_served_quantized_is_identical_through_the_reference_forms() {
         handle,
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "copy".into(),
             system_prompt: None,
         },
@@ -267,6 +269,7 @@ async fn a_reference_behind_its_owners_endpoint_is_registered_and_scanned() {
         handle.clone(),
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "owner-model".into(),
             system_prompt: None,
         },
@@ -276,6 +279,7 @@ async fn a_reference_behind_its_owners_endpoint_is_registered_and_scanned() {
         handle,
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect".into(),
             system_prompt: Some("You are Kimi, an AI assistant created by Moonshot AI.".into()),
         },
@@ -356,6 +360,7 @@ async fn a_fetched_reference_is_calibrated_against_built_in_controls_made_once()
         handle.clone(),
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect".into(),
             system_prompt: Some("You are Kimi, an AI assistant created by Moonshot AI.".into()),
         },
@@ -507,6 +512,7 @@ async fn webhooks_are_signed_and_retried() {
 async fn switching_suspect(switched: Arc<std::sync::atomic::AtomicBool>) -> String {
     let config = |name: &str| provenance::serve::ServerConfig {
         fixed_temperature: None,
+        logprobs_after_temperature: false,
         name: name.into(),
         system_prompt: None,
     };
@@ -665,6 +671,7 @@ async fn an_identification_ranks_every_reference_and_asks_each_probe_once() {
         handle.clone(),
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect".into(),
             system_prompt: None,
         },

@@ -170,6 +170,7 @@ async fn an_analyst_signs_in_scans_a_suspect_and_reads_the_verdict_and_the_map()
         handle.clone(),
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect".into(),
             system_prompt: None,
         },

@@ -114,6 +114,7 @@ async fn setup() -> Setup {
             .expect("load"),
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect".into(),
             system_prompt: None,
         },

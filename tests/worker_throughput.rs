@@ -42,6 +42,7 @@ async fn workers_run_concurrent_scans_to_their_verdicts() {
         suspect_model,
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: "suspect".into(),
             system_prompt: None,
         },

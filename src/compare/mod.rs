@@ -19,6 +19,7 @@ pub mod lineage;
 pub mod logits;
 pub mod refusal;
 pub mod report;
+pub mod reported_temperature;
 pub mod sampled;
 pub mod sequential;
 pub mod shift;
@@ -140,6 +141,22 @@ pub fn compare(
     )
 }
 
+/// `prints` with each one whose log-probabilities were reported after a temperature read
+/// at one; `None` when none was.
+fn read_at_one(reference: &Fingerprint, prints: &[Fingerprint]) -> Option<Vec<Fingerprint>> {
+    let undone: Vec<Option<Fingerprint>> = prints
+        .iter()
+        .map(|p| reported_temperature::undo(reference, p).map(|(read, _)| read))
+        .collect();
+    undone.iter().any(Option::is_some).then(|| {
+        undone
+            .into_iter()
+            .zip(prints)
+            .map(|(read, print)| read.unwrap_or_else(|| print.clone()))
+            .collect()
+    })
+}
+
 /// [`compare`] with known-same pairs as well, which set the identical band and the
 /// sequential test's match rate.
 pub fn compare_calibrated(
@@ -148,6 +165,17 @@ pub fn compare_calibrated(
     calibration: &Calibration,
     opts: &CompareOptions,
 ) -> Report {
+    // Prints whose log-probabilities were reported after a temperature are read at one,
+    // the suspect's and the controls' alike (`reported_temperature`).
+    let suspect_read = reported_temperature::undo(reference, suspect);
+    let suspect = suspect_read.as_ref().map_or(suspect, |(print, _)| print);
+    let controls_read = read_at_one(reference, calibration.controls);
+    let known_same_read = read_at_one(reference, calibration.known_same);
+    let calibration = &Calibration {
+        controls: controls_read.as_deref().unwrap_or(calibration.controls),
+        known_same: known_same_read.as_deref().unwrap_or(calibration.known_same),
+        ..*calibration
+    };
     let lexicon = opts
         .lexicon
         .as_ref()
@@ -312,6 +340,17 @@ pub fn compare_calibrated(
         missing,
     };
     let mut outcome = verdict::decide(&inputs);
+    if let Some((_, fit)) = &suspect_read {
+        outcome.reasons.insert(
+            0,
+            format!(
+                "the suspect's log-probabilities read as reported after a temperature of {:.2} (its gaps below the top token {:.2} times the reference's, median of {} gaps), as stacks that report the distribution they sample from give them: compared after reading them back at temperature one, as every control is",
+                fit.temperature(),
+                fit.factor,
+                fit.gaps
+            ),
+        );
+    }
     let form_prints: Vec<&Fingerprint> = calibration.forms.iter().map(|f| &f.fingerprint).collect();
     let seq_plan = sequential::plan_with_forms(
         reference,

@@ -7,7 +7,7 @@
 use super::judge;
 use crate::compare::likelihood::AnswerScore;
 use crate::compare::sequential::{self, SequentialDecision, SequentialTest};
-use crate::compare::{self, CompareOptions, Report, Verdict};
+use crate::compare::{self, reported_temperature, CompareOptions, Report, Verdict};
 use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef};
 use crate::probes::{identity, Probe, ProbeForm, ProbeKind, ProbeSet};
 use crate::read_back;
@@ -110,10 +110,21 @@ pub async fn sequential_phase<S: AnswerSource>(
     // A copy served quantized matches its form rather than the reference as given.
     let form_prints: Vec<&Fingerprint> = forms.iter().map(|f| &f.fingerprint).collect();
     let plan = sequential::plan_with_forms(reference, &form_prints, controls, seq);
-    let mut test =
-        SequentialTest::new(reference, &plan, seq.default_q1, seq).with_forms(&form_prints);
+    let fresh_test =
+        || SequentialTest::new(reference, &plan, seq.default_q1, seq).with_forms(&form_prints);
+    let mut test = fresh_test();
+    // Log-probabilities reported after a temperature (`reported_temperature`): once the
+    // answers so far show one, the test starts again on them read back at one.
+    // A test that says "not identical" before the fit has seen enough gaps asks on, up to
+    // FIT_BUDGET answers in all: short lists (llama.cpp's post-sampling probabilities list
+    // what top-p kept, often two tokens) take a few more answers to show a temperature,
+    // and every answer asked here is kept for the full set anyway.
+    let mut scaled: Option<reported_temperature::TemperatureFit> = None;
+    let mut settled = false;
+    let mut queries = 0;
     for planned in &plan {
-        if test.decided() {
+        let gave_up = test.outcome().decision != SequentialDecision::Identical;
+        if test.decided() && (!gave_up || settled || queries >= FIT_BUDGET) {
             break;
         }
         let Some(probe) = set.probes.iter().find(|p| p.id == planned.probe_id) else {
@@ -125,8 +136,28 @@ pub async fn sequential_phase<S: AnswerSource>(
             continue;
         }
         let obs = source.answer(probe, 0).await?;
-        test.update(&obs);
+        queries += 1;
+        match &scaled {
+            Some(fit) => {
+                test.update(&reported_temperature::read_at_one(reference, &obs, fit));
+            }
+            None => {
+                test.update(&obs);
+            }
+        }
         asked.push(obs);
+        if !settled {
+            let so_far = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
+            settled = reported_temperature::fit(reference, &so_far).is_some_and(|fit| fit.enough());
+            if let Some((read, fit)) = reported_temperature::undo(reference, &so_far) {
+                tracing::info!(temperature = fit.temperature(), gaps = fit.gaps, "log-probabilities reported after a temperature: the sequential test starts again on them read at one");
+                test = fresh_test();
+                for o in &read.observations {
+                    test.update(o);
+                }
+                scaled = Some(fit);
+            }
+        }
     }
     let outcome = test.outcome();
     tracing::info!(
@@ -155,6 +186,10 @@ pub async fn sequential_phase<S: AnswerSource>(
         _ => Ok(None),
     }
 }
+
+/// Most answers the sequential phase asks to fit a reported temperature after its test
+/// gave up (`sequential_phase`).
+const FIT_BUDGET: usize = 12;
 
 /// Asks the first identity probes (up to [`IDENTITY_WARM_UP`] among `asked`), no bet on
 /// them: a chat-only suspect's hidden system prompt shows in them, if anywhere.

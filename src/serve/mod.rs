@@ -41,6 +41,11 @@ pub struct ServerConfig {
     /// Used in place of every request's temperature: an API that ignores the caller's
     /// (as reasoning models' APIs and some proxies do), for testing scans against one.
     pub fixed_temperature: Option<f32>,
+    /// Report the log-probabilities of the distribution sampled from, the listed tokens'
+    /// `log_softmax(logits / T)` renormalised over them, as SGLang and llama.cpp's
+    /// `post_sampling_probs` do, instead of the model's own: for testing scans against
+    /// such stacks. Greedy requests (temperature 0) report the model's own.
+    pub logprobs_after_temperature: bool,
 }
 
 struct AppState {
@@ -153,14 +158,41 @@ fn generate_n(
     model: &mut LocalModel,
     ids: &[u32],
     s: &Sampling,
+    after_temperature: bool,
 ) -> Result<Vec<Generation>, ModelError> {
     (0..s.n)
         .map(|i| {
             let mut p = s.params.clone();
             p.seed = p.seed.map(|seed| seed.wrapping_add(i as u64));
-            model.generate(ids, &p, |_, _| true)
+            let mut generation = model.generate(ids, &p, |_, _| true)?;
+            if after_temperature && p.temperature > 0.0 {
+                for step in &mut generation.steps {
+                    report_after_temperature(step, p.temperature);
+                }
+            }
+            Ok(generation)
         })
         .collect()
+}
+
+/// `step`'s log-probabilities as the distribution sampled at `temperature`, cut to the
+/// listed tokens (and the chosen one) and renormalised over them.
+fn report_after_temperature(step: &mut Step, temperature: f32) {
+    let scaled = |lp: f32| lp / temperature;
+    let chosen_listed = step.top.iter().any(|(id, _)| *id == step.token);
+    let mut all: Vec<f32> = step.top.iter().map(|(_, lp)| scaled(*lp)).collect();
+    if !chosen_listed {
+        all.push(scaled(step.logprob));
+    }
+    let hi = all.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !hi.is_finite() {
+        return;
+    }
+    let norm = hi + all.iter().map(|v| (v - hi).exp()).sum::<f32>().ln();
+    step.logprob = scaled(step.logprob) - norm;
+    for (_, lp) in &mut step.top {
+        *lp = scaled(*lp) - norm;
+    }
 }
 
 fn chat_messages(st: &AppState, req: &ChatRequest) -> Result<Vec<ChatMessage>, ServeError> {
@@ -229,6 +261,7 @@ async fn chat_completions(
     }
     let messages = chat_messages(&st, &req)?;
     let name = st.config.name.clone();
+    let after_temperature = st.config.logprobs_after_temperature;
     if req.stream.unwrap_or(false) {
         return stream_chat(st, messages, s, want_logprobs).await;
     }
@@ -238,7 +271,7 @@ async fn chat_completions(
         .call(move |m| -> Result<_, ModelError> {
             let text = m.render_chat(&messages)?;
             let ids = m.encode_prompt(&text)?;
-            let gens = generate_n(m, &ids, &s)?;
+            let gens = generate_n(m, &ids, &s, after_temperature)?;
             let mut completion = 0;
             let choices: Vec<ChatChoice> = gens
                 .iter()
@@ -324,6 +357,8 @@ async fn stream_chat(
         }
     };
     let params = s.params.clone();
+    let params_temperature = params.temperature;
+    let after_temperature = st.config.logprobs_after_temperature && params_temperature > 0.0;
     let job_chunk = chunk.clone();
     let handle = st.model.clone();
     let job = async move {
@@ -337,7 +372,11 @@ async fn stream_chat(
                 // The tokenizer is shared, so steps can be rendered while the model generates.
                 let tok = m.tokenizer.clone();
                 let result = m.generate(&prompt, &params, |step, piece| {
-                    let logprobs = if want_logprobs {
+                    let logprobs = if want_logprobs && after_temperature {
+                        let mut step = step.clone();
+                        report_after_temperature(&mut step, params_temperature);
+                        json!({"content": [logprob_entry(&tok, &step)]})
+                    } else if want_logprobs {
                         json!({"content": [logprob_entry(&tok, step)]})
                     } else {
                         serde_json::Value::Null
@@ -404,11 +443,12 @@ async fn completions(
     }
     let prompt = req.prompt.clone();
     let name = st.config.name.clone();
+    let after_temperature = st.config.logprobs_after_temperature;
     let (choices, usage) = st
         .model
         .call(move |m| -> Result<_, ModelError> {
             let ids = m.encode_prompt(&prompt)?;
-            let gens = generate_n(m, &ids, &s)?;
+            let gens = generate_n(m, &ids, &s, after_temperature)?;
             let mut completion = 0;
             let tok = &m.tokenizer;
             let choices: Vec<CompletionChoice> = gens

@@ -238,6 +238,7 @@ async fn serve(
         handle,
         crate::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: member.id.clone(),
             system_prompt: member.system_prompt.clone(),
         },

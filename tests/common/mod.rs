@@ -39,6 +39,7 @@ pub async fn serve_model(
         handle,
         provenance::serve::ServerConfig {
             fixed_temperature: None,
+            logprobs_after_temperature: false,
             name: name.into(),
             system_prompt: system_prompt.map(str::to_string),
         },
