@@ -3,7 +3,7 @@
 //!
 //! The suspect's answers are kept in one cache shared by every reference, so a probe is
 //! asked once whichever reference wants it. First each reference's sequential test runs
-//! (the scan's own `sequential_phase`) on the answers; when one says `identical`, the
+//! (the scan's own `early_stop`) on the answers; when one says `identical`, the
 //! others are judged on the answers asked so far and no more are asked. Otherwise the
 //! suspect answers the whole probe set and every reference gets the full comparison.
 //! Open set: when no reference comes out identical, derived or distilled, the answer is
@@ -20,7 +20,7 @@ use crate::fingerprint::{
     self, Fingerprint, FingerprintError, ModelDescription, Observation, ProbeSetRef, RunOptions,
 };
 use crate::probes::{Probe, ProbeSet};
-use crate::scan::{judge, sequential_phase, Against, AnswerSource};
+use crate::scan::{early_stop, judge, Against, AnswerSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentifyError {
@@ -346,7 +346,7 @@ async fn identify_from(
     };
     let mut decided: Option<(usize, Report)> = None;
     for i in 0..library.references.len() {
-        let early = sequential_phase(
+        let early = early_stop(
             against(i),
             set,
             description.clone(),

@@ -10,12 +10,14 @@
 //! runs on the blocking pool ([`judge`]), never on the runtime that serves HTTP and
 //! renews leases.
 
+mod early_stop;
 pub mod files;
 mod sampled_phase;
 pub mod sequential_phase;
 
+pub use early_stop::early_stop;
 pub use files::{fingerprint_to, run, ScanError, ScanSettings};
-pub use sequential_phase::{sequential_phase, Against, AnswerSource, TextEarlyStop};
+pub use sequential_phase::{Against, AnswerSource, TextEarlyStop};
 
 use crate::compare::likelihood::AnswerScore;
 use crate::compare::{self, CompareOptions, Likelihoods, QuantizedForm, Report};
@@ -143,7 +145,7 @@ pub async fn pipeline<S: ScanStore>(
             }),
             _ => None,
         };
-        let early = sequential_phase(
+        let early = early_stop(
             against,
             scan.probes,
             suspect.clone(),

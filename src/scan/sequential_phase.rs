@@ -49,18 +49,6 @@ pub async fn sequential_phase<S: AnswerSource>(
     } = against;
     if suspect.capabilities.max_top_logprobs == 0 {
         return match text {
-            Some(text) if suspect.capabilities.ignores_temperature => {
-                super::sampled_phase::sampled_phase(
-                    against,
-                    set,
-                    suspect,
-                    opts,
-                    source,
-                    text,
-                    Vec::new(),
-                )
-                .await
-            }
             Some(text) => {
                 text_sequential_phase(against, set, suspect, opts, source, text, Vec::new()).await
             }

@@ -460,7 +460,7 @@ pub async fn run(
 }
 
 /// Suspect queries after which a live scan of `print`'s model would have stopped on text
-/// (`crate::scan::sequential_phase`, the same code, answered from the print instead of the
+/// (`crate::scan::early_stop`, the same code, answered from the print instead of the
 /// network); `None` where it would have asked the whole set.
 async fn text_early_stop(
     against: Against<'_>,
@@ -470,7 +470,7 @@ async fn text_early_stop(
     opts: &CompareOptions,
 ) -> Option<usize> {
     let mut source = PrintSource { print };
-    let early = crate::scan::sequential_phase(
+    let early = crate::scan::early_stop(
         against,
         set,
         print.model.clone(),
