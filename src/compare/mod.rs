@@ -143,7 +143,7 @@ pub fn compare(
 
 /// `prints` with each one whose log-probabilities were reported after a temperature read
 /// at one; `None` when none was.
-fn read_at_one(reference: &Fingerprint, prints: &[Fingerprint]) -> Option<Vec<Fingerprint>> {
+fn prints_read_at_one(reference: &Fingerprint, prints: &[Fingerprint]) -> Option<Vec<Fingerprint>> {
     let undone: Vec<Option<Fingerprint>> = prints
         .iter()
         .map(|p| reported_temperature::undo(reference, p).map(|(read, _)| read))
@@ -169,8 +169,8 @@ pub fn compare_calibrated(
     // the suspect's and the controls' alike (`reported_temperature`).
     let suspect_read = reported_temperature::undo(reference, suspect);
     let suspect = suspect_read.as_ref().map_or(suspect, |(print, _)| print);
-    let controls_read = read_at_one(reference, calibration.controls);
-    let known_same_read = read_at_one(reference, calibration.known_same);
+    let controls_read = prints_read_at_one(reference, calibration.controls);
+    let known_same_read = prints_read_at_one(reference, calibration.known_same);
     let calibration = &Calibration {
         controls: controls_read.as_deref().unwrap_or(calibration.controls),
         known_same: known_same_read.as_deref().unwrap_or(calibration.known_same),
