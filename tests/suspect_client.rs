@@ -605,6 +605,47 @@ async fn a_greedy_samplers_probabilities_are_not_log_probabilities() {
 }
 
 #[tokio::test]
+async fn lists_cut_by_a_sampler_do_not_cap_the_top_logprobs_asked() {
+    // llama.cpp's `post_sampling_probs` behind a temperature with top-p: each position lists
+    // what the sampler kept, two tokens here and four there, whatever was asked.
+    let server = FaultServer::start(|req, _| match req.path.as_str() {
+        "/v1/chat/completions" => {
+            let body = req.json();
+            let top = body["top_logprobs"].as_u64().unwrap_or(0) as usize;
+            let positions = body["max_tokens"].as_u64().unwrap_or(1) as usize;
+            let content: Vec<_> = (0..positions)
+                .map(|p| {
+                    let kept = [2, 4, 1, 3][p % 4];
+                    let alternatives: Vec<_> = (0..top)
+                        .map(|i| {
+                            let lp = if i < kept {
+                                json!(-(i as f64) - 0.2)
+                            } else {
+                                json!(null)
+                            };
+                            json!({"token": format!("t{i}"), "logprob": lp})
+                        })
+                        .collect();
+                    json!({"token": "t0", "logprob": -0.2, "top_logprobs": alternatives})
+                })
+                .collect();
+            let reply = json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "t0"},
+                             "logprobs": {"content": content}, "finish_reason": "length"}]
+            });
+            Reply::json(200, reply.to_string())
+        }
+        _ => Reply::json(404, r#"{"detail":"Not Found"}"#),
+    })
+    .await;
+    let caps = model(config(&server.base_url()))
+        .capabilities()
+        .await
+        .unwrap();
+    assert_eq!(caps.max_top_logprobs, 20, "{caps:?}");
+}
+
+#[tokio::test]
 async fn capabilities_report_a_wrong_model_name() {
     let server = FaultServer::start(|_, _| {
         Reply::json(

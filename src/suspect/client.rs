@@ -216,6 +216,7 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// Top-k sizes tried when detecting log-probability support, largest first.
 const TOP_LOGPROBS_LADDER: [usize; 4] = [20, 10, 5, 1];
+const LADDER_PING_TOKENS: usize = 4;
 
 /// A suspect model behind an OpenAI-compatible API.
 pub struct HttpModel {
@@ -658,17 +659,19 @@ impl HttpModel {
             &[]
         };
         for &top in ladder {
+            // A few positions: one list alone cannot tell a server's cap from a sampler's cut.
             let request = ProbeRequest {
                 top_logprobs: top,
+                max_tokens: LADDER_PING_TOKENS,
                 ..form.clone()
             };
             let Some(response) = self.probe(&request).await? else {
                 continue;
             };
             // Accepted: the server may still give fewer alternatives than asked, or none.
-            let listed = response
+            let lengths: Vec<usize> = response
                 .tokens
-                .first()
+                .iter()
                 .map(|t| {
                     t.top
                         .iter()
@@ -676,17 +679,27 @@ impl HttpModel {
                         .count()
                         .min(top)
                 })
-                .unwrap_or(0);
-            // One certain token and every other ruled out, though more were asked for: the
-            // probabilities after a greedy sampler (llama.cpp's `post_sampling_probs`),
-            // which say which token came and nothing about the model's distribution.
+                .collect();
+            let longest = lengths.iter().copied().max().unwrap_or(0);
+            // One certain token and every other ruled out at each position, though more were
+            // asked for: the probabilities after a greedy sampler (llama.cpp's
+            // `post_sampling_probs`), which say which token came and nothing about the
+            // model's distribution.
             let after_greedy = top >= 2
-                && listed == 1
-                && response.tokens.first().is_some_and(|t| {
+                && longest == 1
+                && response.tokens.iter().all(|t| {
                     t.top
                         .iter()
                         .any(|a| a.logprob.is_finite() && a.logprob >= -1e-6)
                 });
+            // Lists of one length are the server's cap (or all that was asked); lists whose
+            // length varies are what a sampler kept at each position (top-p, min-p after a
+            // temperature), so the server takes `top` and a later position may list more.
+            let listed = if lengths.windows(2).all(|w| w[0] == w[1]) {
+                longest
+            } else {
+                top
+            };
             if after_greedy {
                 tracing::warn!(
                     endpoint = %self.describe(),
