@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use provenance::endpoint::ModelEndpoint;
+use provenance::model::kv_cache_type::KvCacheType;
 use provenance::model::{LoadOptions, ModelHandle, Requantize};
 
 mod demo;
@@ -398,6 +399,19 @@ struct LoadArgs {
     /// Context window served (tokens).
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
+    /// How the KV cache is stored: f32, or q8_0 / q4_0 to round keys and values as a
+    /// server's quantized cache does (llama.cpp's --cache-type-k/-v).
+    #[arg(long, default_value = "f32", value_parser = parse_kv_cache)]
+    kv_cache: KvCacheType,
+}
+
+fn parse_kv_cache(s: &str) -> Result<KvCacheType, String> {
+    KvCacheType::parse(s).ok_or_else(|| {
+        format!(
+            "unknown KV cache type `{s}` (one of {})",
+            KvCacheType::NAMES.join(", ")
+        )
+    })
 }
 
 impl LoadArgs {
@@ -405,6 +419,7 @@ impl LoadArgs {
         LoadOptions {
             requantize: self.requantize,
             max_context: self.ctx,
+            kv_cache: self.kv_cache,
         }
     }
 }

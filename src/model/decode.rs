@@ -263,6 +263,7 @@ fn run_on_pool(
             rope(qi, hd, pos + i, table, cfg.rope_interleaved);
             rope(ki, hd, pos + i, table, cfg.rope_interleaved);
         }
+        cfg.kv_cache.before_attention(&mut q, &mut k, &mut v, hd);
         let cache = &mut kv[li];
         cache.k.extend_from_slice(&k);
         cache.v.extend_from_slice(&v);
@@ -302,6 +303,7 @@ fn run_on_pool(
                 }
             }
         });
+        cfg.kv_cache.after_attention(&mut att, hd);
         let mut o = l.wo.matmul_rows(&att, m);
         if let Some(n) = &l.post_attn_norm {
             o = norm_rows(&o, n, hidden);

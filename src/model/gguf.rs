@@ -256,6 +256,7 @@ impl GgufFile {
                 .then(|| self.f32("gemma2.final_logit_softcapping").unwrap_or(30.0)),
             context_length: trained_ctx.min(max_context),
             vocab_size,
+            kv_cache: Default::default(),
         })
     }
 

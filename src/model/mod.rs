@@ -5,6 +5,7 @@ pub mod allowed;
 pub mod chat;
 mod decode;
 pub mod gguf;
+pub mod kv_cache_type;
 pub mod llama_quant;
 pub mod local_endpoint;
 mod parallel;
@@ -76,6 +77,8 @@ pub struct LoadOptions {
     /// Positions served (RoPE tables and the KV cache are sized to this, not to the
     /// model's trained maximum).
     pub max_context: usize,
+    /// How the KV cache is stored: f32 (ours), or rounded as a server's quantized cache is.
+    pub kv_cache: kv_cache_type::KvCacheType,
 }
 
 impl Default for LoadOptions {
@@ -83,6 +86,7 @@ impl Default for LoadOptions {
         Self {
             requantize: Requantize::Auto,
             max_context: 4096,
+            kv_cache: kv_cache_type::KvCacheType::F32,
         }
     }
 }
@@ -208,7 +212,15 @@ impl LocalModel {
 
     fn load_gguf(path: &std::path::Path, opts: &LoadOptions) -> Result<Self, ModelError> {
         let mut g = gguf::GgufFile::open(path)?;
-        let config = g.config(opts.max_context)?;
+        let mut config = g.config(opts.max_context)?;
+        config.kv_cache = opts.kv_cache;
+        if !opts.kv_cache.fits(config.head_dim) {
+            return Err(ModelError::Unsupported(format!(
+                "a {} KV cache needs heads of whole 32-value blocks; this model's have {} values",
+                opts.kv_cache.name(),
+                config.head_dim
+            )));
+        }
         let tokenizer = Tokenizer::from_gguf(&g)?;
         let arch = g.architecture().unwrap_or_default();
         let piece = |id: Option<u32>| {

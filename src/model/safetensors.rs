@@ -136,7 +136,15 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         final_softcap: None,
         context_length: hf.max_position_embeddings.min(opts.max_context),
         vocab_size: hf.vocab_size,
+        kv_cache: opts.kv_cache,
     };
+    if !opts.kv_cache.fits(head_dim) {
+        return Err(ModelError::Unsupported(format!(
+            "a {} KV cache needs heads of whole 32-value blocks; this model's have {} values",
+            opts.kv_cache.name(),
+            head_dim
+        )));
+    }
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| ModelError::Io {
             path: dir.to_path_buf(),

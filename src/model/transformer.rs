@@ -16,6 +16,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::decode::{self, FastWeights, LayerKv, RopeTable};
+use super::kv_cache_type::KvCacheType;
 pub use super::weights::{Config, Family, Layer, Linear, Weights};
 
 struct Rope {
@@ -323,7 +324,7 @@ impl Transformer {
         let v = v.transpose(1, 2)?.contiguous()?;
         let cos = rope.cos.narrow(0, offset, seq)?;
         let sin = rope.sin.narrow(0, offset, seq)?;
-        let (q, k) = if cfg.rope_interleaved {
+        let (mut q, k) = if cfg.rope_interleaved {
             (
                 candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
                 candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
@@ -344,8 +345,15 @@ impl Transformer {
                     .flatten_all()?
                     .to_vec1::<f32>()
             };
-            cache.k.extend(rows(&k)?);
-            cache.v.extend(rows(&v)?);
+            let (mut k, mut v) = (rows(&k)?, rows(&v)?);
+            if cfg.kv_cache != KvCacheType::F32 {
+                let mut data = q.flatten_all()?.to_vec1::<f32>()?;
+                cfg.kv_cache
+                    .before_attention(&mut data, &mut k, &mut v, cfg.head_dim);
+                q = Tensor::from_vec(data, q.shape(), &self.device)?;
+            }
+            cache.k.extend(k);
+            cache.v.extend(v);
             let total = offset + seq;
             let view = |data: &[f32]| -> candle_core::Result<Tensor> {
                 Tensor::from_slice(data, (total, cfg.n_kv_heads, cfg.head_dim), &self.device)?
@@ -367,7 +375,12 @@ impl Transformer {
             att = att.broadcast_add(m)?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let out = att.matmul(&v.contiguous()?)?;
+        let mut out = att.matmul(&v.contiguous()?)?;
+        if cfg.kv_cache != KvCacheType::F32 {
+            let mut data = out.flatten_all()?.to_vec1::<f32>()?;
+            cfg.kv_cache.after_attention(&mut data, cfg.head_dim);
+            out = Tensor::from_vec(data, out.shape(), &self.device)?;
+        }
         let out = out
             .transpose(1, 2)?
             .reshape((b, seq, cfg.n_heads * cfg.head_dim))?;

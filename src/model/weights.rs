@@ -84,6 +84,8 @@ pub struct Config {
     pub final_softcap: Option<f32>,
     pub context_length: usize,
     pub vocab_size: usize,
+    /// How keys and values are stored (a serving setting, not the file's).
+    pub kv_cache: super::kv_cache_type::KvCacheType,
 }
 
 impl Config {
