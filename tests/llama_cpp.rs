@@ -172,3 +172,81 @@ async fn a_copy_in_llama_cpps_fallback_format_with_a_penalty_reads_as_the_refere
     // Below the copy band on chat answers (95%, `CompareOptions`): not read as a copy.
     assert!(other < 0.95, "another model read at {:.1}%", other * 100.0);
 }
+
+/// Fingerprints `endpoint` on `set`'s probes.
+async fn print_of(
+    set: &provenance::probes::ProbeSet,
+    endpoint: &dyn provenance::endpoint::ModelEndpoint,
+) -> provenance::fingerprint::Fingerprint {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = provenance::fingerprint::ObservationLog::open(&dir.path().join("print.jsonl"))
+        .expect("log");
+    let opts = provenance::fingerprint::RunOptions {
+        progress: false,
+        ..Default::default()
+    };
+    provenance::fingerprint::run(set, endpoint, &opts, &mut log)
+        .await
+        .expect("fingerprint")
+}
+
+/// llama-server with a 4-bit KV cache (`-ctk q4_0 -ctv q4_0`, memory an operator saves)
+/// moves a copy's log-probabilities outside the identical band, yet its differences
+/// change sign from probe to probe instead of repeating token by token as changed
+/// weights' do: what `compare::verdict` reads as the same weights through coarser
+/// arithmetic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_behind_a_four_bit_kv_cache_differs_without_repeating() {
+    let bin = llama_cpp();
+    let set = provenance::probes::load_dir(Path::new("probes/default")).expect("probes");
+    let set = provenance::fingerprint::subset_with_logits(&set, 0, 64, 1);
+    let reference = provenance::model::ModelHandle::spawn(
+        common::smollm2().to_str().expect("path"),
+        &provenance::model::LoadOptions::default(),
+        64,
+    )
+    .expect("SmolLM2 loads");
+    let reference = print_of(
+        &set,
+        &provenance::model::local_endpoint::LocalEndpoint::new(reference),
+    )
+    .await;
+    let kv = ["-ctk", "q4_0", "-ctv", "q4_0", "-fa", "on"];
+    let server = provenance::zoo::llama_cpp::LlamaServer::start_with(
+        &bin,
+        &common::smollm2(),
+        "suspect",
+        None,
+        &kv,
+    )
+    .await
+    .expect("llama-server starts");
+    let mut cfg = provenance::suspect::HttpModelConfig::new(server.base_url.clone(), "suspect");
+    cfg.allow_private_targets = true;
+    let suspect = provenance::suspect::HttpModel::new(cfg).expect("client");
+    let suspect = print_of(&set, &suspect).await;
+    let report = provenance::compare::compare(
+        &reference,
+        &suspect,
+        &[],
+        &provenance::compare::CompareOptions::default(),
+    );
+    let logits = report
+        .signals
+        .iter()
+        .find(|s| s.name == "logits")
+        .expect("logit signal");
+    let mean = logits.extra["mean_abs_dlogprob"];
+    let shift = report.weight_shift.expect("a shift test");
+    eprintln!("4-bit KV cache copy: mean |Δ| {mean:.3}, shift {shift:?}");
+    let band = provenance::compare::IdenticalBand::default_band();
+    assert!(
+        mean > band.max_mean_abs_dlogprob,
+        "inside the band already ({mean:.3}): the test shows nothing"
+    );
+    assert!(shift.tokens >= 150, "{shift:?}");
+    assert!(
+        shift.share <= band.max_shift_share && shift.p_value > 0.01,
+        "{shift:?}"
+    );
+}
