@@ -400,7 +400,8 @@ struct LoadArgs {
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
     /// How the KV cache is stored: f32, or q8_0 / q4_0 to round keys and values as a
-    /// server's quantized cache does (llama.cpp's --cache-type-k/-v).
+    /// server's quantized cache does (llama.cpp's --cache-type-k/-v; append -unrotated
+    /// for builds and stacks that store them without llama.cpp's Hadamard turn).
     #[arg(long, default_value = "f32", value_parser = parse_kv_cache)]
     kv_cache: KvCacheType,
 }

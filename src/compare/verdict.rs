@@ -13,9 +13,11 @@
 //!    (the shift test, [`super::shift`]), is `identical`; so is such agreement with one of
 //!    the reference's quantized forms (the reference quantized by the engine,
 //!    `crate::quantized_forms`) whose own similarity is far above the controls' similarity to it
-//!    (Bonferroni over the forms). Far above controls but outside every band, or inside
-//!    it with repeating differences (weights changed by less than engine noise), is
-//!    `derived`.
+//!    (Bonferroni over the forms); so is agreement outside the band but within three
+//!    times it whose differences do not repeat in a shift test with the tokens to see
+//!    them (the same weights through coarser arithmetic: a 4-bit KV cache). Far above
+//!    controls but outside every band, or inside it with repeating differences (weights
+//!    changed by less than engine noise), is `derived`.
 //! 4. Without logits but with the same tokenizer: `identical` needs the text signals far
 //!    above controls (Bonferroni, as in 5), greedy answers as exact as the band asks, and
 //!    sampled answers that the equality test does not tell apart.
