@@ -573,26 +573,40 @@ async fn capabilities_of_a_plain_endpoint() {
     assert!(matches!(err, EndpointError::Unsupported(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn a_greedy_samplers_probabilities_are_not_log_probabilities() {
-    // llama.cpp's `post_sampling_probs` at temperature 0: the chosen token at probability
-    // one, every other alternative ruled out (null).
-    let server = FaultServer::start(|req, _| match req.path.as_str() {
-        "/v1/chat/completions" => {
-            let top = req.json()["top_logprobs"].as_u64().unwrap_or(0);
+/// llama.cpp's `post_sampling_probs`: at each position asked for, the `kept(position)`
+/// tokens the sampler kept (the first at `first` nats, one nat apart), every other
+/// alternative ruled out (null).
+fn post_sampling_reply(req: &Recorded, kept: fn(usize) -> usize, first: f64) -> Reply {
+    let body = req.json();
+    let top = body["top_logprobs"].as_u64().unwrap_or(0) as usize;
+    let positions = body["max_tokens"].as_u64().unwrap_or(1) as usize;
+    let content: Vec<_> = (0..positions)
+        .map(|p| {
             let alternatives: Vec<_> = (0..top)
                 .map(|i| {
-                    let lp = if i == 0 { json!(0.0) } else { json!(null) };
+                    let lp = if i < kept(p) {
+                        json!(first - i as f64)
+                    } else {
+                        json!(null)
+                    };
                     json!({"token": format!("t{i}"), "logprob": lp})
                 })
                 .collect();
-            let reply = json!({
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "t0"},
-                             "logprobs": {"content": [{"token": "t0", "logprob": 0.0, "top_logprobs": alternatives}]},
-                             "finish_reason": "length"}]
-            });
-            Reply::json(200, reply.to_string())
-        }
+            json!({"token": "t0", "logprob": first, "top_logprobs": alternatives})
+        })
+        .collect();
+    let reply = json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "t0"},
+                     "logprobs": {"content": content}, "finish_reason": "length"}]
+    });
+    Reply::json(200, reply.to_string())
+}
+
+#[tokio::test]
+async fn a_greedy_samplers_probabilities_are_not_log_probabilities() {
+    // At temperature 0: the chosen token at probability one at every position.
+    let server = FaultServer::start(|req, _| match req.path.as_str() {
+        "/v1/chat/completions" => post_sampling_reply(req, |_| 1, 0.0),
         _ => Reply::json(404, r#"{"detail":"Not Found"}"#),
     })
     .await;
@@ -606,35 +620,10 @@ async fn a_greedy_samplers_probabilities_are_not_log_probabilities() {
 
 #[tokio::test]
 async fn lists_cut_by_a_sampler_do_not_cap_the_top_logprobs_asked() {
-    // llama.cpp's `post_sampling_probs` behind a temperature with top-p: each position lists
-    // what the sampler kept, two tokens here and four there, whatever was asked.
+    // Behind a temperature with top-p: each position lists what the sampler kept, two
+    // tokens here and four there, whatever was asked.
     let server = FaultServer::start(|req, _| match req.path.as_str() {
-        "/v1/chat/completions" => {
-            let body = req.json();
-            let top = body["top_logprobs"].as_u64().unwrap_or(0) as usize;
-            let positions = body["max_tokens"].as_u64().unwrap_or(1) as usize;
-            let content: Vec<_> = (0..positions)
-                .map(|p| {
-                    let kept = [2, 4, 1, 3][p % 4];
-                    let alternatives: Vec<_> = (0..top)
-                        .map(|i| {
-                            let lp = if i < kept {
-                                json!(-(i as f64) - 0.2)
-                            } else {
-                                json!(null)
-                            };
-                            json!({"token": format!("t{i}"), "logprob": lp})
-                        })
-                        .collect();
-                    json!({"token": "t0", "logprob": -0.2, "top_logprobs": alternatives})
-                })
-                .collect();
-            let reply = json!({
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "t0"},
-                             "logprobs": {"content": content}, "finish_reason": "length"}]
-            });
-            Reply::json(200, reply.to_string())
-        }
+        "/v1/chat/completions" => post_sampling_reply(req, |p| [2, 4, 1, 3][p % 4], -0.2),
         _ => Reply::json(404, r#"{"detail":"Not Found"}"#),
     })
     .await;
