@@ -1,5 +1,6 @@
 //! Reading GGUF files: metadata, the transformer config and weights.
 
+use std::io::Seek;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -47,10 +48,23 @@ impl GgufFile {
             path: path.to_path_buf(),
             source: e,
         })?;
-        let content = Content::read(&mut file).map_err(|e| ModelError::Format {
+        let format = |message: String| ModelError::Format {
             path: path.to_path_buf(),
-            message: format!("not a readable GGUF file: {e}"),
+            message,
+        };
+        if super::gguf_alignment::declared_alignment(&mut std::io::BufReader::new(&mut file))
+            == Some(0)
+        {
+            return Err(format(
+                "not a readable GGUF file: general.alignment is 0".into(),
+            ));
+        }
+        file.rewind().map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
         })?;
+        let content = Content::read(&mut file)
+            .map_err(|e| format(format!("not a readable GGUF file: {e}")))?;
         Ok(Self { content, file })
     }
 

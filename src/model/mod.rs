@@ -5,6 +5,7 @@ pub mod allowed;
 pub mod chat;
 mod decode;
 pub mod gguf;
+mod gguf_alignment;
 pub mod kv_cache_type;
 pub mod llama_quant;
 pub mod local_endpoint;
