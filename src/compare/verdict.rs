@@ -709,6 +709,26 @@ fn lossy_arithmetic<'a>(
         .then_some(shift)
 }
 
+/// Whether more logit probes could still let [`lossy_arithmetic`] decide: far closer than
+/// controls (`p`, the logit signal's), within three bands, and a shift test that has had
+/// fewer than its tokens and has not seen the differences repeat. The scan's early stop
+/// asks on for such a suspect rather than leave it to the full probe set.
+pub fn awaits_shift_tokens(
+    p: f64,
+    mean_abs_dlogprob: Option<f64>,
+    shift: Option<&ShiftTest>,
+    band: &IdenticalBand,
+    alpha: f64,
+) -> bool {
+    let near =
+        mean_abs_dlogprob.is_some_and(|d| d <= band.max_mean_abs_dlogprob * LOSSY_MAX_BAND_FACTOR);
+    let short = match shift {
+        Some(s) => s.tokens < LOSSY_MIN_TOKENS && !shifted(Some(s), band, alpha),
+        None => true,
+    };
+    p <= alpha && near && short
+}
+
 /// Whether more of the differences repeat across probes than rounding makes repeat, and
 /// significantly so: changed weights. Without the test (too few probes) nothing is found.
 fn shifted(shift: Option<&ShiftTest>, band: &IdenticalBand, alpha: f64) -> bool {
@@ -976,6 +996,40 @@ mod tests {
         assert_eq!(decide(&i).verdict, Verdict::Derived);
         i.logits = Some((summary(0.395, 0.71), 0.2));
         assert_ne!(decide(&i).verdict, Verdict::Identical);
+    }
+
+    #[test]
+    fn a_near_suspect_awaits_the_shift_tokens_until_they_are_there_or_repeat() {
+        let band = IdenticalBand::default_band();
+        let short = ShiftTest {
+            statistic: -1.0,
+            share: -0.01,
+            tokens: 40,
+            probes: 12,
+            raw_only: true,
+            p_value: 0.6,
+        };
+        let awaits = |p, d, s: Option<&ShiftTest>| awaits_shift_tokens(p, d, s, &band, 0.01);
+        assert!(awaits(2e-3, Some(0.395), Some(&short)));
+        assert!(awaits(2e-3, Some(0.395), None));
+        // Enough tokens: the verdict has had its say.
+        let full = ShiftTest {
+            tokens: 150,
+            ..short.clone()
+        };
+        assert!(!awaits(2e-3, Some(0.395), Some(&full)));
+        // Differences already seen to repeat: changed weights, nothing to wait for.
+        let repeating = ShiftTest {
+            share: 0.2,
+            p_value: 0.001,
+            ..short.clone()
+        };
+        assert!(!awaits(2e-3, Some(0.395), Some(&repeating)));
+        // Too far for rounding, no closer than controls, or no logits compared.
+        let far = band.max_mean_abs_dlogprob * 3.5;
+        assert!(!awaits(2e-3, Some(far), Some(&short)));
+        assert!(!awaits(0.2, Some(0.395), Some(&short)));
+        assert!(!awaits(2e-3, None, Some(&short)));
     }
 
     #[test]

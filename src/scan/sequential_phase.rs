@@ -155,12 +155,17 @@ pub async fn sequential_phase<S: AnswerSource>(
         e_against_identical = outcome.e_against_identical,
         "sequential phase"
     );
-    if outcome.decision == SequentialDecision::Identical {
-        let print = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
-        let report = judge(against, &print, None, opts).await;
-        if report.verdict == Verdict::Identical {
-            return Ok(Some((print, report)));
-        }
+    let print = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
+    let report = judge(against, &print, None, opts).await;
+    if outcome.decision == SequentialDecision::Identical && report.verdict == Verdict::Identical {
+        return Ok(Some((print, report)));
+    }
+    if let Some(found) = ask_for_shift_tokens(
+        against, set, &suspect, opts, source, &plan, &mut asked, report,
+    )
+    .await?
+    {
+        return Ok(Some(found));
     }
     // A hidden system prompt that the identity answers did not show may still move the
     // logit probes: the chat answers are then read back in the context they give away.
@@ -178,6 +183,79 @@ pub async fn sequential_phase<S: AnswerSource>(
 /// Most answers the sequential phase asks to fit a reported temperature after its test
 /// gave up (`sequential_phase`).
 const FIT_BUDGET: usize = 12;
+
+/// Logit probes asked between two looks at the shift test (`ask_for_shift_tokens`).
+const SHIFT_BATCH: usize = 8;
+
+/// A copy behind coarser arithmetic than engine noise (a 4-bit KV cache) loses the
+/// sequential test's bets, yet lies far closer than controls; only the shift test, over
+/// enough tokens, tells it from changed weights (`compare::verdict`). While the answers so
+/// far leave that open, the planned logit probes are asked on, a batch at a time, until the
+/// comparison of what was asked says `identical` or no longer waits. Whatever is asked here
+/// the full scan would ask anyway, and reuses.
+#[allow(clippy::too_many_arguments)]
+async fn ask_for_shift_tokens<S: AnswerSource>(
+    against: Against<'_>,
+    set: &ProbeSet,
+    suspect: &ModelDescription,
+    opts: &CompareOptions,
+    source: &mut S,
+    plan: &[sequential::PlannedProbe],
+    asked: &mut Vec<Observation>,
+    mut report: Report,
+) -> Result<Option<(Fingerprint, Report)>, S::Error> {
+    let mut left = plan
+        .iter()
+        .filter_map(|planned| set.probes.iter().find(|p| p.id == planned.probe_id))
+        .filter(|p| p.form != ProbeForm::Raw || suspect.capabilities.raw_completion);
+    while awaits_shift_tokens(&report) {
+        let batch: Vec<&Probe> = left
+            .by_ref()
+            .filter(|p| {
+                !asked
+                    .iter()
+                    .any(|o| o.probe_id == p.id && o.sample_index == 0)
+            })
+            .take(SHIFT_BATCH)
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        for probe in batch {
+            asked.push(source.answer(probe, 0).await?);
+        }
+        let print = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
+        report = judge(against, &print, None, opts).await;
+        tracing::info!(
+            asked = asked.len(),
+            verdict = ?report.verdict,
+            shift_tokens = report.weight_shift.as_ref().map(|s| s.tokens),
+            "asking on for the shift test"
+        );
+        if report.verdict == Verdict::Identical {
+            report.queries.sequential = Some(asked.len());
+            return Ok(Some((print, report)));
+        }
+    }
+    Ok(None)
+}
+
+/// [`compare::verdict::awaits_shift_tokens`] on a report of the answers so far.
+fn awaits_shift_tokens(report: &Report) -> bool {
+    let Some(logits) = report.signals.iter().find(|s| s.name == "logits") else {
+        return false;
+    };
+    let Some(p) = logits.p_value else {
+        return false;
+    };
+    compare::verdict::awaits_shift_tokens(
+        p,
+        logits.extra.get("mean_abs_dlogprob").copied(),
+        report.weight_shift.as_ref(),
+        &report.identical_band,
+        report.alpha,
+    )
+}
 
 /// Asks the first identity probes (up to [`IDENTITY_WARM_UP`] among `asked`), no bet on
 /// them: a chat-only suspect's hidden system prompt shows in them, if anywhere.
