@@ -79,6 +79,14 @@ fn llama_cpp_plan(base: &'static str, quick: bool) -> Vec<Plan> {
             },
         ));
     }
+    if !quick {
+        out.push(member(
+            "llamacpp-kv-q4_0",
+            Recipe::KvCache {
+                cache_type: "q4_0".to_string(),
+            },
+        ));
+    }
     for ftype in llama_quantize_types(base, quick) {
         out.push(member(
             &format!("lq-{ftype}"),
@@ -338,7 +346,9 @@ fn make(
     let file = format!("{}.gguf", p.id);
     let out = dir.join(&file);
     let path = match &p.recipe {
-        Recipe::Base | Recipe::SystemPrompt { .. } => base_path.to_string_lossy().into_owned(),
+        Recipe::Base | Recipe::SystemPrompt { .. } | Recipe::KvCache { .. } => {
+            base_path.to_string_lossy().into_owned()
+        }
         Recipe::Requantize { dtype } => {
             let t = parse_type(dtype).map_err(failed(&p.id))?;
             requantize(base_path, &out, t).map_err(failed(&p.id))?;
@@ -438,7 +448,9 @@ fn make(
 /// What made a member's file, for the manifest.
 fn tool_of(recipe: &Recipe) -> String {
     match recipe {
-        Recipe::Base | Recipe::SystemPrompt { .. } => "fetched".to_string(),
+        Recipe::Base | Recipe::SystemPrompt { .. } | Recipe::KvCache { .. } => {
+            "fetched".to_string()
+        }
         Recipe::LlamaQuantize { .. } => format!("llama-quantize ({})", llama_cpp::VERSION),
         _ => "provenance".to_string(),
     }

@@ -16,11 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::build::resolve;
 use super::score::{score, ClassScore};
-use super::{truth, Class, Engine, Manifest, Member, ZooError};
+use super::{truth, Class, Engine, Manifest, Member, Recipe, ZooError};
 use crate::compare::likelihood::AnswerScore;
 use crate::compare::{
-    compare_calibrated, Calibration, CompareOptions, Likelihoods, QuantizedForm,
-    SequentialDecision, Verdict,
+    compare_calibrated, Calibration, CompareOptions, Likelihoods, QuantizedForm, Report, Verdict,
 };
 use crate::endpoint::{AccessMode, ModelEndpoint};
 use crate::fingerprint::{self, Fingerprint, Observation, RunOptions};
@@ -223,11 +222,25 @@ async fn serve(
                     .into(),
             )
         })?;
-        let server = super::llama_cpp::LlamaServer::start(
+        let cache = match &member.recipe {
+            Recipe::KvCache { cache_type } => {
+                vec!["-ctk", cache_type.as_str(), "-ctv", cache_type.as_str()]
+            }
+            _ => Vec::new(),
+        };
+        // A quantized value cache needs llama.cpp's flash attention.
+        let flash = if cache.is_empty() {
+            &[][..]
+        } else {
+            &["-fa", "on"][..]
+        };
+        let extra: Vec<&str> = cache.iter().chain(flash).copied().collect();
+        let server = super::llama_cpp::LlamaServer::start_with(
             &bin,
             &resolve(dir, &member.path),
             &member.id,
             member.system_prompt.as_deref(),
+            &extra,
         )
         .await?;
         let client = client(member, server.base_url.clone(), access)?;
@@ -375,39 +388,44 @@ pub async fn run(
                 },
                 &opts.compare,
             );
-            let text_queries = match &text_stop {
-                Some(handle)
-                    if print.model.capabilities.max_top_logprobs == 0
-                        || !print.model.capabilities.raw_completion =>
-                {
-                    text_early_stop(
-                        Against {
-                            reference: ref_print,
-                            controls: &controls,
-                            forms: &forms[&r.id],
-                        },
-                        set,
-                        print,
-                        TextEarlyStop {
-                            reference: handle,
-                            controls: &control_scores,
-                        },
-                        &opts.compare,
-                    )
-                    .await
-                }
-                _ => None,
+            // What a live scan of the member would have answered: its early stop replayed
+            // from the print (the same code; text-read for a member without
+            // log-probabilities or raw completions), and where that did not stop, the
+            // comparison of the whole set. An early answer the whole set disagrees with
+            // says so.
+            let text = text_stop
+                .as_ref()
+                .filter(|_| {
+                    print.model.capabilities.max_top_logprobs == 0
+                        || !print.model.capabilities.raw_completion
+                })
+                .map(|handle| TextEarlyStop {
+                    reference: handle,
+                    controls: &control_scores,
+                });
+            let against = Against {
+                reference: ref_print,
+                controls: &controls,
+                forms: &forms[&r.id],
             };
-            let queries = match (&report.sequential, text_queries) {
-                (_, Some(q)) if report.verdict == Verdict::Identical => q,
-                (Some(s), _)
-                    if s.decision == SequentialDecision::Identical
-                        && report.verdict == Verdict::Identical =>
-                {
-                    s.queries
-                }
-                _ => report.queries.suspect,
-            };
+            let (report, queries) =
+                match replay_early_stop(against, set, print, text, &opts.compare).await {
+                    Some(mut early) => {
+                        if early.verdict != report.verdict {
+                            early.reasons.push(format!(
+                                "the whole probe set reads `{}` ({})",
+                                report.verdict.as_str(),
+                                report.reasons.last().map(String::as_str).unwrap_or("")
+                            ));
+                        }
+                        let queries = early.queries.sequential.unwrap_or(early.queries.suspect);
+                        (early, queries)
+                    }
+                    None => {
+                        let queries = report.queries.suspect;
+                        (report, queries)
+                    }
+                };
             pairs.push(PairResult {
                 reference: r.id.clone(),
                 member: m.id.clone(),
@@ -459,28 +477,21 @@ pub async fn run(
     })
 }
 
-/// Suspect queries after which a live scan of `print`'s model would have stopped on text
+/// The report a live scan of `print`'s model would have stopped early with
 /// (`crate::scan::early_stop`, the same code, answered from the print instead of the
 /// network); `None` where it would have asked the whole set.
-async fn text_early_stop(
+async fn replay_early_stop(
     against: Against<'_>,
     set: &ProbeSet,
     print: &Fingerprint,
-    text: TextEarlyStop<'_>,
+    text: Option<TextEarlyStop<'_>>,
     opts: &CompareOptions,
-) -> Option<usize> {
+) -> Option<Report> {
     let mut source = PrintSource { print };
-    let early = crate::scan::early_stop(
-        against,
-        set,
-        print.model.clone(),
-        opts,
-        &mut source,
-        Some(text),
-    )
-    .await
-    .ok()??;
-    early.1.queries.sequential
+    let early = crate::scan::early_stop(against, set, print.model.clone(), opts, &mut source, text)
+        .await
+        .ok()??;
+    Some(early.1)
 }
 
 /// Answers from a print already made, as a live scan would have got them.

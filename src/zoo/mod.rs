@@ -106,6 +106,10 @@ pub enum Recipe {
     Base,
     /// The parent served with a system prompt (a persona spoofing another maker, or none).
     SystemPrompt { prompt: Option<String> },
+    /// The parent served by llama-server with its attention keys and values cached in
+    /// `cache_type` (`-ctk`/`-ctv`, as Ollama's `OLLAMA_KV_CACHE_TYPE` does): the same
+    /// weights through coarser arithmetic than engine noise.
+    KvCache { cache_type: String },
     /// Every matrix re-quantized to another GGUF type.
     Requantize { dtype: String },
     /// Re-quantized by llama.cpp's `llama-quantize` to one of its file types (`q4_k_m`,
