@@ -247,13 +247,15 @@ enum ModelsCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Write a GGUF file with every weight matrix converted to another type.
+    /// Write a GGUF file with its weight matrices converted to another type, or to the types
+    /// llama-quantize would choose per tensor.
     Requantize {
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// f32, f16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k.
+        /// One type for every matrix (f32, f16, q8_0, q4_0, q4_1, q5_0, q4_k, q6_k, ...), or
+        /// `lq-<file type>` for llama-quantize's own type per tensor (lq-q4_k_m, lq-q2_k, ...).
         #[arg(long = "type")]
         dtype: String,
     },
@@ -645,8 +647,7 @@ fn models(cmd: ModelsCommand) -> Result<()> {
             Ok(())
         }
         ModelsCommand::Requantize { model, out, dtype } => {
-            let dtype = provenance::model::requantize::parse_type(&dtype)?;
-            let n = provenance::model::requantize::requantize(&model, &out, dtype)?;
+            let n = provenance::quantized_forms::write_form(&model, &out, &dtype)?;
             println!("{} ({n} tensors converted)", out.display());
             Ok(())
         }

@@ -37,6 +37,10 @@ pub const LADDER: [&str; 12] = [
     "lq-q2_k",
 ];
 
+/// Changes when a form's bytes would: 2 since the K types follow ggml's current reference
+/// quantizers byte for byte (`crate::model::ggml_quants`).
+const QUANTIZER_REVISION: u32 = 2;
+
 /// A form name: `lq-<file type>` for llama-quantize's mix, else one weight type for every
 /// matrix.
 enum FormKind {
@@ -55,6 +59,21 @@ fn form_kind(name: &str) -> Result<FormKind, ModelError> {
                 ))
             }),
         None => parse_type(name).map(FormKind::Uniform),
+    }
+}
+
+/// Writes `reference` in the quantized form `name` (a [`LADDER`] name: `lq-<file type>` or
+/// one weight type) to `out`; returns how many tensors were converted. Blocking.
+pub fn write_form(reference: &Path, out: &Path, name: &str) -> Result<usize, ModelError> {
+    write_kind(reference, out, form_kind(name)?)
+}
+
+fn write_kind(reference: &Path, out: &Path, kind: FormKind) -> Result<usize, ModelError> {
+    match kind {
+        FormKind::Uniform(t) => requantize(reference, out, t),
+        FormKind::LlamaCpp(f) => {
+            crate::model::requantize::requantize_like_llama_cpp(reference, out, f)
+        }
     }
 }
 
@@ -99,7 +118,7 @@ pub fn parse_list(s: &str) -> Result<Vec<String>, ModelError> {
 
 /// Fingerprints `reference` (a GGUF file) quantized to each of `dtypes`, on the set's logit
 /// probes. Each form's fingerprint is cached at
-/// `cache/<stem>-<size>-<mtime>-<dtype>-r<arithmetic revision>.json`
+/// `cache/<stem>-<size>-<mtime>-<dtype>-r<arithmetic revision>-q<quantizer revision>.json`
 /// and reused while it covers the set; the quantized file lives only as long as its
 /// fingerprinting.
 pub async fn fingerprint_forms(
@@ -159,7 +178,7 @@ pub async fn fingerprint_forms(
     let mut forms = Vec::new();
     for dtype in dtypes {
         let out = cache.join(format!(
-            "{stem}-{dtype}-r{}.json",
+            "{stem}-{dtype}-r{}-q{QUANTIZER_REVISION}.json",
             crate::model::ARITHMETIC_REVISION
         ));
         let fingerprint = match crate::fingerprint::load(&out) {
@@ -194,12 +213,7 @@ async fn fingerprint_one(
     tracing::info!(dtype, "quantizing the reference for its quantized form");
     let (input, output) = (reference.to_path_buf(), file.clone());
     let handle = tokio::task::spawn_blocking(move || {
-        match kind {
-            FormKind::Uniform(t) => requantize(&input, &output, t)?,
-            FormKind::LlamaCpp(f) => {
-                crate::model::requantize::requantize_like_llama_cpp(&input, &output, f)?
-            }
-        };
+        write_kind(&input, &output, kind)?;
         ModelHandle::spawn(&output.to_string_lossy(), &LoadOptions::default(), 64)
     })
     .await

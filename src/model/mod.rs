@@ -4,6 +4,7 @@
 pub mod allowed;
 pub mod chat;
 mod decode;
+mod ggml_quants;
 pub mod gguf;
 mod gguf_alignment;
 pub mod kv_cache_type;

@@ -44,7 +44,7 @@ pub fn requantize(input: &Path, output: &Path, dtype: GgmlDType) -> Result<usize
             if fits && t.dtype() != dtype {
                 let dense = t.dequantize(&Device::Cpu)?;
                 converted += 1;
-                return Ok(Some(QTensor::quantize(&dense, dtype)?));
+                return Ok(Some(quantize_as_ggml(&dense, dtype)?));
             }
             Ok(Some(t))
         },
@@ -87,7 +87,7 @@ pub fn requantize_like_llama_cpp(
                 Some(want) if want != t.dtype() => {
                     let dense = t.dequantize(&Device::Cpu)?;
                     converted += 1;
-                    Ok(Some(QTensor::quantize(&dense, want)?))
+                    Ok(Some(quantize_as_ggml(&dense, want)?))
                 }
                 _ => Ok(Some(t)),
             }
@@ -96,6 +96,22 @@ pub fn requantize_like_llama_cpp(
         |_| {},
     )?;
     Ok(converted)
+}
+
+/// `dense` in `dtype` with the bytes ggml's reference quantizers give (what llama-quantize
+/// writes without an importance matrix): K types through [`super::ggml_quants`], the
+/// legacy types through candle, whose quantizers for them already agree with ggml's.
+fn quantize_as_ggml(dense: &candle_core::Tensor, dtype: GgmlDType) -> Result<QTensor, ModelError> {
+    let values: Vec<f32> = dense.flatten_all()?.to_vec1()?;
+    match super::ggml_quants::quantize(dtype, &values) {
+        Some(bytes) => Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            &bytes,
+            dense.dims().to_vec(),
+            &Device::Cpu,
+        )?),
+        None => Ok(QTensor::quantize(dense, dtype)?),
+    }
 }
 
 /// Metadata of a GGUF file, by key.
