@@ -266,6 +266,11 @@ pub fn compare_calibrated(
         _ => (None, None),
     };
     let missing = missing_reasons(reference, suspect, &ours, &distillation, opts.min_probes);
+    let form_tests: Vec<(verdict::FormLogits, Option<FormScores>)> = calibration
+        .forms
+        .iter()
+        .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, logit_form, opts))
+        .collect();
     let inputs = verdict::VerdictInputs {
         alpha: opts.alpha,
         logits: ours
@@ -307,11 +312,8 @@ pub fn compare_calibrated(
         logits_chat_only: !suspect.model.capabilities.raw_completion
             || logit_form == Some(crate::probes::ProbeForm::Chat),
         shift: ours.shift.clone(),
-        forms: calibration
-            .forms
-            .iter()
-            .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, logit_form, opts))
-            .collect(),
+        forms: form_tests.iter().map(|(f, _)| f.clone()).collect(),
+        forms_p: nearest_form_test(&form_tests, opts),
         // Without log-probabilities from the suspect, its greedy tokens against each
         // form's next-token lists are what says whether it is the reference served
         // quantized.
@@ -548,7 +550,7 @@ fn form_logits(
     band: &IdenticalBand,
     logit_form: Option<crate::probes::ProbeForm>,
     opts: &CompareOptions,
-) -> Option<verdict::FormLogits> {
+) -> Option<(verdict::FormLogits, Option<FormScores>)> {
     let against = |other: &Fingerprint, boot| {
         let all = pairs(&form.fingerprint, other, ProbeKind::Logit);
         logits::signal(&signal::of_form(&all, logit_form), boot)
@@ -561,32 +563,139 @@ fn form_logits(
     // Fewer probes than a test needs (an early stop): the summary still says whether the
     // suspect lies in the band of this form, and the p-value claims nothing.
     if outcome.n < opts.min_probes {
-        return Some(verdict::FormLogits {
+        let untested = verdict::FormLogits {
             dtype: form.dtype.clone(),
             summary,
             p: 1.0,
             shift: None,
-        });
+        };
+        return Some((untested, None));
     }
     let shift = band
         .contains(&summary)
         .then(|| shift::test(&suspect_pairs, opts.min_probes))
         .flatten();
-    let control_scores: Vec<f64> = controls
+    // Per control, in the controls' order (`None` where it could not be compared), for
+    // [`nearest_form_test`].
+    let per_control: Vec<Option<f64>> = controls
         .iter()
-        .filter_map(|c| against(c, None).map(|(o, _)| o.score))
+        .map(|c| against(c, None).map(|(o, _)| o.score))
         .collect();
+    let control_scores: Vec<f64> = per_control.iter().flatten().copied().collect();
     let test = against_controls(Signal::Logits, &outcome, &control_scores, opts);
-    Some(verdict::FormLogits {
+    let tested = verdict::FormLogits {
         dtype: form.dtype.clone(),
         summary,
         p: test.p,
         shift,
-    })
+    };
+    let scores = FormScores {
+        suspect: outcome.score,
+        controls: per_control,
+    };
+    Some((tested, Some(scores)))
+}
+
+/// The suspect's and each control's logit similarity to one quantized form.
+struct FormScores {
+    suspect: f64,
+    controls: Vec<Option<f64>>,
+}
+
+/// One test for all the forms at once: the suspect's similarity to its nearest form
+/// against each control's similarity to *its* nearest form. Under "unrelated" the suspect
+/// is one more control, so the maximum needs no correction for the forms tried; Bonferroni
+/// over a dozen forms that are nearly the same model asked three built-in controls for
+/// more than a two-degrees-of-freedom test can give (Gemma's llama-quantize Q2_K copy read
+/// `distilled`). `None` unless every form was tested against every control.
+fn nearest_form_test(
+    forms: &[(verdict::FormLogits, Option<FormScores>)],
+    opts: &CompareOptions,
+) -> Option<f64> {
+    let scores: Vec<&FormScores> = forms
+        .iter()
+        .map(|(_, s)| s.as_ref())
+        .collect::<Option<_>>()?;
+    let first = scores.first()?;
+    let suspect = scores
+        .iter()
+        .map(|s| s.suspect)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let controls: Vec<f64> = (0..first.controls.len())
+        .map(|c| {
+            scores
+                .iter()
+                .map(|s| s.controls.get(c).copied().flatten())
+                .collect::<Option<Vec<f64>>>()
+                .map(|v| v.into_iter().fold(f64::NEG_INFINITY, f64::max))
+        })
+        .collect::<Option<_>>()?;
+    if controls.is_empty() {
+        return None;
+    }
+    let test = null_test_floored(
+        suspect,
+        0.0,
+        &controls,
+        opts.alpha,
+        default_null(Signal::Logits),
+        signal::spread_floor(Signal::Logits),
+    );
+    Some(test.p)
 }
 
 /// Whether any logit probe came back with alternatives (from the observations, since
 /// hand-written fingerprints may leave the features out).
 pub(super) fn has_logprobs(fp: &Fingerprint) -> bool {
     fp.answered(ProbeKind::Logit).any(Observation::has_logprobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(suspect: f64, controls: &[Option<f64>]) -> (verdict::FormLogits, Option<FormScores>) {
+        let summary = LogitSummary {
+            probes: 60,
+            positions: 120,
+            similarity: suspect,
+            jsd: 0.01,
+            top1: 0.9,
+            jaccard: 0.8,
+            spearman: None,
+            mean_abs_dlogprob: Some(0.1),
+        };
+        let tested = verdict::FormLogits {
+            dtype: "q4_0".into(),
+            summary,
+            p: 0.5,
+            shift: None,
+        };
+        let scores = FormScores {
+            suspect,
+            controls: controls.to_vec(),
+        };
+        (tested, Some(scores))
+    }
+
+    #[test]
+    fn the_nearest_form_is_tested_against_each_controls_nearest() {
+        let opts = CompareOptions::default();
+        // Three controls near 0.61 to every form, the suspect at 0.99 to one of them: far
+        // from unrelated with one test, where Bonferroni over twelve forms could not be.
+        let controls = [Some(0.61), Some(0.62), Some(0.60)];
+        let mut forms: Vec<_> = (0..11).map(|_| form(0.74, &controls)).collect();
+        forms.push(form(0.99, &controls));
+        let p = nearest_form_test(&forms, &opts).expect("every form tested");
+        assert!(p <= opts.alpha, "{p}");
+        // A control as close to some form as the suspect is to its nearest: nothing shown.
+        forms.push(form(0.70, &[Some(0.99), Some(0.62), Some(0.60)]));
+        let p = nearest_form_test(&forms, &opts).expect("every form tested");
+        assert!(p > opts.alpha, "{p}");
+        // A form some control could not be compared with, or an untested form: no test.
+        forms.push(form(0.70, &[None, Some(0.62), Some(0.60)]));
+        assert_eq!(nearest_form_test(&forms, &opts), None);
+        let untested = (forms[0].0.clone(), None);
+        assert_eq!(nearest_form_test(&[untested], &opts), None);
+    }
 }

@@ -12,8 +12,8 @@
 //!    identical band, with differences that do not repeat token by token across probes
 //!    (the shift test, [`super::shift`]), is `identical`; so is such agreement with one of
 //!    the reference's quantized forms (the reference quantized by the engine,
-//!    `crate::quantized_forms`) whose own similarity is far above the controls' similarity to it
-//!    (Bonferroni over the forms); so is agreement outside the band but within three
+//!    `crate::quantized_forms`) when the suspect is far from unrelated models (its
+//!    similarity to its nearest form against each control's to its own nearest); so is agreement outside the band but within three
 //!    times it whose differences do not repeat in a shift test with the tokens to see
 //!    them (the same weights through coarser arithmetic: a 4-bit KV cache). Far above
 //!    controls but outside every band, or inside it with repeating differences (weights
@@ -209,6 +209,10 @@ pub struct VerdictInputs {
     pub shift: Option<ShiftTest>,
     /// The suspect's logits against each quantized form of the reference.
     pub forms: Vec<FormLogits>,
+    /// The suspect's similarity to its nearest form against each control's to its own
+    /// nearest form: one test over all the forms (`None` where some form or control could
+    /// not be tested; the forms' own p-values are then corrected for how many were tried).
+    pub forms_p: Option<f64>,
     /// Without logits from the suspect: its greedy tokens against each form's next-token
     /// lists (`super::greedy_path`), by form.
     pub form_tokens: Vec<(String, super::greedy_path::PathShare)>,
@@ -319,11 +323,21 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                 return positive(Verdict::Identical, *p, reasons);
             }
             if let Some((form, form_p)) = matched_form(inputs, *p) {
+                let how = if inputs.forms_p.is_some() {
+                    format!(
+                        "the smaller of the reference's and one test over its {} forms, the suspect's nearest form against each control's",
+                        inputs.forms.len()
+                    )
+                } else {
+                    format!(
+                        "the smaller of the reference's and the form's, Bonferroni over {} forms",
+                        inputs.forms.len()
+                    )
+                };
                 reasons.push(format!(
-                    "outside the identical band of the reference as given ({given}, p = {p:.2e} against controls) but within it for the reference quantized to {} ({}), far from unrelated models (p = {form_p:.2e}: the smaller of the reference's and the form's, Bonferroni over {} forms): the reference served quantized",
+                    "outside the identical band of the reference as given ({given}, p = {p:.2e} against controls) but within it for the reference quantized to {} ({}), far from unrelated models (p = {form_p:.2e}: {how}): the reference served quantized",
                     form.dtype,
                     band_text(&form.summary, band),
-                    inputs.forms.len()
                 ));
                 return positive(Verdict::Identical, form_p, reasons);
             }
@@ -669,7 +683,10 @@ fn matched_form(inputs: &VerdictInputs, given_p: f64) -> Option<(&FormLogits, f6
     inputs
         .forms
         .iter()
-        .map(|f| (f, (f.p * tried).min(1.0).min(given_p)))
+        .map(|f| {
+            let far = inputs.forms_p.unwrap_or((f.p * tried).min(1.0));
+            (f, far.min(given_p))
+        })
         .filter(|(f, p)| {
             *p <= inputs.alpha
                 && inputs.band.contains(&f.summary)
@@ -896,6 +913,7 @@ mod tests {
             logits_chat_only: false,
             shift: None,
             forms: Vec::new(),
+            forms_p: None,
             form_tokens: Vec::new(),
             likelihood_p: None,
             suspect_samples: false,
