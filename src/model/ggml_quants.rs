@@ -49,8 +49,8 @@ fn put_f16(out: &mut Vec<u8>, v: f16) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], rmse_type: i32) -> f32 {
-    let n = x.len();
+/// The value of largest magnitude (the first of equals), or `None` when all are zero.
+fn largest_magnitude(x: &[f32]) -> Option<f32> {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
         if v.abs() > amax {
@@ -58,10 +58,15 @@ fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], rmse_type: i32) -> f32
             max = v;
         }
     }
-    if amax < GROUP_MAX_EPS {
+    (amax >= GROUP_MAX_EPS).then_some(max)
+}
+
+fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], rmse_type: i32) -> f32 {
+    let n = x.len();
+    let Some(max) = largest_magnitude(x) else {
         l_out[..n].fill(0);
         return 0.0;
-    }
+    };
     let clamp = |l: i32| l.clamp(-nmax, nmax - 1);
     let weight = |v: f32| match rmse_type {
         1 => v * v,
@@ -106,17 +111,10 @@ fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], rmse_type: i32) -> f32
 
 fn make_q3_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
     let n = x.len();
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
+    let Some(max) = largest_magnitude(x) else {
         l_out[..n].fill(0);
         return 0.0;
-    }
+    };
     let iscale = -(nmax as f32) / max;
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
     let mut l = [0i32; 16];
