@@ -271,6 +271,8 @@ pub fn compare_calibrated(
         .iter()
         .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, logit_form, opts))
         .collect();
+    let forms_p = nearest_form_test(&form_tests, opts);
+    let forms: Vec<verdict::FormLogits> = form_tests.into_iter().map(|(f, _)| f).collect();
     let inputs = verdict::VerdictInputs {
         alpha: opts.alpha,
         logits: ours
@@ -312,8 +314,8 @@ pub fn compare_calibrated(
         logits_chat_only: !suspect.model.capabilities.raw_completion
             || logit_form == Some(crate::probes::ProbeForm::Chat),
         shift: ours.shift.clone(),
-        forms: form_tests.iter().map(|(f, _)| f.clone()).collect(),
-        forms_p: nearest_form_test(&form_tests, opts),
+        forms,
+        forms_p,
         // Without log-probabilities from the suspect, its greedy tokens against each
         // form's next-token lists are what says whether it is the reference served
         // quantized.

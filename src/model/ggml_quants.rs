@@ -266,7 +266,7 @@ fn q2_k(x: &[f32], out: &mut Vec<u8>) {
     let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
     for j in 0..QK_K / 16 {
         let xs = &x[16 * j..16 * j + 16];
-        let weights: Vec<f32> = xs.iter().map(|v| v.abs()).collect();
+        let weights: [f32; 16] = std::array::from_fn(|l| xs[l].abs());
         let (scale, min) = make_qkx2_quants(xs, &weights, 3, &mut l[16 * j..], -0.5, 0.1, 15, true);
         scales[j] = scale;
         mins[j] = min;
@@ -385,7 +385,7 @@ fn k_scales(
         let xs = &x[32 * j..32 * j + 32];
         let sum_x2: f32 = xs.iter().fold(0.0, |s, v| s + v * v);
         let av_x = (sum_x2 / 32.0).sqrt();
-        let weights: Vec<f32> = xs.iter().map(|v| av_x + v.abs()).collect();
+        let weights: [f32; 32] = std::array::from_fn(|l| av_x + xs[l].abs());
         let (scale, min) = make_qkx2_quants(
             xs,
             &weights,

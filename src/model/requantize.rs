@@ -102,6 +102,13 @@ pub fn requantize_like_llama_cpp(
 /// writes without an importance matrix): K types through [`super::ggml_quants`], the
 /// legacy types through candle, whose quantizers for them already agree with ggml's.
 fn quantize_as_ggml(dense: &candle_core::Tensor, dtype: GgmlDType) -> Result<QTensor, ModelError> {
+    let k_type = matches!(
+        dtype,
+        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K
+    );
+    if !k_type {
+        return Ok(QTensor::quantize(dense, dtype)?);
+    }
     let values: Vec<f32> = dense.flatten_all()?.to_vec1()?;
     match super::ggml_quants::quantize(dtype, &values) {
         Some(bytes) => Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
