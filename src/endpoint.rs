@@ -35,6 +35,13 @@ pub enum PromptForm {
     Raw { prompt: String },
 }
 
+impl PromptForm {
+    /// Whether the prompt is sent as raw text (no chat template).
+    pub fn is_raw(&self) -> bool {
+        matches!(self, PromptForm::Raw { .. })
+    }
+}
+
 /// One request to a model, independent of transport.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeRequest {

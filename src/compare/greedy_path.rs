@@ -10,7 +10,6 @@
 
 use super::likelihood::NEAR_TOP_NATS;
 use super::Pair;
-use crate::endpoint::PromptForm;
 
 /// Positions walked and how many of them the suspect's text takes a token within
 /// [`NEAR_TOP_NATS`] of the other side's most likely one.
@@ -27,7 +26,7 @@ pub struct PathShare {
 /// probes when any were answered by both (no template or system prompt reaches them), chat
 /// ones otherwise. `None` when no position could be walked.
 pub fn share(pairs: &[Pair]) -> Option<PathShare> {
-    let is_raw = |p: &&Pair| matches!(p.suspect.request.prompt, PromptForm::Raw { .. });
+    let is_raw = |p: &&Pair| p.suspect.request.prompt.is_raw();
     let usable = |p: &&Pair| {
         p.suspect.text().is_some_and(|t| !t.is_empty())
             && p.reference
@@ -101,7 +100,12 @@ pub fn matches_any(
         let Some(response) = form
             .observations
             .iter()
-            .find(|o| o.probe_id == answer.probe_id && o.sample_index == 0 && o.is_ok())
+            .find(|o| {
+                o.probe_id == answer.probe_id
+                    && o.sample_index == 0
+                    && o.is_ok()
+                    && o.request.prompt.is_raw() == answer.request.prompt.is_raw()
+            })
             .and_then(|o| o.response.as_ref())
         else {
             continue;

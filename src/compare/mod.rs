@@ -271,7 +271,26 @@ pub fn compare_calibrated(
         .iter()
         .filter_map(|f| form_logits(f, suspect, calibration.controls, &band, logit_form, opts))
         .collect();
-    let forms_p = nearest_form_test(&form_tests, opts);
+    let forms_p = nearest_form_test(
+        form_tests.iter().map(|(_, s)| s.as_ref()),
+        Signal::Logits,
+        opts,
+    );
+    let form_token_tests: Vec<((String, greedy_path::PathShare), Option<FormScores>)> =
+        if has_logprobs(suspect) {
+            Vec::new()
+        } else {
+            calibration
+                .forms
+                .iter()
+                .filter_map(|f| form_tokens(f, suspect, calibration.controls, opts))
+                .collect()
+        };
+    let form_tokens_p = nearest_form_test(
+        form_token_tests.iter().map(|(_, s)| s.as_ref()),
+        Signal::GreedyTokens,
+        opts,
+    );
     let forms: Vec<verdict::FormLogits> = form_tests.into_iter().map(|(f, _)| f).collect();
     let inputs = verdict::VerdictInputs {
         alpha: opts.alpha,
@@ -319,19 +338,8 @@ pub fn compare_calibrated(
         // Without log-probabilities from the suspect, its greedy tokens against each
         // form's next-token lists are what says whether it is the reference served
         // quantized.
-        form_tokens: if has_logprobs(suspect) {
-            Vec::new()
-        } else {
-            calibration
-                .forms
-                .iter()
-                .filter_map(|f| {
-                    let walked =
-                        greedy_path::share(&pairs(&f.fingerprint, suspect, ProbeKind::Logit))?;
-                    (walked.probes >= opts.min_probes).then(|| (f.dtype.clone(), walked))
-                })
-                .collect()
-        },
+        form_tokens: form_token_tests.iter().map(|(f, _)| f.clone()).collect(),
+        form_tokens_p,
         likelihood_p: ours
             .likelihood
             .as_ref()
@@ -554,13 +562,10 @@ fn form_logits(
     opts: &CompareOptions,
 ) -> Option<(verdict::FormLogits, Option<FormScores>)> {
     let against = |other: &Fingerprint, boot| {
-        let all = pairs(&form.fingerprint, other, ProbeKind::Logit);
+        let all = form_pairs(&form.fingerprint, other);
         logits::signal(&signal::of_form(&all, logit_form), boot)
     };
-    let suspect_pairs = signal::of_form(
-        &pairs(&form.fingerprint, suspect, ProbeKind::Logit),
-        logit_form,
-    );
+    let suspect_pairs = signal::of_form(&form_pairs(&form.fingerprint, suspect), logit_form);
     let (outcome, summary) = logits::signal(&suspect_pairs, Some(&opts.bootstrap))?;
     // Fewer probes than a test needs (an early stop): the summary still says whether the
     // suspect lies in the band of this form, and the p-value claims nothing.
@@ -598,7 +603,55 @@ fn form_logits(
     Some((tested, Some(scores)))
 }
 
-/// The suspect's and each control's logit similarity to one quantized form.
+/// A form's logit probes paired with another fingerprint's answers asked the same way:
+/// forms are fingerprinted on raw probes only, and a chat-only suspect's templated answer
+/// to the same probe says nothing about a raw prompt's next tokens.
+fn form_pairs<'a>(form: &'a Fingerprint, other: &'a Fingerprint) -> Vec<Pair<'a>> {
+    pairs(form, other, ProbeKind::Logit)
+        .into_iter()
+        .filter(|p| p.reference.request.prompt.is_raw() == p.suspect.request.prompt.is_raw())
+        .collect()
+}
+
+/// The suspect's greedy-token share on one form's next-token lists (`None` below
+/// `min_probes`), and each control's share on the same prompt form (raw or chat) as the
+/// suspect's, for [`nearest_form_test`].
+fn form_tokens(
+    form: &QuantizedForm,
+    suspect: &Fingerprint,
+    controls: &[Fingerprint],
+    opts: &CompareOptions,
+) -> Option<((String, greedy_path::PathShare), Option<FormScores>)> {
+    let walked = greedy_path::share(&form_pairs(&form.fingerprint, suspect))?;
+    if walked.probes < opts.min_probes {
+        return None;
+    }
+    let per_control: Vec<Option<f64>> = controls
+        .iter()
+        .map(|c| {
+            let same_form: Vec<Pair> = pairs(&form.fingerprint, c, ProbeKind::Logit)
+                .into_iter()
+                .filter(|p| {
+                    matches!(
+                        p.suspect.request.prompt,
+                        crate::endpoint::PromptForm::Raw { .. }
+                    ) == walked.raw
+                })
+                .collect();
+            greedy_path::share(&same_form)
+                .filter(|w| w.probes >= opts.min_probes)
+                .map(|w| w.share)
+        })
+        .collect();
+    let scores = FormScores {
+        suspect: walked.share,
+        controls: per_control,
+    };
+    Some(((form.dtype.clone(), walked), Some(scores)))
+}
+
+/// The suspect's and each control's similarity to one quantized form (logits, or greedy
+/// tokens without log-probabilities).
 struct FormScores {
     suspect: f64,
     controls: Vec<Option<f64>>,
@@ -610,14 +663,12 @@ struct FormScores {
 /// over a dozen forms that are nearly the same model asked three built-in controls for
 /// more than a two-degrees-of-freedom test can give (Gemma's llama-quantize Q2_K copy read
 /// `distilled`). `None` unless every form was tested against every control.
-fn nearest_form_test(
-    forms: &[(verdict::FormLogits, Option<FormScores>)],
+fn nearest_form_test<'a>(
+    forms: impl IntoIterator<Item = Option<&'a FormScores>>,
+    signal: Signal,
     opts: &CompareOptions,
 ) -> Option<f64> {
-    let scores: Vec<&FormScores> = forms
-        .iter()
-        .map(|(_, s)| s.as_ref())
-        .collect::<Option<_>>()?;
+    let scores: Vec<&FormScores> = forms.into_iter().collect::<Option<_>>()?;
     let first = scores.first()?;
     let suspect = scores
         .iter()
@@ -640,8 +691,8 @@ fn nearest_form_test(
         0.0,
         &controls,
         opts.alpha,
-        default_null(Signal::Logits),
-        signal::spread_floor(Signal::Logits),
+        default_null(signal),
+        signal::spread_floor(signal),
     );
     Some(test.p)
 }
@@ -688,16 +739,24 @@ mod tests {
         let controls = [Some(0.61), Some(0.62), Some(0.60)];
         let mut forms: Vec<_> = (0..11).map(|_| form(0.74, &controls)).collect();
         forms.push(form(0.99, &controls));
-        let p = nearest_form_test(&forms, &opts).expect("every form tested");
+        let p = nearest_form_test(forms.iter().map(|(_, s)| s.as_ref()), Signal::Logits, &opts)
+            .expect("every form tested");
         assert!(p <= opts.alpha, "{p}");
         // A control as close to some form as the suspect is to its nearest: nothing shown.
         forms.push(form(0.70, &[Some(0.99), Some(0.62), Some(0.60)]));
-        let p = nearest_form_test(&forms, &opts).expect("every form tested");
+        let p = nearest_form_test(forms.iter().map(|(_, s)| s.as_ref()), Signal::Logits, &opts)
+            .expect("every form tested");
         assert!(p > opts.alpha, "{p}");
         // A form some control could not be compared with, or an untested form: no test.
         forms.push(form(0.70, &[None, Some(0.62), Some(0.60)]));
-        assert_eq!(nearest_form_test(&forms, &opts), None);
+        assert_eq!(
+            nearest_form_test(forms.iter().map(|(_, s)| s.as_ref()), Signal::Logits, &opts),
+            None
+        );
         let untested = (forms[0].0.clone(), None);
-        assert_eq!(nearest_form_test(&[untested], &opts), None);
+        assert_eq!(
+            nearest_form_test([untested.1.as_ref()], Signal::Logits, &opts),
+            None
+        );
     }
 }

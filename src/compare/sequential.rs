@@ -220,7 +220,7 @@ pub fn plan_with_forms(
                 })
                 .collect();
             let q0 = q0_from(&outcomes, opts);
-            let raw = matches!(r.request.prompt, crate::endpoint::PromptForm::Raw { .. });
+            let raw = r.request.prompt.is_raw();
             Some((
                 raw,
                 PlannedProbe {
@@ -270,7 +270,7 @@ pub fn text_plan(
         .iter()
         .filter(|o| o.is_ok() && o.sample_index == 0 && o.request.temperature == 0.0)
         .filter(|o| {
-            let is_raw = matches!(o.request.prompt, crate::endpoint::PromptForm::Raw { .. });
+            let is_raw = o.request.prompt.is_raw();
             if raw {
                 is_raw
             } else {

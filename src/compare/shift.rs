@@ -43,7 +43,6 @@ use serde::{Deserialize, Serialize};
 
 use super::logits::{aligned_positions, common_length, shared_deltas};
 use super::Pair;
-use crate::endpoint::PromptForm;
 
 /// How many sign flips; p-values are multiples of 1 / (FLIPS + 1).
 pub const FLIPS: usize = 1999;
@@ -77,7 +76,7 @@ pub struct ShiftTest {
 pub fn test(pairs: &[Pair], min_probes: usize) -> Option<ShiftTest> {
     let raw: Vec<Pair> = pairs
         .iter()
-        .filter(|p| matches!(p.reference.request.prompt, PromptForm::Raw { .. }))
+        .filter(|p| p.reference.request.prompt.is_raw())
         .copied()
         .collect();
     test_on(&raw, min_probes, true).or_else(|| test_on(pairs, min_probes, false))
@@ -185,7 +184,9 @@ fn centred(deltas: Vec<(&[u8], f64)>) -> Vec<(&[u8], f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{ChatMessage, ProbeRequest, ProbeResponse, TokenLogprobs, TopLogprob};
+    use crate::endpoint::{
+        ChatMessage, ProbeRequest, ProbeResponse, PromptForm, TokenLogprobs, TopLogprob,
+    };
     use crate::fingerprint::Observation;
     use crate::probes::ProbeKind;
 

@@ -216,6 +216,10 @@ pub struct VerdictInputs {
     /// Without logits from the suspect: its greedy tokens against each form's next-token
     /// lists (`super::greedy_path`), by form.
     pub form_tokens: Vec<(String, super::greedy_path::PathShare)>,
+    /// The suspect's greedy-token share on its nearest form against each control's on its
+    /// own nearest form, as `forms_p` is for logits (`None` where some form or control
+    /// could not be walked).
+    pub form_tokens_p: Option<f64>,
     /// The likelihood signal's p-value against controls: the reference reads the
     /// suspect's answers as text it writes itself.
     pub likelihood_p: Option<f64>,
@@ -430,12 +434,23 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                 .collect::<Vec<_>>(),
         )
         .unwrap_or(1.0);
+        // Or its tokens on its nearest form against each control's on its own nearest
+        // (one test over the forms, as `matched_form` has for logits): with three built-in
+        // controls a llama-quantize Q2_K copy of Gemma fell short of alpha on text and on
+        // the reference's own tokens, and was let off as unrelated.
+        let (far, how) = match inputs.form_tokens_p {
+            Some(q) if q < related => (
+                q,
+                "its tokens on its nearest form against each control's on its own nearest form",
+            ),
+            _ => (related, "Bonferroni over text and tokens against controls"),
+        };
         if let (true, Some((dtype, walked))) = (
-            same_tokenizer != Some(false) && related <= alpha,
+            same_tokenizer != Some(false) && far <= alpha,
             nearest_form_tokens(inputs, band),
         ) {
             reasons.push(format!(
-                "{:.1}% of the suspect's greedy tokens on {} {} logit probes are the top choice of the reference quantized to {dtype} up to engine noise (band ≥ {:.0}%; read back by the reference as given: {}), and its answers are far closer to the reference than controls (Bonferroni p = {related:.2e}): the reference served quantized",
+                "{:.1}% of the suspect's greedy tokens on {} {} logit probes are the top choice of the reference quantized to {dtype} up to engine noise (band ≥ {:.0}%; read back by the reference as given: {}), and it is far closer to the reference than controls ({how}: p = {far:.2e}): the reference served quantized",
                 walked.share * 100.0,
                 walked.probes,
                 if walked.raw { "raw" } else { "chat" },
@@ -445,7 +460,7 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                     .map(|(share, _)| format!("{:.1}%", share * 100.0))
                     .unwrap_or_else(|| "not read back".to_string()),
             ));
-            return positive(Verdict::Identical, related, reasons);
+            return positive(Verdict::Identical, far, reasons);
         }
         // Tokens inside the band whose own test is short of alpha (few probes, few
         // controls) still say which related model this is, as a quantized form does: when
@@ -915,6 +930,7 @@ mod tests {
             forms: Vec::new(),
             forms_p: None,
             form_tokens: Vec::new(),
+            form_tokens_p: None,
             likelihood_p: None,
             suspect_samples: false,
             sampled: None,
@@ -959,6 +975,32 @@ mod tests {
         i.form_tokens = vec![walked(0.99)];
         i.likelihood_p = Some(5e-5);
         assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+    }
+
+    #[test]
+    fn text_only_copy_of_a_form_is_identical_on_the_forms_own_test() {
+        // Gemma's llama-quantize Q2_K copy without log-probabilities against three built-in
+        // controls: text and the reference's own tokens short of alpha (67% of tokens),
+        // its nearest form's tokens far beyond every control's nearest.
+        let mut i = inputs();
+        i.text = vec![("contrast".into(), 0.01), ("style".into(), 0.2)];
+        i.greedy_tokens = Some((0.67, 0.0126));
+        i.form_tokens = vec![walked(0.8), walked(0.95)];
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+        i.form_tokens_p = Some(2e-3);
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
+        assert!(
+            out.reasons.iter().any(|r| r.contains("nearest form")),
+            "{out:?}"
+        );
+        // Some control as near its own nearest form: nothing shown by the forms.
+        i.form_tokens_p = Some(0.3);
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+        // Far from unrelated on the forms, but no form's tokens in the band: not a copy.
+        i.form_tokens_p = Some(2e-3);
+        i.form_tokens = vec![walked(0.8)];
+        assert_ne!(decide(&i).verdict, Verdict::Identical);
     }
 
     fn shift(p_value: f64) -> Option<ShiftTest> {

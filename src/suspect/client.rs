@@ -776,7 +776,7 @@ impl HttpModel {
     /// One generation request, parsed (secrets not yet scrubbed).
     async fn generate(&self, request: &ProbeRequest) -> Result<ProbeResponse, EndpointError> {
         let access = self.config.access;
-        if matches!(request.prompt, PromptForm::Raw { .. }) && !access.allows_raw() {
+        if request.prompt.is_raw() && !access.allows_raw() {
             return Err(EndpointError::Unsupported(format!(
                 "raw completions are not used in access mode {access}"
             )));
