@@ -629,14 +629,9 @@ fn form_tokens(
     let per_control: Vec<Option<f64>> = controls
         .iter()
         .map(|c| {
-            let same_form: Vec<Pair> = pairs(&form.fingerprint, c, ProbeKind::Logit)
+            let same_form: Vec<Pair> = form_pairs(&form.fingerprint, c)
                 .into_iter()
-                .filter(|p| {
-                    matches!(
-                        p.suspect.request.prompt,
-                        crate::endpoint::PromptForm::Raw { .. }
-                    ) == walked.raw
-                })
+                .filter(|p| p.suspect.request.prompt.is_raw() == walked.raw)
                 .collect();
             greedy_path::share(&same_form)
                 .filter(|w| w.probes >= opts.min_probes)

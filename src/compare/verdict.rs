@@ -435,15 +435,20 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
         )
         .unwrap_or(1.0);
         // Or its tokens on its nearest form against each control's on its own nearest
-        // (one test over the forms, as `matched_form` has for logits): with three built-in
-        // controls a llama-quantize Q2_K copy of Gemma fell short of alpha on text and on
-        // the reference's own tokens, and was let off as unrelated.
+        // (one test over the forms, as `matched_form` has for logits), Bonferroni over
+        // the two: with three built-in controls a llama-quantize Q2_K copy of Gemma fell
+        // short of alpha on text and on the reference's own tokens, and was let off as
+        // unrelated.
         let (far, how) = match inputs.form_tokens_p {
             Some(q) if q < related => (
-                q,
-                "its tokens on its nearest form against each control's on its own nearest form",
+                (2.0 * q).min(1.0),
+                "its tokens on its nearest form against each control's on its own nearest form, Bonferroni over this and the text",
             ),
-            _ => (related, "Bonferroni over text and tokens against controls"),
+            Some(_) => (
+                (2.0 * related).min(1.0),
+                "Bonferroni over text and tokens against controls, and over the forms' own test",
+            ),
+            None => (related, "Bonferroni over text and tokens against controls"),
         };
         if let (true, Some((dtype, walked))) = (
             same_tokenizer != Some(false) && far <= alpha,
