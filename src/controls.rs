@@ -175,9 +175,12 @@ pub async fn ensure(
         path: dir.clone(),
         source,
     })?;
-    // Scans, tests and workers may need the same controls at once: one builds them, the
-    // others wait and then read the cache (each build removes a stale partial log first).
-    let _lock = lock_dir(&dir).await?;
+    let _lock = crate::fingerprint::lock_cache(&dir)
+        .await
+        .map_err(|source| ControlsError::Io {
+            path: dir.clone(),
+            source,
+        })?;
     let mut prints = Vec::with_capacity(specs.len());
     for spec in &specs {
         let out = dir.join(format!("{}.json", spec.id()));
@@ -191,25 +194,6 @@ pub async fn ensure(
         prints.push(fingerprint(spec, set, run, models_dir, &out).await?);
     }
     Ok(Some(BuiltinControls { specs, prints, dir }))
-}
-
-/// An exclusive lock on `dir` (a `.lock` file in it), held until the file is dropped;
-/// other processes wait for it too.
-async fn lock_dir(dir: &Path) -> Result<std::fs::File, ControlsError> {
-    let path = dir.join(".lock");
-    let at = path.clone();
-    let locked = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&at)?;
-        file.lock()?;
-        Ok(file)
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-    locked.map_err(|source| ControlsError::Io { path, source })
 }
 
 async fn load(path: PathBuf, control: &str) -> Result<ModelHandle, ControlsError> {

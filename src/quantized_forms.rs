@@ -142,6 +142,12 @@ pub async fn fingerprint_forms(
         path: cache.to_path_buf(),
         source,
     })?;
+    let _lock = crate::fingerprint::lock_cache(cache)
+        .await
+        .map_err(|source| FormsError::Io {
+            path: cache.to_path_buf(),
+            source,
+        })?;
     // Keyed on the file's name, size and modification time as well as the probe set, so a
     // replaced reference is fingerprinted again (hashing hundreds of MiB each time is not
     // worth it).

@@ -14,6 +14,25 @@ use serde::{Deserialize, Serialize};
 
 use super::{sibling, FingerprintError, Observation};
 
+/// An exclusive lock on the cache folder `dir` (the file `<dir>.lock` beside it, so the
+/// folder holds only what is cached), held until the returned file is dropped. Scans,
+/// workers and tests may build the same cached prints at once, and each build starts by
+/// removing a stale partial log: one builds, the others wait and then read what it wrote.
+pub async fn lock_cache(dir: &Path) -> std::io::Result<File> {
+    let path = sibling(dir, ".lock");
+    tokio::task::spawn_blocking(move || {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
 /// Identifies the run a log belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogHeader {
@@ -195,5 +214,32 @@ impl ObservationLog {
         };
         file.write_all(json.as_bytes()).map_err(io)?;
         file.flush().map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cache_lock_waits_for_its_holder_and_not_for_other_caches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let held = lock_cache(&a).await.expect("lock");
+        // Another cache beside it is not held up.
+        let other = tokio::time::timeout(std::time::Duration::from_secs(10), lock_cache(&b))
+            .await
+            .expect("another cache's lock is free")
+            .expect("lock");
+        drop(other);
+        let waiting = tokio::spawn(async move { lock_cache(&a).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "the second lock did not wait");
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the lock is taken once released")
+            .expect("task")
+            .expect("lock");
     }
 }

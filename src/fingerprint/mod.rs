@@ -22,7 +22,7 @@ use crate::probes::{ProbeKind, ProbeSet};
 
 pub(crate) use features::error_kind;
 pub use features::{Features, KindSummary, TokenCountMethod};
-pub use log::{LogHeader, ObservationLog};
+pub use log::{lock_cache, LogHeader, ObservationLog};
 pub use runner::{build_request, observe, plan, run, Job, RunOptions};
 pub use time::rfc3339_utc;
 
