@@ -128,6 +128,19 @@ pub struct LayerKv {
     pub v: Vec<f32>,
 }
 
+/// Appends positions to a layer's keys or values, growing the buffer by whole runs of
+/// `KV_STEP` positions instead of doubling it (a doubled cache holds up to twice the
+/// memory the positions need).
+fn append_positions(buf: &mut Vec<f32>, rows: &[f32], width: usize) {
+    const KV_STEP: usize = 256;
+    let needed = buf.len() + rows.len();
+    if buf.capacity() < needed {
+        let step = KV_STEP * width.max(1);
+        buf.reserve_exact(needed.div_ceil(step) * step - buf.len());
+    }
+    buf.extend_from_slice(rows);
+}
+
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let s = 1.0 / (ms + eps).sqrt();
@@ -265,8 +278,8 @@ fn run_on_pool(
         }
         cfg.kv_cache.before_attention(&mut q, &mut k, &mut v, hd);
         let cache = &mut kv[li];
-        cache.k.extend_from_slice(&k);
-        cache.v.extend_from_slice(&v);
+        append_positions(&mut cache.k, &k, nkv * hd);
+        append_positions(&mut cache.v, &v, nkv * hd);
         let mut att = vec![0f32; m * nh * hd];
         let cache = &*cache;
         let span = |i: usize| {

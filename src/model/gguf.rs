@@ -1,6 +1,6 @@
 //! Reading GGUF files: metadata, the transformer config and weights.
 
-use std::io::Seek;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::Device;
 
-use super::qlinear::Q8Matrix;
+use super::qlinear::{Builder, Q8Matrix};
 use super::weights::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 use super::ModelError;
 
@@ -136,6 +136,61 @@ impl GgufFile {
                 name: name.to_string(),
                 message: e.to_string(),
             })
+    }
+
+    /// A matrix for our kernels, read from the file a few MiB of rows at a time into the
+    /// grouped layout (the whole tensor in memory beside its converted copy would add the
+    /// largest matrix to peak memory); types without a layout of their own are read whole
+    /// and re-quantized.
+    fn q8_matrix(&mut self, name: &str) -> Result<Q8Matrix, ModelError> {
+        self.q8_matrix_in_chunks(name, 4 << 20)
+    }
+
+    fn q8_matrix_in_chunks(
+        &mut self,
+        name: &str,
+        chunk_bytes: usize,
+    ) -> Result<Q8Matrix, ModelError> {
+        let err = |message: String| ModelError::MissingTensor {
+            name: name.to_string(),
+            message,
+        };
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| err("not in the file".into()))?;
+        let (rows, cols) = info.shape.dims2()?;
+        let Some(mut builder) = Builder::new(info.ggml_dtype, rows, cols)? else {
+            return Ok(Q8Matrix::from_qtensor(&self.tensor(name)?)?);
+        };
+        let start = self.content.tensor_data_offset.saturating_add(info.offset);
+        let row_bytes = builder.row_bytes();
+        // A header that claims more rows than the file holds is refused before the layout
+        // for them is filled in.
+        let len = self.file.metadata().map_err(|e| err(e.to_string()))?.len();
+        let total = (rows as u64).saturating_mul(row_bytes as u64);
+        if start.saturating_add(total) > len {
+            return Err(err(format!(
+                "{total} bytes at offset {start} run past the end of the file ({len} bytes)"
+            )));
+        }
+        self.file
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| err(e.to_string()))?;
+        let per_chunk = (chunk_bytes / row_bytes.max(1)).max(1);
+        let mut buf = vec![0u8; per_chunk.min(rows) * row_bytes];
+        let mut done = 0;
+        while done < rows {
+            let n = per_chunk.min(rows - done);
+            let chunk = &mut buf[..n * row_bytes];
+            self.file
+                .read_exact(chunk)
+                .map_err(|e| err(e.to_string()))?;
+            builder.push_rows(chunk)?;
+            done += n;
+        }
+        Ok(builder.finish()?)
     }
 
     /// A tensor as stored.
@@ -276,11 +331,10 @@ impl GgufFile {
 
     /// Loads all weights; with `Requantize::Auto` every matrix moves to our Q8 kernel.
     pub fn weights(&mut self, cfg: &Config, requantize: Requantize) -> Result<Weights, ModelError> {
-        let embd = self.tensor("token_embd.weight")?;
         let tied = !self.has_tensor("output.weight");
         let (embedding, lm_head) = match requantize {
             Requantize::Auto => {
-                let m = Arc::new(Q8Matrix::from_qtensor(&embd)?);
+                let m = Arc::new(self.q8_matrix("token_embd.weight")?);
                 let head = if tied {
                     // Tied embeddings: one table serves both, no copy.
                     Linear::Q8(m.clone())
@@ -290,7 +344,7 @@ impl GgufFile {
                 (Embedding::Q8(m), head)
             }
             Requantize::Off => {
-                let embd = Arc::new(embd);
+                let embd = Arc::new(self.tensor("token_embd.weight")?);
                 let head = if tied {
                     Linear::Candle(QMatMul::from_arc(embd.clone())?)
                 } else {
@@ -405,7 +459,10 @@ impl GgufFile {
     }
 
     fn matmul(&mut self, name: &str, requantize: Requantize) -> Result<Linear, ModelError> {
-        to_linear(self.tensor(name)?, requantize)
+        match requantize {
+            Requantize::Auto => Ok(Linear::Q8(Arc::new(self.q8_matrix(name)?))),
+            Requantize::Off => to_linear(self.tensor(name)?, requantize),
+        }
     }
 
     fn rows(&self, name: &str) -> Result<usize, ModelError> {
@@ -462,4 +519,84 @@ fn to_linear(t: QTensor, requantize: Requantize) -> Result<Linear, ModelError> {
         Requantize::Auto => Linear::Q8(Arc::new(Q8Matrix::from_qtensor(&t)?)),
         Requantize::Off => Linear::Candle(QMatMul::from_qtensor(t)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::synthetic::{self, Dims, Mix, Spec};
+
+    /// A small file holding every common type in turn (Q4_K, Q5_K, Q6_K, Q8_0, F16).
+    fn small_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        let path = dir.path().join("small.gguf");
+        let dims = Dims {
+            hidden: 256,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+            ff: 512,
+            vocab: 300,
+            context: 256,
+        };
+        let spec = Spec {
+            family: Family::Qwen2,
+            dims,
+            seed: 7,
+            mix: Mix::Every,
+            tied: false,
+            sliding_window: None,
+        };
+        synthetic::write(&path, &spec).expect("write synthetic gguf");
+        path
+    }
+
+    /// Read a row at a time from the file, every matrix equals the one made from the whole
+    /// tensor, row for row and product for product.
+    #[test]
+    fn matrices_read_in_chunks_equal_those_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = GgufFile::open(&small_file(&dir)).unwrap();
+        let names: Vec<String> = file
+            .content
+            .tensor_infos
+            .iter()
+            .filter(|(_, info)| info.shape.dims().len() == 2)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut types = std::collections::BTreeSet::new();
+        for name in &names {
+            let whole = Q8Matrix::from_qtensor(&file.tensor(name).unwrap()).unwrap();
+            let chunked = file.q8_matrix_in_chunks(name, 1).unwrap();
+            types.insert(format!("{:?}", file.content.tensor_infos[name].ggml_dtype));
+            for r in 0..whole.rows {
+                assert_eq!(whole.row(r), chunked.row(r), "{name} row {r}");
+            }
+            let x: Vec<f32> = (0..2 * whole.cols)
+                .map(|i| ((i * 37) % 17) as f32 - 8.0)
+                .collect();
+            assert_eq!(
+                whole.matmul_rows(&x, 2),
+                chunked.matmul_rows(&x, 2),
+                "{name}"
+            );
+        }
+        for t in ["Q4K", "Q6K", "Q8_0"] {
+            assert!(types.contains(t), "{t} not in {types:?}");
+        }
+    }
+
+    /// A file cut short fails with an error naming the tensor.
+    #[test]
+    fn a_truncated_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = small_file(&dir);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len / 2).unwrap();
+        let mut file = GgufFile::open(&path).unwrap();
+        let cfg = file.config(256).unwrap();
+        let err = file.weights(&cfg, Requantize::Auto).unwrap_err();
+        assert!(matches!(err, ModelError::MissingTensor { .. }), "{err}");
+    }
 }

@@ -9,7 +9,10 @@
 //! one vector of their scales. With AVX-512 VNNI each such step is one `vpdpbusd`. Products
 //! are split across the pool of `parallel.rs`. Same arithmetic as ggml's Q8_0 x Q8_0 and
 //! Q4_1 x Q8_1 dots (activations quantized per block of 32 to int8, exact integer dot
-//! products per block, f32 scales), summed over blocks in order.
+//! products per block, f32 scales), summed over blocks in order. K-quants stay near their
+//! files' size (Q4_K 4.75 bits a weight, Q6_K 6.6): their values as stored and their
+//! integer block scales, each block's f32 scale formed in the kernel by the same product a
+//! conversion at load would form, so the numbers do not depend on how they are held.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -33,14 +36,40 @@ enum Blocks {
     /// int8 values (run k holds elements 4k..4k+4), one f32 scale per row and block (ggml
     /// Q8_0).
     Q8 { qs: Vec<i8>, scales: Vec<f32> },
+    /// ggml Q6_K as stored, 6.6 bits a weight: value = (d * scale) * (q - 32), q in 0..64
+    /// and a scale for each half of 16. `low` holds q's low nibbles as `Q4_1` holds its
+    /// values; `high` their top two bits, eight bytes per block: byte 4x + t holds element
+    /// t of runs 4x..4x+4 (see `grouped`: run c is elements 4c..4c+4), run 4x + r at bits
+    /// 2r, so that four shifts of one 32-byte load give four runs' top bits. `scale`: per
+    /// block the eight rows' first-half int8 scales, then their second; `d` per row and
+    /// super-block.
+    Q6K {
+        low: Vec<u8>,
+        high: Vec<u8>,
+        scale: Vec<i8>,
+        d: Vec<f32>,
+    },
     /// 4-bit values as ggml Q4_1 packs a block (byte i: element i in the low nibble, element
-    /// i + 16 in the high one), value = d * q + m: ggml Q4_1, and Q4_K's sub-blocks.
+    /// i + 16 in the high one), value = d * q + m (ggml Q4_1).
     Q4_1 {
         nibbles: Vec<u8>,
         d: Vec<f32>,
         m: Vec<f32>,
     },
+    /// ggml Q4_K as stored: nibbles as `Q4_1`'s, each block's 6-bit scale and min (one byte
+    /// each), each super-block's d and dmin (f32, per row and super-block of eight blocks).
+    /// Block value = (d * scale) * q - dmin * min, the products formed in the kernel.
+    Q4K {
+        nibbles: Vec<u8>,
+        scale: Vec<u8>,
+        min: Vec<u8>,
+        d: Vec<f32>,
+        dmin: Vec<f32>,
+    },
 }
+
+/// Blocks per ggml K-quant super-block of 256 values.
+const SUPER_BLOCKS: usize = 8;
 
 /// An `out x in` weight matrix in blocks of 32.
 #[derive(Debug, Clone)]
@@ -48,49 +77,31 @@ pub struct Q8Matrix {
     pub rows: usize,
     /// Inputs per row.
     pub cols: usize,
-    /// Each input block is stored twice, as two blocks of 32 holding one half each (the
-    /// other half zero), so that every 16 values can have their own scale (ggml Q6_K).
-    halves: bool,
     blocks: Blocks,
 }
 
 /// Activations quantized per block of 32 to int8 (ggml Q8_0 / Q8_1), one row per token;
 /// `sums` (d * sum of the block's ints) serves the Q4_1 offset term, `isums` (the sum of
-/// the block's ints) the VNNI kernel's unsigned-weight correction.
+/// the block's ints) and `hsums` (of its first 16) the VNNI kernel's unsigned-weight
+/// correction.
 struct Q8Rows {
     qs: Vec<i8>,
     scales: Vec<f32>,
     sums: Vec<f32>,
     isums: Vec<i32>,
+    hsums: Vec<i32>,
 }
 
 impl Q8Rows {
-    /// Every block twice in a row, the inputs of a matrix held in halves: each half-block
-    /// of weights meets the whole block of activations, quantized as it was.
-    fn doubled(&self) -> Q8Rows {
-        fn twice<T: Copy>(v: &[T], chunk: usize) -> Vec<T> {
-            v.chunks_exact(chunk)
-                .flat_map(|c| c.iter().chain(c))
-                .copied()
-                .collect()
-        }
-        Q8Rows {
-            qs: twice(&self.qs, BLOCK),
-            scales: twice(&self.scales, 1),
-            sums: twice(&self.sums, 1),
-            isums: twice(&self.isums, 1),
-        }
-    }
-
     /// Row `i` of rows `cols` wide.
     fn row(&self, i: usize, cols: usize) -> XRow<'_> {
-        // `cols`: the stored width, twice the inputs for a matrix held in halves.
         let kb = cols / BLOCK;
         XRow {
             qs: &self.qs[i * cols..(i + 1) * cols],
             scales: &self.scales[i * kb..(i + 1) * kb],
             sums: &self.sums[i * kb..(i + 1) * kb],
             isums: &self.isums[i * kb..(i + 1) * kb],
+            hsums: &self.hsums[i * kb..(i + 1) * kb],
         }
     }
 }
@@ -136,19 +147,260 @@ fn interleave_scales(plain: &[f32], rows: usize, kb: usize) -> Vec<f32> {
     out
 }
 
+/// Builds a grouped matrix from ggml's bytes a few rows at a time, each row written straight
+/// to where it lies: a whole tensor read first, or a row-major copy on the way, would add
+/// the largest matrix to peak memory (a tied 151936-row embedding is 130 MB or more).
+pub struct Builder {
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+    next: usize,
+    blocks: Blocks,
+}
+
+impl Builder {
+    /// `None` for a type held no way of its own here (dequantize it and use `from_dense`).
+    pub fn new(dtype: GgmlDType, rows: usize, cols: usize) -> candle_core::Result<Option<Self>> {
+        let block = dtype.block_size();
+        let held = matches!(
+            dtype,
+            GgmlDType::Q8_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q4K | GgmlDType::Q6K
+        );
+        if !held {
+            return Ok(None);
+        }
+        if cols == 0 || !cols.is_multiple_of(block) {
+            candle_core::bail!("{dtype:?} matrix of {rows}x{cols}: rows are not whole blocks");
+        }
+        let padded = rows.div_ceil(GROUP) * GROUP;
+        let blocks = padded * (cols / BLOCK);
+        let supers = blocks / SUPER_BLOCKS;
+        let blocks = match dtype {
+            GgmlDType::Q4_1 => Blocks::Q4_1 {
+                nibbles: vec![0; blocks * BLOCK / 2],
+                d: vec![0.0; blocks],
+                m: vec![0.0; blocks],
+            },
+            GgmlDType::Q4K => Blocks::Q4K {
+                nibbles: vec![0; blocks * BLOCK / 2],
+                scale: vec![0; blocks],
+                min: vec![0; blocks],
+                d: vec![0.0; supers],
+                dmin: vec![0.0; supers],
+            },
+            GgmlDType::Q6K => Blocks::Q6K {
+                low: vec![0; blocks * BLOCK / 2],
+                high: vec![0; blocks * BLOCK / 4],
+                scale: vec![0; 2 * blocks],
+                d: vec![0.0; supers],
+            },
+            _ => Blocks::Q8 {
+                qs: vec![0; blocks * BLOCK],
+                scales: vec![0.0; blocks],
+            },
+        };
+        Ok(Some(Self {
+            dtype,
+            rows,
+            cols,
+            next: 0,
+            blocks,
+        }))
+    }
+
+    /// Bytes of one row in the file.
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.dtype.block_size() * self.dtype.type_size()
+    }
+
+    /// The next whole rows, as the file holds them.
+    pub fn push_rows(&mut self, bytes: &[u8]) -> candle_core::Result<()> {
+        let row_bytes = self.row_bytes();
+        if !bytes.len().is_multiple_of(row_bytes) || self.next + bytes.len() / row_bytes > self.rows
+        {
+            candle_core::bail!(
+                "{:?} data of {} bytes does not fit the rows left of {}x{}",
+                self.dtype,
+                bytes.len(),
+                self.rows,
+                self.cols
+            );
+        }
+        for src in bytes.chunks_exact(row_bytes) {
+            self.write_row(src);
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> candle_core::Result<Q8Matrix> {
+        if self.next != self.rows {
+            candle_core::bail!(
+                "{:?} matrix got {} of {} rows",
+                self.dtype,
+                self.next,
+                self.rows
+            );
+        }
+        Ok(Q8Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            blocks: self.blocks,
+        })
+    }
+
+    /// Row `self.next` from its bytes (`src` is exactly one row).
+    fn write_row(&mut self, src: &[u8]) {
+        let kb = self.cols / BLOCK;
+        let (g, j) = (self.next / GROUP, self.next % GROUP);
+        // Grouped block `b` of this row, and where per-block values of it lie.
+        let blk = |b: usize| g * kb + b;
+        let at = |b: usize| blk(b) * GROUP + j;
+        let at_super = |s: usize| (g * kb / SUPER_BLOCKS + s) * GROUP + j;
+        let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        match (&mut self.blocks, self.dtype) {
+            // Per block an f16 scale and 32 int8 values.
+            (Blocks::Q8 { qs, scales }, GgmlDType::Q8_0) => {
+                for (b, c) in src.chunks_exact(2 + BLOCK).enumerate() {
+                    scales[at(b)] = f16(c);
+                    for (p, &v) in c[2..].iter().enumerate() {
+                        qs[grouped(blk(b), j, p, BLOCK)] = v as i8;
+                    }
+                }
+            }
+            // f16 d, 32 high bits, 16 bytes of low nibbles; value = d * (q - 16): held as
+            // int8 q - 16 with scale d, which is how ggml's Q5_0 x Q8_0 dot multiplies them.
+            (Blocks::Q8 { qs, scales }, _) => {
+                for (b, c) in src.chunks_exact(2 + 4 + BLOCK / 2).enumerate() {
+                    scales[at(b)] = f16(c);
+                    let qh = u32::from_le_bytes([c[2], c[3], c[4], c[5]]);
+                    let nib = &c[6..];
+                    for e in 0..BLOCK {
+                        let low = if e < 16 {
+                            nib[e] & 0xF
+                        } else {
+                            nib[e - 16] >> 4
+                        };
+                        let q = (low | (((qh >> e) & 1) as u8) << 4) as i8 - 16;
+                        qs[grouped(blk(b), j, e, BLOCK)] = q;
+                    }
+                }
+            }
+            // f16 d, f16 m, 16 bytes of nibbles; value = d * q + m.
+            (Blocks::Q4_1 { nibbles, d, m }, _) => {
+                for (b, c) in src.chunks_exact(4 + BLOCK / 2).enumerate() {
+                    d[at(b)] = f16(c);
+                    m[at(b)] = f16(&c[2..]);
+                    for (p, &v) in c[4..].iter().enumerate() {
+                        nibbles[grouped(blk(b), j, p, BLOCK / 2)] = v;
+                    }
+                }
+            }
+            // Super-blocks of 256: f16 d and dmin, twelve bytes of 6-bit scales and mins,
+            // then 128 bytes where each run of 32 bytes holds two blocks, low nibbles first.
+            (
+                Blocks::Q4K {
+                    nibbles,
+                    scale,
+                    min,
+                    d,
+                    dmin,
+                },
+                _,
+            ) => {
+                for (s, sb) in src.chunks_exact(4 + 12 + 128).enumerate() {
+                    d[at_super(s)] = f16(sb);
+                    dmin[at_super(s)] = f16(&sb[2..]);
+                    let sc = &sb[4..16];
+                    // ggml's get_scale_min_k4.
+                    let scale_min = |k: usize| {
+                        if k < 4 {
+                            (sc[k] & 63, sc[k + 4] & 63)
+                        } else {
+                            (
+                                (sc[k + 4] & 0xF) | ((sc[k - 4] >> 6) << 4),
+                                (sc[k + 4] >> 4) | ((sc[k] >> 6) << 4),
+                            )
+                        }
+                    };
+                    for (run, q) in sb[16..].chunks_exact(32).enumerate() {
+                        for (half_, shift) in [(0, 0), (1, 4)] {
+                            let b = s * SUPER_BLOCKS + 2 * run + half_;
+                            (scale[at(b)], min[at(b)]) = scale_min(2 * run + half_);
+                            let v = |l: usize| (q[l] >> shift) & 0xF;
+                            for i in 0..BLOCK / 2 {
+                                nibbles[grouped(blk(b), j, i, BLOCK / 2)] =
+                                    v(i) | (v(i + BLOCK / 2) << 4);
+                            }
+                        }
+                    }
+                }
+            }
+            // Super-blocks of 256: 128 bytes of low nibbles, 64 bytes of high bit pairs, 16
+            // int8 scales, f16 d; value = (d * scale[e / 16]) * (q - 32).
+            (
+                Blocks::Q6K {
+                    low,
+                    high,
+                    scale,
+                    d,
+                },
+                _,
+            ) => {
+                const SUPER: usize = 256;
+                for (s, sb) in src
+                    .chunks_exact(SUPER / 2 + SUPER / 4 + SUPER / 16 + 2)
+                    .enumerate()
+                {
+                    let (ql, rest) = sb.split_at(SUPER / 2);
+                    let (qh, rest) = rest.split_at(SUPER / 4);
+                    let (sc, dd) = rest.split_at(SUPER / 16);
+                    d[at_super(s)] = f16(dd);
+                    for (e16, &v) in sc.iter().enumerate() {
+                        let b = s * SUPER_BLOCKS + e16 / 2;
+                        scale[(blk(b) * 2 + e16 % 2) * GROUP + j] = v as i8;
+                    }
+                    // ggml's dequantize_row_q6_K: per half of 128, element l + 32 t (l < 32)
+                    // has its low nibble in ql[l + 32 (t % 2)] (low or high nibble for t < 2
+                    // or not) and its high bits at 2 t in qh[l].
+                    let q = |e: usize| {
+                        let (n, i) = (e / 128, e % 128);
+                        let (t, l) = (i / 32, i % 32);
+                        let lo = (ql[64 * n + l + 32 * (t % 2)] >> (4 * (t / 2))) & 0xF;
+                        let hi = (qh[32 * n + l] >> (2 * t)) & 3;
+                        lo | (hi << 4)
+                    };
+                    for sub in 0..SUPER_BLOCKS {
+                        let b = s * SUPER_BLOCKS + sub;
+                        let q = |e: usize| q(sub * BLOCK + e);
+                        for p in 0..BLOCK / 2 {
+                            low[grouped(blk(b), j, p, BLOCK / 2)] =
+                                (q(p) & 0xF) | ((q(p + BLOCK / 2) & 0xF) << 4);
+                        }
+                        for p in 0..BLOCK / 4 {
+                            let (x, t) = (p / 4, p % 4);
+                            high[grouped(blk(b), j, p, BLOCK / 4)] = (0..4).fold(0u8, |acc, r| {
+                                acc | ((q(4 * (4 * x + r) + t) >> 4) << (2 * r))
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Q8Matrix {
-    /// From any candle tensor (dequantized first when needed).
+    /// From any candle tensor (dequantized first when its type has no layout here).
     pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Self> {
         let (rows, cols) = t.shape().dims2()?;
-        match t.dtype() {
-            GgmlDType::Q8_0 => return Self::from_ggml_q8_0(&t.data()?, rows, cols),
-            GgmlDType::Q4_1 => return Self::from_ggml_q4_1(&t.data()?, rows, cols),
-            GgmlDType::Q5_0 => return Self::from_ggml_q5_0(&t.data()?, rows, cols),
-            GgmlDType::Q4K => return Self::from_ggml_q4_k(&t.data()?, rows, cols),
-            GgmlDType::Q6K => return Self::from_ggml_q6_k(&t.data()?, rows, cols),
-            _ => {}
+        match Builder::new(t.dtype(), rows, cols)? {
+            Some(mut builder) => {
+                builder.push_rows(&t.data()?)?;
+                builder.finish()
+            }
+            None => Self::from_dense(&t.dequantize(&Device::Cpu)?),
         }
-        Self::from_dense(&t.dequantize(&Device::Cpu)?)
     }
 
     pub fn from_dense(t: &Tensor) -> candle_core::Result<Self> {
@@ -161,232 +413,43 @@ impl Q8Matrix {
             .flatten_all()?
             .to_vec1::<f32>()?;
         let q = quantize_rows(&data, cols);
-        Ok(Self::q8(q.qs, q.scales, rows, cols))
-    }
-
-    /// From row-major Q8 blocks.
-    fn q8(qs: Vec<i8>, scales: Vec<f32>, rows: usize, cols: usize) -> Self {
         let kb = cols / BLOCK;
-        Self {
-            rows,
-            cols,
-            halves: false,
-            blocks: Blocks::Q8 {
-                qs: interleave(&qs, rows, kb, BLOCK),
-                scales: interleave_scales(&scales, rows, kb),
-            },
-        }
-    }
-
-    /// From row-major Q4_1 blocks (16 bytes of nibbles, d and m per block).
-    fn q4_1(nibbles: &[u8], d: &[f32], m: &[f32], rows: usize, cols: usize) -> Self {
-        let kb = cols / BLOCK;
-        Self {
-            rows,
-            cols,
-            halves: false,
-            blocks: Blocks::Q4_1 {
-                nibbles: interleave(nibbles, rows, kb, BLOCK / 2),
-                d: interleave_scales(d, rows, kb),
-                m: interleave_scales(m, rows, kb),
-            },
-        }
-    }
-
-    /// From ggml's Q4_1 layout: f16 d, f16 m, 16 bytes of nibbles per block.
-    fn from_ggml_q4_1(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
-        const SIZE: usize = 4 + BLOCK / 2;
-        let blocks = rows * cols / BLOCK;
-        if bytes.len() != blocks * SIZE || !cols.is_multiple_of(BLOCK) {
-            candle_core::bail!("Q4_1 data of {} bytes for {rows}x{cols}", bytes.len());
-        }
-        let mut nibbles = Vec::with_capacity(blocks * BLOCK / 2);
-        let mut d = Vec::with_capacity(blocks);
-        let mut m = Vec::with_capacity(blocks);
-        for b in bytes.chunks_exact(SIZE) {
-            d.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
-            m.push(half::f16::from_le_bytes([b[2], b[3]]).to_f32());
-            nibbles.extend_from_slice(&b[4..]);
-        }
-        Ok(Self::q4_1(&nibbles, &d, &m, rows, cols))
-    }
-
-    /// From ggml's Q5_0 layout (f16 d, 32 high bits, 16 bytes of low nibbles; value =
-    /// d * (q - 16)): held exactly as int8 values q - 16 with scale d, which is how ggml's
-    /// own Q5_0 x Q8_0 dot multiplies them.
-    fn from_ggml_q5_0(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
-        const SIZE: usize = 2 + 4 + BLOCK / 2;
-        let blocks = rows * cols / BLOCK;
-        if bytes.len() != blocks * SIZE || !cols.is_multiple_of(BLOCK) {
-            candle_core::bail!("Q5_0 data of {} bytes for {rows}x{cols}", bytes.len());
-        }
-        let mut qs = Vec::with_capacity(rows * cols);
-        let mut scales = Vec::with_capacity(blocks);
-        for b in bytes.chunks_exact(SIZE) {
-            scales.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
-            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-            let nib = &b[6..];
-            let value = |e: usize| {
-                let low = if e < 16 {
-                    nib[e] & 0xF
-                } else {
-                    nib[e - 16] >> 4
-                };
-                (low | (((qh >> e) & 1) as u8) << 4) as i8 - 16
-            };
-            qs.extend((0..BLOCK).map(value));
-        }
-        Ok(Self::q8(qs, scales, rows, cols))
-    }
-
-    /// From ggml's Q4_K layout (super-blocks of 256: f16 d and dmin, twelve bytes of 6-bit
-    /// scales and mins, then 128 bytes where each run of 32 bytes holds two sub-blocks of
-    /// 32, low nibbles first). Each sub-block is value = (d * sc) * q - dmin * m, which is
-    /// exactly a Q4_1 block with d' = d * sc and m' = -dmin * m (both exact in f32).
-    fn from_ggml_q4_k(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
-        const SUPER: usize = 256;
-        const SIZE: usize = 4 + 12 + SUPER / 2;
-        if !cols.is_multiple_of(SUPER) || bytes.len() != rows * cols / SUPER * SIZE {
-            candle_core::bail!("Q4_K data of {} bytes for {rows}x{cols}", bytes.len());
-        }
-        let blocks = rows * cols / BLOCK;
-        let mut nibbles = Vec::with_capacity(blocks * BLOCK / 2);
-        let mut d = Vec::with_capacity(blocks);
-        let mut m = Vec::with_capacity(blocks);
-        for sb in bytes.chunks_exact(SIZE) {
-            let dd = half::f16::from_le_bytes([sb[0], sb[1]]).to_f32();
-            let dmin = half::f16::from_le_bytes([sb[2], sb[3]]).to_f32();
-            let sc = &sb[4..16];
-            // ggml's get_scale_min_k4.
-            let scale_min = |j: usize| {
-                if j < 4 {
-                    (sc[j] & 63, sc[j + 4] & 63)
-                } else {
-                    (
-                        (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4),
-                        (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
-                    )
-                }
-            };
-            for (run, q) in sb[16..].chunks_exact(32).enumerate() {
-                for (half_, shift) in [(0, 0), (1, 4)] {
-                    let (s, mn) = scale_min(2 * run + half_);
-                    d.push(dd * s as f32);
-                    m.push(-(dmin * mn as f32));
-                    let v = |l: usize| (q[l] >> shift) & 0xF;
-                    nibbles.extend((0..BLOCK / 2).map(|i| v(i) | (v(i + BLOCK / 2) << 4)));
-                }
-            }
-        }
-        Ok(Self::q4_1(&nibbles, &d, &m, rows, cols))
-    }
-
-    /// From ggml's Q8_0 layout: per block an f16 scale followed by 32 int8 values. Written
-    /// straight into the grouped layout: a row-major copy on the way would add the whole
-    /// matrix to peak memory (Gemma's embedding is 168 MB).
-    fn from_ggml_q8_0(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
-        const SIZE: usize = 2 + BLOCK;
-        let kb = cols / BLOCK;
-        if bytes.len() != rows * kb * SIZE || !cols.is_multiple_of(BLOCK) {
-            candle_core::bail!("Q8_0 data of {} bytes for {rows}x{cols}", bytes.len());
-        }
-        let groups = rows.div_ceil(GROUP);
-        let mut qs = vec![0i8; groups * GROUP * cols];
-        let mut scales = vec![0f32; groups * GROUP * kb];
-        for (i, b) in bytes.chunks_exact(SIZE).enumerate() {
-            let (row, blk) = (i / kb, i % kb);
-            let (g, j) = (row / GROUP, row % GROUP);
-            scales[(g * kb + blk) * GROUP + j] = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-            for (p, &v) in b[2..].iter().enumerate() {
-                qs[grouped(g * kb + blk, j, p, BLOCK)] = v as i8;
-            }
-        }
         Ok(Self {
             rows,
             cols,
-            halves: false,
-            blocks: Blocks::Q8 { qs, scales },
+            blocks: Blocks::Q8 {
+                qs: interleave(&q.qs, rows, kb, BLOCK),
+                scales: interleave_scales(&q.scales, rows, kb),
+            },
         })
     }
 
-    /// From ggml's Q6_K layout (super-blocks of 256: 128 bytes of low nibbles, 64 bytes of
-    /// high bit pairs, 16 int8 scales, f16 d; value = (d * scale[e / 16]) * (q - 32)).
-    /// Every 16 values have their own scale, one block of our kernel has one: each block
-    /// of 32 is held as two, the first 16 values with their scale and 16 zeros, then 16
-    /// zeros and the last 16 with theirs, and the inputs are doubled to match. Exact (q - 32
-    /// fits int8, d * scale is exact in f32) for twice the work on these matrices (Gemma's
-    /// nine Q6_K matrices re-rounded to Q8_0 put it 0.149 nats from llama.cpp's fixtures,
-    /// held exactly 0.137).
-    fn from_ggml_q6_k(bytes: &[u8], rows: usize, cols: usize) -> candle_core::Result<Self> {
-        const SUPER: usize = 256;
-        const SIZE: usize = SUPER / 2 + SUPER / 4 + SUPER / 16 + 2;
-        if !cols.is_multiple_of(SUPER) || bytes.len() != rows * cols / SUPER * SIZE {
-            candle_core::bail!("Q6_K data of {} bytes for {rows}x{cols}", bytes.len());
-        }
-        let mut qs = Vec::with_capacity(2 * rows * cols);
-        let mut scales = Vec::with_capacity(2 * rows * cols / BLOCK);
-        for sb in bytes.chunks_exact(SIZE) {
-            let (ql, rest) = sb.split_at(SUPER / 2);
-            let (qh, rest) = rest.split_at(SUPER / 4);
-            let (sc, d) = rest.split_at(SUPER / 16);
-            let d = half::f16::from_le_bytes([d[0], d[1]]).to_f32();
-            // ggml's dequantize_row_q6_K: per half of 128, element l + 32 t (l < 32) has
-            // its low nibble in ql[l + 32 (t % 2)] (low or high nibble for t < 2 or not)
-            // and its high bits at 2 t in qh[l].
-            let value = |e: usize| {
-                let (n, i) = (e / 128, e % 128);
-                let (t, l) = (i / 32, i % 32);
-                let low = (ql[64 * n + l + 32 * (t % 2)] >> (4 * (t / 2))) & 0xF;
-                let high = (qh[32 * n + l] >> (2 * t)) & 3;
-                (low | (high << 4)) as i8 - 32
-            };
-            for blk in 0..SUPER / BLOCK {
-                for h in 0..2 {
-                    let first = blk * BLOCK + h * BLOCK / 2;
-                    scales.push(d * sc[first / 16] as i8 as f32);
-                    qs.extend((0..BLOCK).map(|p| {
-                        let e = blk * BLOCK + p;
-                        if (first..first + BLOCK / 2).contains(&e) {
-                            value(e)
-                        } else {
-                            0
-                        }
-                    }));
-                }
-            }
-        }
-        let mut m = Self::q8(qs, scales, rows, 2 * cols);
-        m.cols = cols;
-        m.halves = true;
-        Ok(m)
-    }
-
-    /// Columns as stored: twice the inputs when held in halves.
-    fn stored_cols(&self) -> usize {
-        if self.halves {
-            2 * self.cols
-        } else {
-            self.cols
+    /// Bytes the weights take in memory (values and scales).
+    pub fn bytes(&self) -> usize {
+        match &self.blocks {
+            Blocks::Q8 { qs, scales } => qs.len() + 4 * scales.len(),
+            Blocks::Q6K {
+                low,
+                high,
+                scale,
+                d,
+            } => low.len() + high.len() + scale.len() + 4 * d.len(),
+            Blocks::Q4_1 { nibbles, d, m } => nibbles.len() + 4 * (d.len() + m.len()),
+            Blocks::Q4K {
+                nibbles,
+                scale,
+                min,
+                d,
+                dmin,
+            } => nibbles.len() + scale.len() + min.len() + 4 * (d.len() + dmin.len()),
         }
     }
 
     /// Dequantized row `r` (embedding lookup).
     pub fn row(&self, r: usize) -> Vec<f32> {
-        let stored = self.stored_row(r);
-        if !self.halves {
-            return stored;
-        }
-        // Each pair of stored blocks holds one input block, one half zero in each.
-        stored
-            .chunks_exact(2 * BLOCK)
-            .flat_map(|pair| (0..BLOCK).map(move |e| pair[e] + pair[BLOCK + e]))
-            .collect()
-    }
-
-    fn stored_row(&self, r: usize) -> Vec<f32> {
-        let kb = self.stored_cols() / BLOCK;
+        let kb = self.cols / BLOCK;
         let (g, j) = (r / GROUP, r % GROUP);
-        let mut out = Vec::with_capacity(self.stored_cols());
+        let mut out = Vec::with_capacity(self.cols);
         for b in 0..kb {
             let blk = g * kb + b;
             let s = blk * GROUP + j;
@@ -396,10 +459,35 @@ impl Q8Matrix {
                         (0..BLOCK).map(|e| qs[grouped(blk, j, e, BLOCK)] as f32 * scales[s]),
                     );
                 }
+                Blocks::Q6K {
+                    low,
+                    high,
+                    scale,
+                    d,
+                } => {
+                    let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
+                    out.extend((0..BLOCK).map(|e| {
+                        let sw = q6k_half_scale(d[sb], scale[(blk * 2 + e / 16) * GROUP + j]);
+                        q6k_value(low, high, blk, j, e) as f32 * sw
+                    }));
+                }
                 Blocks::Q4_1 { nibbles, d, m } => {
                     let byte = |p: usize| nibbles[grouped(blk, j, p, BLOCK / 2)];
                     out.extend((0..BLOCK / 2).map(|p| (byte(p) & 0xF) as f32 * d[s] + m[s]));
                     out.extend((0..BLOCK / 2).map(|p| (byte(p) >> 4) as f32 * d[s] + m[s]));
+                }
+                Blocks::Q4K {
+                    nibbles,
+                    scale,
+                    min,
+                    d,
+                    dmin,
+                } => {
+                    let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
+                    let (ds, ms) = q4k_block_scales(d[sb], dmin[sb], scale[s], min[s]);
+                    let byte = |p: usize| nibbles[grouped(blk, j, p, BLOCK / 2)];
+                    out.extend((0..BLOCK / 2).map(|p| (byte(p) & 0xF) as f32 * ds + ms));
+                    out.extend((0..BLOCK / 2).map(|p| (byte(p) >> 4) as f32 * ds + ms));
                 }
             }
         }
@@ -431,11 +519,6 @@ impl Q8Matrix {
         debug_assert!(mats.iter().all(|w| w.cols == cols));
         debug_assert_eq!(x.len(), m * cols);
         let act = quantize_rows(x, cols);
-        if mats.iter().any(|w| w.halves) {
-            // Their inputs are laid out differently: each product alone, on activations
-            // quantized once (Q4_K_M files often hold attn_v as Q6_K beside Q4_K q and k).
-            return mats.map(|w| w.matmul(&act, m));
-        }
         Self::products(mats, &act, m)
     }
 
@@ -458,11 +541,7 @@ impl Q8Matrix {
     }
 
     fn matmul(&self, act: &Q8Rows, m: usize) -> Vec<f32> {
-        let [out] = if self.halves {
-            Self::products([self], &act.doubled(), m)
-        } else {
-            Self::products([self], act, m)
-        };
+        let [out] = Self::products([self], act, m);
         out
     }
 
@@ -489,7 +568,7 @@ impl Q8Matrix {
 /// weight rows owns a contiguous run. The groups of all jobs form one parallel
 /// iterator, so a set of small matrices is split across the pool as one product.
 fn run_group_jobs(jobs: &mut [(&Q8Matrix, &mut [f32])], act: &Q8Rows, m: usize) {
-    let Some(cols) = jobs.first().map(|(w, _)| w.stored_cols()) else {
+    let Some(cols) = jobs.first().map(|(w, _)| w.cols) else {
         return;
     };
     let xs: Vec<XRow> = (0..m).map(|i| act.row(i, cols)).collect();
@@ -545,6 +624,27 @@ struct XRow<'a> {
     scales: &'a [f32],
     sums: &'a [f32],
     isums: &'a [i32],
+    hsums: &'a [i32],
+}
+
+/// Q6_K's q - 32 for element `e` of row `j` in grouped block `blk`.
+fn q6k_value(low: &[u8], high: &[u8], blk: usize, j: usize, e: usize) -> i32 {
+    let lo = (low[grouped(blk, j, e % 16, BLOCK / 2)] >> (4 * (e / 16))) & 0xF;
+    let (run, t) = (e / 4, e % 4);
+    let hi = (high[grouped(blk, j, 4 * (run / 4) + t, BLOCK / 4)] >> (2 * (run % 4))) & 3;
+    (lo | (hi << 4)) as i32 - 32
+}
+
+/// A Q6_K half block's scale d * scale, as the kernels form it.
+#[inline]
+fn q6k_half_scale(d: f32, scale: i8) -> f32 {
+    d * scale as f32
+}
+
+/// A Q4_K block's d' = d * scale and m' = -(dmin * min): the kernels form them the same way.
+#[inline]
+fn q4k_block_scales(d: f32, dmin: f32, scale: u8, min: u8) -> (f32, f32) {
+    (d * scale as f32, -(dmin * min as f32))
 }
 
 /// A group kernel: unsafe because the SIMD ones need CPU features the caller has checked.
@@ -568,7 +668,16 @@ fn dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]; ACT_T
 /// The same sums in the same order as the SIMD kernels (fused multiply-adds over blocks),
 /// so every result is bit for bit theirs.
 fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]; ACT_TILE]) {
-    let kb = w.stored_cols() / BLOCK;
+    let kb = w.cols / BLOCK;
+    let nibble_dot = |nibbles: &[u8], blk: usize, j: usize, xb: &[i8]| {
+        let mut dot = 0i32;
+        for p in 0..BLOCK / 2 {
+            let v = nibbles[grouped(blk, j, p, BLOCK / 2)];
+            dot += (v & 0xF) as i32 * xb[p] as i32;
+            dot += (v >> 4) as i32 * xb[p + BLOCK / 2] as i32;
+        }
+        dot as f32
+    };
     for (x, out) in xs.iter().zip(res.iter_mut()) {
         for (j, r) in out.iter_mut().enumerate() {
             let (mut acc, mut offset) = (0f32, 0f32);
@@ -583,15 +692,38 @@ fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]
                             .sum();
                         acc = (dot as f32).mul_add(scales[s] * x.scales[b], acc);
                     }
-                    Blocks::Q4_1 { nibbles, d, m } => {
-                        let mut dot = 0i32;
-                        for p in 0..BLOCK / 2 {
-                            let v = nibbles[grouped(blk, j, p, BLOCK / 2)];
-                            dot += (v & 0xF) as i32 * xb[p] as i32;
-                            dot += (v >> 4) as i32 * xb[p + BLOCK / 2] as i32;
+                    Blocks::Q6K {
+                        low,
+                        high,
+                        scale,
+                        d,
+                    } => {
+                        let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
+                        for h in 0..2 {
+                            let dot: i32 = (h * BLOCK / 2..(h + 1) * BLOCK / 2)
+                                .map(|e| q6k_value(low, high, blk, j, e) * xb[e] as i32)
+                                .sum();
+                            let sw = q6k_half_scale(d[sb], scale[(blk * 2 + h) * GROUP + j]);
+                            acc = (dot as f32).mul_add(sw * x.scales[b], acc);
                         }
-                        acc = (dot as f32).mul_add(d[s] * x.scales[b], acc);
+                    }
+                    Blocks::Q4_1 { nibbles, d, m } => {
+                        let dot = nibble_dot(nibbles, blk, j, xb);
+                        acc = dot.mul_add(d[s] * x.scales[b], acc);
                         offset = m[s].mul_add(x.sums[b], offset);
+                    }
+                    Blocks::Q4K {
+                        nibbles,
+                        scale,
+                        min,
+                        d,
+                        dmin,
+                    } => {
+                        let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
+                        let (ds, ms) = q4k_block_scales(d[sb], dmin[sb], scale[s], min[s]);
+                        let dot = nibble_dot(nibbles, blk, j, xb);
+                        acc = dot.mul_add(ds * x.scales[b], acc);
+                        offset = ms.mul_add(x.sums[b], offset);
                     }
                 }
             }
@@ -604,7 +736,7 @@ fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]
 mod simd {
     //! The grouped kernels, generated twice: with AVX-512 VNNI (`vpdpbusd`: four u8 x i8
     //! products summed into each i32 lane in one instruction) and with plain AVX2.
-    use super::{Blocks, Kernel, Q8Matrix, XRow, ACT_TILE, BLOCK, GROUP};
+    use super::{Blocks, Kernel, Q8Matrix, XRow, ACT_TILE, BLOCK, GROUP, SUPER_BLOCKS};
     use std::arch::x86_64::*;
 
     /// Every kernel this CPU runs, best first. `PROVENANCE_NO_VNNI` leaves out the VNNI one
@@ -662,11 +794,11 @@ mod simd {
                 xs: &[XRow],
                 res: &mut [[f32; GROUP]; ACT_TILE],
             ) {
-                let kb = w.stored_cols() / BLOCK;
+                let kb = w.cols / BLOCK;
                 assert!(xs.len() >= N && N <= ACT_TILE);
                 for x in &xs[..N] {
                     assert!(x.qs.len() >= kb * BLOCK && x.scales.len() >= kb);
-                    assert!(x.sums.len() >= kb && x.isums.len() >= kb);
+                    assert!(x.sums.len() >= kb && x.isums.len() >= kb && x.hsums.len() >= kb);
                 }
                 let mut acc = [_mm256_setzero_ps(); N];
                 let mut offset = [_mm256_setzero_ps(); N];
@@ -676,13 +808,7 @@ mod simd {
                         assert!((g + 1) * kb * GROUP * BLOCK <= qs.len());
                         for b in 0..kb {
                             let blk = g * kb + b;
-                            let wp = qs.as_ptr().add(blk * GROUP * BLOCK);
-                            let mut wv = [_mm256_setzero_si256(); 8];
-                            for (k, v) in wv.iter_mut().enumerate() {
-                                *v = $q8_prepare(_mm256_loadu_si256(
-                                    wp.add(k * 32) as *const __m256i
-                                ));
-                            }
+                            let wv = q8_runs(qs.as_ptr().add(blk * GROUP * BLOCK));
                             let sw = _mm256_loadu_ps(scales.as_ptr().add(blk * GROUP));
                             // Two chains per activation row halve the dependency depth.
                             let mut s0 = [_mm256_setzero_si256(); N];
@@ -707,49 +833,183 @@ mod simd {
                             }
                         }
                     }
-                    Blocks::Q4_1 { nibbles, d, m } => {
-                        assert!((g + 1) * kb * GROUP <= d.len() && (g + 1) * kb * GROUP <= m.len());
-                        assert!((g + 1) * kb * GROUP * BLOCK / 2 <= nibbles.len());
-                        let low = _mm256_set1_epi8(0x0F);
+                    Blocks::Q6K {
+                        low,
+                        high,
+                        scale,
+                        d,
+                    } => {
+                        let ksb = kb / SUPER_BLOCKS;
+                        assert!((g + 1) * kb * GROUP * BLOCK / 2 <= low.len());
+                        assert!((g + 1) * kb * GROUP * BLOCK / 4 <= high.len());
+                        assert!((g + 1) * kb * 2 * GROUP <= scale.len());
+                        assert!((g + 1) * ksb * GROUP <= d.len());
+                        let nib = _mm256_set1_epi8(0x0F);
+                        let top = _mm256_set1_epi8(0x30);
                         for b in 0..kb {
                             let blk = g * kb + b;
-                            let wp = nibbles.as_ptr().add(blk * GROUP * BLOCK / 2);
-                            // Run k's low nibbles are elements 4k..4k+4, its high ones
-                            // 16+4k..16+4k+4: chunks k and 4 + k of the block.
+                            let lp = low.as_ptr().add(blk * GROUP * BLOCK / 2);
+                            let hp = high.as_ptr().add(blk * GROUP * BLOCK / 4);
+                            let h = [
+                                _mm256_loadu_si256(hp as *const __m256i),
+                                _mm256_loadu_si256(hp.add(32) as *const __m256i),
+                            ];
+                            // Run 4x + r's top bits sit at bits 2r of h[x]; moved to bits 4-5.
+                            let tops = |x: usize, r: usize| {
+                                let v = match r {
+                                    0 => _mm256_slli_epi16(h[x], 4),
+                                    1 => _mm256_slli_epi16(h[x], 2),
+                                    2 => h[x],
+                                    _ => _mm256_srli_epi16(h[x], 2),
+                                };
+                                _mm256_and_si256(v, top)
+                            };
+                            // Unsigned q in 0..64; the 32 of q - 32 comes out through the
+                            // initial sums.
                             let mut wv = [_mm256_setzero_si256(); 8];
                             for k in 0..4 {
-                                let r = _mm256_loadu_si256(wp.add(k * 32) as *const __m256i);
-                                wv[k] = _mm256_and_si256(r, low);
-                                wv[4 + k] = _mm256_and_si256(_mm256_srli_epi16(r, 4), low);
+                                let r = _mm256_loadu_si256(lp.add(k * 32) as *const __m256i);
+                                wv[k] = _mm256_or_si256(_mm256_and_si256(r, nib), tops(0, k));
+                                wv[4 + k] = _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(r, 4), nib),
+                                    tops(1, k),
+                                );
                             }
-                            let sd = _mm256_loadu_ps(d.as_ptr().add(blk * GROUP));
-                            let sm = _mm256_loadu_ps(m.as_ptr().add(blk * GROUP));
+                            let dv = _mm256_loadu_ps(
+                                d.as_ptr().add((g * ksb + b / SUPER_BLOCKS) * GROUP),
+                            );
+                            let half_scale = |hh: usize| {
+                                let eight =
+                                    _mm_loadl_epi64(scale.as_ptr().add((blk * 2 + hh) * GROUP)
+                                        as *const __m128i);
+                                // The same f32 products as `q6k_half_scale`.
+                                _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(eight)))
+                            };
+                            let (sw0, sw1) = (half_scale(0), half_scale(1));
+                            // Runs 0..4 hold the first 16 values, runs 4..8 the last 16.
                             let mut s0 = [_mm256_setzero_si256(); N];
                             let mut s1 = [_mm256_setzero_si256(); N];
-                            for k in (0..8).step_by(2) {
+                            for i in 0..N {
+                                let (all, first) =
+                                    (*xs[i].isums.get_unchecked(b), *xs[i].hsums.get_unchecked(b));
+                                s0[i] = _mm256_set1_epi32(-32 * first);
+                                s1[i] = _mm256_set1_epi32(-32 * (all - first));
+                            }
+                            for k in 0..4 {
                                 for i in 0..N {
                                     let xp = xs[i].qs.as_ptr().add(b * BLOCK + k * 4);
                                     s0[i] = $q4_dot(s0[i], wv[k], broadcast4(xp));
-                                    s1[i] = $q4_dot(s1[i], wv[k + 1], broadcast4(xp.add(4)));
+                                    s1[i] = $q4_dot(s1[i], wv[k + 4], broadcast4(xp.add(16)));
                                 }
                             }
                             for i in 0..N {
-                                let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(s0[i], s1[i]));
-                                let x = &xs[i];
-                                let dx =
-                                    _mm256_mul_ps(sd, _mm256_set1_ps(*x.scales.get_unchecked(b)));
-                                acc[i] = _mm256_fmadd_ps(dot, dx, acc[i]);
-                                offset[i] = _mm256_fmadd_ps(
-                                    sm,
-                                    _mm256_set1_ps(*x.sums.get_unchecked(b)),
-                                    offset[i],
-                                );
+                                let sx = _mm256_set1_ps(*xs[i].scales.get_unchecked(b));
+                                let dot0 = _mm256_cvtepi32_ps(s0[i]);
+                                let dot1 = _mm256_cvtepi32_ps(s1[i]);
+                                acc[i] = _mm256_fmadd_ps(dot0, _mm256_mul_ps(sw0, sx), acc[i]);
+                                acc[i] = _mm256_fmadd_ps(dot1, _mm256_mul_ps(sw1, sx), acc[i]);
                             }
+                        }
+                    }
+                    Blocks::Q4_1 { nibbles, d, m } => {
+                        assert!((g + 1) * kb * GROUP <= d.len() && (g + 1) * kb * GROUP <= m.len());
+                        assert!((g + 1) * kb * GROUP * BLOCK / 2 <= nibbles.len());
+                        for b in 0..kb {
+                            let blk = g * kb + b;
+                            let sd = _mm256_loadu_ps(d.as_ptr().add(blk * GROUP));
+                            let sm = _mm256_loadu_ps(m.as_ptr().add(blk * GROUP));
+                            let wp = nibbles.as_ptr().add(blk * GROUP * BLOCK / 2);
+                            q4_block::<N>(wp, sd, sm, xs, b, &mut acc, &mut offset);
+                        }
+                    }
+                    Blocks::Q4K {
+                        nibbles,
+                        scale,
+                        min,
+                        d,
+                        dmin,
+                    } => {
+                        let ksb = kb / SUPER_BLOCKS;
+                        assert!((g + 1) * kb * GROUP <= scale.len());
+                        assert!((g + 1) * kb * GROUP <= min.len());
+                        assert!((g + 1) * ksb * GROUP <= d.len());
+                        assert!((g + 1) * ksb * GROUP <= dmin.len());
+                        assert!((g + 1) * kb * GROUP * BLOCK / 2 <= nibbles.len());
+                        let sign = _mm256_set1_ps(-0.0);
+                        for b in 0..kb {
+                            let blk = g * kb + b;
+                            let sb = (g * ksb + b / SUPER_BLOCKS) * GROUP;
+                            let bytes = |v: &[u8]| {
+                                let eight =
+                                    _mm_loadl_epi64(v.as_ptr().add(blk * GROUP) as *const __m128i);
+                                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight))
+                            };
+                            // The same f32 products as `q4k_block_scales`.
+                            let sd =
+                                _mm256_mul_ps(_mm256_loadu_ps(d.as_ptr().add(sb)), bytes(scale));
+                            let sm = _mm256_xor_ps(
+                                _mm256_mul_ps(_mm256_loadu_ps(dmin.as_ptr().add(sb)), bytes(min)),
+                                sign,
+                            );
+                            let wp = nibbles.as_ptr().add(blk * GROUP * BLOCK / 2);
+                            q4_block::<N>(wp, sd, sm, xs, b, &mut acc, &mut offset);
                         }
                     }
                 }
                 for i in 0..N {
                     _mm256_storeu_ps(res[i].as_mut_ptr(), _mm256_add_ps(acc[i], offset[i]));
+                }
+            }
+
+            /// The eight runs of a grouped int8 block, ready for `$q8_dot`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn q8_runs(wp: *const i8) -> [__m256i; 8] {
+                let mut wv = [_mm256_setzero_si256(); 8];
+                for (k, v) in wv.iter_mut().enumerate() {
+                    *v = $q8_prepare(_mm256_loadu_si256(wp.add(k * 32) as *const __m256i));
+                }
+                wv
+            }
+
+            /// One grouped block of nibbles (`wp`) with its eight rows' d' (`sd`) and m'
+            /// (`sm`) times block `b` of each activation row.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn q4_block<const N: usize>(
+                wp: *const u8,
+                sd: __m256,
+                sm: __m256,
+                xs: &[XRow],
+                b: usize,
+                acc: &mut [__m256; N],
+                offset: &mut [__m256; N],
+            ) {
+                let low = _mm256_set1_epi8(0x0F);
+                // Run k's low nibbles are elements 4k..4k+4, its high ones 16+4k..16+4k+4:
+                // chunks k and 4 + k of the block.
+                let mut wv = [_mm256_setzero_si256(); 8];
+                for k in 0..4 {
+                    let r = _mm256_loadu_si256(wp.add(k * 32) as *const __m256i);
+                    wv[k] = _mm256_and_si256(r, low);
+                    wv[4 + k] = _mm256_and_si256(_mm256_srli_epi16(r, 4), low);
+                }
+                let mut s0 = [_mm256_setzero_si256(); N];
+                let mut s1 = [_mm256_setzero_si256(); N];
+                for k in (0..8).step_by(2) {
+                    for i in 0..N {
+                        let xp = xs[i].qs.as_ptr().add(b * BLOCK + k * 4);
+                        s0[i] = $q4_dot(s0[i], wv[k], broadcast4(xp));
+                        s1[i] = $q4_dot(s1[i], wv[k + 1], broadcast4(xp.add(4)));
+                    }
+                }
+                for i in 0..N {
+                    let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(s0[i], s1[i]));
+                    let x = &xs[i];
+                    let dx = _mm256_mul_ps(sd, _mm256_set1_ps(*x.scales.get_unchecked(b)));
+                    acc[i] = _mm256_fmadd_ps(dot, dx, acc[i]);
+                    offset[i] =
+                        _mm256_fmadd_ps(sm, _mm256_set1_ps(*x.sums.get_unchecked(b)), offset[i]);
                 }
             }
         };
@@ -830,6 +1090,7 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
     let mut scales = vec![0f32; blocks];
     let mut sums = vec![0f32; blocks];
     let mut isums = vec![0i32; blocks];
+    let mut hsums = vec![0i32; blocks];
     debug_assert!(cols.is_multiple_of(BLOCK));
     for (b, (src, dst)) in data
         .chunks_exact(BLOCK)
@@ -843,10 +1104,13 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
         // no call to libm's `roundf`, which the default x86_64 target does not inline).
         let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         let mut total = 0i32;
-        for (q, v) in dst.iter_mut().zip(src) {
+        for (e, (q, v)) in dst.iter_mut().zip(src).enumerate() {
             let f = v * id + 12_582_912.0;
             *q = ((f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000) as i8;
             total += *q as i32;
+            if e + 1 == BLOCK / 2 {
+                hsums[b] = total;
+            }
         }
         // ggml stores these as f16; round the same way so our numbers match its.
         scales[b] = half::f16::from_f32(d).to_f32();
@@ -858,6 +1122,7 @@ fn quantize_rows(data: &[f32], cols: usize) -> Q8Rows {
         scales,
         sums,
         isums,
+        hsums,
     }
 }
 
@@ -869,14 +1134,11 @@ mod tests {
     /// group (the last one partial when the rows are not a multiple of eight) and for every
     /// number of activation rows in a tile.
     fn kernels_agree_with_scalar(q: &Q8Matrix, x: &[f32], m: usize) {
-        let mut act = quantize_rows(x, q.cols);
-        if q.halves {
-            act = act.doubled();
-        }
+        let act = quantize_rows(x, q.cols);
         let mut kernels: Vec<(&str, Kernel)> = vec![("dispatch", dot_group)];
         #[cfg(target_arch = "x86_64")]
         kernels.extend(simd::detected());
-        let rows: Vec<XRow> = (0..m).map(|i| act.row(i, q.stored_cols())).collect();
+        let rows: Vec<XRow> = (0..m).map(|i| act.row(i, q.cols)).collect();
         for g in 0..q.rows.div_ceil(GROUP) {
             for n in 1..=ACT_TILE.min(m) {
                 let mut want = [[0f32; GROUP]; ACT_TILE];
@@ -1036,6 +1298,19 @@ mod tests {
         }
     }
 
+    /// K-quants are held about as small as the file holds them: Q4_K at 4.75 bits a weight
+    /// (the file's 4.5, with f32 super-block scales), Q6_K at 6.625 (6.5625).
+    #[test]
+    fn k_quants_are_held_near_their_file_size() {
+        let (n, k) = (16, 512);
+        let (w, _) = inputs(n, k, 0);
+        let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        for (dtype, bits) in [(GgmlDType::Q4K, 4.75), (GgmlDType::Q6K, 6.625)] {
+            let q = Q8Matrix::from_qtensor(&QTensor::quantize(&wt, dtype).unwrap()).unwrap();
+            assert_eq!(q.bytes() as f64 * 8.0 / (n * k) as f64, bits, "{dtype:?}");
+        }
+    }
+
     /// Activations round as ggml's x86 quantizer rounds them: half to even.
     #[test]
     fn activations_round_half_to_even() {
@@ -1054,7 +1329,7 @@ mod tests {
         assert!(q.row(1).iter().all(|v| (v - 0.5).abs() < 1e-2));
     }
 
-    /// A Q6_K matrix held in halves gives exactly the dot products of its dequantized
+    /// A Q6_K matrix (a scale per half block) gives exactly the dot products of its dequantized
     /// weights with the quantized activations, alone and beside other matrices.
     #[test]
     fn q6_k_products_are_exact_on_quantized_activations() {

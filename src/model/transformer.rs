@@ -17,6 +17,10 @@ use candle_core::{DType, Device, Tensor};
 
 use super::decode::{self, FastWeights, LayerKv, RopeTable};
 use super::kv_cache_type::KvCacheType;
+
+/// Prompt positions per pass through the layers in prefill (llama.cpp's micro-batch is
+/// 512; 64 keeps a pass's activations small and the weights' reuse across positions).
+const PREFILL_ROWS: usize = 64;
 pub use super::weights::{Config, Family, Layer, Linear, Weights};
 
 struct Rope {
@@ -215,16 +219,22 @@ impl Transformer {
         let offset = cache.tokens.len();
         let seq = tokens.len();
         if let Some((fw, global, local)) = &self.fast {
-            let logits = decode::run(
-                fw,
-                cfg,
-                tokens,
-                offset,
-                &mut cache.layers,
-                (global, local.as_ref()),
-                1,
-            );
-            cache.tokens.extend_from_slice(tokens);
+            // A long prompt in passes of `PREFILL_ROWS`: each position is computed as it
+            // would be alone, so the numbers are the same, and the activations of a pass
+            // (an FFN row is `ff` floats) stay a few MiB instead of growing with the prompt.
+            let mut logits = Vec::new();
+            for chunk in tokens.chunks(PREFILL_ROWS) {
+                logits = decode::run(
+                    fw,
+                    cfg,
+                    chunk,
+                    cache.tokens.len(),
+                    &mut cache.layers,
+                    (global, local.as_ref()),
+                    1,
+                );
+                cache.tokens.extend_from_slice(chunk);
+            }
             return Tensor::from_vec(logits, cfg_vocab(&self.weights, cfg), &self.device);
         }
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
