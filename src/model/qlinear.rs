@@ -1311,6 +1311,20 @@ mod tests {
         }
     }
 
+    /// Bytes that are not whole rows, more rows than the matrix has, or too few rows at the
+    /// end are errors, not a matrix with zeros in it.
+    #[test]
+    fn a_builder_refuses_bytes_that_do_not_fit() {
+        let mut b = Builder::new(GgmlDType::Q8_0, 3, 64).unwrap().unwrap();
+        assert_eq!(b.row_bytes(), 2 * 34);
+        assert!(b.push_rows(&[0; 2 * 34 + 1]).is_err());
+        assert!(b.push_rows(&[0; 4 * 2 * 34]).is_err());
+        b.push_rows(&[0; 2 * 2 * 34]).unwrap();
+        assert!(b.finish().is_err());
+        assert!(Builder::new(GgmlDType::Q4K, 2, 128).is_err());
+        assert!(Builder::new(GgmlDType::F16, 2, 64).unwrap().is_none());
+    }
+
     /// Activations round as ggml's x86 quantizer rounds them: half to even.
     #[test]
     fn activations_round_half_to_even() {
