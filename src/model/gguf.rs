@@ -161,13 +161,11 @@ impl GgufFile {
             .get(name)
             .ok_or_else(|| err("not in the file".into()))?;
         let (rows, cols) = info.shape.dims2()?;
-        let Some(mut builder) = Builder::new(info.ggml_dtype, rows, cols)? else {
-            return Ok(Q8Matrix::from_qtensor(&self.tensor(name)?)?);
-        };
+        let dtype = info.ggml_dtype;
         let start = self.content.tensor_data_offset.saturating_add(info.offset);
-        let row_bytes = builder.row_bytes();
-        // A header that claims more rows than the file holds is refused before the layout
-        // for them is filled in.
+        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        // A header that claims more rows than the file holds is refused before any memory
+        // is set aside for them.
         let len = self.file.metadata().map_err(|e| err(e.to_string()))?.len();
         let total = (rows as u64).saturating_mul(row_bytes as u64);
         if start.saturating_add(total) > len {
@@ -175,6 +173,9 @@ impl GgufFile {
                 "{total} bytes at offset {start} run past the end of the file ({len} bytes)"
             )));
         }
+        let Some(mut builder) = Builder::new(dtype, rows, cols)? else {
+            return Ok(Q8Matrix::from_qtensor(&self.tensor(name)?)?);
+        };
         self.file
             .seek(SeekFrom::Start(start))
             .map_err(|e| err(e.to_string()))?;
@@ -586,7 +587,8 @@ mod tests {
         }
     }
 
-    /// A file cut short fails with an error naming the tensor.
+    /// A file cut short fails with an error naming the tensor, before memory is set aside
+    /// for the rows it does not hold.
     #[test]
     fn a_truncated_file_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
@@ -598,5 +600,9 @@ mod tests {
         let cfg = file.config(256).unwrap();
         let err = file.weights(&cfg, Requantize::Auto).unwrap_err();
         assert!(matches!(err, ModelError::MissingTensor { .. }), "{err}");
+        assert!(
+            err.to_string().contains("past the end of the file"),
+            "{err}"
+        );
     }
 }
