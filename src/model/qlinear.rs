@@ -71,6 +71,29 @@ enum Blocks {
 /// Blocks per ggml K-quant super-block of 256 values.
 const SUPER_BLOCKS: usize = 8;
 
+impl Blocks {
+    /// A 4-bit block's nibbles and its (d', m'), value = d' * q + m': row `j` of group `g`,
+    /// block `b` of the row's `kb`.
+    fn nibble_block(&self, g: usize, kb: usize, b: usize, j: usize) -> Option<(&[u8], f32, f32)> {
+        let s = (g * kb + b) * GROUP + j;
+        match self {
+            Blocks::Q4_1 { nibbles, d, m } => Some((nibbles, d[s], m[s])),
+            Blocks::Q4K {
+                nibbles,
+                scale,
+                min,
+                d,
+                dmin,
+            } => {
+                let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
+                let (ds, ms) = q4k_block_scales(d[sb], dmin[sb], scale[s], min[s]);
+                Some((nibbles, ds, ms))
+            }
+            Blocks::Q8 { .. } | Blocks::Q6K { .. } => None,
+        }
+    }
+}
+
 /// An `out x in` weight matrix in blocks of 32.
 #[derive(Debug, Clone)]
 pub struct Q8Matrix {
@@ -471,23 +494,12 @@ impl Q8Matrix {
                         q6k_value(low, high, blk, j, e) as f32 * sw
                     }));
                 }
-                Blocks::Q4_1 { nibbles, d, m } => {
-                    let byte = |p: usize| nibbles[grouped(blk, j, p, BLOCK / 2)];
-                    out.extend((0..BLOCK / 2).map(|p| (byte(p) & 0xF) as f32 * d[s] + m[s]));
-                    out.extend((0..BLOCK / 2).map(|p| (byte(p) >> 4) as f32 * d[s] + m[s]));
-                }
-                Blocks::Q4K {
-                    nibbles,
-                    scale,
-                    min,
-                    d,
-                    dmin,
-                } => {
-                    let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
-                    let (ds, ms) = q4k_block_scales(d[sb], dmin[sb], scale[s], min[s]);
-                    let byte = |p: usize| nibbles[grouped(blk, j, p, BLOCK / 2)];
-                    out.extend((0..BLOCK / 2).map(|p| (byte(p) & 0xF) as f32 * ds + ms));
-                    out.extend((0..BLOCK / 2).map(|p| (byte(p) >> 4) as f32 * ds + ms));
+                Blocks::Q4_1 { .. } | Blocks::Q4K { .. } => {
+                    if let Some((nibbles, ds, ms)) = self.blocks.nibble_block(g, kb, b, j) {
+                        let byte = |p: usize| nibbles[grouped(blk, j, p, BLOCK / 2)];
+                        out.extend((0..BLOCK / 2).map(|p| (byte(p) & 0xF) as f32 * ds + ms));
+                        out.extend((0..BLOCK / 2).map(|p| (byte(p) >> 4) as f32 * ds + ms));
+                    }
                 }
             }
         }
@@ -707,23 +719,12 @@ fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]
                             acc = (dot as f32).mul_add(sw * x.scales[b], acc);
                         }
                     }
-                    Blocks::Q4_1 { nibbles, d, m } => {
-                        let dot = nibble_dot(nibbles, blk, j, xb);
-                        acc = dot.mul_add(d[s] * x.scales[b], acc);
-                        offset = m[s].mul_add(x.sums[b], offset);
-                    }
-                    Blocks::Q4K {
-                        nibbles,
-                        scale,
-                        min,
-                        d,
-                        dmin,
-                    } => {
-                        let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
-                        let (ds, ms) = q4k_block_scales(d[sb], dmin[sb], scale[s], min[s]);
-                        let dot = nibble_dot(nibbles, blk, j, xb);
-                        acc = dot.mul_add(ds * x.scales[b], acc);
-                        offset = ms.mul_add(x.sums[b], offset);
+                    Blocks::Q4_1 { .. } | Blocks::Q4K { .. } => {
+                        if let Some((nibbles, ds, ms)) = w.blocks.nibble_block(g, kb, b, j) {
+                            let dot = nibble_dot(nibbles, blk, j, xb);
+                            acc = dot.mul_add(ds * x.scales[b], acc);
+                            offset = ms.mul_add(x.sums[b], offset);
+                        }
                     }
                 }
             }
