@@ -694,3 +694,33 @@ async fn concurrency_is_bounded() {
     assert_eq!(server.request_count(), 6);
     assert!(server.max_in_flight() <= 2, "{}", server.max_in_flight());
 }
+
+/// A base URL given as a bare host (`http://host:8000`, as users paste it) reaches the API
+/// under `/v1/` where the server lists its models there, and stays at the root where it
+/// does not.
+#[tokio::test]
+async fn a_bare_host_finds_the_api_under_v1() {
+    let server = FaultServer::start(|req, _| match req.path.as_str() {
+        "/v1/models" => Reply::json(200, MODELS),
+        "/v1/chat/completions" => Reply::json(200, CHAT),
+        _ => Reply::json(404, r#"{"error":{"message":"not found"}}"#),
+    })
+    .await;
+    let bare = server.base_url().trim_end_matches("/v1").to_string();
+    let suspect = model(config(&bare));
+    let response = suspect.run(&chat_request(5)).await.unwrap();
+    assert_eq!(response.tokens.len(), 16);
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/v1/models", "/v1/chat/completions"]);
+
+    let root_only = FaultServer::start(|req, _| match req.path.as_str() {
+        "/chat/completions" => Reply::json(200, CHAT),
+        _ => Reply::json(404, r#"{"error":{"message":"not found"}}"#),
+    })
+    .await;
+    let bare = root_only.base_url().trim_end_matches("/v1").to_string();
+    let suspect = model(config(&bare));
+    suspect.run(&chat_request(5)).await.unwrap();
+    let paths: Vec<String> = root_only.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/v1/models", "/chat/completions"]);
+}

@@ -221,7 +221,11 @@ const LADDER_PING_TOKENS: usize = 4;
 /// A suspect model behind an OpenAI-compatible API.
 pub struct HttpModel {
     config: HttpModelConfig,
+    /// The routes under the base URL as given.
     routes: Routes,
+    /// The routes requests go to: `routes`, or those under `/v1/` for a base URL given as
+    /// a bare host whose server answers there (see `api_routes`).
+    api: OnceCell<Routes>,
     api_key: Option<ApiKey>,
     /// Every value to keep out of text the server sends: this client's key and every
     /// configured secret, read once here rather than from the environment per token.
@@ -273,6 +277,7 @@ impl HttpModel {
             permits: Semaphore::new(config.max_concurrency),
             config,
             routes,
+            api: OnceCell::new(),
             api_key,
             guard,
             client: OnceCell::new(),
@@ -292,9 +297,35 @@ impl HttpModel {
         self.requests_sent.load(Ordering::Relaxed)
     }
 
+    /// Where the API lives. A base URL given as a bare host (`http://host:8000`) most often
+    /// means the OpenAI convention's `/v1/`: vLLM, TGI, SGLang and Ollama serve nothing at
+    /// the root, and llama.cpp serves its own, differently shaped `/completions` there. So
+    /// for a bare host the server's `/v1/models` is asked once; where it answers with a
+    /// model list, every request goes under `/v1/`, otherwise under the root as given.
+    async fn api_routes(&self) -> &Routes {
+        self.api
+            .get_or_init(|| async {
+                if self.routes.base.path() != "/" {
+                    return self.routes.clone();
+                }
+                let v1 = self.routes.base.join("v1/").ok();
+                let Some(v1) = v1.and_then(|url| Routes::new(url).ok()) else {
+                    return self.routes.clone();
+                };
+                match self.send(Method::GET, &v1.models, None).await {
+                    Ok(reply) if parse::parse_models(&reply.body).is_ok() => {
+                        tracing::info!(base = %v1.base, "the bare host serves the API under /v1/");
+                        v1
+                    }
+                    _ => self.routes.clone(),
+                }
+            })
+            .await
+    }
+
     /// Model ids the server lists at `/v1/models`.
     pub async fn list_models(&self) -> Result<Vec<String>, EndpointError> {
-        let url = self.routes.models.clone();
+        let url = self.api_routes().await.models.clone();
         let reply = self.send(Method::GET, &url, None).await?;
         parse::parse_models(&reply.body).map_err(|err| self.malformed(&url, &reply, err))
     }
@@ -576,7 +607,7 @@ impl HttpModel {
 
     /// The URL and JSON body for a request, and whether it is a chat request. The body is
     /// serialised straight from f32 fields so that 0.7 goes out as `0.7`.
-    fn generation_body(&self, request: &ProbeRequest) -> (Url, Vec<u8>, bool) {
+    fn generation_body(&self, routes: &Routes, request: &ProbeRequest) -> (Url, Vec<u8>, bool) {
         let common = |top| GenerationBody {
             model: &self.config.model,
             messages: None,
@@ -596,13 +627,13 @@ impl HttpModel {
                 let mut body = common((top > 0).then_some(top));
                 body.messages = Some(messages);
                 body.logprobs = (top > 0).then_some(LogprobsField::Flag(true));
-                (&self.routes.chat, body, true)
+                (&routes.chat, body, true)
             }
             PromptForm::Raw { prompt } => {
                 let mut body = common(None);
                 body.prompt = Some(prompt);
                 body.logprobs = (top > 0).then_some(LogprobsField::Count(top));
-                (&self.routes.completions, body, false)
+                (&routes.completions, body, false)
             }
         };
         (url.clone(), to_json(&body), chat)
@@ -757,7 +788,7 @@ impl HttpModel {
     }
 
     async fn tokenize_once(&self, text: &str) -> Result<Vec<u32>, EndpointError> {
-        let url = self.routes.tokenize.clone();
+        let url = self.api_routes().await.tokenize.clone();
         let body = to_json(&serde_json::json!({ "content": text, "add_special": false }));
         let reply = self
             .send(Method::POST, &url, Some(&body))
@@ -785,7 +816,7 @@ impl HttpModel {
         if !access.allows_logprobs() {
             request.top_logprobs = 0;
         }
-        let (url, body, chat) = self.generation_body(&request);
+        let (url, body, chat) = self.generation_body(self.api_routes().await, &request);
         let reply = self.send(Method::POST, &url, Some(&body)).await?;
         let parsed = if reply.content_type.contains("text/event-stream") {
             parse::parse_stream(&reply.body)
@@ -1085,7 +1116,7 @@ mod tests {
             top_logprobs: 5,
             stop: vec!["\n".into()],
         };
-        let (url, bytes, is_chat) = model.generation_body(&chat);
+        let (url, bytes, is_chat) = model.generation_body(&model.routes, &chat);
         assert!(is_chat);
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains(r#""temperature":0.7,"#), "{text}");
@@ -1115,7 +1146,7 @@ mod tests {
             stop: vec![],
             ..chat
         };
-        let (url, bytes, is_chat) = model.generation_body(&raw);
+        let (url, bytes, is_chat) = model.generation_body(&model.routes, &raw);
         assert!(!is_chat);
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(url.path(), "/v1/completions");
@@ -1127,7 +1158,7 @@ mod tests {
             top_logprobs: 3,
             ..raw
         };
-        let (_, bytes, _) = model.generation_body(&raw_top);
+        let (_, bytes, _) = model.generation_body(&model.routes, &raw_top);
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["logprobs"], 3);
         assert!(body.get("top_logprobs").is_none());
