@@ -355,7 +355,7 @@ async fn identify_from(
             None,
         )
         .await?;
-        if let Some((_, report)) = early {
+        if let Some((_, report)) = early.stopped {
             decided = Some((i, report));
             break;
         }

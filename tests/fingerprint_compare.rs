@@ -617,6 +617,42 @@ fn unrelated_model_is_unrelated() {
     }
 }
 
+/// A provider that lists only its top alternative (or a few) is judged on what it lists:
+/// controls are cut to the same length, so a copy is still a copy and a stranger, whose
+/// single entries differ less than its whole lists do, is still no closer than controls.
+#[test]
+fn a_provider_listing_one_alternative_is_judged_on_one() {
+    let reference = build(&reference_spec());
+    let controls = controls();
+    let capped = |spec: &Spec| {
+        let mut print = build(spec);
+        print.model.capabilities.max_top_logprobs = 1;
+        for obs in &mut print.observations {
+            for position in obs.response.iter_mut().flat_map(|r| r.tokens.iter_mut()) {
+                position.top.truncate(1);
+            }
+        }
+        print
+    };
+    let report = compare::compare(
+        &reference,
+        &capped(&identical_spec()),
+        &controls,
+        &options(),
+    );
+    assert_eq!(report.verdict, Verdict::Identical, "{:#?}", report.reasons);
+    for seed in [9001, 9002, 9003] {
+        let stranger = capped(&model("stranger", seed));
+        let report = compare::compare(&reference, &stranger, &controls, &options());
+        assert_eq!(
+            report.verdict,
+            Verdict::Unrelated,
+            "seed {seed}: {:#?}",
+            report.reasons
+        );
+    }
+}
+
 #[test]
 fn persona_prompt_does_not_change_the_verdict() {
     // The reference with a persona: it claims to be someone else.

@@ -157,6 +157,36 @@ fn prints_read_at_one(reference: &Fingerprint, prints: &[Fingerprint]) -> Option
     })
 }
 
+/// `prints` with every position's alternatives cut to the `k` most likely; `None` where
+/// `k` is 0 (no log-probabilities) or no list is longer.
+fn lists_cut_to(prints: &[Fingerprint], k: usize) -> Option<Vec<Fingerprint>> {
+    let longer = |p: &Fingerprint| {
+        p.observations.iter().any(|o| {
+            o.response
+                .as_ref()
+                .is_some_and(|r| r.tokens.iter().any(|t| t.top.len() > k))
+        })
+    };
+    if k == 0 || !prints.iter().any(longer) {
+        return None;
+    }
+    Some(
+        prints
+            .iter()
+            .map(|print| {
+                let mut print = print.clone();
+                for obs in &mut print.observations {
+                    for position in obs.response.iter_mut().flat_map(|r| r.tokens.iter_mut()) {
+                        position.top.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+                        position.top.truncate(k);
+                    }
+                }
+                print
+            })
+            .collect(),
+    )
+}
+
 /// [`compare`] with known-same pairs as well, which set the identical band and the
 /// sequential test's match rate.
 pub fn compare_calibrated(
@@ -174,6 +204,36 @@ pub fn compare_calibrated(
     let calibration = &Calibration {
         controls: controls_read.as_deref().unwrap_or(calibration.controls),
         known_same: known_same_read.as_deref().unwrap_or(calibration.known_same),
+        ..*calibration
+    };
+    // A suspect whose server lists fewer alternatives than the others' (top-1 or top-5 of
+    // a provider's API) is compared on that many; controls, known-same pairs and forms are
+    // cut to the same length, so that each score is held against its own statistic.
+    let cap = suspect.model.capabilities.max_top_logprobs;
+    let controls_cut = lists_cut_to(calibration.controls, cap);
+    let known_same_cut = lists_cut_to(calibration.known_same, cap);
+    let forms_cut: Option<Vec<QuantizedForm>> = {
+        let prints: Vec<Fingerprint> = calibration
+            .forms
+            .iter()
+            .map(|f| f.fingerprint.clone())
+            .collect();
+        lists_cut_to(&prints, cap).map(|cut| {
+            calibration
+                .forms
+                .iter()
+                .zip(cut)
+                .map(|(form, fingerprint)| QuantizedForm {
+                    dtype: form.dtype.clone(),
+                    fingerprint,
+                })
+                .collect()
+        })
+    };
+    let calibration = &Calibration {
+        controls: controls_cut.as_deref().unwrap_or(calibration.controls),
+        known_same: known_same_cut.as_deref().unwrap_or(calibration.known_same),
+        forms: forms_cut.as_deref().unwrap_or(calibration.forms),
         ..*calibration
     };
     let lexicon = opts

@@ -615,6 +615,53 @@ mod tests {
         }
     }
 
+    fn logit_answer(top: &[(&str, f32)]) -> Observation {
+        use crate::endpoint::{TokenLogprobs, TopLogprob};
+        let mut obs = sample("p", 0, top[0].0);
+        obs.kind = ProbeKind::Logit;
+        let entry = |(t, lp): &(&str, f32)| TopLogprob {
+            id: None,
+            token: t.to_string(),
+            bytes: t.as_bytes().to_vec(),
+            logprob: *lp,
+        };
+        if let Some(r) = obs.response.as_mut() {
+            r.tokens = vec![TokenLogprobs {
+                id: None,
+                token: top[0].0.into(),
+                bytes: top[0].0.as_bytes().to_vec(),
+                logprob: top[0].1,
+                top: top.iter().map(entry).collect(),
+            }];
+        }
+        obs
+    }
+
+    #[test]
+    fn a_server_listing_only_its_top_token_is_judged_on_what_it_lists() {
+        let reference = logit_answer(&[
+            (" Paris", -0.25),
+            (" the", -2.1),
+            (" a", -2.9),
+            (" located", -3.3),
+            (" in", -3.8),
+        ]);
+        let capped = logit_answer(&[(" Paris", -0.27)]);
+        let five = SequentialOptions::default();
+        let one = SequentialOptions {
+            top_k: 1,
+            ..SequentialOptions::default()
+        };
+        // Entries a server never shows are no evidence against it...
+        assert_eq!(matches(&reference, &capped, &five), Some(false));
+        assert_eq!(matches(&reference, &capped, &one), Some(true));
+        // ...but the one it shows still has to agree.
+        let other = logit_answer(&[(" Paris", -1.4)]);
+        assert_eq!(matches(&reference, &other, &one), Some(false));
+        let different = logit_answer(&[(" the", -0.3)]);
+        assert_eq!(matches(&reference, &different, &one), Some(false));
+    }
+
     #[test]
     fn sampling_probes_are_planned_by_how_often_the_references_pairs_agree() {
         let texts = [

@@ -3,13 +3,13 @@
 //! on the sequential test over logits or greedy text (`sequential_phase`).
 
 use super::sampled_phase::sampled_phase;
-use super::sequential_phase::{sequential_phase, Against, AnswerSource, TextEarlyStop};
-use crate::compare::{CompareOptions, Report};
-use crate::fingerprint::{Fingerprint, ModelDescription};
+use super::sequential_phase::{sequential_phase, Against, AnswerSource, EarlyStop, TextEarlyStop};
+use crate::compare::CompareOptions;
+use crate::fingerprint::ModelDescription;
 use crate::probes::ProbeSet;
 
-/// Runs the early stop that fits `suspect`'s capabilities. Returns the partial fingerprint
-/// and its report when the verdict is `identical`; `None` when the scan must go on.
+/// Runs the early stop that fits `suspect`'s capabilities: the partial fingerprint and its
+/// report when the verdict is `identical`, otherwise what the scan must go on with.
 pub async fn early_stop<S: AnswerSource>(
     against: Against<'_>,
     set: &ProbeSet,
@@ -17,7 +17,7 @@ pub async fn early_stop<S: AnswerSource>(
     opts: &CompareOptions,
     source: &mut S,
     text: Option<TextEarlyStop<'_>>,
-) -> Result<Option<(Fingerprint, Report)>, S::Error> {
+) -> Result<EarlyStop, S::Error> {
     let caps = &suspect.capabilities;
     match text {
         Some(text) if caps.max_top_logprobs == 0 && caps.ignores_temperature => {

@@ -17,10 +17,10 @@ pub mod sequential_phase;
 
 pub use early_stop::early_stop;
 pub use files::{fingerprint_to, run, ScanError, ScanSettings};
-pub use sequential_phase::{Against, AnswerSource, TextEarlyStop};
+pub use sequential_phase::{Against, AnswerSource, EarlyStop, TextEarlyStop, Unconfirmed};
 
 use crate::compare::likelihood::AnswerScore;
-use crate::compare::{self, CompareOptions, Likelihoods, QuantizedForm, Report};
+use crate::compare::{self, CompareOptions, Likelihoods, QuantizedForm, Report, Verdict};
 use crate::endpoint::{Capabilities, EndpointError, ModelEndpoint};
 use crate::fingerprint::{Fingerprint, ModelDescription};
 use crate::probes::ProbeSet;
@@ -133,6 +133,7 @@ pub async fn pipeline<S: ScanStore>(
     // back: a suspect without log-probabilities, or one with chat only (its hidden system
     // prompt moves the logit probes); a suspect with raw completions never needs them.
     let mut control_scores = None;
+    let mut unconfirmed = None;
     if scan.early_stop {
         let caps = &suspect.capabilities;
         if scan.read_back.is_some() && (caps.max_top_logprobs == 0 || !caps.raw_completion) {
@@ -154,7 +155,8 @@ pub async fn pipeline<S: ScanStore>(
             text,
         )
         .await?;
-        if let Some((print, mut report)) = early {
+        unconfirmed = early.unconfirmed;
+        if let Some((print, mut report)) = early.stopped {
             store.suspect_done(&print, true).await?;
             report.controls_origin = scan.controls_origin.clone();
             report.reference_limits = scan.reference_limits.clone();
@@ -180,6 +182,9 @@ pub async fn pipeline<S: ScanStore>(
         .as_ref()
         .map(|(suspect, controls)| Likelihoods { suspect, controls });
     let mut report = judge(against, &print, likelihood, scan.compare).await;
+    if let Some(early) = unconfirmed {
+        say_overturned(&mut report, early);
+    }
     report.controls_origin = scan.controls_origin.clone();
     report.reference_limits = scan.reference_limits.clone();
     store.suspect_done(&print, false).await?;
@@ -189,6 +194,23 @@ pub async fn pipeline<S: ScanStore>(
         report,
         stopped_early: false,
     })
+}
+
+/// The full set's report keeps the sequential test that said `identical` early, and says
+/// why the scan went on where the whole set reads otherwise: one answer per pair, never an
+/// early call silently overturned.
+fn say_overturned(report: &mut Report, early: Unconfirmed) {
+    if report.verdict != Verdict::Identical {
+        report.reasons.push(format!(
+            "the sequential test said identical after {} suspect queries, but the comparison \
+             of those answers read {} (too few answers, or a signal outside the identical \
+             band), so the scan asked the whole probe set, which reads {}",
+            early.outcome.queries,
+            early.partial_verdict.as_str(),
+            report.verdict.as_str()
+        ));
+    }
+    report.sequential = Some(early.outcome);
 }
 
 async fn read_back_controls<S: ScanStore>(

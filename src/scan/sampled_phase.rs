@@ -12,9 +12,9 @@
 
 use super::sequential_phase::{
     ask_system_prompt, confirm, greedy_paths, token_share, warm_up, Against, AnswerSource,
-    TextEarlyStop,
+    EarlyStop, TextEarlyStop,
 };
-use crate::compare::{sequential, CompareOptions, Report, Verdict};
+use crate::compare::{sequential, CompareOptions, Verdict};
 use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef};
 use crate::probes::{Probe, ProbeKind, ProbeSet};
 use crate::read_back;
@@ -41,7 +41,7 @@ pub(super) async fn sampled_phase<S: AnswerSource>(
     source: &mut S,
     text: TextEarlyStop<'_>,
     prior: Vec<Observation>,
-) -> Result<Option<(Fingerprint, Report)>, S::Error> {
+) -> Result<EarlyStop, S::Error> {
     let raw = suspect.capabilities.raw_completion;
     let mut asked = prior;
     if !raw {
@@ -78,7 +78,7 @@ pub(super) async fn sampled_phase<S: AnswerSource>(
             Ok(scores) => scores,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the answers back failed: no early stop");
-                return Ok(None);
+                return Ok(EarlyStop::go_on());
             }
         };
         let (print, mut report) = confirm(
@@ -103,7 +103,7 @@ pub(super) async fn sampled_phase<S: AnswerSource>(
                 LOOKS
             ));
             report.queries.sequential = Some(asked.len());
-            return Ok(Some((print, report)));
+            return Ok(EarlyStop::stop(print, report));
         }
         tracing::info!(
             verdict = report.verdict.as_str(),
@@ -116,7 +116,7 @@ pub(super) async fn sampled_phase<S: AnswerSource>(
         asked = asked.len(),
         "no early stop on samples: asking the rest"
     );
-    Ok(None)
+    Ok(EarlyStop::go_on())
 }
 
 /// Answers asked after each sampling probe's samples.

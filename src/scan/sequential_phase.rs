@@ -21,6 +21,55 @@ pub trait AnswerSource: Send {
     async fn answer(&mut self, probe: &Probe, sample: usize) -> Result<Observation, Self::Error>;
 }
 
+/// How an early stop ended: `stopped` with the partial print and its report where the
+/// verdict is `identical`; otherwise the scan goes on to the whole probe set, and
+/// `unconfirmed` keeps a sequential test that said identical while the comparison of the
+/// answers it had did not, so the full report can say that it was overturned and why.
+#[derive(Debug, Default)]
+pub struct EarlyStop {
+    pub stopped: Option<(Fingerprint, Report)>,
+    pub unconfirmed: Option<Unconfirmed>,
+}
+
+/// A sequential test's `identical` that the comparison of its answers did not confirm.
+#[derive(Debug, Clone)]
+pub struct Unconfirmed {
+    pub outcome: sequential::SequentialOutcome,
+    /// What the comparison of the answers asked by then read.
+    pub partial_verdict: Verdict,
+}
+
+impl EarlyStop {
+    pub fn go_on() -> Self {
+        Self::default()
+    }
+
+    pub fn stop(print: Fingerprint, report: Report) -> Self {
+        Self {
+            stopped: Some((print, report)),
+            unconfirmed: None,
+        }
+    }
+
+    fn unconfirmed(outcome: sequential::SequentialOutcome, partial_verdict: Verdict) -> Self {
+        Self {
+            stopped: None,
+            unconfirmed: Some(Unconfirmed {
+                outcome,
+                partial_verdict,
+            }),
+        }
+    }
+
+    /// `self`, or where it goes on with nothing to say, `earlier`'s unconfirmed test.
+    fn or_unconfirmed(mut self, earlier: Option<Unconfirmed>) -> Self {
+        if self.stopped.is_none() && self.unconfirmed.is_none() {
+            self.unconfirmed = earlier;
+        }
+        self
+    }
+}
+
 /// What the sequential phase holds the suspect's answers against: the reference, the
 /// controls (for P(match | unrelated)) and the reference's quantized forms.
 #[derive(Clone, Copy)]
@@ -41,7 +90,7 @@ pub async fn sequential_phase<S: AnswerSource>(
     opts: &CompareOptions,
     source: &mut S,
     text: Option<TextEarlyStop<'_>>,
-) -> Result<Option<(Fingerprint, Report)>, S::Error> {
+) -> Result<EarlyStop, S::Error> {
     let Against {
         reference,
         controls,
@@ -54,11 +103,20 @@ pub async fn sequential_phase<S: AnswerSource>(
             }
             None => {
                 tracing::info!("the suspect gives no log-probabilities: no early stop");
-                Ok(None)
+                Ok(EarlyStop::go_on())
             }
         };
     }
-    let seq = &opts.sequential;
+    // A server that lists fewer alternatives than the test compares (top-1 only, as some
+    // providers give) would lose every bet on the entries it never shows; the controls'
+    // chance of a match is estimated with the same cut, so the test stays valid.
+    let seq = &crate::compare::SequentialOptions {
+        top_k: opts
+            .sequential
+            .top_k
+            .min(suspect.capabilities.max_top_logprobs),
+        ..opts.sequential.clone()
+    };
     let mut asked = Vec::new();
     // A chat-only suspect's logit probes pass through any hidden system prompt, which
     // moves them all: where its identity answers show one, its answers are read back in
@@ -71,7 +129,7 @@ pub async fn sequential_phase<S: AnswerSource>(
                 Some(text) => {
                     text_sequential_phase(against, set, suspect, opts, source, text, asked).await
                 }
-                None => Ok(None),
+                None => Ok(EarlyStop::go_on()),
             };
         }
         // Another stack's turn format (llama.cpp wraps a file without a template in
@@ -158,14 +216,18 @@ pub async fn sequential_phase<S: AnswerSource>(
     let print = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
     let report = judge(against, &print, None, opts).await;
     if outcome.decision == SequentialDecision::Identical && report.verdict == Verdict::Identical {
-        return Ok(Some((print, report)));
+        return Ok(EarlyStop::stop(print, report));
     }
+    let unconfirmed = (outcome.decision == SequentialDecision::Identical).then(|| Unconfirmed {
+        outcome: outcome.clone(),
+        partial_verdict: report.verdict,
+    });
     if let Some(found) = ask_for_shift_tokens(
         against, set, &suspect, opts, source, &plan, &mut asked, report,
     )
     .await?
     {
-        return Ok(Some(found));
+        return Ok(EarlyStop::stop(found.0, found.1));
     }
     // A hidden system prompt that the identity answers did not show may still move the
     // logit probes: the chat answers are then read back in the context they give away.
@@ -174,9 +236,11 @@ pub async fn sequential_phase<S: AnswerSource>(
         Some(text) if !suspect.capabilities.raw_completion => {
             let mut halved = opts.clone();
             halved.sequential.alpha /= 2.0;
-            text_sequential_phase(against, set, suspect, &halved, source, text, asked).await
+            text_sequential_phase(against, set, suspect, &halved, source, text, asked)
+                .await
+                .map(|early| early.or_unconfirmed(unconfirmed))
         }
-        _ => Ok(None),
+        _ => Ok(EarlyStop::go_on().or_unconfirmed(unconfirmed)),
     }
 }
 
@@ -406,7 +470,7 @@ async fn text_sequential_phase<S: AnswerSource>(
     source: &mut S,
     text: TextEarlyStop<'_>,
     prior: Vec<Observation>,
-) -> Result<Option<(Fingerprint, Report)>, S::Error> {
+) -> Result<EarlyStop, S::Error> {
     let raw = suspect.capabilities.raw_completion;
     let share = token_share(opts, raw);
     // The betting test is valid at any stopping time, so text, whose answers each say
@@ -454,7 +518,7 @@ async fn text_sequential_phase<S: AnswerSource>(
             Ok(format) => format,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the warm-up back failed: no early stop");
-                return Ok(None);
+                return Ok(EarlyStop::go_on());
             }
         }
     };
@@ -476,6 +540,7 @@ async fn text_sequential_phase<S: AnswerSource>(
     let mut confirmed: Option<(Fingerprint, Report)> = None;
     let mut next_confirm = opts.min_probes;
     let mut confirmed_at = 0usize;
+    let mut partial_verdict = None;
     let likelihood_controls = text.controls;
     for planned in &plan {
         if test.decided() {
@@ -500,6 +565,7 @@ async fn text_sequential_phase<S: AnswerSource>(
                     confirmed = Some((print, report));
                     break;
                 }
+                partial_verdict = Some(report.verdict);
                 tracing::info!(
                     verdict = report.verdict.as_str(),
                     asked = asked.len(),
@@ -542,7 +608,7 @@ async fn text_sequential_phase<S: AnswerSource>(
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "reading an answer back failed: no early stop");
-                return Ok(None);
+                return Ok(EarlyStop::go_on());
             }
         };
         let mine = read.iter().find(|r| r.raw == raw);
@@ -573,7 +639,7 @@ async fn text_sequential_phase<S: AnswerSource>(
         "sequential phase on text"
     );
     if outcome.decision != SequentialDecision::Identical {
-        return Ok(None);
+        return Ok(EarlyStop::go_on());
     }
     // The plan ran out before a confirmation was tried on everything asked.
     if confirmed.is_none() && judged >= opts.min_probes && confirmed_at < asked.len() {
@@ -589,11 +655,16 @@ async fn text_sequential_phase<S: AnswerSource>(
         .await;
         if report.verdict == Verdict::Identical {
             confirmed = Some((print, report));
+        } else {
+            partial_verdict = Some(report.verdict);
         }
     }
     let Some((print, mut report)) = confirmed else {
         tracing::info!("the answers asked so far do not decide identical: asking the rest");
-        return Ok(None);
+        return Ok(match partial_verdict {
+            Some(verdict) => EarlyStop::unconfirmed(outcome, verdict),
+            None => EarlyStop::go_on(),
+        });
     };
     let queries = print.observations.len();
     report.reasons.push(format!(
@@ -614,5 +685,5 @@ async fn text_sequential_phase<S: AnswerSource>(
     ));
     report.queries.sequential = Some(queries);
     report.sequential = Some(outcome);
-    Ok(Some((print, report)))
+    Ok(EarlyStop::stop(print, report))
 }

@@ -490,7 +490,8 @@ async fn replay_early_stop(
     let mut source = PrintSource { print };
     let early = crate::scan::early_stop(against, set, print.model.clone(), opts, &mut source, text)
         .await
-        .ok()??;
+        .ok()?
+        .stopped?;
     Some(early.1)
 }
 
