@@ -159,7 +159,7 @@ fn prints_read_at_one(reference: &Fingerprint, prints: &[Fingerprint]) -> Option
 
 /// `prints` with every position's alternatives cut to the `k` most likely; `None` where
 /// `k` is 0 (no log-probabilities) or no list is longer.
-fn lists_cut_to(prints: &[Fingerprint], k: usize) -> Option<Vec<Fingerprint>> {
+pub fn lists_cut_to(prints: &[Fingerprint], k: usize) -> Option<Vec<Fingerprint>> {
     let longer = |p: &Fingerprint| {
         p.observations.iter().any(|o| {
             o.response

@@ -131,6 +131,10 @@ pub fn matches(
         .iter()
         .map(|(k, lp)| (k.as_slice(), *lp))
         .collect();
+    // A server lists a few alternatives (top-1, top-5): a token the reference ranks near
+    // the suspect's last listed one may fall just outside its list, which says nothing;
+    // one the suspect should have listed above entries it did list says it differs.
+    let s_last = s.entries.iter().map(|e| e.1).fold(f64::INFINITY, f64::min);
     let mut total = 0.0;
     let mut count = 0usize;
     for (key, lp) in r
@@ -140,6 +144,9 @@ pub fn matches(
         .take(opts.top_k.max(1))
     {
         let Some(other) = s_map.get(key.as_slice()) else {
+            if *lp <= s_last + opts.tolerance_nats {
+                continue;
+            }
             return Some(false);
         };
         total += (lp - other).abs();
@@ -653,8 +660,18 @@ mod tests {
             ..SequentialOptions::default()
         };
         // Entries a server never shows are no evidence against it...
-        assert_eq!(matches(&reference, &capped, &five), Some(false));
+        assert_eq!(matches(&reference, &capped, &five), Some(true));
         assert_eq!(matches(&reference, &capped, &one), Some(true));
+        let top_four = logit_answer(&[
+            (" Paris", -0.26),
+            (" the", -2.0),
+            (" a", -3.0),
+            (" in", -3.4),
+        ]);
+        assert_eq!(matches(&reference, &top_four, &five), Some(true));
+        // ...while one it should have listed above those it did list is.
+        let skipped = logit_answer(&[(" Paris", -0.26), (" a", -2.9), (" in", -3.8)]);
+        assert_eq!(matches(&reference, &skipped, &five), Some(false));
         // ...but the one it shows still has to agree.
         let other = logit_answer(&[(" Paris", -1.4)]);
         assert_eq!(matches(&reference, &other, &one), Some(false));

@@ -107,16 +107,7 @@ pub async fn sequential_phase<S: AnswerSource>(
             }
         };
     }
-    // A server that lists fewer alternatives than the test compares (top-1 only, as some
-    // providers give) would lose every bet on the entries it never shows; the controls'
-    // chance of a match is estimated with the same cut, so the test stays valid.
-    let seq = &crate::compare::SequentialOptions {
-        top_k: opts
-            .sequential
-            .top_k
-            .min(suspect.capabilities.max_top_logprobs),
-        ..opts.sequential.clone()
-    };
+    let seq = &opts.sequential;
     let mut asked = Vec::new();
     // A chat-only suspect's logit probes pass through any hidden system prompt, which
     // moves them all: where its identity answers show one, its answers are read back in
@@ -155,6 +146,11 @@ pub async fn sequential_phase<S: AnswerSource>(
     }
     // A copy served quantized matches its form rather than the reference as given.
     let form_prints: Vec<&Fingerprint> = forms.iter().map(|f| &f.fingerprint).collect();
+    // A server that lists fewer alternatives than the controls (top-1 or top-5 of a
+    // provider's API) is matched on what it lists (`sequential::matches`); the controls'
+    // chance of a match is estimated from lists cut to the same length.
+    let controls_cut = compare::lists_cut_to(controls, suspect.capabilities.max_top_logprobs);
+    let controls = controls_cut.as_deref().unwrap_or(controls);
     let plan = sequential::plan_with_forms(reference, &form_prints, controls, seq);
     let fresh_test =
         || SequentialTest::new(reference, &plan, seq.default_q1, seq).with_forms(&form_prints);
