@@ -160,31 +160,27 @@ fn prints_read_at_one(reference: &Fingerprint, prints: &[Fingerprint]) -> Option
 /// `prints` with every position's alternatives cut to the `k` most likely; `None` where
 /// `k` is 0 (no log-probabilities) or no list is longer.
 pub fn lists_cut_to(prints: &[Fingerprint], k: usize) -> Option<Vec<Fingerprint>> {
-    let longer = |p: &Fingerprint| {
-        p.observations.iter().any(|o| {
-            o.response
-                .as_ref()
-                .is_some_and(|r| r.tokens.iter().any(|t| t.top.len() > k))
-        })
-    };
-    if k == 0 || !prints.iter().any(longer) {
-        return None;
+    (k > 0 && prints.iter().any(|p| lists_longer(p, k)))
+        .then(|| prints.iter().map(|p| lists_cut(p, k)).collect())
+}
+
+fn lists_longer(print: &Fingerprint, k: usize) -> bool {
+    print.observations.iter().any(|o| {
+        o.response
+            .as_ref()
+            .is_some_and(|r| r.tokens.iter().any(|t| t.top.len() > k))
+    })
+}
+
+fn lists_cut(print: &Fingerprint, k: usize) -> Fingerprint {
+    let mut print = print.clone();
+    for obs in &mut print.observations {
+        for position in obs.response.iter_mut().flat_map(|r| r.tokens.iter_mut()) {
+            position.top.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+            position.top.truncate(k);
+        }
     }
-    Some(
-        prints
-            .iter()
-            .map(|print| {
-                let mut print = print.clone();
-                for obs in &mut print.observations {
-                    for position in obs.response.iter_mut().flat_map(|r| r.tokens.iter_mut()) {
-                        position.top.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
-                        position.top.truncate(k);
-                    }
-                }
-                print
-            })
-            .collect(),
-    )
+    print
 }
 
 /// [`compare`] with known-same pairs as well, which set the identical band and the
@@ -212,24 +208,21 @@ pub fn compare_calibrated(
     let cap = suspect.model.capabilities.max_top_logprobs;
     let controls_cut = lists_cut_to(calibration.controls, cap);
     let known_same_cut = lists_cut_to(calibration.known_same, cap);
-    let forms_cut: Option<Vec<QuantizedForm>> = {
-        let prints: Vec<Fingerprint> = calibration
+    let forms_cut: Option<Vec<QuantizedForm>> = (cap > 0
+        && calibration
             .forms
             .iter()
-            .map(|f| f.fingerprint.clone())
-            .collect();
-        lists_cut_to(&prints, cap).map(|cut| {
-            calibration
-                .forms
-                .iter()
-                .zip(cut)
-                .map(|(form, fingerprint)| QuantizedForm {
-                    dtype: form.dtype.clone(),
-                    fingerprint,
-                })
-                .collect()
-        })
-    };
+            .any(|f| lists_longer(&f.fingerprint, cap)))
+    .then(|| {
+        calibration
+            .forms
+            .iter()
+            .map(|form| QuantizedForm {
+                dtype: form.dtype.clone(),
+                fingerprint: lists_cut(&form.fingerprint, cap),
+            })
+            .collect()
+    });
     let calibration = &Calibration {
         controls: controls_cut.as_deref().unwrap_or(calibration.controls),
         known_same: known_same_cut.as_deref().unwrap_or(calibration.known_same),
