@@ -209,7 +209,47 @@ struct RawChoice {
 
 #[derive(Debug, Deserialize)]
 struct RawMessage {
-    content: Option<String>,
+    content: Option<RawContent>,
+    /// OpenAI puts a refusal here, with no content, when a model declines under
+    /// structured output; the refusal probes must still see it.
+    refusal: Option<String>,
+}
+
+/// A message's content: a string, or (Mistral, several gateways) a list of typed parts
+/// whose `text` parts are the answer and whose others (`thinking`, images) are not.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawContent {
+    Text(String),
+    Parts(Vec<RawPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPart {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+}
+
+impl RawMessage {
+    fn into_text(self) -> Option<String> {
+        let content = match self.content {
+            Some(RawContent::Text(text)) => Some(text),
+            Some(RawContent::Parts(parts)) => Some(
+                parts
+                    .into_iter()
+                    .filter(|p| p.kind.as_deref().is_none_or(|k| k == "text"))
+                    .filter_map(|p| p.text)
+                    .collect(),
+            ),
+            None => None,
+        };
+        match (content, self.refusal) {
+            (Some(text), Some(refusal)) if text.is_empty() => Some(refusal),
+            (None, refusal) => refusal,
+            (content, _) => content,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -415,7 +455,7 @@ fn into_response(raw: RawResponse, chat: bool) -> Result<ProbeResponse, ParseErr
         .ok_or(ParseError::NoChoices)?;
     // Each shape has its own text field; fall back to the other so a server that mixes
     // them up still parses.
-    let message_text = choice.message.and_then(|m| m.content);
+    let message_text = choice.message.and_then(RawMessage::into_text);
     let text = if chat {
         message_text.or(choice.text)
     } else {
@@ -474,7 +514,7 @@ pub fn parse_stream(body: &[u8]) -> Result<ProbeResponse, ParseError> {
         let Some(choice) = chunk.choices.into_iter().next() else {
             continue;
         };
-        if let Some(piece) = choice.delta.and_then(|d| d.content).or(choice.text) {
+        if let Some(piece) = choice.delta.and_then(RawMessage::into_text).or(choice.text) {
             out.text.push_str(&piece);
         }
         if let Some(raw) = choice.logprobs {
@@ -1008,5 +1048,31 @@ mod tests {
         assert_eq!(snippet(b"", 10), "(empty body)");
         assert_eq!(snippet(b"a\nb\x00c", 10), "a b c");
         assert_eq!(snippet(b"abcdefghijkl", 5), "abcde…");
+    }
+
+    /// Mistral and several gateways send content as typed parts; only text parts answer.
+    #[test]
+    fn content_given_as_parts_is_the_text_parts_joined() {
+        let body = br#"{"choices":[{"message":{"role":"assistant","content":[
+            {"type":"thinking","thinking":[{"type":"text","text":"hmm"}]},
+            {"type":"text","text":"Paris is"},{"type":"text","text":" the capital."}]},
+            "finish_reason":"stop"}]}"#;
+        let r = parse_chat_completion(body).unwrap();
+        assert_eq!(r.text, "Paris is the capital.");
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":[{\"type\":\"text\",\"text\":\"Hi\"}]}}]}\n\ndata: [DONE]\n\n";
+        assert_eq!(parse_stream(stream).unwrap().text, "Hi");
+    }
+
+    /// OpenAI's structured-output refusal comes with no content; it is the answer.
+    #[test]
+    fn a_refusal_field_is_the_answer_when_content_is_empty() {
+        let body = br#"{"choices":[{"message":{"role":"assistant","content":null,
+            "refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
+        assert_eq!(
+            parse_chat_completion(body).unwrap().text,
+            "I can't help with that."
+        );
+        let body = br#"{"choices":[{"message":{"content":"Sure.","refusal":null}}]}"#;
+        assert_eq!(parse_chat_completion(body).unwrap().text, "Sure.");
     }
 }
