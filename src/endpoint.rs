@@ -107,6 +107,18 @@ pub struct Capabilities {
     /// endpoint samples whatever temperature it is asked for.
     #[serde(default)]
     pub ignores_temperature: bool,
+    /// Request parameters the endpoint refused, each with what the client sends instead
+    /// (`max_tokens (sent as max_completion_tokens)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_params: Vec<String>,
+}
+
+fn refused_summary(refused: &[String]) -> String {
+    if refused.is_empty() {
+        String::new()
+    } else {
+        format!("; refused {}", refused.join(", "))
+    }
 }
 
 impl Capabilities {
@@ -124,7 +136,7 @@ impl Capabilities {
             yes(self.tokenize),
             yes(self.usage),
             yes(!self.ignores_temperature)
-        )
+        ) + &refused_summary(&self.refused_params)
     }
 
     /// What a scan cannot tell through an endpoint that offers only this.

@@ -413,6 +413,7 @@ fn build(spec: &Spec) -> Fingerprint {
                 usage: true,
                 tokenize: false,
                 ignores_temperature: false,
+                refused_params: Vec::new(),
             },
         },
         ProbeSetRef {

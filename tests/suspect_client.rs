@@ -523,6 +523,7 @@ async fn capabilities_fall_back_to_the_largest_accepted_top_logprobs() {
             usage: true,
             tokenize: true,
             ignores_temperature: false,
+            refused_params: Vec::new(),
         }
     );
     let asked: Vec<u64> = server
@@ -723,4 +724,83 @@ async fn a_bare_host_finds_the_api_under_v1() {
     suspect.run(&chat_request(5)).await.unwrap();
     let paths: Vec<String> = root_only.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/v1/models", "/chat/completions"]);
+}
+
+/// OpenAI's newer models and several gateways: `max_tokens` refused for
+/// `max_completion_tokens`, `seed` unknown, any temperature but the default refused.
+fn strict_server(req: &Recorded, _: usize) -> Reply {
+    let body = req.json();
+    let refuse = |message: &str| {
+        Reply::json(
+            400,
+            json!({"error": {"message": message, "type": "invalid_request_error"}}).to_string(),
+        )
+    };
+    if req.path != "/v1/chat/completions" {
+        return Reply::json(404, "{}");
+    }
+    if body.get("max_tokens").is_some() {
+        return refuse("Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.");
+    }
+    if body.get("seed").is_some() {
+        return refuse("Unrecognized request argument supplied: seed");
+    }
+    if body.get("temperature").is_some_and(|t| t != 1.0) {
+        return refuse("Unsupported value: 'temperature' does not support 0.0 with this model. Only the default (1) value is supported.");
+    }
+    Reply::json(200, CHAT)
+}
+
+#[tokio::test]
+async fn refused_parameters_are_left_out_or_renamed_and_reported() {
+    let server = FaultServer::start(strict_server).await;
+    let suspect = model(config(&server.base_url()));
+    let caps = suspect.capabilities().await.unwrap();
+    assert!(caps.chat);
+    assert_eq!(
+        caps.refused_params,
+        vec![
+            "seed (left out)".to_string(),
+            "max_tokens (sent as max_completion_tokens)".to_string(),
+            "temperature (left out: the server samples at its own temperature)".to_string(),
+        ]
+    );
+    assert!(
+        caps.summary().contains("refused seed"),
+        "{}",
+        caps.summary()
+    );
+
+    // Later requests go out without them at once.
+    let before = server.request_count();
+    let response = suspect.run(&chat_request(5)).await.unwrap();
+    assert_eq!(response.tokens.len(), 16);
+    assert_eq!(server.request_count(), before + 1);
+    let last = server.requests().last().unwrap().json();
+    assert_eq!(last["max_completion_tokens"], 16);
+    for absent in ["max_tokens", "seed", "temperature"] {
+        assert!(last.get(absent).is_none(), "{absent} still sent: {last}");
+    }
+}
+
+/// A 400 that names a parameter but is not cured by leaving it out is returned as it
+/// came, and the parameter is sent again afterwards.
+#[tokio::test]
+async fn a_remedy_that_does_not_help_is_undone() {
+    let server = FaultServer::start(|_, _| {
+        Reply::json(
+            400,
+            r#"{"error":{"message":"Invalid request: unsupported model for seed or top_p","type":"invalid_request_error"}}"#,
+        )
+    })
+    .await;
+    let suspect = model(config(&server.base_url()));
+    let err = suspect.run(&chat_request(0)).await.unwrap_err();
+    assert!(matches!(err, EndpointError::BadRequest(_)), "{err:?}");
+    // top_p named first (it changes nothing), then seed: the same refusal both times.
+    assert_eq!(server.request_count(), 2);
+    suspect.run(&chat_request(0)).await.unwrap_err();
+    let next = server.requests()[2].json();
+    assert_eq!(next["top_p"], 1.0);
+    assert_eq!(next["seed"], 7);
 }

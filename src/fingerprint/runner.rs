@@ -461,6 +461,7 @@ mod tests {
             usage: true,
             tokenize,
             ignores_temperature: false,
+            refused_params: Vec::new(),
         }
     }
 

@@ -127,6 +127,7 @@ impl ModelEndpoint for LocalEndpoint {
             usage: true,
             tokenize: true,
             ignores_temperature: false,
+            refused_params: Vec::new(),
         })
     }
 

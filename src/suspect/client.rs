@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::{OnceCell, Semaphore};
 use url::{Host, Url};
 
+use super::params::{self, Param, Refused};
 use super::parse::{self, ErrorContext};
 use super::retry::{backoff_delay, parse_retry_after};
 use super::url_guard::{GuardError, UrlGuard};
@@ -236,6 +237,8 @@ pub struct HttpModel {
     limiter: Option<DefaultDirectRateLimiter>,
     permits: Semaphore,
     capabilities: OnceCell<Capabilities>,
+    /// Request parameters this server answered 400 to, left out or renamed since.
+    refused: Refused,
     requests_sent: AtomicU64,
 }
 
@@ -283,6 +286,7 @@ impl HttpModel {
             client: OnceCell::new(),
             limiter,
             capabilities: OnceCell::new(),
+            refused: Refused::default(),
             requests_sent: AtomicU64::new(0),
         })
     }
@@ -608,15 +612,18 @@ impl HttpModel {
     /// The URL and JSON body for a request, and whether it is a chat request. The body is
     /// serialised straight from f32 fields so that 0.7 goes out as `0.7`.
     fn generation_body(&self, routes: &Routes, request: &ProbeRequest) -> (Url, Vec<u8>, bool) {
+        let refused = |p| self.refused.contains(p);
         let common = |top| GenerationBody {
             model: &self.config.model,
             messages: None,
             prompt: None,
-            max_tokens: request.max_tokens,
-            temperature: request.temperature,
-            top_p: request.top_p,
-            seed: request.seed,
-            stop: (!request.stop.is_empty()).then_some(request.stop.as_slice()),
+            max_tokens: (!refused(Param::MaxTokens)).then_some(request.max_tokens),
+            max_completion_tokens: refused(Param::MaxTokens).then_some(request.max_tokens),
+            temperature: (!refused(Param::Temperature)).then_some(request.temperature),
+            top_p: (!refused(Param::TopP)).then_some(request.top_p),
+            seed: request.seed.filter(|_| !refused(Param::Seed)),
+            stop: (!request.stop.is_empty() && !refused(Param::Stop))
+                .then_some(request.stop.as_slice()),
             logprobs: None,
             top_logprobs: top,
             stream: false,
@@ -637,6 +644,55 @@ impl HttpModel {
             }
         };
         (url.clone(), to_json(&body), chat)
+    }
+
+    /// The parameters a request sends that a server may refuse.
+    fn refusable_params(&self, request: &ProbeRequest) -> Vec<Param> {
+        let mut sent = vec![Param::TopP, Param::MaxTokens, Param::Temperature];
+        if request.seed.is_some() {
+            sent.push(Param::Seed);
+        }
+        if !request.stop.is_empty() {
+            sent.push(Param::Stop);
+        }
+        sent.retain(|&p| !self.refused.contains(p));
+        sent
+    }
+
+    /// Sends a generation request; a 400 naming a parameter the request sent is answered
+    /// by leaving that parameter out (or renaming it) for this and every later request.
+    /// A remedy that brings back the same refusal is undone.
+    async fn send_generation(
+        &self,
+        routes: &Routes,
+        request: &ProbeRequest,
+    ) -> Result<(Url, Reply, bool), EndpointError> {
+        let mut tried: Option<(Param, String)> = None;
+        loop {
+            let (url, body, chat) = self.generation_body(routes, request);
+            let message = match self.send(Method::POST, &url, Some(&body)).await {
+                Ok(reply) => return Ok((url, reply, chat)),
+                Err(EndpointError::BadRequest(message)) => message,
+                Err(err) => return Err(err),
+            };
+            if let Some((param, before)) = tried.take() {
+                if before == message {
+                    self.refused.remove(param);
+                    return Err(EndpointError::BadRequest(message));
+                }
+            }
+            match params::named_in(&message, &self.refusable_params(request)) {
+                Some(param) if self.refused.insert(param) => {
+                    tracing::warn!(
+                        endpoint = %self.describe(),
+                        parameter = param.name(),
+                        "the server refused a request parameter; sending without it from now on"
+                    );
+                    tried = Some((param, message));
+                }
+                _ => return Err(EndpointError::BadRequest(message)),
+            }
+        }
     }
 
     /// Detection probe: `Ok(None)` when the server says it does not support the request.
@@ -748,6 +804,7 @@ impl HttpModel {
                 Err(err) if err.is_transient() => return Err(err),
                 Err(_) => false,
             };
+        caps.refused_params = self.refused.described();
         let caps = self.config.access.restrict(caps);
         tracing::info!(endpoint = %self.describe(), ?caps, "detected suspect capabilities");
         Ok(caps)
@@ -816,8 +873,9 @@ impl HttpModel {
         if !access.allows_logprobs() {
             request.top_logprobs = 0;
         }
-        let (url, body, chat) = self.generation_body(self.api_routes().await, &request);
-        let reply = self.send(Method::POST, &url, Some(&body)).await?;
+        let (url, reply, chat) = self
+            .send_generation(self.api_routes().await, &request)
+            .await?;
         let parsed = if reply.content_type.contains("text/event-stream") {
             parse::parse_stream(&reply.body)
         } else if chat {
@@ -881,9 +939,14 @@ struct GenerationBody<'a> {
     messages: Option<&'a [ChatMessage]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt: Option<&'a str>,
-    max_tokens: usize,
-    temperature: f32,
-    top_p: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@
 //! - Redirects are never followed; a 3xx is a `Forbidden` error naming its target.
 
 pub mod client;
+pub mod params;
 pub mod parse;
 pub mod retry;
 pub mod url_guard;
