@@ -36,6 +36,30 @@ pub fn token_key(bytes: &[u8], token: &str) -> Vec<u8> {
     }
 }
 
+/// Whether a position's list belongs to another position: llama.cpp reports a character
+/// made of several byte tokens as one entry carrying the alternatives of its last piece,
+/// so the chosen token is missing from its list though as likely as a listed one. A
+/// greedy answer meets this only where the reference's own top token is a byte piece
+/// (never compared); a sampled one wherever it draws such a character.
+fn lists_another_position(position: &TokenLogprobs) -> bool {
+    let chosen = f64::from(position.logprob);
+    if !chosen.is_finite() {
+        return false;
+    }
+    let same = |t: &crate::endpoint::TopLogprob| {
+        if t.bytes.is_empty() || position.bytes.is_empty() {
+            t.token == position.token
+        } else {
+            t.bytes == position.bytes
+        }
+    };
+    let listed = || position.top.iter().filter(|t| t.logprob.is_finite());
+    let last = listed()
+        .map(|t| f64::from(t.logprob))
+        .fold(f64::INFINITY, f64::min);
+    !listed().any(same) && chosen >= last - 1e-4
+}
+
 /// One position's alternatives: (token key, log-probability), most likely first, with
 /// tokens of equal bytes merged.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +88,9 @@ impl TopK {
     pub fn from_position(position: &TokenLogprobs) -> Option<TopK> {
         let finite = || position.top.iter().filter(|t| t.logprob.is_finite());
         finite().next()?;
+        if lists_another_position(position) {
+            return None;
+        }
         Some(TopK::from_entries(finite().map(|t| {
             (token_key(&t.bytes, &t.token), f64::from(t.logprob))
         })))
@@ -519,6 +546,37 @@ mod tests {
 
     fn topk(entries: &[(&str, f64)]) -> TopK {
         TopK::from_entries(entries.iter().map(|(t, p)| (t.as_bytes().to_vec(), p.ln())))
+    }
+
+    fn token(text: &str, lp: f32, top: &[(&[u8], f32)]) -> TokenLogprobs {
+        TokenLogprobs {
+            id: None,
+            token: text.into(),
+            bytes: text.as_bytes().to_vec(),
+            logprob: lp,
+            top: top
+                .iter()
+                .map(|(b, lp)| crate::endpoint::TopLogprob {
+                    id: None,
+                    token: String::from_utf8_lossy(b).into_owned(),
+                    bytes: b.to_vec(),
+                    logprob: *lp,
+                })
+                .collect(),
+        }
+    }
+
+    /// llama-server's entry for a sampled two-byte character (Arabic comma, as seen on
+    /// SmolLM2): the alternatives listed are those of its second byte.
+    #[test]
+    fn a_merged_character_s_list_is_not_its_position_s() {
+        let merged = token("،", -0.323, &[(&[0x8C], -0.323), (&[0x8A], -2.0)]);
+        assert_eq!(TopK::from_position(&merged), None);
+        // Sampled below its list, or listed: the list is its position's.
+        let below = token(" (", -4.5, &[("ة".as_bytes(), -1.7), (b" x", -2.1)]);
+        assert_eq!(TopK::from_position(&below).map(|t| t.len()), Some(2));
+        let listed = token("ة", -1.7, &[("ة".as_bytes(), -1.7), (b" x", -2.1)]);
+        assert_eq!(TopK::from_position(&listed).map(|t| t.len()), Some(2));
     }
 
     #[test]
