@@ -423,6 +423,7 @@ impl LoadArgs {
             requantize: self.requantize,
             max_context: self.ctx,
             kv_cache: self.kv_cache,
+            add_bos: None,
         }
     }
 }

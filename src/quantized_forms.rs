@@ -22,7 +22,10 @@ use crate::probes::{ProbeKind, ProbeSet};
 /// The forms copies are most often published in, from 8 bits down to 2: every matrix in
 /// one type (our requantizer), and llama-quantize's file types (`lq-` prefix: its own
 /// type per tensor, `crate::model::llama_quant`), which is what most GGUF copies are.
-pub const LADDER: [&str; 12] = [
+/// Last, `no-bos`: the weights as given, asked as a stack that adds no BOS token to a raw
+/// prompt does (Gemma 3 so served reads as another model); made only for a reference whose
+/// file asks for one.
+pub const LADDER: [&str; 13] = [
     "q8_0",
     "q6_k",
     "q5_k",
@@ -35,7 +38,11 @@ pub const LADDER: [&str; 12] = [
     "lq-q4_0",
     "lq-q3_k_m",
     "lq-q2_k",
+    NO_BOS,
 ];
+
+/// The serving form without a BOS token.
+pub const NO_BOS: &str = crate::compare::verdict::NO_BOS_FORM;
 
 /// Changes when a form's bytes would: 2 since the K types follow ggml's current reference
 /// quantizers byte for byte (`crate::model::ggml_quants`).
@@ -46,9 +53,13 @@ const QUANTIZER_REVISION: u32 = 2;
 enum FormKind {
     Uniform(candle_core::quantized::GgmlDType),
     LlamaCpp(crate::model::llama_quant::Ftype),
+    NoBos,
 }
 
 fn form_kind(name: &str) -> Result<FormKind, ModelError> {
+    if name == NO_BOS {
+        return Ok(FormKind::NoBos);
+    }
     match name.strip_prefix("lq-") {
         Some(ftype) => crate::model::llama_quant::Ftype::parse(ftype)
             .map(FormKind::LlamaCpp)
@@ -74,6 +85,9 @@ fn write_kind(reference: &Path, out: &Path, kind: FormKind) -> Result<usize, Mod
         FormKind::LlamaCpp(f) => {
             crate::model::requantize::requantize_like_llama_cpp(reference, out, f)
         }
+        FormKind::NoBos => Err(ModelError::BadInput(format!(
+            "`{NO_BOS}` is a way of asking the reference, not a file to write"
+        ))),
     }
 }
 
@@ -183,6 +197,9 @@ pub async fn fingerprint_forms(
     };
     let mut forms = Vec::new();
     for dtype in dtypes {
+        if dtype == NO_BOS && !asks_for_bos(reference).await {
+            continue;
+        }
         let out = cache.join(format!(
             "{stem}-{dtype}-r{}-q{QUANTIZER_REVISION}.json",
             crate::model::ARITHMETIC_REVISION
@@ -216,11 +233,20 @@ async fn fingerprint_one(
         source,
     })?;
     let file = dir.path().join(format!("reference-{dtype}.gguf"));
-    tracing::info!(dtype, "quantizing the reference for its quantized form");
+    tracing::info!(dtype, "making the reference's form");
     let (input, output) = (reference.to_path_buf(), file.clone());
-    let handle = tokio::task::spawn_blocking(move || {
-        write_kind(&input, &output, kind)?;
-        ModelHandle::spawn(&output.to_string_lossy(), &LoadOptions::default(), 64)
+    let handle = tokio::task::spawn_blocking(move || match kind {
+        FormKind::NoBos => {
+            let opts = LoadOptions {
+                add_bos: Some(false),
+                ..LoadOptions::default()
+            };
+            ModelHandle::spawn(&input.to_string_lossy(), &opts, 64)
+        }
+        kind => {
+            write_kind(&input, &output, kind)?;
+            ModelHandle::spawn(&output.to_string_lossy(), &LoadOptions::default(), 64)
+        }
     })
     .await
     .map_err(|e| model_err(ModelError::BadInput(e.to_string())))?
@@ -232,6 +258,21 @@ async fn fingerprint_one(
             dtype: dtype.to_string(),
             source,
         })
+}
+
+/// Whether the reference's GGUF file asks for a BOS token before each prompt; a file that
+/// cannot be read says no (loading it as the reference fails louder).
+async fn asks_for_bos(reference: &Path) -> bool {
+    let path = reference.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let g = crate::model::gguf::GgufFile::open(&path).ok()?;
+        let tokenizer = crate::model::tokenizer::Tokenizer::from_gguf(&g).ok()?;
+        Some(tokenizer.add_bos && tokenizer.bos.is_some())
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -258,5 +299,19 @@ mod tests {
         );
         let err = parse_list("lq-q9_k").unwrap_err().to_string();
         assert!(err.contains("q9_k"), "{err}");
+        assert_eq!(parse_list("no-bos").unwrap(), vec![NO_BOS.to_string()]);
+    }
+
+    #[test]
+    fn the_no_bos_form_is_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_form(
+            &dir.path().join("in.gguf"),
+            &dir.path().join("out.gguf"),
+            NO_BOS,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not a file to write"), "{err}");
     }
 }

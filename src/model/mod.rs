@@ -81,6 +81,9 @@ pub struct LoadOptions {
     pub max_context: usize,
     /// How the KV cache is stored: f32 (ours), or rounded as a server's quantized cache is.
     pub kv_cache: kv_cache_type::KvCacheType,
+    /// Whether a prompt starts with the BOS token: `None` as the GGUF file says; `Some(false)`
+    /// asks the model as a stack that adds none does (`crate::quantized_forms`).
+    pub add_bos: Option<bool>,
 }
 
 impl Default for LoadOptions {
@@ -89,6 +92,7 @@ impl Default for LoadOptions {
             requantize: Requantize::Auto,
             max_context: 4096,
             kv_cache: kv_cache_type::KvCacheType::F32,
+            add_bos: None,
         }
     }
 }
@@ -223,7 +227,10 @@ impl LocalModel {
                 config.head_dim
             )));
         }
-        let tokenizer = Tokenizer::from_gguf(&g)?;
+        let mut tokenizer = Tokenizer::from_gguf(&g)?;
+        if let Some(add_bos) = opts.add_bos {
+            tokenizer.add_bos = add_bos;
+        }
         let arch = g.architecture().unwrap_or_default();
         let piece = |id: Option<u32>| {
             id.and_then(|i| tokenizer.piece(i))
