@@ -339,9 +339,10 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                     )
                 };
                 reasons.push(format!(
-                    "outside the identical band of the reference as given ({given}, p = {p:.2e} against controls) but within it for the reference quantized to {} ({}), far from unrelated models (p = {form_p:.2e}: {how}): the reference served quantized",
-                    form.dtype,
+                    "outside the identical band of the reference as given ({given}, p = {p:.2e} against controls) but within it for the reference {} ({}), far from unrelated models (p = {form_p:.2e}: {how}): {}",
+                    form_phrase(&form.dtype),
                     band_text(&form.summary, band),
+                    served_as(&form.dtype),
                 ));
                 return positive(Verdict::Identical, form_p, reasons);
             }
@@ -390,6 +391,15 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
                     reasons.push("derived without a tokenizer check".to_string());
                 }
                 return positive(Verdict::Derived, *p, reasons);
+            }
+            if let Some((form, far)) = near_form(inputs) {
+                reasons.push(format!(
+                    "next-token distributions no closer than controls for the reference as given (p = {p:.2}), but far closer than controls for the reference {} (p = {far:.2e}, Bonferroni over {} forms; {}): the reference's weights, asked in a way that moves them beyond the identical band",
+                    form_phrase(&form.dtype),
+                    inputs.forms.len(),
+                    band_text(&form.summary, band),
+                ));
+                return positive(Verdict::Derived, far, reasons);
             }
             reasons.push(format!(
                 "next-token distributions no closer than controls (p = {p:.2})"
@@ -455,15 +465,17 @@ pub fn decide(inputs: &VerdictInputs) -> VerdictOutcome {
             nearest_form_tokens(inputs, band),
         ) {
             reasons.push(format!(
-                "{:.1}% of the suspect's greedy tokens on {} {} logit probes are the top choice of the reference quantized to {dtype} up to engine noise (band ≥ {:.0}%; read back by the reference as given: {}), and it is far closer to the reference than controls ({how}: p = {far:.2e}): the reference served quantized",
+                "{:.1}% of the suspect's greedy tokens on {} {} logit probes are the top choice of the reference {} up to engine noise (band ≥ {:.0}%; read back by the reference as given: {}), and it is far closer to the reference than controls ({how}: p = {far:.2e}): {}",
                 walked.share * 100.0,
                 walked.probes,
                 if walked.raw { "raw" } else { "chat" },
+                form_phrase(dtype),
                 token_band_of(band, !walked.raw) * 100.0,
                 inputs
                     .greedy_tokens
                     .map(|(share, _)| format!("{:.1}%", share * 100.0))
                     .unwrap_or_else(|| "not read back".to_string()),
+                served_as(dtype),
             ));
             return positive(Verdict::Identical, far, reasons);
         }
@@ -692,6 +704,28 @@ fn nearest_form_tokens<'a>(
         .map(|(dtype, w)| (dtype.as_str(), *w))
 }
 
+/// How a form of the reference differs from it as given, for a reason's text: a weight
+/// type, or the serving form without a BOS token (`crate::quantized_forms::NO_BOS`).
+fn form_phrase(dtype: &str) -> String {
+    if dtype == NO_BOS_FORM {
+        "asked without its BOS token".to_string()
+    } else {
+        format!("quantized to {dtype}")
+    }
+}
+
+fn served_as(dtype: &str) -> &'static str {
+    if dtype == NO_BOS_FORM {
+        "the reference served by a stack that adds no BOS token"
+    } else {
+        "the reference served quantized"
+    }
+}
+
+/// The name of the reference's serving form without a BOS token (a form of how it is
+/// asked, not of its weights); `crate::quantized_forms` makes it.
+pub const NO_BOS_FORM: &str = "no-bos";
+
 /// The nearest quantized form whose logits lie inside the band, where the suspect is far
 /// from unrelated: far closer to that form than the controls are (its p-value corrected
 /// for the forms tried), or to the reference as given (one test, `given_p`). Which form
@@ -712,6 +746,21 @@ fn matched_form(inputs: &VerdictInputs, given_p: f64) -> Option<(&FormLogits, f6
                 && inputs.band.contains(&f.summary)
                 && !shifted(f.shift.as_ref(), &inputs.band, inputs.alpha)
         })
+        .min_by(|a, b| {
+            let d = |f: &FormLogits| f.summary.mean_abs_dlogprob.unwrap_or(f64::INFINITY);
+            d(a.0).total_cmp(&d(b.0))
+        })
+}
+
+/// The form the suspect is far closer to than controls are (Bonferroni over the forms),
+/// inside the identical band or not; the nearest where several are.
+fn near_form(inputs: &VerdictInputs) -> Option<(&FormLogits, f64)> {
+    let tried = inputs.forms.len() as f64;
+    inputs
+        .forms
+        .iter()
+        .map(|f| (f, inputs.forms_p.unwrap_or((f.p * tried).min(1.0))))
+        .filter(|(_, far)| *far <= inputs.alpha)
         .min_by(|a, b| {
             let d = |f: &FormLogits| f.summary.mean_abs_dlogprob.unwrap_or(f64::INFINITY);
             d(a.0).total_cmp(&d(b.0))
@@ -854,8 +903,11 @@ pub fn with_sequential(
          suspect queries (p ≤ 1/e = {p:.2e}), and the answers lie in the identical band{} \
          (mean |Δlogprob| {}, top-1 agreement {:.0}%)",
         match form {
-            Some(dtype) =>
-                format!(" of the reference quantized to {dtype}: the reference served quantized"),
+            Some(dtype) => format!(
+                " of the reference {}: {}",
+                form_phrase(dtype),
+                served_as(dtype)
+            ),
             None => String::new(),
         },
         summary
@@ -1222,6 +1274,31 @@ mod tests {
         i.forms = vec![form("q4_0", summary(0.0, 1.0), 1e-6)];
         i.tokenizer = Some((0.3, 40));
         assert_ne!(decide(&i).verdict, Verdict::Identical);
+    }
+
+    /// Gemma 3 served by a stack that adds no BOS token: nothing like the reference as
+    /// given, far closer than controls to the reference asked without one, though beyond
+    /// the band (without its BOS token the model amplifies engines' rounding).
+    #[test]
+    fn a_form_far_closer_than_controls_outside_the_band_says_derived() {
+        let mut i = inputs();
+        i.logits = Some((summary(1.5, 0.3), 0.9));
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
+        i.forms = vec![FormLogits {
+            dtype: NO_BOS_FORM.into(),
+            summary: summary(0.45, 0.7),
+            p: 1e-5,
+            shift: None,
+        }];
+        let out = decide(&i);
+        assert_eq!(out.verdict, Verdict::Derived, "{out:?}");
+        assert!(out
+            .reasons
+            .iter()
+            .any(|r| r.contains("without its BOS token")));
+        // Controls as close to that form as the suspect: nothing.
+        i.forms[0].p = 0.05;
+        assert_eq!(decide(&i).verdict, Verdict::Unrelated);
     }
 
     #[test]
