@@ -350,9 +350,10 @@ struct ScanArgs {
     /// of them identical: the reference served quantized. Comma-separated weight types
     /// (every matrix in that type: q8_0, q6_k, q5_k, q5_0, q4_k, q4_0, ...) or
     /// llama-quantize file types with `lq-` (its own type per tensor: lq-q4_k_m,
-    /// lq-q4_0, ...); `ladder` for the common ones of both, `none` for none. Each costs
-    /// a fingerprint of the reference on the logit probes, made once per reference and
-    /// probe set and cached beside the fetched models.
+    /// lq-q4_0, ...), or `no-bos` (the reference asked without its BOS token, as a stack
+    /// that adds none asks it); `ladder` for the common ones of all three, `none` for
+    /// none. Each costs a fingerprint of the reference on the logit probes, made once per
+    /// reference and probe set and cached beside the fetched models.
     #[arg(long, default_value = "ladder")]
     forms: String,
 }
