@@ -197,15 +197,15 @@ pub async fn fingerprint_forms(
     };
     let mut forms = Vec::new();
     for dtype in dtypes {
-        if dtype == NO_BOS && !asks_for_bos(reference).await {
-            continue;
-        }
         let out = cache.join(format!(
             "{stem}-{dtype}-r{}-q{QUANTIZER_REVISION}.json",
             crate::model::ARITHMETIC_REVISION
         ));
         let fingerprint = match crate::fingerprint::load(&out) {
             Ok(fp) if fp.covers(&logit_only) => fp.restricted_to(&logit_only),
+            // Reading the tokenizer only on a miss: a file that asks for no BOS token has
+            // no such form, and is read again each scan (a vocabulary, not a model).
+            _ if dtype == NO_BOS && !asks_for_bos(reference).await => continue,
             _ => fingerprint_one(reference, dtype, &logit_only, run, &out).await?,
         };
         forms.push(QuantizedForm {

@@ -733,38 +733,41 @@ pub const NO_BOS_FORM: &str = "no-bos";
 /// ones; with a handful of controls, Bonferroni over a dozen forms let a real Q4_0 copy off
 /// as derived.
 fn matched_form(inputs: &VerdictInputs, given_p: f64) -> Option<(&FormLogits, f64)> {
+    nearest(
+        forms_far(inputs)
+            .map(|(f, far)| (f, far.min(given_p)))
+            .filter(|(f, p)| {
+                *p <= inputs.alpha
+                    && inputs.band.contains(&f.summary)
+                    && !shifted(f.shift.as_ref(), &inputs.band, inputs.alpha)
+            }),
+    )
+}
+
+/// Each form with its p-value against controls: the one test over all forms where there
+/// is one, else its own corrected for how many were tried.
+fn forms_far(inputs: &VerdictInputs) -> impl Iterator<Item = (&FormLogits, f64)> {
     let tried = inputs.forms.len() as f64;
     inputs
         .forms
         .iter()
-        .map(|f| {
-            let far = inputs.forms_p.unwrap_or((f.p * tried).min(1.0));
-            (f, far.min(given_p))
-        })
-        .filter(|(f, p)| {
-            *p <= inputs.alpha
-                && inputs.band.contains(&f.summary)
-                && !shifted(f.shift.as_ref(), &inputs.band, inputs.alpha)
-        })
-        .min_by(|a, b| {
-            let d = |f: &FormLogits| f.summary.mean_abs_dlogprob.unwrap_or(f64::INFINITY);
-            d(a.0).total_cmp(&d(b.0))
-        })
+        .map(move |f| (f, inputs.forms_p.unwrap_or((f.p * tried).min(1.0))))
+}
+
+/// The form nearest the suspect (smallest mean |Δlogprob|) among `forms`.
+fn nearest<'a>(
+    forms: impl Iterator<Item = (&'a FormLogits, f64)>,
+) -> Option<(&'a FormLogits, f64)> {
+    forms.min_by(|a, b| {
+        let d = |f: &FormLogits| f.summary.mean_abs_dlogprob.unwrap_or(f64::INFINITY);
+        d(a.0).total_cmp(&d(b.0))
+    })
 }
 
 /// The form the suspect is far closer to than controls are (Bonferroni over the forms),
 /// inside the identical band or not; the nearest where several are.
 fn near_form(inputs: &VerdictInputs) -> Option<(&FormLogits, f64)> {
-    let tried = inputs.forms.len() as f64;
-    inputs
-        .forms
-        .iter()
-        .map(|f| (f, inputs.forms_p.unwrap_or((f.p * tried).min(1.0))))
-        .filter(|(_, far)| *far <= inputs.alpha)
-        .min_by(|a, b| {
-            let d = |f: &FormLogits| f.summary.mean_abs_dlogprob.unwrap_or(f64::INFINITY);
-            d(a.0).total_cmp(&d(b.0))
-        })
+    nearest(forms_far(inputs).filter(|(_, far)| *far <= inputs.alpha))
 }
 
 /// The shift test with enough tokens to see changed weights (1% weight noise repeats 9%
