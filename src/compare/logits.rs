@@ -24,6 +24,10 @@ use super::{clip, Pair, ProbeScore, SignalOutcome};
 use crate::endpoint::TokenLogprobs;
 use crate::fingerprint::Observation;
 
+/// Log-probabilities this close are one value: a server's f32 written as decimal text and
+/// read back. Ties from coarse arithmetic are exact, so nothing wider is needed.
+const TIE: f64 = 1e-6;
+
 /// A token's identity across tokenizers: its bytes; a token without bytes (a special
 /// token) is keyed by its text behind a 0xFF byte, which never starts UTF-8 text.
 pub fn token_key(bytes: &[u8], token: &str) -> Vec<u8> {
@@ -110,8 +114,20 @@ impl TopK {
         }
     }
 
-    fn top1(&self) -> Option<&[u8]> {
-        self.entries.first().map(|(k, _)| k.as_slice())
+    /// The tokens tied for the top: one, unless the server's arithmetic is too coarse to
+    /// order them (logits in bfloat16, as vLLM and TGI serve by default, or rounded
+    /// log-probabilities give exactly equal values, and which is listed first is arbitrary).
+    fn top_tied(&self) -> impl Iterator<Item = &[u8]> {
+        let first = self.entries.first().map(|(_, lp)| *lp);
+        self.entries
+            .iter()
+            .take_while(move |(_, lp)| first.is_some_and(|top| (top - lp).abs() <= TIE))
+            .map(|(k, _)| k.as_slice())
+    }
+
+    /// Whether the two lists share a top token (either of a tie counts).
+    fn same_top(&self, other: &TopK) -> bool {
+        self.top_tied().any(|k| other.top_tied().any(|o| o == k))
     }
 
     /// Probabilities renormalised together with a tail bucket for the mass outside the
@@ -265,7 +281,7 @@ pub fn compare_position(p: &TopK, q: &TopK) -> PositionStats {
     let (p, q) = common_length(p, q);
     PositionStats {
         jsd: jsd(&p, &q),
-        top1: p.top1().is_some() && p.top1() == q.top1(),
+        top1: p.same_top(&q),
         jaccard: jaccard(&p, &q),
         spearman: spearman(&p, &q),
         mean_abs_dlogprob: mean_abs_delta(&p, &q),
@@ -577,6 +593,22 @@ mod tests {
         assert_eq!(TopK::from_position(&below).map(|t| t.len()), Some(2));
         let listed = token("ة", -1.7, &[("ة".as_bytes(), -1.7), (b" x", -2.1)]);
         assert_eq!(TopK::from_position(&listed).map(|t| t.len()), Some(2));
+    }
+
+    /// bfloat16 logits (transformers on PyTorch, SmolLM2): " A" and "2" at exactly the
+    /// same log-probability, listed in an order that means nothing.
+    #[test]
+    fn a_tie_at_the_top_agrees_with_either_token() {
+        let reference = topk(&[("2", 0.09), (" A", 0.085), ("The", 0.05)]);
+        let tied = topk(&[("2", 0.087), (" A", 0.087), ("The", 0.05)]);
+        // Bytes order breaks the tie: " A" (0x20) is listed before "2".
+        assert_eq!(tied.entries[0].0, b" A");
+        assert!(compare_position(&reference, &tied).top1);
+        let other_first = topk(&[("The", 0.087), (" A", 0.087), ("2", 0.05)]);
+        assert!(!compare_position(&reference, &other_first).top1);
+        // Apart by more than a rounding of the same value: the order counts.
+        let ordered = topk(&[(" A", 0.0871), ("2", 0.087)]);
+        assert!(!compare_position(&reference, &ordered).top1);
     }
 
     #[test]
