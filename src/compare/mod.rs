@@ -405,6 +405,19 @@ pub fn compare_calibrated(
         missing,
     };
     let mut outcome = verdict::decide(&inputs);
+    if let (Verdict::Derived | Verdict::Distilled, Some(extra)) = (
+        outcome.verdict,
+        ours.tokenizer
+            .as_ref()
+            .and_then(tokenizer::hidden_chat_tokens),
+    ) {
+        outcome.reasons.push(format!(
+            "each chat prompt costs the suspect {} tokens {} than the reference's own template makes it: text the operator adds or leaves out that the scan cannot see (a system prompt, a wrapper around each message, a template of its own) moves every chat answer, so a copy served behind it can read {} here",
+            extra.abs(),
+            if extra > 0 { "more" } else { "fewer" },
+            outcome.verdict.as_str()
+        ));
+    }
     if let Some((_, fit)) = &suspect_read {
         outcome.reasons.insert(
             0,

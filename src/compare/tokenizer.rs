@@ -61,6 +61,19 @@ pub fn compare_counts(counts: &[(u32, u32, i64)]) -> Option<CountComparison> {
     })
 }
 
+/// Tokens the suspect's chat prompts carry beyond what the reference's own template makes
+/// of them (its counts' offset, all counted through chat), where that is more than the
+/// slack of one merge: text the operator adds that the scan cannot see (a hidden system
+/// prompt, a wrapper around each message, a template of its own). `None` where the counts
+/// say nothing of it.
+pub fn hidden_chat_tokens(outcome: &SignalOutcome) -> Option<i64> {
+    if outcome.extra.get("through_chat") != Some(&1.0) {
+        return None;
+    }
+    let offset = *outcome.extra.get("offset")? as i64;
+    (offset.abs() > CHAT_SLACK).then_some(offset)
+}
+
 /// The tokenizer signal: score = share of strings whose counts agree (up to the offset).
 pub fn signal(pairs: &[Pair], boot: Option<&BootstrapOptions>) -> Option<SignalOutcome> {
     let counted: Vec<(&Pair, u32, u32)> = pairs
@@ -111,6 +124,9 @@ pub fn signal(pairs: &[Pair], boot: Option<&BootstrapOptions>) -> Option<SignalO
         .collect();
     let mut extra = BTreeMap::new();
     extra.insert("offset".to_string(), comparison.offset as f64);
+    if counted.iter().all(|c| through_chat(c.0.suspect)) {
+        extra.insert("through_chat".to_string(), 1.0);
+    }
     extra.insert(
         "mismatches".to_string(),
         comparison.matches.iter().filter(|m| !**m).count() as f64,
@@ -156,6 +172,33 @@ fn prompt_text<'a>(pair: &'a Pair) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gateway that puts 18 tokens of its own before every user message (SmolLM2 on
+    /// llama-server, chat only): the counts agree up to that offset, and the offset is
+    /// hidden text only where every count went through chat.
+    #[test]
+    fn hidden_chat_tokens_are_an_offset_through_chat() {
+        let outcome = |offset: f64, chat: bool| {
+            let mut extra = BTreeMap::from([("offset".to_string(), offset)]);
+            if chat {
+                extra.insert("through_chat".to_string(), 1.0);
+            }
+            SignalOutcome {
+                score: 1.0,
+                n: 10,
+                interval: None,
+                extra,
+                detail: String::new(),
+                per_probe: Vec::new(),
+            }
+        };
+        assert_eq!(hidden_chat_tokens(&outcome(18.0, true)), Some(18));
+        assert_eq!(hidden_chat_tokens(&outcome(-7.0, true)), Some(-7));
+        // One merge at the message's end, or a BOS token: not text.
+        assert_eq!(hidden_chat_tokens(&outcome(1.0, true)), None);
+        // Counted by a tokenize call: the offset is about the prompt as sent.
+        assert_eq!(hidden_chat_tokens(&outcome(18.0, false)), None);
+    }
 
     #[test]
     fn exact_match_and_constant_offset() {
