@@ -47,7 +47,7 @@ PY
 # binary using PostgreSQL stays in lane 0 whatever they say.
 cost() {
   case "$1" in
-    zoo) echo 840 ;; scan_real) echo 400 ;; sampled_copy) echo 400 ;;
+    zoo) echo 1060 ;; scan_real) echo 530 ;; sampled_copy) echo 530 ;;
     llama_cpp) echo 335 ;; service_scan) echo 335 ;; worker_crash) echo 300 ;;
     identify) echo 140 ;; suite) echo 90 ;; ui_browser) echo 75 ;; secrets) echo 75 ;;
     reference_logprobs) echo 60 ;; worker_throughput) echo 55 ;; *) echo 15 ;;
