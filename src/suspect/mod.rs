@@ -14,6 +14,7 @@ pub mod client;
 pub mod params;
 pub mod parse;
 pub mod retry;
+pub mod token_spelling;
 pub mod url_guard;
 
 pub use client::{HttpModel, HttpModelConfig, SuspectError};

@@ -7,13 +7,16 @@
 //!   (`tokens`, `token_logprobs`, `top_logprobs: [{token: logprob}]`) or the chat-style
 //!   `content[]` list that llama.cpp sends for `/v1/completions` too;
 //! - server-sent event streams of chat or completion chunks;
-//! - error bodies, `/v1/models` and llama.cpp's `/tokenize`.
+//! - error bodies, `/v1/models` and llama.cpp's `/tokenize`;
+//! - tokens spelled as vocabulary pieces (`Ġthe`, `▁the`) decoded to their bytes
+//!   (`super::token_spelling`).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::token_spelling;
 use crate::endpoint::{EndpointError, ProbeResponse, TokenLogprobs, TopLogprob, Usage};
 
 /// A body that is not what an OpenAI-compatible server should send.
@@ -465,13 +468,15 @@ fn into_response(raw: RawResponse, chat: bool) -> Result<ProbeResponse, ParseErr
         Some(raw) => convert_logprobs(raw)?,
         None => Vec::new(),
     };
-    Ok(ProbeResponse {
+    let mut response = ProbeResponse {
         text: text.unwrap_or_default(),
         tokens,
         usage,
         finish_reason: choice.finish_reason,
         latency_ms: 0,
-    })
+    };
+    token_spelling::undo_pieces(&mut response);
+    Ok(response)
 }
 
 /// A `/v1/chat/completions` response (not streamed). `latency_ms` is left at 0.
@@ -527,6 +532,7 @@ pub fn parse_stream(body: &[u8]) -> Result<ProbeResponse, ParseError> {
     if chunks == 0 {
         return Err(ParseError::EmptyStream);
     }
+    token_spelling::undo_pieces(&mut out);
     Ok(out)
 }
 
