@@ -749,6 +749,82 @@ mod tests {
         assert!(r.tokens.iter().all(|t| t.top.len() == 20));
     }
 
+    /// A real llama.cpp response rewritten as a stack that names tokens by their
+    /// vocabulary pieces would send it (no bytes, no ids) parses to the same tokens.
+    fn respelled(body: &[u8], spelling: token_spelling::Spelling) -> Vec<u8> {
+        fn respell(entry: &mut Value, spelling: token_spelling::Spelling) {
+            let Some(obj) = entry.as_object_mut() else {
+                return;
+            };
+            let bytes: Vec<u8> = obj
+                .get("bytes")
+                .and_then(Value::as_array)
+                .map(|b| {
+                    b.iter()
+                        .filter_map(|v| v.as_u64())
+                        .map(|v| v as u8)
+                        .collect()
+                })
+                .unwrap_or_default();
+            obj.insert(
+                "token".to_string(),
+                Value::String(token_spelling::spell(&bytes, spelling)),
+            );
+            obj.remove("bytes");
+            obj.remove("id");
+        }
+        let mut json: Value = serde_json::from_slice(body).unwrap();
+        for choice in json["choices"].as_array_mut().unwrap() {
+            for entry in choice["logprobs"]["content"].as_array_mut().unwrap() {
+                for alt in entry["top_logprobs"].as_array_mut().unwrap() {
+                    respell(alt, spelling);
+                }
+                respell(entry, spelling);
+            }
+        }
+        serde_json::to_vec(&json).unwrap()
+    }
+
+    fn token_bytes_of(r: &ProbeResponse) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+        r.tokens
+            .iter()
+            .map(|t| {
+                (
+                    t.bytes.clone(),
+                    t.top.iter().map(|a| a.bytes.clone()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tokens_spelled_as_vocabulary_pieces_parse_to_their_bytes() {
+        use token_spelling::Spelling;
+        let cases = [
+            ("completions-logprobs.json", Spelling::ByteLevel, false),
+            ("chat-top20.json", Spelling::ByteLevel, true),
+            ("gemma3-chat-logprobs.json", Spelling::SentencePiece, true),
+        ];
+        for (name, spelling, chat) in cases {
+            let body = match name {
+                "completions-logprobs.json" => fixture!("completions-logprobs.json"),
+                "chat-top20.json" => fixture!("chat-top20.json"),
+                _ => fixture!("gemma3-chat-logprobs.json"),
+            };
+            let parse = if chat {
+                parse_chat_completion
+            } else {
+                parse_completion
+            };
+            let plain = parse(body).unwrap();
+            let pieces = respelled(body, spelling);
+            assert_ne!(pieces, body, "{name}: nothing was respelled");
+            let decoded = parse(&pieces).unwrap();
+            assert_eq!(token_bytes_of(&decoded), token_bytes_of(&plain), "{name}");
+            assert_eq!(decoded.text, plain.text);
+        }
+    }
+
     #[test]
     fn llama_cpp_completions_use_the_chat_logprob_shape() {
         let r = parse_completion(fixture!("completions-logprobs.json")).unwrap();

@@ -60,15 +60,24 @@ pub fn decode(piece: &str, spelling: Spelling) -> Option<Vec<u8>> {
 }
 
 fn decode_sentence_piece(piece: &str) -> Vec<u8> {
-    // A byte-fallback piece is the whole piece: `<0xE2>`.
-    if let Some(hex) = piece.strip_prefix("<0x").and_then(|r| r.strip_suffix('>')) {
-        if hex.len() == 2 {
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                return vec![b];
-            }
-        }
+    // A byte-fallback piece is the whole piece (`<0xE2>`); a stack that joins the pieces
+    // of one character lists a run of them.
+    byte_fallback_run(piece).unwrap_or_else(|| piece.replace(SPM_SPACE, " ").into_bytes())
+}
+
+/// `<0xE2><0x82>` → [0xE2, 0x82]; `None` unless the whole piece is such bytes.
+fn byte_fallback_run(piece: &str) -> Option<Vec<u8>> {
+    if piece.is_empty() || !piece.len().is_multiple_of(6) {
+        return None;
     }
-    piece.replace(SPM_SPACE, " ").into_bytes()
+    piece
+        .as_bytes()
+        .chunks(6)
+        .map(|chunk| {
+            let hex = chunk.strip_prefix(b"<0x")?.strip_suffix(b">")?;
+            u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+        })
+        .collect()
 }
 
 /// Bytes without whitespace: servers trim answers and drop stop tokens from the text,
@@ -171,6 +180,25 @@ pub fn undo_pieces(resp: &mut ProbeResponse) {
     }
 }
 
+/// `bytes` spelled as a piece of `spelling` (for tests that play such a server).
+#[cfg(test)]
+pub(crate) fn spell(bytes: &[u8], spelling: Spelling) -> String {
+    match spelling {
+        Spelling::Text => String::from_utf8_lossy(bytes).into_owned(),
+        Spelling::ByteLevel => {
+            let table = byte_level_table();
+            bytes
+                .iter()
+                .map(|b| table.iter().find(|(_, v)| *v == b).map_or('?', |(c, _)| *c))
+                .collect()
+        }
+        Spelling::SentencePiece => match std::str::from_utf8(bytes) {
+            Ok(text) => text.replace(' ', &SPM_SPACE.to_string()),
+            Err(_) => bytes.iter().map(|b| format!("<0x{b:02X}>")).collect(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +276,7 @@ mod tests {
                 ("▁", &["▁"]),
                 ("<0xE2>", &["<0xE2>"]),
                 ("<0x82>", &["<0x82>"]),
-                ("<0xAC>", &["<0xAC>"]),
+                ("<0xAC>", &["<0xAC>", "<0xE2><0x82><0xAC>"]),
             ],
         );
         assert_eq!(spelling_of(&resp), Spelling::SentencePiece);
@@ -256,6 +284,7 @@ mod tests {
         assert_eq!(resp.tokens[0].bytes, b" the");
         assert_eq!(resp.tokens[0].top[1].bytes, b" a");
         assert_eq!(resp.tokens[3].bytes, vec![0xE2]);
+        assert_eq!(resp.tokens[5].top[1].bytes, "€".as_bytes());
     }
 
     #[test]
