@@ -10,6 +10,7 @@
 //!   pick up a DNS change). Proxies are off and other lookups fail.
 //! - Redirects are never followed; a 3xx is a `Forbidden` error naming its target.
 
+pub mod chosen_listed;
 pub mod client;
 pub mod params;
 pub mod parse;

@@ -9,14 +9,15 @@
 //! - server-sent event streams of chat or completion chunks;
 //! - error bodies, `/v1/models` and llama.cpp's `/tokenize`;
 //! - tokens spelled as vocabulary pieces (`Ġthe`, `▁the`) decoded to their bytes
-//!   (`super::token_spelling`).
+//!   (`super::token_spelling`), and lists that leave out the chosen token given it back
+//!   (`super::chosen_listed`).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::token_spelling;
+use super::{chosen_listed, token_spelling};
 use crate::endpoint::{EndpointError, ProbeResponse, TokenLogprobs, TopLogprob, Usage};
 
 /// A body that is not what an OpenAI-compatible server should send.
@@ -476,6 +477,7 @@ fn into_response(raw: RawResponse, chat: bool) -> Result<ProbeResponse, ParseErr
         latency_ms: 0,
     };
     token_spelling::undo_pieces(&mut response);
+    chosen_listed::restore_chosen(&mut response);
     Ok(response)
 }
 
@@ -533,6 +535,7 @@ pub fn parse_stream(body: &[u8]) -> Result<ProbeResponse, ParseError> {
         return Err(ParseError::EmptyStream);
     }
     token_spelling::undo_pieces(&mut out);
+    chosen_listed::restore_chosen(&mut out);
     Ok(out)
 }
 
