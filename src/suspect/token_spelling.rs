@@ -24,6 +24,8 @@ pub enum Spelling {
 }
 
 const SPM_SPACE: char = '\u{2581}';
+/// A space and a newline in GPT-2's byte-level alphabet (`Ġ`, `Ċ`): what shows a piece.
+const BYTE_LEVEL_MARKS: [char; 2] = ['\u{120}', '\u{10A}'];
 
 /// GPT-2's byte-to-character table, reversed: printable bytes stand for themselves, the
 /// other 68 take the characters from U+0100 on, in byte order.
@@ -114,7 +116,7 @@ fn shows(resp: &ProbeResponse, spelling: Spelling) -> bool {
         .flat_map(|t| std::iter::once(&t.token).chain(t.top.iter().map(|a| &a.token)));
     let marked: &dyn Fn(&str) -> bool = match spelling {
         Spelling::Text => return false,
-        Spelling::ByteLevel => &|p| p.contains(['\u{120}', '\u{10A}']),
+        Spelling::ByteLevel => &|p| p.contains(BYTE_LEVEL_MARKS),
         Spelling::SentencePiece => &|p| p.contains(SPM_SPACE),
     };
     let mut any = false;
@@ -143,7 +145,7 @@ pub fn spelling_of(resp: &ProbeResponse) -> Spelling {
         let chosen_plain = resp
             .tokens
             .iter()
-            .all(|t| !t.token.contains(['\u{120}', '\u{10A}', SPM_SPACE]));
+            .all(|t| !t.token.contains(BYTE_LEVEL_MARKS) && !t.token.contains(SPM_SPACE));
         return if chosen_plain {
             pieces
                 .into_iter()
