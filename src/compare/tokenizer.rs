@@ -74,6 +74,23 @@ pub fn hidden_chat_tokens(outcome: &SignalOutcome) -> Option<i64> {
     (offset.abs() > CHAT_SLACK).then_some(offset)
 }
 
+/// The same hidden text read from a few chat requests' usage counts, (reference through its
+/// own template, suspect) per request, before any tokenizer probe is asked: their common
+/// difference, where every request shows it (within one merge) and it is more than one
+/// merge. A different tokenizer makes the differences vary from message to message, so
+/// it shows nothing here. `None` with fewer than two counts.
+pub fn hidden_tokens_in_counts(counts: &[(u32, u32)]) -> Option<i64> {
+    let differences: Vec<i64> = counts
+        .iter()
+        .map(|(r, s)| i64::from(*s) - i64::from(*r))
+        .collect();
+    let (&low, &high) = (differences.iter().min()?, differences.iter().max()?);
+    let hidden = differences.len() >= 2
+        && high - low <= CHAT_SLACK
+        && (low > CHAT_SLACK || high < -CHAT_SLACK);
+    hidden.then_some(low)
+}
+
 /// The tokenizer signal: score = share of strings whose counts agree (up to the offset).
 pub fn signal(pairs: &[Pair], boot: Option<&BootstrapOptions>) -> Option<SignalOutcome> {
     let counted: Vec<(&Pair, u32, u32)> = pairs
@@ -198,6 +215,19 @@ mod tests {
         assert_eq!(hidden_chat_tokens(&outcome(1.0, true)), None);
         // Counted by a tokenize call: the offset is about the prompt as sent.
         assert_eq!(hidden_chat_tokens(&outcome(18.0, false)), None);
+    }
+
+    /// The early stop's warm-up: SmolLM2 behind a 21-token system prompt (llama-server,
+    /// chat only) and behind none; Gemma's counts against SmolLM2's template.
+    #[test]
+    fn hidden_tokens_counted_on_a_few_chat_requests() {
+        assert_eq!(hidden_tokens_in_counts(&[(31, 52), (40, 61)]), Some(21));
+        assert_eq!(hidden_tokens_in_counts(&[(31, 52), (40, 62)]), Some(21));
+        assert_eq!(hidden_tokens_in_counts(&[(31, 20), (40, 29)]), Some(-11));
+        assert_eq!(hidden_tokens_in_counts(&[(31, 31), (40, 41)]), None);
+        assert_eq!(hidden_tokens_in_counts(&[(31, 52), (40, 48)]), None);
+        assert_eq!(hidden_tokens_in_counts(&[(31, 52)]), None);
+        assert_eq!(hidden_tokens_in_counts(&[]), None);
     }
 
     #[test]

@@ -110,12 +110,19 @@ pub async fn sequential_phase<S: AnswerSource>(
     let seq = &opts.sequential;
     let mut asked = Vec::new();
     // A chat-only suspect's logit probes pass through any hidden system prompt, which
-    // moves them all: where its identity answers show one, its answers are read back in
-    // that context instead, and the logit test is not run.
+    // moves them all: where its identity answers or their token counts show one, its
+    // answers are read back in that context instead, and the logit test is not run.
     if !suspect.capabilities.raw_completion {
         warm_up(set, source, &mut asked).await?;
-        if shows_hidden_prompt(reference, &asked) {
-            tracing::info!("the identity answers show a hidden system prompt: testing on text");
+        // A prompt the answers do not give away still costs tokens: where every warm-up
+        // request costs the same number more than the reference's own template makes of
+        // it, the logit test would spend its budget on probes that text moves.
+        let counted = hidden_tokens_counted(reference, &asked);
+        if shows_hidden_prompt(reference, &asked) || counted.is_some() {
+            tracing::info!(
+                hidden_tokens = counted,
+                "the warm-up shows a hidden system prompt: testing on text"
+            );
             return match text {
                 Some(text) => {
                     text_sequential_phase(against, set, suspect, opts, source, text, asked).await
@@ -359,6 +366,28 @@ fn shows_hidden_prompt(reference: &Fingerprint, asked: &[Observation]) -> bool {
         )
 }
 
+/// Tokens each of the suspect's chat answers among `asked` cost beyond what the
+/// reference's own template makes of the same messages, where every one shows the same
+/// number and it is text, not a merge (`compare::tokenizer::hidden_tokens_in_counts`).
+fn hidden_tokens_counted(reference: &Fingerprint, asked: &[Observation]) -> Option<i64> {
+    let prompt_tokens = |o: &Observation| {
+        let usage = o.response.as_ref()?.usage?;
+        (usage.prompt_tokens > 0).then_some(usage.prompt_tokens)
+    };
+    let counts: Vec<(u32, u32)> = asked
+        .iter()
+        .filter(|o| o.sample_index == 0 && o.is_ok() && !o.request.prompt.is_raw())
+        .filter_map(|o| {
+            let own = reference
+                .observations
+                .iter()
+                .find(|r| r.probe_id == o.probe_id && r.sample_index == 0 && r.is_ok())?;
+            Some((prompt_tokens(own)?, prompt_tokens(o)?))
+        })
+        .collect();
+    compare::tokenizer::hidden_tokens_in_counts(&counts)
+}
+
 /// Greedy identity answers (probe id, text) among `obs`: those to
 /// [`identity::SYSTEM_PROMPT_PROBES`] when `asks_prompt`, the others otherwise.
 fn greedy_identity(obs: &[Observation], asks_prompt: bool) -> Vec<(&str, &str)> {
@@ -527,7 +556,10 @@ async fn text_sequential_phase<S: AnswerSource>(
     let mut scores = Vec::new();
     // The logit probes' greedy paths, taken without a system prompt, cannot match where
     // the answers show one, nor in another turn format.
-    let mut in_context = !raw && (format.is_some() || shows_hidden_prompt(reference, &asked));
+    let mut in_context = !raw
+        && (format.is_some()
+            || shows_hidden_prompt(reference, &asked)
+            || hidden_tokens_counted(reference, &asked).is_some());
     let mut judged = 0usize;
     let with_logprobs = suspect.capabilities.max_top_logprobs > 0;
     // Once the test says identical, the comparison of what was asked must agree; where it
@@ -682,4 +714,65 @@ async fn text_sequential_phase<S: AnswerSource>(
     report.queries.sequential = Some(queries);
     report.sequential = Some(outcome);
     Ok(EarlyStop::stop(print, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(probe_id: &str, prompt_tokens: u32) -> Observation {
+        serde_json::from_value(serde_json::json!({
+            "probe_id": probe_id,
+            "kind": "identity",
+            "sample_index": 0,
+            "request": {
+                "prompt": {"form": "chat", "messages": [{"role": "user", "content": "Who are you?"}]},
+                "max_tokens": 48, "temperature": 0.0, "top_p": 1.0, "seed": 0,
+                "top_logprobs": 20, "stop": []
+            },
+            "response": {
+                "text": "I am an assistant.", "tokens": [],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 5},
+                "finish_reason": "stop", "latency_ms": 1
+            },
+            "attempts": 1,
+            "latency_ms": 1
+        }))
+        .expect("an observation")
+    }
+
+    /// SmolLM2 on llama-server, chat only, behind a 21-token system prompt in place of its
+    /// template's default one: both warm-up answers cost 5 tokens more than the
+    /// reference's own; a plain copy's cost the same.
+    #[test]
+    fn warm_up_counts_show_a_prompt_the_answers_do_not() {
+        let reference = Fingerprint::new(
+            ModelDescription {
+                describe: "reference".into(),
+                capabilities: Default::default(),
+            },
+            ProbeSetRef {
+                name: "default".into(),
+                version: "1".into(),
+                hash: "h".into(),
+            },
+            vec![
+                observation("identity.who", 31),
+                observation("identity.maker", 40),
+            ],
+        );
+        let behind = [
+            observation("identity.who", 36),
+            observation("identity.maker", 45),
+        ];
+        assert_eq!(hidden_tokens_counted(&reference, &behind), Some(5));
+        let plain = [
+            observation("identity.who", 31),
+            observation("identity.maker", 40),
+        ];
+        assert_eq!(hidden_tokens_counted(&reference, &plain), None);
+        // Probes the reference has no answer to say nothing.
+        let other = [observation("identity.x", 36), observation("identity.y", 45)];
+        assert_eq!(hidden_tokens_counted(&reference, &other), None);
+    }
 }
