@@ -797,7 +797,9 @@ impl HttpModel {
             break;
         }
 
-        caps.ignores_temperature = self.ignores_temperature(caps.chat).await;
+        caps.ignores_temperature = self
+            .ignores_temperature(caps.chat, caps.max_top_logprobs)
+            .await;
         caps.tokenize = self.config.access.allows_raw()
             && match self.tokenize_once("Hello world").await {
                 Ok(tokens) => !tokens.is_empty(),
@@ -813,7 +815,13 @@ impl HttpModel {
     /// Three greedy requests for the same short answer under different seeds: an endpoint
     /// that honours temperature 0 gives one answer, one that samples whatever it is asked
     /// gives several. A failed request tells nothing, so it counts as honoured.
-    async fn ignores_temperature(&self, chat: bool) -> bool {
+    ///
+    /// Greedy answers may still differ: replicas behind a load balancer on other hardware
+    /// or quantizations, batches that change a GPU's arithmetic. Where the server lists
+    /// alternatives (`top`), answers that took their own list's first token at every
+    /// position are greedy however they differ; a sampler that made them differ took
+    /// another token somewhere.
+    async fn ignores_temperature(&self, chat: bool, top: usize) -> bool {
         let prompt = if chat {
             PromptForm::Chat {
                 messages: vec![ChatMessage {
@@ -831,17 +839,26 @@ impl HttpModel {
             let request = ProbeRequest {
                 max_tokens: 16,
                 seed: Some(seed),
+                top_logprobs: top.min(5),
                 ..ping(prompt.clone())
             };
             match self.run(&request).await {
-                Ok(response) => answers.push(response.text),
+                Ok(response) => answers.push(response),
                 Err(err) => {
                     tracing::debug!(error = %err, "temperature check failed; taken as honoured");
                     return false;
                 }
             }
         }
-        answers.windows(2).any(|w| w[0] != w[1])
+        let differ = answers.windows(2).any(|w| w[0].text != w[1].text);
+        if differ && answers.iter().all(took_its_first_choice) {
+            tracing::info!(
+                endpoint = %self.describe(),
+                "greedy answers differ, each on its own list's first token: replicas or batches, not sampling"
+            );
+            return false;
+        }
+        differ
     }
 
     async fn tokenize_once(&self, text: &str) -> Result<Vec<u32>, EndpointError> {
@@ -968,6 +985,21 @@ enum LogprobsField {
 
 /// JSON bytes of a request body. Plain structs of strings and numbers always serialise;
 /// the fallback only keeps this free of panics.
+/// Whether every position of `response` lists alternatives and chose the most likely of
+/// them (ties within a float's decimal round trip count): a greedy answer.
+fn took_its_first_choice(response: &ProbeResponse) -> bool {
+    !response.tokens.is_empty()
+        && response.tokens.iter().all(|t| {
+            let best = t
+                .top
+                .iter()
+                .map(|a| a.logprob)
+                .filter(|l| l.is_finite())
+                .fold(f32::NEG_INFINITY, f32::max);
+            best.is_finite() && t.logprob >= best - 1e-4
+        })
+}
+
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
@@ -1122,6 +1154,50 @@ fn append(err: EndpointError, extra: &str) -> EndpointError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two replicas of one model (llama-quantize Q8_0 and Q4_K_M behind a load balancer)
+    /// answer the same greedy request differently, each on its own list's first token; a
+    /// sampler's answers differ because it took another somewhere.
+    #[test]
+    fn greedy_answers_take_their_own_first_choice() {
+        let token = |chosen: f32, listed: &[f32]| crate::endpoint::TokenLogprobs {
+            id: None,
+            token: "a".into(),
+            bytes: b"a".to_vec(),
+            logprob: chosen,
+            top: listed
+                .iter()
+                .copied()
+                .map(|logprob| crate::endpoint::TopLogprob {
+                    id: None,
+                    token: "b".into(),
+                    bytes: b"b".to_vec(),
+                    logprob,
+                })
+                .collect(),
+        };
+        let response = |tokens| ProbeResponse {
+            text: "x".into(),
+            tokens,
+            usage: None,
+            finish_reason: None,
+            latency_ms: 0,
+        };
+        let greedy = response(vec![
+            token(-0.1, &[-0.1, -2.5]),
+            token(-0.7, &[-0.7, -0.7, -3.0]),
+        ]);
+        assert!(took_its_first_choice(&greedy));
+        let sampled = response(vec![
+            token(-0.1, &[-0.1, -2.5]),
+            token(-1.2, &[-0.4, -1.2, -3.0]),
+        ]);
+        assert!(!took_its_first_choice(&sampled));
+        // Without lists nothing shows the choice.
+        let bare = response(vec![token(-0.1, &[])]);
+        assert!(!took_its_first_choice(&bare));
+        assert!(!took_its_first_choice(&response(Vec::new())));
+    }
 
     #[test]
     fn routes_keep_tokenize_at_the_root() {
