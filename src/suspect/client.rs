@@ -983,8 +983,6 @@ enum LogprobsField {
     Count(usize),
 }
 
-/// JSON bytes of a request body. Plain structs of strings and numbers always serialise;
-/// the fallback only keeps this free of panics.
 /// Whether every position of `response` lists alternatives and chose the most likely of
 /// them (ties within a float's decimal round trip count): a greedy answer.
 fn took_its_first_choice(response: &ProbeResponse) -> bool {
@@ -1000,6 +998,8 @@ fn took_its_first_choice(response: &ProbeResponse) -> bool {
         })
 }
 
+/// JSON bytes of a request body. Plain structs of strings and numbers always serialise;
+/// the fallback only keeps this free of panics.
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
