@@ -80,15 +80,13 @@ pub fn hidden_chat_tokens(outcome: &SignalOutcome) -> Option<i64> {
 /// merge. A different tokenizer makes the differences vary from message to message, so
 /// it shows nothing here. `None` with fewer than two counts.
 pub fn hidden_tokens_in_counts(counts: &[(u32, u32)]) -> Option<i64> {
-    let differences: Vec<i64> = counts
-        .iter()
-        .map(|(r, s)| i64::from(*s) - i64::from(*r))
-        .collect();
-    let (&low, &high) = (differences.iter().min()?, differences.iter().max()?);
-    let hidden = differences.len() >= 2
-        && high - low <= CHAT_SLACK
-        && (low > CHAT_SLACK || high < -CHAT_SLACK);
-    hidden.then_some(low)
+    if counts.len() < 2 {
+        return None;
+    }
+    let slack: Vec<(u32, u32, i64)> = counts.iter().map(|&(r, s)| (r, s, CHAT_SLACK)).collect();
+    let comparison = compare_counts(&slack)?;
+    (comparison.fraction == 1.0 && comparison.offset.abs() > CHAT_SLACK)
+        .then_some(comparison.offset)
 }
 
 /// The tokenizer signal: score = share of strings whose counts agree (up to the offset).
