@@ -1350,8 +1350,8 @@ mod tests {
         }
     }
 
-    /// K-quants are held about as small as the file holds them: Q4_K at 4.625 bits a weight
-    /// (the file's 4.5, with a byte per 6-bit scale and min), Q6_K at the file's 6.5625.
+    /// K-quants are held about as small as the file holds them: Q4_K at 4.75 bits a weight
+    /// (the file's 4.5, with f32 super-block scales), Q6_K at 6.625 (6.5625).
     #[test]
     fn k_quants_are_held_near_their_file_size() {
         let (n, k) = (16, 512);
