@@ -10,9 +10,10 @@
 //! are split across the pool of `parallel.rs`. Same arithmetic as ggml's Q8_0 x Q8_0 and
 //! Q4_1 x Q8_1 dots (activations quantized per block of 32 to int8, exact integer dot
 //! products per block, f32 scales), summed over blocks in order. K-quants stay near their
-//! files' size (Q4_K 4.75 bits a weight, Q6_K 6.6): their values as stored and their
-//! integer block scales, each block's f32 scale formed in the kernel by the same product a
-//! conversion at load would form, so the numbers do not depend on how they are held. A
+//! files' size (Q4_K 4.625 bits a weight, Q6_K the file's 6.5625): their values, integer
+//! block scales and f16 super-block scales as stored, each block's f32 scale formed in the
+//! kernel by the same product a conversion at load would form, so the numbers do not
+//! depend on how they are held. A
 //! decode step's kernel asks for the weight bytes `PREFETCH_AHEAD` ahead of those it reads:
 //! decode streams every weight once a token, and the hardware prefetcher alone left it well
 //! short of the memory's bandwidth.
@@ -39,18 +40,18 @@ enum Blocks {
     /// int8 values (run k holds elements 4k..4k+4), one f32 scale per row and block (ggml
     /// Q8_0).
     Q8 { qs: Vec<i8>, scales: Vec<f32> },
-    /// ggml Q6_K as stored, 6.6 bits a weight: value = (d * scale) * (q - 32), q in 0..64
+    /// ggml Q6_K as stored, 6.5625 bits a weight: value = (d * scale) * (q - 32), q in 0..64
     /// and a scale for each half of 16. `low` holds q's low nibbles as `Q4_1` holds its
     /// values; `high` their top two bits, eight bytes per block: byte 4x + t holds element
     /// t of runs 4x..4x+4 (see `grouped`: run c is elements 4c..4c+4), run 4x + r at bits
     /// 2r, so that four shifts of one 32-byte load give four runs' top bits. `scale`: per
-    /// block the eight rows' first-half int8 scales, then their second; `d` per row and
-    /// super-block.
+    /// block the eight rows' first-half int8 scales, then their second; `d` (f16) per row
+    /// and super-block.
     Q6K {
         low: Vec<u8>,
         high: Vec<u8>,
         scale: Vec<i8>,
-        d: Vec<f32>,
+        d: Vec<half::f16>,
     },
     /// 4-bit values as ggml Q4_1 packs a block (byte i: element i in the low nibble, element
     /// i + 16 in the high one), value = d * q + m (ggml Q4_1).
@@ -60,14 +61,14 @@ enum Blocks {
         m: Vec<f32>,
     },
     /// ggml Q4_K as stored: nibbles as `Q4_1`'s, each block's 6-bit scale and min (one byte
-    /// each), each super-block's d and dmin (f32, per row and super-block of eight blocks).
+    /// each), each super-block's d and dmin (f16, per row and super-block of eight blocks).
     /// Block value = (d * scale) * q - dmin * min, the products formed in the kernel.
     Q4K {
         nibbles: Vec<u8>,
         scale: Vec<u8>,
         min: Vec<u8>,
-        d: Vec<f32>,
-        dmin: Vec<f32>,
+        d: Vec<half::f16>,
+        dmin: Vec<half::f16>,
     },
 }
 
@@ -89,7 +90,8 @@ impl Blocks {
                 dmin,
             } => {
                 let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
-                let (ds, ms) = q4k_block_scales(d[sb], dmin[sb], scale[s], min[s]);
+                let (ds, ms) =
+                    q4k_block_scales(d[sb].to_f32(), dmin[sb].to_f32(), scale[s], min[s]);
                 Some((nibbles, ds, ms))
             }
             Blocks::Q8 { .. } | Blocks::Q6K { .. } => None,
@@ -211,14 +213,14 @@ impl Builder {
                 nibbles: vec![0; blocks * BLOCK / 2],
                 scale: vec![0; blocks],
                 min: vec![0; blocks],
-                d: vec![0.0; supers],
-                dmin: vec![0.0; supers],
+                d: vec![half::f16::ZERO; supers],
+                dmin: vec![half::f16::ZERO; supers],
             },
             GgmlDType::Q6K => Blocks::Q6K {
                 low: vec![0; blocks * BLOCK / 2],
                 high: vec![0; blocks * BLOCK / 4],
                 scale: vec![0; 2 * blocks],
-                d: vec![0.0; supers],
+                d: vec![half::f16::ZERO; supers],
             },
             _ => Blocks::Q8 {
                 qs: vec![0; blocks * BLOCK],
@@ -283,7 +285,8 @@ impl Builder {
         let blk = |b: usize| g * kb + b;
         let at = |b: usize| blk(b) * GROUP + j;
         let at_super = |s: usize| (g * kb / SUPER_BLOCKS + s) * GROUP + j;
-        let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let h16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]);
+        let f16 = |b: &[u8]| h16(b).to_f32();
         match (&mut self.blocks, self.dtype) {
             // Per block an f16 scale and 32 int8 values.
             (Blocks::Q8 { qs, scales }, GgmlDType::Q8_0) => {
@@ -335,8 +338,8 @@ impl Builder {
                 _,
             ) => {
                 for (s, sb) in src.chunks_exact(4 + 12 + 128).enumerate() {
-                    d[at_super(s)] = f16(sb);
-                    dmin[at_super(s)] = f16(&sb[2..]);
+                    d[at_super(s)] = h16(sb);
+                    dmin[at_super(s)] = h16(&sb[2..]);
                     let sc = &sb[4..16];
                     // ggml's get_scale_min_k4.
                     let scale_min = |k: usize| {
@@ -381,7 +384,7 @@ impl Builder {
                     let (ql, rest) = sb.split_at(SUPER / 2);
                     let (qh, rest) = rest.split_at(SUPER / 4);
                     let (sc, dd) = rest.split_at(SUPER / 16);
-                    d[at_super(s)] = f16(dd);
+                    d[at_super(s)] = h16(dd);
                     for (e16, &v) in sc.iter().enumerate() {
                         let b = s * SUPER_BLOCKS + e16 / 2;
                         scale[(blk(b) * 2 + e16 % 2) * GROUP + j] = v as i8;
@@ -459,7 +462,7 @@ impl Q8Matrix {
                 high,
                 scale,
                 d,
-            } => low.len() + high.len() + scale.len() + 4 * d.len(),
+            } => low.len() + high.len() + scale.len() + 2 * d.len(),
             Blocks::Q4_1 { nibbles, d, m } => nibbles.len() + 4 * (d.len() + m.len()),
             Blocks::Q4K {
                 nibbles,
@@ -467,7 +470,7 @@ impl Q8Matrix {
                 min,
                 d,
                 dmin,
-            } => nibbles.len() + scale.len() + min.len() + 4 * (d.len() + dmin.len()),
+            } => nibbles.len() + scale.len() + min.len() + 2 * (d.len() + dmin.len()),
         }
     }
 
@@ -493,7 +496,8 @@ impl Q8Matrix {
                 } => {
                     let sb = (g * kb / SUPER_BLOCKS + b / SUPER_BLOCKS) * GROUP + j;
                     out.extend((0..BLOCK).map(|e| {
-                        let sw = q6k_half_scale(d[sb], scale[(blk * 2 + e / 16) * GROUP + j]);
+                        let sw =
+                            q6k_half_scale(d[sb].to_f32(), scale[(blk * 2 + e / 16) * GROUP + j]);
                         q6k_value(low, high, blk, j, e) as f32 * sw
                     }));
                 }
@@ -729,7 +733,8 @@ fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]
                             let dot: i32 = (h * BLOCK / 2..(h + 1) * BLOCK / 2)
                                 .map(|e| q6k_value(low, high, blk, j, e) * xb[e] as i32)
                                 .sum();
-                            let sw = q6k_half_scale(d[sb], scale[(blk * 2 + h) * GROUP + j]);
+                            let sw =
+                                q6k_half_scale(d[sb].to_f32(), scale[(blk * 2 + h) * GROUP + j]);
                             acc = (dot as f32).mul_add(sw * x.scales[b], acc);
                         }
                     }
@@ -758,7 +763,10 @@ mod simd {
     /// (to measure or check the AVX2 path on a VNNI machine).
     pub(super) fn detected() -> Vec<(&'static str, Kernel)> {
         let mut kernels = Vec::new();
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
             return kernels;
         }
         if std::env::var_os("PROVENANCE_NO_VNNI").is_none()
@@ -793,6 +801,13 @@ mod simd {
                 _MM_HINT_T0,
             );
         }
+    }
+
+    /// Eight f16 values at `p` as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn halves(p: *const half::f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
     }
 
     /// Four activation bytes starting at `p`, in every lane.
@@ -919,9 +934,7 @@ mod simd {
                                     tops(1, k),
                                 );
                             }
-                            let dv = _mm256_loadu_ps(
-                                d.as_ptr().add((g * ksb + b / SUPER_BLOCKS) * GROUP),
-                            );
+                            let dv = halves(d.as_ptr().add((g * ksb + b / SUPER_BLOCKS) * GROUP));
                             let half_scale = |hh: usize| {
                                 let eight =
                                     _mm_loadl_epi64(scale.as_ptr().add((blk * 2 + hh) * GROUP)
@@ -989,10 +1002,9 @@ mod simd {
                                 _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight))
                             };
                             // The same f32 products as `q4k_block_scales`.
-                            let sd =
-                                _mm256_mul_ps(_mm256_loadu_ps(d.as_ptr().add(sb)), bytes(scale));
+                            let sd = _mm256_mul_ps(halves(d.as_ptr().add(sb)), bytes(scale));
                             let sm = _mm256_xor_ps(
-                                _mm256_mul_ps(_mm256_loadu_ps(dmin.as_ptr().add(sb)), bytes(min)),
+                                _mm256_mul_ps(halves(dmin.as_ptr().add(sb)), bytes(min)),
                                 sign,
                             );
                             let wp = nibbles.as_ptr().add(blk * GROUP * BLOCK / 2);
@@ -1086,7 +1098,7 @@ mod simd {
         }
 
         kernels!(
-            "avx2,fma,avx512f,avx512vl,avx512vnni",
+            "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
             q8_prepare,
             dot,
             q8_init,
@@ -1126,7 +1138,7 @@ mod simd {
             _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
         }
 
-        kernels!("avx2,fma", q8_prepare, q8_dot, q8_init, q4_dot);
+        kernels!("avx2,fma,f16c", q8_prepare, q8_dot, q8_init, q4_dot);
     }
 }
 
@@ -1350,14 +1362,14 @@ mod tests {
         }
     }
 
-    /// K-quants are held about as small as the file holds them: Q4_K at 4.75 bits a weight
-    /// (the file's 4.5, with f32 super-block scales), Q6_K at 6.625 (6.5625).
+    /// K-quants are held about as small as the file holds them: Q4_K at 4.625 bits a weight
+    /// (the file's 4.5, with a byte per 6-bit scale and min), Q6_K at the file's 6.5625.
     #[test]
     fn k_quants_are_held_near_their_file_size() {
         let (n, k) = (16, 512);
         let (w, _) = inputs(n, k, 0);
         let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-        for (dtype, bits) in [(GgmlDType::Q4K, 4.75), (GgmlDType::Q6K, 6.625)] {
+        for (dtype, bits) in [(GgmlDType::Q4K, 4.625), (GgmlDType::Q6K, 6.5625)] {
             let q = Q8Matrix::from_qtensor(&QTensor::quantize(&wt, dtype).unwrap()).unwrap();
             assert_eq!(q.bytes() as f64 * 8.0 / (n * k) as f64, bits, "{dtype:?}");
         }
