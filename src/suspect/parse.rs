@@ -333,10 +333,18 @@ fn decode_hex_escapes(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// JSON has no -inf; servers send null (or a large negative number) for impossible tokens.
+/// JSON has no -inf; servers send null, or a floor in its place: vLLM and OpenAI write
+/// -9999.0 for a token the sampler ruled out. Read as a log-probability it would put
+/// thousands of nats between two copies of one model.
 fn logprob_or_neg_inf(logprob: Option<f32>) -> f32 {
-    logprob.unwrap_or(f32::NEG_INFINITY)
+    match logprob {
+        Some(lp) if lp > NEG_INF_FLOOR => lp,
+        _ => f32::NEG_INFINITY,
+    }
 }
+
+/// The value vLLM and OpenAI send for minus infinity (no model's log-probability is this low).
+const NEG_INF_FLOOR: f32 = -9999.0;
 
 /// Log-probabilities above this are not log-probabilities (a probability above one);
 /// the slack absorbs servers that round -0.0 up to a tiny positive number.
@@ -991,6 +999,35 @@ mod tests {
         assert_eq!(r.tokens[1].bytes, b"!");
         assert_eq!(r.tokens[1].logprob, f32::NEG_INFINITY);
         assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+    }
+
+    /// vLLM `--return-tokens-as-token-ids`: each token named `token_id:N`, its text in
+    /// `bytes`; a token the sampler ruled out at vLLM's floor of -9999.
+    #[test]
+    fn vllm_token_ids_are_read_by_their_bytes() {
+        let body = br#"{
+            "id": "chatcmpl-2", "object": "chat.completion",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": " Paris."},
+                "logprobs": {"content": [
+                    {"token": "token_id:7042", "logprob": -0.05, "bytes": [32, 80, 97, 114, 105, 115],
+                     "top_logprobs": [
+                        {"token": "token_id:7042", "logprob": -0.05, "bytes": [32, 80, 97, 114, 105, 115]},
+                        {"token": "token_id:260", "logprob": -3.5, "bytes": [32, 116, 104, 101]},
+                        {"token": "token_id:12", "logprob": -9999.0, "bytes": [44]}]},
+                    {"token": "token_id:30", "logprob": -0.2, "bytes": [46],
+                     "top_logprobs": [{"token": "token_id:30", "logprob": -0.2, "bytes": [46]}]}
+                ]},
+                "finish_reason": "stop"
+            }]
+        }"#;
+        let r = parse_chat_completion(body).unwrap();
+        assert_eq!(r.text, " Paris.");
+        assert_eq!(r.tokens[0].bytes, b" Paris");
+        assert_eq!(r.tokens[0].top[1].bytes, b" the");
+        assert_eq!(r.tokens[0].top[2].logprob, f32::NEG_INFINITY);
+        assert_eq!(r.tokens[1].bytes, b".");
     }
 
     /// vLLM and others: `logprobs: null`, no `usage`, `content: null`.
