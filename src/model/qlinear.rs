@@ -9,9 +9,9 @@
 //! one vector of their scales. With AVX-512 VNNI each such step is one `vpdpbusd`. Products
 //! are split across the pool of `parallel.rs`. Same arithmetic as ggml's Q8_0 x Q8_0 and
 //! Q4_1 x Q8_1 dots (activations quantized per block of 32 to int8, exact integer dot
-//! products per block, f32 scales), summed over blocks in order. K-quants stay near their
-//! files' size (Q4_K 4.625 bits a weight, Q6_K the file's 6.5625): their values, integer
-//! block scales and f16 super-block scales as stored, each block's f32 scale formed in the
+//! products per block, f32 scales), summed over blocks in order. Weights stay near their
+//! files' size (Q4_K 4.625 bits a weight, the others as in the file): their values, integer
+//! block scales and f16 scales as stored, each block's f32 scale formed in the
 //! kernel by the same product a conversion at load would form, so the numbers do not
 //! depend on how they are held. A
 //! decode step's kernel asks for the weight bytes `PREFETCH_AHEAD` ahead of those it reads:
@@ -37,9 +37,12 @@ const ACT_TILE: usize = 4;
 /// four bytes, then row 1's, ...); the eight rows' scales of the block follow one another.
 #[derive(Debug, Clone)]
 enum Blocks {
-    /// int8 values (run k holds elements 4k..4k+4), one f32 scale per row and block (ggml
-    /// Q8_0).
-    Q8 { qs: Vec<i8>, scales: Vec<f32> },
+    /// int8 values (run k holds elements 4k..4k+4), one f16 scale per row and block (ggml
+    /// Q8_0, 8.5 bits a weight as in the file).
+    Q8 {
+        qs: Vec<i8>,
+        scales: Vec<half::f16>,
+    },
     /// ggml Q6_K as stored, 6.5625 bits a weight: value = (d * scale) * (q - 32), q in 0..64
     /// and a scale for each half of 16. `low` holds q's low nibbles as `Q4_1` holds its
     /// values; `high` their top two bits, eight bytes per block: byte 4x + t holds element
@@ -54,11 +57,12 @@ enum Blocks {
         d: Vec<half::f16>,
     },
     /// 4-bit values as ggml Q4_1 packs a block (byte i: element i in the low nibble, element
-    /// i + 16 in the high one), value = d * q + m (ggml Q4_1).
+    /// i + 16 in the high one), value = d * q + m (ggml Q4_1; d and m f16 as in the file,
+    /// 5 bits a weight).
     Q4_1 {
         nibbles: Vec<u8>,
-        d: Vec<f32>,
-        m: Vec<f32>,
+        d: Vec<half::f16>,
+        m: Vec<half::f16>,
     },
     /// ggml Q4_K as stored: nibbles as `Q4_1`'s, each block's 6-bit scale and min (one byte
     /// each), each super-block's d and dmin (f16, per row and super-block of eight blocks).
@@ -81,7 +85,7 @@ impl Blocks {
     fn nibble_block(&self, g: usize, kb: usize, b: usize, j: usize) -> Option<(&[u8], f32, f32)> {
         let s = (g * kb + b) * GROUP + j;
         match self {
-            Blocks::Q4_1 { nibbles, d, m } => Some((nibbles, d[s], m[s])),
+            Blocks::Q4_1 { nibbles, d, m } => Some((nibbles, d[s].to_f32(), m[s].to_f32())),
             Blocks::Q4K {
                 nibbles,
                 scale,
@@ -164,12 +168,14 @@ fn interleave<T: Copy + Default>(
 }
 
 /// Per-(row, block) values into the grouped order, zeros for padding rows.
-fn interleave_scales(plain: &[f32], rows: usize, kb: usize) -> Vec<f32> {
+fn interleave_scales(plain: &[f32], rows: usize, kb: usize) -> Vec<half::f16> {
     let groups = rows.div_ceil(GROUP);
-    let mut out = vec![0f32; groups * GROUP * kb];
+    let mut out = vec![half::f16::ZERO; groups * GROUP * kb];
     for row in 0..rows {
         for b in 0..kb {
-            out[((row / GROUP) * kb + b) * GROUP + row % GROUP] = plain[row * kb + b];
+            // The scales are f16 values already (`quantize_rows` rounds them as ggml does).
+            out[((row / GROUP) * kb + b) * GROUP + row % GROUP] =
+                half::f16::from_f32(plain[row * kb + b]);
         }
     }
     out
@@ -206,8 +212,8 @@ impl Builder {
         let blocks = match dtype {
             GgmlDType::Q4_1 => Blocks::Q4_1 {
                 nibbles: vec![0; blocks * BLOCK / 2],
-                d: vec![0.0; blocks],
-                m: vec![0.0; blocks],
+                d: vec![half::f16::ZERO; blocks],
+                m: vec![half::f16::ZERO; blocks],
             },
             GgmlDType::Q4K => Blocks::Q4K {
                 nibbles: vec![0; blocks * BLOCK / 2],
@@ -224,7 +230,7 @@ impl Builder {
             },
             _ => Blocks::Q8 {
                 qs: vec![0; blocks * BLOCK],
-                scales: vec![0.0; blocks],
+                scales: vec![half::f16::ZERO; blocks],
             },
         };
         Ok(Some(Self {
@@ -286,12 +292,11 @@ impl Builder {
         let at = |b: usize| blk(b) * GROUP + j;
         let at_super = |s: usize| (g * kb / SUPER_BLOCKS + s) * GROUP + j;
         let h16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]);
-        let f16 = |b: &[u8]| h16(b).to_f32();
         match (&mut self.blocks, self.dtype) {
             // Per block an f16 scale and 32 int8 values.
             (Blocks::Q8 { qs, scales }, GgmlDType::Q8_0) => {
                 for (b, c) in src.chunks_exact(2 + BLOCK).enumerate() {
-                    scales[at(b)] = f16(c);
+                    scales[at(b)] = h16(c);
                     for (p, &v) in c[2..].iter().enumerate() {
                         qs[grouped(blk(b), j, p, BLOCK)] = v as i8;
                     }
@@ -301,7 +306,7 @@ impl Builder {
             // int8 q - 16 with scale d, which is how ggml's Q5_0 x Q8_0 dot multiplies them.
             (Blocks::Q8 { qs, scales }, _) => {
                 for (b, c) in src.chunks_exact(2 + 4 + BLOCK / 2).enumerate() {
-                    scales[at(b)] = f16(c);
+                    scales[at(b)] = h16(c);
                     let qh = u32::from_le_bytes([c[2], c[3], c[4], c[5]]);
                     let nib = &c[6..];
                     for e in 0..BLOCK {
@@ -318,8 +323,8 @@ impl Builder {
             // f16 d, f16 m, 16 bytes of nibbles; value = d * q + m.
             (Blocks::Q4_1 { nibbles, d, m }, _) => {
                 for (b, c) in src.chunks_exact(4 + BLOCK / 2).enumerate() {
-                    d[at(b)] = f16(c);
-                    m[at(b)] = f16(&c[2..]);
+                    d[at(b)] = h16(c);
+                    m[at(b)] = h16(&c[2..]);
                     for (p, &v) in c[4..].iter().enumerate() {
                         nibbles[grouped(blk(b), j, p, BLOCK / 2)] = v;
                     }
@@ -456,14 +461,14 @@ impl Q8Matrix {
     /// Bytes the weights take in memory (values and scales).
     pub fn bytes(&self) -> usize {
         match &self.blocks {
-            Blocks::Q8 { qs, scales } => qs.len() + 4 * scales.len(),
+            Blocks::Q8 { qs, scales } => qs.len() + 2 * scales.len(),
             Blocks::Q6K {
                 low,
                 high,
                 scale,
                 d,
             } => low.len() + high.len() + scale.len() + 2 * d.len(),
-            Blocks::Q4_1 { nibbles, d, m } => nibbles.len() + 4 * (d.len() + m.len()),
+            Blocks::Q4_1 { nibbles, d, m } => nibbles.len() + 2 * (d.len() + m.len()),
             Blocks::Q4K {
                 nibbles,
                 scale,
@@ -485,7 +490,7 @@ impl Q8Matrix {
             match &self.blocks {
                 Blocks::Q8 { qs, scales } => {
                     out.extend(
-                        (0..BLOCK).map(|e| qs[grouped(blk, j, e, BLOCK)] as f32 * scales[s]),
+                        (0..BLOCK).map(|e| qs[grouped(blk, j, e, BLOCK)] as f32 * scales[s].to_f32()),
                     );
                 }
                 Blocks::Q6K {
@@ -720,7 +725,7 @@ fn scalar_dot_group(w: &Q8Matrix, g: usize, xs: &[XRow], res: &mut [[f32; GROUP]
                         let dot: i32 = (0..BLOCK)
                             .map(|e| qs[grouped(blk, j, e, BLOCK)] as i32 * xb[e] as i32)
                             .sum();
-                        acc = (dot as f32).mul_add(scales[s] * x.scales[b], acc);
+                        acc = (dot as f32).mul_add(scales[s].to_f32() * x.scales[b], acc);
                     }
                     Blocks::Q6K {
                         low,
@@ -864,7 +869,7 @@ mod simd {
                                 prefetch(wp as *const u8, GROUP * BLOCK);
                             }
                             let wv = q8_runs(wp);
-                            let sw = _mm256_loadu_ps(scales.as_ptr().add(blk * GROUP));
+                            let sw = halves(scales.as_ptr().add(blk * GROUP));
                             // Two chains per activation row halve the dependency depth.
                             let mut s0 = [_mm256_setzero_si256(); N];
                             let mut s1 = [_mm256_setzero_si256(); N];
@@ -973,8 +978,8 @@ mod simd {
                         assert!((g + 1) * kb * GROUP * BLOCK / 2 <= nibbles.len());
                         for b in 0..kb {
                             let blk = g * kb + b;
-                            let sd = _mm256_loadu_ps(d.as_ptr().add(blk * GROUP));
-                            let sm = _mm256_loadu_ps(m.as_ptr().add(blk * GROUP));
+                            let sd = halves(d.as_ptr().add(blk * GROUP));
+                            let sm = halves(m.as_ptr().add(blk * GROUP));
                             let wp = nibbles.as_ptr().add(blk * GROUP * BLOCK / 2);
                             q4_block::<N, STREAM>(wp, sd, sm, xs, b, &mut acc, &mut offset);
                         }
@@ -1362,14 +1367,22 @@ mod tests {
         }
     }
 
-    /// K-quants are held about as small as the file holds them: Q4_K at 4.625 bits a weight
-    /// (the file's 4.5, with a byte per 6-bit scale and min), Q6_K at the file's 6.5625.
+    /// Weights are held about as small as the file holds them: Q4_K at 4.625 bits a weight
+    /// (the file's 4.5, with a byte per 6-bit scale and min), Q6_K, Q8_0, Q5_0 (held as
+    /// int8, 8.5) and Q4_1 at the file's size.
     #[test]
-    fn k_quants_are_held_near_their_file_size() {
+    fn weights_are_held_near_their_file_size() {
         let (n, k) = (16, 512);
         let (w, _) = inputs(n, k, 0);
         let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-        for (dtype, bits) in [(GgmlDType::Q4K, 4.625), (GgmlDType::Q6K, 6.5625)] {
+        let sizes = [
+            (GgmlDType::Q4K, 4.625),
+            (GgmlDType::Q6K, 6.5625),
+            (GgmlDType::Q8_0, 8.5),
+            (GgmlDType::Q5_0, 8.5),
+            (GgmlDType::Q4_1, 5.0),
+        ];
+        for (dtype, bits) in sizes {
             let q = Q8Matrix::from_qtensor(&QTensor::quantize(&wt, dtype).unwrap()).unwrap();
             assert_eq!(q.bytes() as f64 * 8.0 / (n * k) as f64, bits, "{dtype:?}");
         }
