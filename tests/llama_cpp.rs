@@ -252,3 +252,151 @@ async fn a_copy_behind_a_four_bit_kv_cache_differs_without_repeating() {
         "{shift:?}"
     );
 }
+
+/// A gateway that renders Gemma's turns itself, `<bos>` first, and sends them as text to
+/// llama-server's completions, which adds a BOS of its own: the doubled BOS that stacks
+/// rendering a template with `bos_token` in front of a tokenizer that adds one produce.
+/// Chat completions only; every other path is 404.
+async fn doubled_bos_gateway(upstream: String) -> String {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::Json;
+    use serde_json::{json, Value};
+
+    async fn chat(
+        State(upstream): State<String>,
+        Json(mut body): Json<Value>,
+    ) -> (StatusCode, Json<Value>) {
+        let mut prompt = String::from("<bos>");
+        let mut system = String::new();
+        for m in body["messages"].as_array().cloned().unwrap_or_default() {
+            let content = m["content"].as_str().unwrap_or_default();
+            match m["role"].as_str() {
+                Some("system") => system.push_str(&format!("{content}\n\n")),
+                Some("assistant") => {
+                    prompt.push_str(&format!("<start_of_turn>model\n{content}<end_of_turn>\n"))
+                }
+                _ => {
+                    prompt.push_str(&format!(
+                        "<start_of_turn>user\n{system}{content}<end_of_turn>\n"
+                    ));
+                    system.clear();
+                }
+            }
+        }
+        prompt.push_str("<start_of_turn>model\n");
+        let Some(req) = body.as_object_mut() else {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"message": "not an object"}})),
+            );
+        };
+        req.remove("messages");
+        req.insert("prompt".into(), prompt.into());
+        req.insert("stream".into(), false.into());
+        let top = req.remove("top_logprobs");
+        if req.get("logprobs") == Some(&Value::Bool(true)) {
+            req.insert("logprobs".into(), top.unwrap_or(json!(1)));
+        } else {
+            req.remove("logprobs");
+        }
+        let url = format!("{}/completions", upstream.trim_end_matches('/'));
+        let Ok(reply) = reqwest::Client::new().post(url).json(&body).send().await else {
+            return (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({"error": {"message": "upstream"}})),
+            );
+        };
+        let status =
+            StatusCode::from_u16(reply.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut reply: Value = reply.json().await.unwrap_or(Value::Null);
+        if let Some(choices) = reply["choices"].as_array_mut() {
+            for choice in choices {
+                let text = choice["text"].take();
+                choice["message"] = json!({"role": "assistant", "content": text});
+            }
+        }
+        (status, Json(reply))
+    }
+
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .with_state(upstream);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+/// Gemma behind the doubled BOS, chat completions only: its two identity answers fit
+/// ChatML better than Gemma's own turns by chance, and every answer the text test then
+/// read in ChatML missed, so the scan asked the whole set (178 queries) before the full
+/// comparison found the copy. Chosen again from the answers asked so far, the format is
+/// Gemma's own, and a second test decides after a few more answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_behind_a_doubled_bos_is_found_once_the_format_is_chosen_again() {
+    use provenance::model::local_endpoint::LocalEndpoint;
+    let bin = llama_cpp();
+    let server = provenance::zoo::llama_cpp::LlamaServer::start_with(
+        &bin,
+        &common::gemma3(),
+        "suspect",
+        None,
+        &[],
+    )
+    .await
+    .expect("llama-server starts");
+    let gateway = doubled_bos_gateway(server.base_url.clone()).await;
+    let mut cfg = provenance::suspect::HttpModelConfig::new(gateway, "suspect");
+    cfg.allow_private_targets = true;
+    let suspect = provenance::suspect::HttpModel::new(cfg).expect("client");
+    let set = provenance::probes::load_dir(Path::new("probes/default")).expect("probes");
+    let set = provenance::fingerprint::subset(&set, 12, 20);
+    let spawn = |path: PathBuf| {
+        provenance::model::ModelHandle::spawn(
+            path.to_str().expect("path"),
+            &provenance::model::LoadOptions::default(),
+            64,
+        )
+        .expect("model loads")
+    };
+    let control = print_of(&set, &LocalEndpoint::new(spawn(common::smollm2()))).await;
+    let reference = LocalEndpoint::new(spawn(common::gemma3()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controls = [control];
+    let settings = provenance::scan::ScanSettings {
+        probes: &set,
+        controls: &controls,
+        controls_origin: None,
+        work_dir: dir.path(),
+        run: provenance::fingerprint::RunOptions {
+            progress: false,
+            ..Default::default()
+        },
+        compare: provenance::compare::CompareOptions::default(),
+        early_stop: true,
+        forms: &[],
+        read_back: Some(reference.handle()),
+        controls_read_back: None,
+        reference_limits: Vec::new(),
+    };
+    let out = provenance::scan::run(&reference, &suspect, &settings)
+        .await
+        .expect("scan runs");
+    let report = &out.report;
+    eprintln!("{}", provenance::compare::to_markdown(report));
+    assert_eq!(report.verdict, provenance::compare::Verdict::Identical);
+    assert!(out.stopped_early);
+    assert!(
+        report.queries.suspect <= 24,
+        "{} queries",
+        report.queries.suspect
+    );
+    assert!(
+        report.reasons.iter().any(|r| r.contains("chosen again")),
+        "{:?}",
+        report.reasons
+    );
+}

@@ -533,9 +533,10 @@ async fn text_sequential_phase<S: AnswerSource>(
         warm_up(set, source, &mut asked).await?;
         ask_system_prompt(set, source, &mut asked).await?;
     }
-    // A stack's turn format moves every chat answer alike: chosen once, from the warm-up's
-    // answers, and kept for each answer after them (`read_back::choose_format`).
-    let format = if raw {
+    // A stack's turn format moves every chat answer alike: chosen from the warm-up's
+    // answers, and kept for each answer after them (`read_back::choose_format`), unless
+    // the test rejects the copy in it (below).
+    let mut format = if raw {
         None
     } else {
         let warm = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
@@ -570,7 +571,77 @@ async fn text_sequential_phase<S: AnswerSource>(
     let mut confirmed_at = 0usize;
     let mut partial_verdict = None;
     let likelihood_controls = text.controls;
+    let mut format_again: Option<String> = None;
+    let second_look = crate::compare::SequentialOptions {
+        alpha: seq.alpha / 2.0,
+        ..seq.clone()
+    };
     for planned in &plan {
+        // Two or three warm-up answers can fit a wrong format better by chance (Gemma
+        // behind a stack that doubles its BOS fit ChatML), and every answer read in it
+        // then misses: once the test says "not identical", the format is chosen again
+        // from every answer so far, and where that choice differs a second test, at half
+        // the error rate, bets on the answers still to come, read in it.
+        if !raw
+            && format_again.is_none()
+            && test.outcome().decision == SequentialDecision::NotIdentical
+        {
+            let all = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
+            let again = read_back::choose_format_on(text.reference, &all).await;
+            format_again = Some(String::new());
+            match again {
+                Ok(again) if again != format => {
+                    let name = |f: Option<crate::model::chat::TurnFormat>| {
+                        f.map_or("the reference's own template", |f| f.name())
+                    };
+                    tracing::info!(
+                        from = name(format),
+                        to = name(again),
+                        asked = asked.len(),
+                        "the answers so far fit another turn format: testing again in it"
+                    );
+                    format_again = Some(format!(
+                        "the turn format was chosen again after {} answers ({} before, {} \
+                         since: the warm-up's answers fit the first better by chance), and a \
+                         second test at half the error rate bet on the answers after that",
+                        asked.len(),
+                        name(format),
+                        name(again)
+                    ));
+                    format = again;
+                    in_context |= format.is_some();
+                    // The answers already read are read again in it, for the comparison
+                    // that confirms a stop.
+                    let read: Vec<Observation> = asked
+                        .iter()
+                        .filter(|o| {
+                            scores
+                                .iter()
+                                .any(|s: &AnswerScore| s.probe_id == o.probe_id)
+                        })
+                        .cloned()
+                        .collect();
+                    let read = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), read);
+                    scores = match read_back::read_back_in_context(
+                        text.reference,
+                        &read,
+                        &all,
+                        read_back::Formats::Fixed(format),
+                    )
+                    .await
+                    {
+                        Ok(scores) => scores,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading answers back failed: no early stop");
+                            return Ok(EarlyStop::go_on());
+                        }
+                    };
+                    test = SequentialTest::new(reference, &plan, seq.default_q1, &second_look);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "choosing the turn format again failed"),
+            }
+        }
         if test.decided() {
             if test.outcome().decision != SequentialDecision::Identical {
                 break;
@@ -711,6 +782,9 @@ async fn text_sequential_phase<S: AnswerSource>(
         outcome.e_against_unrelated,
         1.0 / outcome.e_against_unrelated.max(1.0)
     ));
+    if let Some(note) = format_again.filter(|n| !n.is_empty()) {
+        report.reasons.push(note);
+    }
     report.queries.sequential = Some(queries);
     report.sequential = Some(outcome);
     Ok(EarlyStop::stop(print, report))
