@@ -39,10 +39,7 @@ const ACT_TILE: usize = 4;
 enum Blocks {
     /// int8 values (run k holds elements 4k..4k+4), one f16 scale per row and block (ggml
     /// Q8_0, 8.5 bits a weight as in the file).
-    Q8 {
-        qs: Vec<i8>,
-        scales: Vec<half::f16>,
-    },
+    Q8 { qs: Vec<i8>, scales: Vec<half::f16> },
     /// ggml Q6_K as stored, 6.5625 bits a weight: value = (d * scale) * (q - 32), q in 0..64
     /// and a scale for each half of 16. `low` holds q's low nibbles as `Q4_1` holds its
     /// values; `high` their top two bits, eight bytes per block: byte 4x + t holds element
@@ -490,7 +487,8 @@ impl Q8Matrix {
             match &self.blocks {
                 Blocks::Q8 { qs, scales } => {
                     out.extend(
-                        (0..BLOCK).map(|e| qs[grouped(blk, j, e, BLOCK)] as f32 * scales[s].to_f32()),
+                        (0..BLOCK)
+                            .map(|e| qs[grouped(blk, j, e, BLOCK)] as f32 * scales[s].to_f32()),
                     );
                 }
                 Blocks::Q6K {
