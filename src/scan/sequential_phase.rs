@@ -9,6 +9,7 @@ use crate::compare::likelihood::AnswerScore;
 use crate::compare::sequential::{self, SequentialDecision, SequentialTest};
 use crate::compare::{self, reported_temperature, CompareOptions, Report, Verdict};
 use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef};
+use crate::model::chat::TurnFormat;
 use crate::probes::{identity, Probe, ProbeForm, ProbeKind, ProbeSet};
 use crate::read_back;
 
@@ -571,7 +572,8 @@ async fn text_sequential_phase<S: AnswerSource>(
     let mut confirmed_at = 0usize;
     let mut partial_verdict = None;
     let likelihood_controls = text.controls;
-    let mut format_again: Option<String> = None;
+    let mut chosen_again = false;
+    let mut format_note: Option<String> = None;
     let second_look = crate::compare::SequentialOptions {
         alpha: seq.alpha / 2.0,
         ..seq.clone()
@@ -579,67 +581,34 @@ async fn text_sequential_phase<S: AnswerSource>(
     for planned in &plan {
         // Two or three warm-up answers can fit a wrong format better by chance (Gemma
         // behind a stack that doubles its BOS fit ChatML), and every answer read in it
-        // then misses: once the test says "not identical", the format is chosen again
-        // from every answer so far, and where that choice differs a second test, at half
-        // the error rate, bets on the answers still to come, read in it.
-        if !raw
-            && format_again.is_none()
-            && test.outcome().decision == SequentialDecision::NotIdentical
-        {
+        // then misses: once the test says "not identical", the format is chosen again from
+        // every answer so far; where that choice differs, a second test, at half the error
+        // rate, bets on the answers still to come, read in it (the earlier answers chose
+        // the format, so they do not vote).
+        if !raw && !chosen_again && test.outcome().decision == SequentialDecision::NotIdentical {
+            chosen_again = true;
             let all = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
-            let again = read_back::choose_format_on(text.reference, &all).await;
-            format_again = Some(String::new());
-            match again {
-                Ok(again) if again != format => {
-                    let name = |f: Option<crate::model::chat::TurnFormat>| {
-                        f.map_or("the reference's own template", |f| f.name())
-                    };
-                    tracing::info!(
-                        from = name(format),
-                        to = name(again),
-                        asked = asked.len(),
-                        "the answers so far fit another turn format: testing again in it"
-                    );
-                    format_again = Some(format!(
+            match format_again(text.reference, &all, format, &scores).await {
+                Ok(Some((again, read))) => {
+                    format_note = Some(format!(
                         "the turn format was chosen again after {} answers ({} before, {} \
-                         since: the warm-up's answers fit the first better by chance), and a \
-                         second test at half the error rate bet on the answers after that",
+                         since): the test had rejected \"identical\" on the answers read in \
+                         the first, and a second test at half the error rate bet on the \
+                         answers after that",
                         asked.len(),
-                        name(format),
-                        name(again)
+                        format_name(format),
+                        format_name(again)
                     ));
                     format = again;
                     in_context |= format.is_some();
-                    // The answers already read are read again in it, for the comparison
-                    // that confirms a stop.
-                    let read: Vec<Observation> = asked
-                        .iter()
-                        .filter(|o| {
-                            scores
-                                .iter()
-                                .any(|s: &AnswerScore| s.probe_id == o.probe_id)
-                        })
-                        .cloned()
-                        .collect();
-                    let read = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), read);
-                    scores = match read_back::read_back_in_context(
-                        text.reference,
-                        &read,
-                        &all,
-                        read_back::Formats::Fixed(format),
-                    )
-                    .await
-                    {
-                        Ok(scores) => scores,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reading answers back failed: no early stop");
-                            return Ok(EarlyStop::go_on());
-                        }
-                    };
+                    scores = read;
                     test = SequentialTest::new(reference, &plan, seq.default_q1, &second_look);
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "choosing the turn format again failed"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "choosing the turn format again failed: no early stop");
+                    return Ok(EarlyStop::go_on());
+                }
             }
         }
         if test.decided() {
@@ -782,12 +751,41 @@ async fn text_sequential_phase<S: AnswerSource>(
         outcome.e_against_unrelated,
         1.0 / outcome.e_against_unrelated.max(1.0)
     ));
-    if let Some(note) = format_again.filter(|n| !n.is_empty()) {
-        report.reasons.push(note);
-    }
+    report.reasons.extend(format_note);
     report.queries.sequential = Some(queries);
     report.sequential = Some(outcome);
     Ok(EarlyStop::stop(print, report))
+}
+
+/// The turn format every answer in `all` fits best, when it is not `current`, with the
+/// answers already read (those `scores` hold) read again in it.
+async fn format_again(
+    reference: &crate::model::ModelHandle,
+    all: &Fingerprint,
+    current: Option<TurnFormat>,
+    scores: &[AnswerScore],
+) -> Result<Option<(Option<TurnFormat>, Vec<AnswerScore>)>, read_back::ReadBackError> {
+    let again = read_back::choose_format_on(reference, all).await?;
+    if again == current {
+        return Ok(None);
+    }
+    tracing::info!(
+        from = format_name(current),
+        to = format_name(again),
+        asked = all.observations.len(),
+        "the answers so far fit another turn format: testing again in it"
+    );
+    let mut read = all.clone();
+    read.observations
+        .retain(|o| scores.iter().any(|s| s.probe_id == o.probe_id));
+    let scores =
+        read_back::read_back_in_context(reference, &read, all, read_back::Formats::Fixed(again))
+            .await?;
+    Ok(Some((again, scores)))
+}
+
+fn format_name(format: Option<TurnFormat>) -> &'static str {
+    format.map_or("the reference's own template", TurnFormat::name)
 }
 
 #[cfg(test)]
