@@ -366,22 +366,8 @@ async fn a_copy_behind_a_doubled_bos_is_found_once_the_format_is_chosen_again() 
     let reference = LocalEndpoint::new(spawn(common::gemma3()));
     let dir = tempfile::tempdir().expect("tempdir");
     let controls = [control];
-    let settings = provenance::scan::ScanSettings {
-        probes: &set,
-        controls: &controls,
-        controls_origin: None,
-        work_dir: dir.path(),
-        run: provenance::fingerprint::RunOptions {
-            progress: false,
-            ..Default::default()
-        },
-        compare: provenance::compare::CompareOptions::default(),
-        early_stop: true,
-        forms: &[],
-        read_back: Some(reference.handle()),
-        controls_read_back: None,
-        reference_limits: Vec::new(),
-    };
+    let settings =
+        common::scan_settings(&set, &controls, dir.path(), true, Some(reference.handle()));
     let out = provenance::scan::run(&reference, &suspect, &settings)
         .await
         .expect("scan runs");

@@ -60,20 +60,8 @@ async fn scan_with(
     let set = provenance::fingerprint::subset(&set, per_kind, 4);
     let dir = tempfile::tempdir().unwrap();
     let settings = provenance::scan::ScanSettings {
-        probes: &set,
-        controls: &[],
-        controls_origin: None,
-        work_dir: dir.path(),
-        run: provenance::fingerprint::RunOptions {
-            progress: false,
-            ..Default::default()
-        },
-        compare: provenance::compare::CompareOptions::default(),
-        early_stop,
-        forms: &[],
-        read_back,
-        controls_read_back: None,
         reference_limits,
+        ..common::scan_settings(&set, &[], dir.path(), early_stop, read_back)
     };
     let out = provenance::scan::run(reference, suspect, &settings)
         .await

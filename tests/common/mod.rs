@@ -49,3 +49,31 @@ pub async fn serve_model(
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
+
+/// A scan's settings as the tests run it: no progress bar, the default comparison, no
+/// quantized forms, the controls' read-backs kept in `work_dir`, nothing the reference
+/// lacks.
+pub fn scan_settings<'a>(
+    probes: &'a provenance::probes::ProbeSet,
+    controls: &'a [provenance::fingerprint::Fingerprint],
+    work_dir: &'a std::path::Path,
+    early_stop: bool,
+    read_back: Option<&'a provenance::model::ModelHandle>,
+) -> provenance::scan::ScanSettings<'a> {
+    provenance::scan::ScanSettings {
+        probes,
+        controls,
+        controls_origin: None,
+        work_dir,
+        run: provenance::fingerprint::RunOptions {
+            progress: false,
+            ..Default::default()
+        },
+        compare: provenance::compare::CompareOptions::default(),
+        early_stop,
+        forms: &[],
+        read_back,
+        controls_read_back: None,
+        reference_limits: Vec::new(),
+    }
+}
