@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use provenance::endpoint::ModelEndpoint;
 use provenance::model::kv_cache_type::KvCacheType;
+use provenance::model::rope::RopeScaling;
 use provenance::model::{LoadOptions, ModelHandle, Requantize};
 
 mod demo;
@@ -350,9 +351,10 @@ struct ScanArgs {
     /// of them identical: the reference served quantized. Comma-separated weight types
     /// (every matrix in that type: q8_0, q6_k, q5_k, q5_0, q4_k, q4_0, ...) or
     /// llama-quantize file types with `lq-` (its own type per tensor: lq-q4_k_m,
-    /// lq-q4_0, ...), or `no-bos` (the reference asked without its BOS token, as a stack
-    /// that adds none asks it); `ladder` for the common ones of all three, `none` for
-    /// none. Each costs a fingerprint of the reference on the logit probes, made once per
+    /// lq-q4_0, ...), `no-bos` (the reference asked without its BOS token, as a stack
+    /// that adds none asks it), or `yarn-<factor>` / `linear-<factor>` (its context
+    /// stretched, as a server's --rope-scaling does); `ladder` for the common ones of
+    /// each kind, `none` for none. Each costs a fingerprint of the reference on the logit probes, made once per
     /// reference and probe set and cached beside the fetched models.
     #[arg(long, default_value = "ladder")]
     forms: String,
@@ -407,6 +409,15 @@ struct LoadArgs {
     /// for builds and stacks that store them without llama.cpp's Hadamard turn).
     #[arg(long, default_value = "f32", value_parser = parse_kv_cache)]
     kv_cache: KvCacheType,
+    /// How positions are stretched, as a server may be told to: none, linear:<factor>,
+    /// yarn:<factor> or yarn:<factor>:<original context> (vLLM's and llama.cpp's
+    /// --rope-scaling); as the file says when left out.
+    #[arg(long, value_parser = parse_rope_scaling)]
+    rope_scaling: Option<RopeScaling>,
+}
+
+fn parse_rope_scaling(s: &str) -> Result<RopeScaling, String> {
+    RopeScaling::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_kv_cache(s: &str) -> Result<KvCacheType, String> {
@@ -425,6 +436,7 @@ impl LoadArgs {
             max_context: self.ctx,
             kv_cache: self.kv_cache,
             add_bos: None,
+            rope_scaling: self.rope_scaling,
         }
     }
 }

@@ -9,6 +9,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::Device;
 
 use super::qlinear::{Builder, Q8Matrix};
+use super::rope::{RopeScaling, Yarn};
 use super::weights::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 use super::ModelError;
 
@@ -208,6 +209,58 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// The context the model was trained for (`{arch}.context_length`).
+    pub fn trained_context(&self) -> Option<usize> {
+        let arch = self.architecture()?;
+        self.u32(&format!("{arch}.context_length"))
+            .map(|v| v as usize)
+    }
+
+    /// The RoPE scaling the file declares, read as llama.cpp reads it: a factor without a
+    /// type is linear, and YaRN's original context is the trained one unless given.
+    fn rope_scaling(&self, arch: &str, trained_ctx: usize) -> Result<RopeScaling, ModelError> {
+        let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+        let factor = self
+            .f32(&key("factor"))
+            .or_else(|| self.f32(&format!("{arch}.rope.scale_linear")))
+            .filter(|f| *f != 0.0 && *f != 1.0);
+        let kind = self.string(&key("type"));
+        if let Some(a) = self.f32(&key("attn_factor")).filter(|a| *a != 1.0) {
+            return Err(ModelError::Unsupported(format!(
+                "GGUF metadata: RoPE attention factor {a} (only 1 is supported)"
+            )));
+        }
+        if self
+            .f32(&key("yarn_log_multiplier"))
+            .is_some_and(|m| m != 0.0)
+        {
+            return Err(ModelError::Unsupported(
+                "GGUF metadata: YaRN with a log multiplier (DeepSeek's)".into(),
+            ));
+        }
+        match (kind.as_deref().unwrap_or("linear"), factor) {
+            ("none", _) | (_, None) => Ok(RopeScaling::None),
+            ("linear", Some(factor)) => Ok(RopeScaling::Linear { factor }),
+            ("yarn", Some(factor)) => {
+                let mut yarn = Yarn::new(
+                    factor,
+                    self.u32(&key("original_context_length"))
+                        .map_or(trained_ctx, |v| v as usize),
+                );
+                if let Some(b) = self.f32(&key("yarn_beta_fast")) {
+                    yarn.beta_fast = b;
+                }
+                if let Some(b) = self.f32(&key("yarn_beta_slow")) {
+                    yarn.beta_slow = b;
+                }
+                Ok(RopeScaling::Yarn(yarn))
+            }
+            (other, _) => Err(ModelError::Unsupported(format!(
+                "GGUF metadata: RoPE scaling `{other}` (supported: none, linear, yarn)"
+            ))),
+        }
+    }
+
     /// Reads the config of a supported architecture (`Family::SUPPORTED`).
     pub fn config(&self, max_context: usize) -> Result<Config, ModelError> {
         let arch = self.architecture().unwrap_or_default();
@@ -284,6 +337,7 @@ impl GgufFile {
                 "long-context RoPE scaling (rope_factors_long/short: Phi-3 128k); the 4k variants run".into(),
             ));
         }
+        let rope_scaling = self.rope_scaling(&arch, trained_ctx)?;
         if let Some(rot) = self.u32(&format!("{arch}.rope.dimension_count")) {
             if rot as usize != head_dim {
                 return Err(ModelError::Unsupported(format!(
@@ -313,6 +367,7 @@ impl GgufFile {
                 .unwrap_or(1e-6) as f64,
             rope_base,
             rope_base_local,
+            rope_scaling,
             // llama.cpp's converter permutes llama's Q and K for interleaved RoPE; Qwen, Phi-3
             // and Gemma keep the halves layout (NEOX).
             rope_interleaved: family == Family::Llama,
@@ -550,6 +605,44 @@ mod tests {
         };
         synthetic::write(&path, &spec).expect("write synthetic gguf");
         path
+    }
+
+    /// RoPE scaling is read as llama.cpp reads it; a kind we do not run is refused at load
+    /// rather than run as plain RoPE.
+    #[test]
+    fn rope_scaling_is_read_from_metadata() {
+        fn set(file: &mut GgufFile, key: &str, value: Value) {
+            file.content
+                .metadata
+                .insert(format!("qwen2.rope.{key}"), value);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = GgufFile::open(&small_file(&dir)).unwrap();
+        assert_eq!(file.config(256).unwrap().rope_scaling, RopeScaling::None);
+        set(&mut file, "scale_linear", Value::F32(2.0));
+        assert_eq!(
+            file.config(256).unwrap().rope_scaling,
+            RopeScaling::Linear { factor: 2.0 }
+        );
+        set(&mut file, "scaling.type", Value::String("yarn".into()));
+        set(&mut file, "scaling.factor", Value::F32(4.0));
+        assert_eq!(
+            file.config(256).unwrap().rope_scaling,
+            RopeScaling::Yarn(Yarn::new(4.0, 256)),
+            "the trained context, where the file gives no original one"
+        );
+        set(
+            &mut file,
+            "scaling.original_context_length",
+            Value::U32(32768),
+        );
+        assert_eq!(
+            file.config(256).unwrap().rope_scaling,
+            RopeScaling::Yarn(Yarn::new(4.0, 32768))
+        );
+        set(&mut file, "scaling.type", Value::String("longrope".into()));
+        let err = file.config(256).unwrap_err().to_string();
+        assert!(err.contains("longrope") && err.contains("yarn"), "{err}");
     }
 
     /// Read a row at a time from the file, every matrix equals the one made from the whole

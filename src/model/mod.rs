@@ -13,6 +13,7 @@ pub mod local_endpoint;
 mod parallel;
 pub mod qlinear;
 pub mod requantize;
+pub mod rope;
 pub mod runner;
 pub mod safetensors;
 pub mod serving_penalty;
@@ -84,6 +85,8 @@ pub struct LoadOptions {
     /// Whether a prompt starts with the BOS token: `None` as the GGUF file says; `Some(false)`
     /// asks the model as a stack that adds none does (`crate::quantized_forms`).
     pub add_bos: Option<bool>,
+    /// How positions are stretched, as a server may be told to (`None`: as the file says).
+    pub rope_scaling: Option<rope::RopeScaling>,
 }
 
 impl Default for LoadOptions {
@@ -93,6 +96,7 @@ impl Default for LoadOptions {
             max_context: 4096,
             kv_cache: kv_cache_type::KvCacheType::F32,
             add_bos: None,
+            rope_scaling: None,
         }
     }
 }
@@ -220,6 +224,10 @@ impl LocalModel {
         let mut g = gguf::GgufFile::open(path)?;
         let mut config = g.config(opts.max_context)?;
         config.kv_cache = opts.kv_cache;
+        if let Some(scaling) = opts.rope_scaling {
+            config.rope_scaling =
+                scaling.with_trained_context(g.trained_context().unwrap_or(config.context_length));
+        }
         if !opts.kv_cache.fits(config.head_dim) {
             return Err(ModelError::Unsupported(format!(
                 "a {} KV cache needs heads of whole 32-value blocks; this model's have {} values",

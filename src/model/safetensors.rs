@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::chat::ChatTemplate;
 use super::gguf::{GgufFile, Requantize};
+use super::rope::{RopeScaling, Yarn};
 use super::tokenizer::Tokenizer;
 use super::weights::{Config, Embedding, Family, Layer, Linear, RmsNorm, Weights};
 use super::{LoadOptions, LocalModel, ModelError, ModelInfo};
@@ -45,6 +46,75 @@ struct HfConfig {
     /// Qwen 2 writes the window even where `use_sliding_window` is false.
     #[serde(default)]
     use_sliding_window: Option<bool>,
+    #[serde(default)]
+    rope_scaling: Option<HfRopeScaling>,
+}
+
+/// transformers' `rope_scaling` (`type` in older configs, `rope_type` in newer ones).
+#[derive(Debug, Deserialize)]
+struct HfRopeScaling {
+    #[serde(default, alias = "type")]
+    rope_type: Option<String>,
+    #[serde(default)]
+    factor: Option<f32>,
+    #[serde(default)]
+    original_max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    beta_fast: Option<f32>,
+    #[serde(default)]
+    beta_slow: Option<f32>,
+    #[serde(default)]
+    low_freq_factor: Option<f32>,
+    #[serde(default)]
+    high_freq_factor: Option<f32>,
+}
+
+/// The config's RoPE scaling: linear and YaRN as scalings, Llama 3's as per-frequency
+/// factors (what llama.cpp's converter writes into `rope_freqs`).
+fn rope_scaling(
+    hf: &HfConfig,
+    head_dim: usize,
+) -> Result<(RopeScaling, Option<Vec<f32>>), ModelError> {
+    let Some(s) = &hf.rope_scaling else {
+        return Ok((RopeScaling::None, None));
+    };
+    let kind = s.rope_type.as_deref().unwrap_or("default");
+    let factor = s.factor.unwrap_or(1.0);
+    let original = s
+        .original_max_position_embeddings
+        .unwrap_or(hf.max_position_embeddings);
+    match kind {
+        "default" => Ok((RopeScaling::None, None)),
+        "linear" => Ok((RopeScaling::Linear { factor }, None)),
+        "yarn" => {
+            let mut yarn = Yarn::new(factor, original);
+            yarn.beta_fast = s.beta_fast.unwrap_or(yarn.beta_fast);
+            yarn.beta_slow = s.beta_slow.unwrap_or(yarn.beta_slow);
+            Ok((RopeScaling::Yarn(yarn), None))
+        }
+        "llama3" => {
+            let low = s.low_freq_factor.unwrap_or(1.0);
+            let high = s.high_freq_factor.unwrap_or(4.0);
+            let factors = (0..head_dim / 2)
+                .map(|k| {
+                    let rate = 1f32 / hf.rope_theta.powf((2 * k) as f32 / head_dim as f32);
+                    let wavelen = 2.0 * std::f32::consts::PI / rate;
+                    if wavelen < original as f32 / high {
+                        1.0
+                    } else if wavelen > original as f32 / low {
+                        factor
+                    } else {
+                        let smooth = (original as f32 / wavelen - low) / (high - low);
+                        1.0 / ((1.0 - smooth) / factor + smooth)
+                    }
+                })
+                .collect();
+            Ok((RopeScaling::None, Some(factors)))
+        }
+        other => Err(ModelError::Unsupported(format!(
+            "config.json rope_scaling `{other}` (supported: default, linear, yarn, llama3)"
+        ))),
+    }
 }
 
 fn default_eps() -> f64 {
@@ -117,6 +187,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         Some(false) => None,
         _ => hf.sliding_window.filter(|&w| w > 0),
     };
+    let (file_scaling, rope_freq_factors) = rope_scaling(&hf, head_dim)?;
     let config = Config {
         family,
         hidden: hf.hidden_size,
@@ -127,6 +198,14 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         rms_eps: hf.rms_norm_eps,
         rope_base: hf.rope_theta,
         rope_base_local: hf.rope_theta,
+        rope_scaling: opts.rope_scaling.map_or(file_scaling, |s| {
+            s.with_trained_context(
+                hf.rope_scaling
+                    .as_ref()
+                    .and_then(|r| r.original_max_position_embeddings)
+                    .unwrap_or(hf.max_position_embeddings),
+            )
+        }),
         rope_interleaved: false,
         sliding_window,
         // Every layer local when there is a window (a pattern longer than the stack).
@@ -247,7 +326,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         layers,
         final_norm: norm(take("model.norm.weight")?),
         lm_head,
-        rope_freq_factors: None,
+        rope_freq_factors,
     };
     let info = ModelInfo {
         name: dir
@@ -267,6 +346,23 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
     Ok(LocalModel::assemble(
         info, tokenizer, template, config, weights,
     )?)
+}
+
+/// A scaling as transformers' config writes it (null for none).
+fn hf_rope_scaling(scaling: RopeScaling) -> serde_json::Value {
+    match scaling {
+        RopeScaling::None => serde_json::Value::Null,
+        RopeScaling::Linear { factor } => {
+            serde_json::json!({ "rope_type": "linear", "factor": factor })
+        }
+        RopeScaling::Yarn(y) => serde_json::json!({
+            "rope_type": "yarn",
+            "factor": y.factor,
+            "original_max_position_embeddings": y.original_context,
+            "beta_fast": y.beta_fast,
+            "beta_slow": y.beta_slow,
+        }),
+    }
 }
 
 /// Writes a GGUF llama model as a Hugging Face checkpoint (f32 or f16 safetensors).
@@ -316,6 +412,7 @@ pub fn export_gguf_llama(gguf: &Path, out: &Path, dtype: DType) -> Result<(), Mo
         "head_dim": cfg.head_dim,
         "rms_norm_eps": cfg.rms_eps,
         "rope_theta": cfg.rope_base,
+        "rope_scaling": hf_rope_scaling(cfg.rope_scaling),
         "max_position_embeddings": cfg.context_length,
         "vocab_size": cfg.vocab_size,
         "tie_word_embeddings": tied,
@@ -389,4 +486,60 @@ fn hf_tensor(name: &str, t: Tensor, cfg: &Config) -> Result<(String, Tensor), Mo
         }
     };
     Ok(mapped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(rope_scaling: serde_json::Value) -> HfConfig {
+        serde_json::from_value(serde_json::json!({
+            "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 1,
+            "vocab_size": 10, "rope_theta": 500000.0, "max_position_embeddings": 131072,
+            "rope_scaling": rope_scaling,
+        }))
+        .unwrap()
+    }
+
+    /// Llama 3.1's scaling as per-frequency factors: fast frequencies kept, slow ones
+    /// divided by the factor, a smooth blend between (transformers'
+    /// `_compute_llama3_parameters`); YaRN and linear as scalings; others refused.
+    #[test]
+    fn rope_scaling_is_read_from_the_config() {
+        let llama3 = config(serde_json::json!({
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
+        }));
+        let (scaling, factors) = rope_scaling(&llama3, 128).unwrap();
+        assert_eq!(scaling, RopeScaling::None);
+        let factors = factors.unwrap();
+        assert_eq!(factors.len(), 64);
+        assert_eq!(factors[0], 1.0);
+        assert_eq!(factors[63], 8.0);
+        assert!(factors.windows(2).all(|w| w[0] <= w[1]), "{factors:?}");
+        assert!(factors.iter().any(|f| *f > 1.0 && *f < 8.0));
+        let yarn = config(serde_json::json!({
+            "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768,
+        }));
+        assert_eq!(
+            rope_scaling(&yarn, 64).unwrap(),
+            (RopeScaling::Yarn(Yarn::new(4.0, 32768)), None)
+        );
+        let linear = config(serde_json::json!({ "type": "linear", "factor": 2.0 }));
+        assert_eq!(
+            rope_scaling(&linear, 64).unwrap(),
+            (RopeScaling::Linear { factor: 2.0 }, None)
+        );
+        let err = rope_scaling(
+            &config(serde_json::json!({ "type": "dynamic", "factor": 2.0 })),
+            64,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("dynamic"), "{err}");
+        assert_eq!(
+            rope_scaling(&config(serde_json::Value::Null), 64).unwrap(),
+            (RopeScaling::None, None)
+        );
+    }
 }

@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::decode::{self, FastWeights, LayerKv, RopeTable};
 use super::kv_cache_type::KvCacheType;
+use super::rope::RopeScaling;
 
 /// Prompt positions per pass through the layers in prefill (llama.cpp's micro-batch is
 /// 512; 64 keeps a pass's activations small and the weights' reuse across positions).
@@ -33,25 +34,23 @@ impl Rope {
         head_dim: usize,
         base: f32,
         factors: Option<&[f32]>,
+        scaling: RopeScaling,
         positions: usize,
         dev: &Device,
     ) -> candle_core::Result<Self> {
-        let inv: Vec<f32> = (0..head_dim)
-            .step_by(2)
-            .enumerate()
-            .map(|(k, i)| {
-                let factor = factors.and_then(|f| f.get(k)).copied().unwrap_or(1.0);
-                1f32 / (base.powf(i as f32 / head_dim as f32) * factor)
-            })
-            .collect();
-        let inv = Tensor::new(inv.as_slice(), dev)?.reshape((1, head_dim / 2))?;
+        let (rates, mscale) = super::rope::rates(head_dim, base, factors, scaling);
+        let inv = Tensor::new(rates.as_slice(), dev)?.reshape((1, head_dim / 2))?;
         let pos = Tensor::arange(0u32, positions as u32, dev)?
             .to_dtype(DType::F32)?
             .reshape((positions, 1))?;
         let freqs = pos.matmul(&inv)?;
+        let (cos, sin) = (freqs.cos()?, freqs.sin()?);
+        if mscale == 1.0 {
+            return Ok(Self { cos, sin });
+        }
         Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
+            cos: (cos * f64::from(mscale))?,
+            sin: (sin * f64::from(mscale))?,
         })
     }
 }
@@ -125,16 +124,21 @@ impl Transformer {
             config.head_dim,
             config.rope_base,
             weights.rope_freq_factors.as_deref(),
+            config.rope_scaling,
             config.context_length,
             device,
         )?;
-        let rope_local = if config.sliding_window.is_some()
-            && (config.rope_base_local - config.rope_base).abs() > f32::EPSILON
-        {
+        // Gemma 3's local layers keep plain RoPE when the global ones are stretched (as
+        // llama.cpp and transformers run them).
+        let local_differs = (config.rope_base_local - config.rope_base).abs() > f32::EPSILON
+            || (config.family == super::weights::Family::Gemma3
+                && config.rope_scaling != RopeScaling::None);
+        let rope_local = if config.sliding_window.is_some() && local_differs {
             Some(Rope::new(
                 config.head_dim,
                 config.rope_base_local,
                 None,
+                RopeScaling::None,
                 config.context_length,
                 device,
             )?)

@@ -71,6 +71,8 @@ pub struct Config {
     pub rope_base: f32,
     /// Gemma 3's local (sliding-window) layers use another RoPE base.
     pub rope_base_local: f32,
+    /// How positions are stretched in the global layers (the file's or the server's).
+    pub rope_scaling: super::rope::RopeScaling,
     /// GGUF llama weights are permuted for interleaved RoPE; HF checkpoints use halves.
     pub rope_interleaved: bool,
     pub sliding_window: Option<usize>,
