@@ -209,13 +209,6 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
-    /// The context the model was trained for (`{arch}.context_length`).
-    pub fn trained_context(&self) -> Option<usize> {
-        let arch = self.architecture()?;
-        self.u32(&format!("{arch}.context_length"))
-            .map(|v| v as usize)
-    }
-
     /// The RoPE scaling the file declares, read as llama.cpp reads it: a factor without a
     /// type is linear, and YaRN's original context is the trained one unless given.
     fn rope_scaling(&self, arch: &str, trained_ctx: usize) -> Result<RopeScaling, ModelError> {
@@ -380,6 +373,7 @@ impl GgufFile {
             final_softcap: (family == Family::Gemma2)
                 .then(|| self.f32("gemma2.final_logit_softcapping").unwrap_or(30.0)),
             context_length: trained_ctx.min(max_context),
+            trained_context: trained_ctx,
             vocab_size,
             kv_cache: Default::default(),
         })

@@ -225,8 +225,7 @@ impl LocalModel {
         let mut config = g.config(opts.max_context)?;
         config.kv_cache = opts.kv_cache;
         if let Some(scaling) = opts.rope_scaling {
-            config.rope_scaling =
-                scaling.with_trained_context(g.trained_context().unwrap_or(config.context_length));
+            config.rope_scaling = scaling.with_trained_context(config.trained_context);
         }
         if !opts.kv_cache.fits(config.head_dim) {
             return Err(ModelError::Unsupported(format!(
@@ -291,6 +290,21 @@ impl LocalModel {
 
     pub fn context_length(&self) -> usize {
         self.transformer.config.context_length
+    }
+
+    /// Runs the model from now on with its context stretched as a server may be told to
+    /// (`None`: as loaded); the KV cache, made under the old tables, is dropped.
+    pub fn set_rope_scaling(
+        &mut self,
+        scaling: Option<rope::RopeScaling>,
+    ) -> Result<(), ModelError> {
+        let before = self.transformer.config.rope_scaling;
+        self.transformer.set_rope_scaling(scaling)?;
+        if self.transformer.config.rope_scaling != before {
+            self.cache.clear();
+            self.last_logits = None;
+        }
+        Ok(())
     }
 
     /// The chat prompt text for `messages` (the assistant turn opened).

@@ -31,7 +31,7 @@ pub struct Yarn {
 }
 
 impl Yarn {
-    pub fn new(factor: f32, original_context: usize) -> Self {
+    pub const fn new(factor: f32, original_context: usize) -> Self {
         Self {
             factor,
             original_context,

@@ -214,6 +214,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LocalModel, ModelError> {
         attn_softcap: None,
         final_softcap: None,
         context_length: hf.max_position_embeddings.min(opts.max_context),
+        trained_context: hf.max_position_embeddings,
         vocab_size: hf.vocab_size,
         kv_cache: opts.kv_cache,
     };

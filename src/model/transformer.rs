@@ -92,6 +92,9 @@ impl KvCache {
 
 pub struct Transformer {
     pub config: Config,
+    /// The scaling the model was loaded with, which [`Transformer::set_rope_scaling`]
+    /// returns to.
+    loaded_scaling: RopeScaling,
     weights: Weights,
     rope_global: Rope,
     rope_local: Option<Rope>,
@@ -109,6 +112,41 @@ fn table(r: &Rope) -> candle_core::Result<RopeTable> {
     })
 }
 
+/// The global and (where it differs) local RoPE tables under `scaling`.
+fn ropes(
+    config: &Config,
+    weights: &Weights,
+    scaling: RopeScaling,
+    device: &Device,
+) -> candle_core::Result<(Rope, Option<Rope>)> {
+    let global = Rope::new(
+        config.head_dim,
+        config.rope_base,
+        weights.rope_freq_factors.as_deref(),
+        scaling,
+        config.context_length,
+        device,
+    )?;
+    // Gemma 3's local layers keep plain RoPE when the global ones are stretched (as
+    // llama.cpp and transformers run them; stretching them too puts our Gemma 3 0.39 nats
+    // from llama.cpp's).
+    let local_differs = (config.rope_base_local - config.rope_base).abs() > f32::EPSILON
+        || (config.family == super::weights::Family::Gemma3 && scaling != RopeScaling::None);
+    let local = if config.sliding_window.is_some() && local_differs {
+        Some(Rope::new(
+            config.head_dim,
+            config.rope_base_local,
+            None,
+            RopeScaling::None,
+            config.context_length,
+            device,
+        )?)
+    } else {
+        None
+    };
+    Ok((global, local))
+}
+
 impl Transformer {
     pub fn new(config: Config, weights: Weights, device: &Device) -> candle_core::Result<Self> {
         if let Some(f) = &weights.rope_freq_factors {
@@ -120,31 +158,7 @@ impl Transformer {
                 );
             }
         }
-        let rope_global = Rope::new(
-            config.head_dim,
-            config.rope_base,
-            weights.rope_freq_factors.as_deref(),
-            config.rope_scaling,
-            config.context_length,
-            device,
-        )?;
-        // Gemma 3's local layers keep plain RoPE when the global ones are stretched (as
-        // llama.cpp and transformers run them).
-        let local_differs = (config.rope_base_local - config.rope_base).abs() > f32::EPSILON
-            || (config.family == super::weights::Family::Gemma3
-                && config.rope_scaling != RopeScaling::None);
-        let rope_local = if config.sliding_window.is_some() && local_differs {
-            Some(Rope::new(
-                config.head_dim,
-                config.rope_base_local,
-                None,
-                RopeScaling::None,
-                config.context_length,
-                device,
-            )?)
-        } else {
-            None
-        };
+        let (rope_global, rope_local) = ropes(&config, &weights, config.rope_scaling, device)?;
         let fast = match FastWeights::new(&weights, &config) {
             Some(fw) => Some((
                 fw,
@@ -154,6 +168,7 @@ impl Transformer {
             None => None,
         };
         Ok(Self {
+            loaded_scaling: config.rope_scaling,
             config,
             weights,
             rope_global,
@@ -161,6 +176,26 @@ impl Transformer {
             fast,
             device: device.clone(),
         })
+    }
+
+    /// Runs the model with its context stretched as a server may be told to (`None`: as
+    /// loaded). The caller clears any KV cache made under another scaling.
+    pub fn set_rope_scaling(&mut self, scaling: Option<RopeScaling>) -> candle_core::Result<()> {
+        let scaling = scaling.map_or(self.loaded_scaling, |s| {
+            s.with_trained_context(self.config.trained_context)
+        });
+        if scaling == self.config.rope_scaling {
+            return Ok(());
+        }
+        let (global, local) = ropes(&self.config, &self.weights, scaling, &self.device)?;
+        if let Some((_, fast_global, fast_local)) = &mut self.fast {
+            *fast_global = table(&global)?;
+            *fast_local = local.as_ref().map(table).transpose()?;
+        }
+        self.rope_global = global;
+        self.rope_local = local;
+        self.config.rope_scaling = scaling;
+        Ok(())
     }
 
     /// Runs `tokens` after what the cache holds and returns the logits (f32, vocab) after

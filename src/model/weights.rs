@@ -85,6 +85,8 @@ pub struct Config {
     pub attn_softcap: Option<f32>,
     pub final_softcap: Option<f32>,
     pub context_length: usize,
+    /// The context the model was trained for (`context_length` is what we serve).
+    pub trained_context: usize,
     pub vocab_size: usize,
     /// How keys and values are stored (a serving setting, not the file's).
     pub kv_cache: super::kv_cache_type::KvCacheType,
