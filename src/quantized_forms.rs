@@ -16,16 +16,19 @@ use crate::compare::QuantizedForm;
 use crate::fingerprint::{Fingerprint, FingerprintError, RunOptions};
 use crate::model::local_endpoint::LocalEndpoint;
 use crate::model::requantize::{parse_type, requantize};
+use crate::model::rope::RopeScaling;
 use crate::model::{LoadOptions, ModelError, ModelHandle};
 use crate::probes::{ProbeKind, ProbeSet};
 
 /// The forms copies are most often published in, from 8 bits down to 2: every matrix in
 /// one type (our requantizer), and llama-quantize's file types (`lq-` prefix: its own
 /// type per tensor, `crate::model::llama_quant`), which is what most GGUF copies are.
-/// Last, `no-bos`: the weights as given, asked as a stack that adds no BOS token to a raw
-/// prompt does (Gemma 3 so served reads as another model); made only for a reference whose
-/// file asks for one.
-pub const LADDER: [&str; 13] = [
+/// Last, the ways of serving that move every distribution without touching a weight:
+/// `no-bos`, asked as a stack that adds no BOS token to a raw prompt does (Gemma 3 so
+/// served reads as another model; made only for a reference whose file asks for one), and
+/// the context stretched by YaRN two- and fourfold (`crate::model::rope`), the settings
+/// Qwen's model cards give operators for 64K and 128K inputs.
+pub const LADDER: [&str; 15] = [
     "q8_0",
     "q6_k",
     "q5_k",
@@ -39,6 +42,8 @@ pub const LADDER: [&str; 13] = [
     "lq-q3_k_m",
     "lq-q2_k",
     NO_BOS,
+    "yarn-2",
+    "yarn-4",
 ];
 
 /// The serving form without a BOS token.
@@ -54,11 +59,17 @@ enum FormKind {
     Uniform(candle_core::quantized::GgmlDType),
     LlamaCpp(crate::model::llama_quant::Ftype),
     NoBos,
+    Stretched(RopeScaling),
 }
 
 fn form_kind(name: &str) -> Result<FormKind, ModelError> {
     if name == NO_BOS {
         return Ok(FormKind::NoBos);
+    }
+    if crate::compare::verdict::stretched_form(name).is_some() {
+        return RopeScaling::parse(&name.replacen('-', ":", 1))
+            .map(FormKind::Stretched)
+            .map_err(|e| ModelError::BadInput(e.to_string()));
     }
     match name.strip_prefix("lq-") {
         Some(ftype) => crate::model::llama_quant::Ftype::parse(ftype)
@@ -87,6 +98,10 @@ fn write_kind(reference: &Path, out: &Path, kind: FormKind) -> Result<usize, Mod
         }
         FormKind::NoBos => Err(ModelError::BadInput(format!(
             "`{NO_BOS}` is a way of asking the reference, not a file to write"
+        ))),
+        FormKind::Stretched(s) => Err(ModelError::BadInput(format!(
+            "`{}` is a way of serving the reference, not a file to write",
+            s.name()
         ))),
     }
 }
@@ -243,6 +258,13 @@ async fn fingerprint_one(
             };
             ModelHandle::spawn(&input.to_string_lossy(), &opts, 64)
         }
+        FormKind::Stretched(scaling) => {
+            let opts = LoadOptions {
+                rope_scaling: Some(scaling),
+                ..LoadOptions::default()
+            };
+            ModelHandle::spawn(&input.to_string_lossy(), &opts, 64)
+        }
         kind => {
             write_kind(&input, &output, kind)?;
             ModelHandle::spawn(&output.to_string_lossy(), &LoadOptions::default(), 64)
@@ -300,15 +322,26 @@ mod tests {
         let err = parse_list("lq-q9_k").unwrap_err().to_string();
         assert!(err.contains("q9_k"), "{err}");
         assert_eq!(parse_list("no-bos").unwrap(), vec![NO_BOS.to_string()]);
+        assert_eq!(parse_list("YaRN-8").unwrap(), vec!["yarn-8".to_string()]);
+        assert!(parse_list("yarn-0.5").is_err());
+        assert!(parse_list("dynamic-2").is_err());
     }
 
     #[test]
-    fn the_no_bos_form_is_no_file() {
+    fn serving_forms_are_no_files() {
         let dir = tempfile::tempdir().unwrap();
         let err = write_form(
             &dir.path().join("in.gguf"),
             &dir.path().join("out.gguf"),
             NO_BOS,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not a file to write"), "{err}");
+        let err = write_form(
+            &dir.path().join("in.gguf"),
+            &dir.path().join("out.gguf"),
+            "yarn-4",
         )
         .unwrap_err()
         .to_string();

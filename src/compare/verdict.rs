@@ -691,7 +691,8 @@ fn token_band_of(band: &IdenticalBand, chat: bool) -> f64 {
 }
 
 /// The form whose next-token lists the suspect's greedy tokens follow most often, when that
-/// share reaches `band`.
+/// share reaches `band`; the first in the ladder's order among equals (a plain copy
+/// follows every form on a few short answers, and the mildest is the one to name).
 fn nearest_form_tokens<'a>(
     inputs: &'a VerdictInputs,
     band: &IdenticalBand,
@@ -700,6 +701,7 @@ fn nearest_form_tokens<'a>(
         .form_tokens
         .iter()
         .filter(|(_, w)| w.share >= token_band_of(band, !w.raw))
+        .rev()
         .max_by(|a, b| a.1.share.total_cmp(&b.1.share))
         .map(|(dtype, w)| (dtype.as_str(), *w))
 }
@@ -709,6 +711,8 @@ fn nearest_form_tokens<'a>(
 fn form_phrase(dtype: &str) -> String {
     if dtype == NO_BOS_FORM {
         "asked without its BOS token".to_string()
+    } else if let Some((how, factor)) = stretched_form(dtype) {
+        format!("with its context stretched {factor}-fold ({how} RoPE scaling)")
     } else {
         format!("quantized to {dtype}")
     }
@@ -717,6 +721,8 @@ fn form_phrase(dtype: &str) -> String {
 fn served_as(dtype: &str) -> &'static str {
     if dtype == NO_BOS_FORM {
         "the reference served by a stack that adds no BOS token"
+    } else if stretched_form(dtype).is_some() {
+        "the reference served with its context stretched"
     } else {
         "the reference served quantized"
     }
@@ -725,6 +731,13 @@ fn served_as(dtype: &str) -> &'static str {
 /// The name of the reference's serving form without a BOS token (a form of how it is
 /// asked, not of its weights); `crate::quantized_forms` makes it.
 pub const NO_BOS_FORM: &str = "no-bos";
+
+/// A form of the reference served with its context stretched (`yarn-4`: YaRN by a factor
+/// of 4, `linear-2`), as (scaling, factor); `crate::quantized_forms` makes them.
+pub fn stretched_form(dtype: &str) -> Option<(&str, &str)> {
+    let (how, factor) = dtype.split_once('-')?;
+    matches!(how, "yarn" | "linear").then_some((how, factor))
+}
 
 /// The nearest quantized form whose logits lie inside the band, where the suspect is far
 /// from unrelated: far closer to that form than the controls are (its p-value corrected
@@ -1022,6 +1035,16 @@ mod tests {
         let out = decide(&i);
         assert_eq!(out.verdict, Verdict::Identical, "{out:?}");
         assert!(out.reasons.iter().any(|r| r.contains("lq-q4_0")), "{out:?}");
+        // Forms followed equally: the first of the ladder is named, not a serving form
+        // the plain copy merely ties with.
+        let stretched = ("yarn-2".to_string(), walked(1.0).1);
+        i.form_tokens = vec![walked(1.0), stretched];
+        let out = decide(&i);
+        assert!(out.reasons.iter().any(|r| r.contains("lq-q4_0")), "{out:?}");
+        assert!(
+            !out.reasons.iter().any(|r| r.contains("stretched")),
+            "{out:?}"
+        );
         // No form close enough: a student or the reference changed; the likelihood says which.
         i.form_tokens = vec![walked(0.8)];
         assert_eq!(decide(&i).verdict, Verdict::Distilled);
