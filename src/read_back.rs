@@ -11,6 +11,7 @@ use crate::compare::sampled::{self, SampledToken};
 use crate::endpoint::{with_system_prompt, PromptForm};
 use crate::fingerprint::{Fingerprint, Observation};
 use crate::model::chat::TurnFormat;
+use crate::model::rope::{RopeScaling, Yarn};
 use crate::model::{LocalModel, ModelError, ModelHandle, QueueError, TokenScore};
 use crate::probes::{identity, ProbeKind};
 
@@ -25,6 +26,8 @@ pub const MAX_TOKENS: usize = 128;
 pub enum ReadBackError {
     #[error("probe {probe}: {source}")]
     Model { probe: String, source: ModelError },
+    #[error("stretching the reference's context: {0}")]
+    Stretch(ModelError),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error("{}: {source}", path.display())]
@@ -58,47 +61,113 @@ pub fn score_fingerprint(
     score_in_context(model, print, print, Formats::Try)
 }
 
-/// Which turn formats the read-back tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Formats {
-    /// Each of [`TurnFormat::ALL`], over a print of at least [`FIRST_LOOK`] answers.
-    Try,
-    /// This one (`None`: the reference's own template), chosen beforehand.
-    Fixed(Option<TurnFormat>),
+/// How a serving stack presents a conversation to the weights, as far as the read-back
+/// tries it: a turn format (`None`: the reference's own template) and a stretched context
+/// (`None`: as the file says).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Serving {
+    pub format: Option<TurnFormat>,
+    pub stretch: Option<RopeScaling>,
 }
 
-/// The turn format `print`'s greedy chat answers fit best, when another than the
-/// reference's own (`None` otherwise): for the text early stop, which reads one answer at
-/// a time and so chooses once, from the first few answers (its warm-up), and keeps the
-/// choice for every answer after them. Identity answers count here: a format moves them
-/// as much as any other.
-pub fn choose_format(
+impl Serving {
+    /// How a reason names it: `chatml`, `the reference's own template, yarn x4`.
+    pub fn name(&self) -> String {
+        let format = self
+            .format
+            .map_or("the reference's own template", |f| f.name());
+        match self.stretch {
+            Some(s) => format!("{format}, {}", s.name()),
+            None => format.to_string(),
+        }
+    }
+}
+
+/// Context stretches a server may be told to use, tried after the turn formats: YaRN two-
+/// and fourfold, the settings Qwen's model cards give operators for 64K and 128K inputs
+/// (`crate::quantized_forms::LADDER` holds the same as forms for the logit probes).
+pub const STRETCHES: [RopeScaling; 2] = [
+    RopeScaling::Yarn(Yarn::new(2.0, 0)),
+    RopeScaling::Yarn(Yarn::new(4.0, 0)),
+];
+
+/// How the read-back chooses how the suspect is served.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Formats {
+    /// Each of [`TurnFormat::ALL`] and [`STRETCHES`], over a print of at least
+    /// [`FIRST_LOOK`] answers.
+    Try,
+    /// This one, chosen beforehand.
+    Fixed(Serving),
+}
+
+/// How `print`'s greedy chat answers are best read (turn format, then stretch): for the
+/// text early stop, which reads one answer at a time and so chooses once, from the first
+/// few answers (its warm-up), and keeps the choice for every answer after them. Identity
+/// answers count here: a format moves them as much as any other. The model is left as
+/// loaded.
+pub fn choose_serving(
     model: &mut LocalModel,
     print: &Fingerprint,
-) -> Result<Option<TurnFormat>, ReadBackError> {
+) -> Result<Serving, ReadBackError> {
+    let chosen = choose_serving_stretched(model, print);
+    model
+        .set_rope_scaling(None)
+        .map_err(ReadBackError::Stretch)?;
+    chosen
+}
+
+fn choose_serving_stretched(
+    model: &mut LocalModel,
+    print: &Fingerprint,
+) -> Result<Serving, ReadBackError> {
     let fit = |scores: &[Read]| -> f64 { scores.iter().map(|r| r.all.logprob).sum() };
     let own = read_chat_answers(model, print, Context::default(), usize::MAX, None)?;
     if own.is_empty() {
-        return Ok(None);
+        return Ok(Serving::default());
     }
-    let mut best = (fit(&own), None);
-    for format in TurnFormat::ALL {
+    let mut best = (fit(&own), Context::default());
+    let formats = TurnFormat::ALL.into_iter().map(|format| Context {
+        format: Some(format),
+        ..Context::default()
+    });
+    for context in formats {
+        let scores = read_chat_answers(model, print, context, usize::MAX, None)?;
+        if scores.len() == own.len() && fit(&scores) > best.0 {
+            best = (fit(&scores), context);
+        }
+    }
+    for stretch in STRETCHES {
         let context = Context {
-            format: Some(format),
-            system: None,
+            stretch: Some(stretch),
+            ..best.1
         };
         let scores = read_chat_answers(model, print, context, usize::MAX, None)?;
         if scores.len() == own.len() && fit(&scores) > best.0 {
-            best = (fit(&scores), Some(format));
+            best = (fit(&scores), context);
         }
     }
-    Ok(best.1)
+    Ok(best.1.serving())
 }
 
 /// [`score_fingerprint`] of `print`, with the hidden prompts to try inferred from the
 /// answers of `context` (a print holding `print`'s answers and others): the early stop
 /// reads one answer at a time, and one answer gives no prompt away.
 pub fn score_in_context(
+    model: &mut LocalModel,
+    print: &Fingerprint,
+    context: &Fingerprint,
+    formats: Formats,
+) -> Result<Vec<AnswerScore>, ReadBackError> {
+    let scores = score_stretched(model, print, context, formats);
+    model
+        .set_rope_scaling(None)
+        .map_err(ReadBackError::Stretch)?;
+    scores
+}
+
+/// [`score_in_context`], leaving the model stretched as the answers were last read.
+fn score_stretched(
     model: &mut LocalModel,
     print: &Fingerprint,
     context: &Fingerprint,
@@ -138,12 +207,13 @@ pub fn score_in_context(
         .ignores_temperature
         .then(crate::compare::sampled::temperatures);
     let spread = spread.as_deref();
-    let own = Context {
-        format: match formats {
-            Formats::Try => None,
-            Formats::Fixed(format) => format,
+    let own = match formats {
+        Formats::Try => Context::default(),
+        Formats::Fixed(serving) => Context {
+            format: serving.format,
+            stretch: serving.stretch,
+            system: None,
         },
-        system: None,
     };
     let mut best = read_chat_answers(model, print, own, usize::MAX, spread)?;
     let mut chosen = own;
@@ -155,17 +225,27 @@ pub fn score_in_context(
         .iter()
         .filter(|r| r.all.kind != ProbeKind::Identity)
         .count();
-    let formats: &[TurnFormat] = if formats == Formats::Try && judged >= FIRST_LOOK {
-        &TurnFormat::ALL
-    } else {
-        &[]
-    };
+    let trying = formats == Formats::Try && judged >= FIRST_LOOK;
+    let formats: &[TurnFormat] = if trying { &TurnFormat::ALL } else { &[] };
     for &format in formats {
         let context = Context {
             format: Some(format),
-            system: None,
+            ..Context::default()
         };
         let looks = [FORMAT_LOOK, FIRST_LOOK];
+        if let Some(scores) = fits_better(model, print, context, &best, spread, &fit, &looks)? {
+            best = scores;
+            chosen = context;
+        }
+    }
+    // A stretched context moves tokens less than a wrong format: judged on eight answers.
+    let stretches: &[RopeScaling] = if trying { &STRETCHES } else { &[] };
+    for &stretch in stretches {
+        let context = Context {
+            stretch: Some(stretch),
+            ..chosen
+        };
+        let looks = [FIRST_LOOK];
         if let Some(scores) = fits_better(model, print, context, &best, spread, &fit, &looks)? {
             best = scores;
             chosen = context;
@@ -183,6 +263,10 @@ pub fn score_in_context(
         }
     }
     let mut out: Vec<AnswerScore> = best.into_iter().filter_map(|r| r.kept).collect();
+    // Samples and raw completions reach the weights the way the chat answers did.
+    model
+        .set_rope_scaling(chosen.stretch)
+        .map_err(ReadBackError::Stretch)?;
     if let Some(temperatures) = spread {
         out.extend(read_samples(model, print, chosen, temperatures)?);
     }
@@ -207,11 +291,22 @@ pub fn score_in_context(
 }
 
 /// Where a chat answer is read: in a turn format (the reference's own template when
-/// `None`) with a system prompt put in front of conversations that have none.
+/// `None`), by the reference with its context stretched (as loaded when `None`), with a
+/// system prompt put in front of conversations that have none.
 #[derive(Debug, Clone, Copy, Default)]
 struct Context<'a> {
     format: Option<TurnFormat>,
+    stretch: Option<RopeScaling>,
     system: Option<&'a str>,
+}
+
+impl Context<'_> {
+    fn serving(&self) -> Serving {
+        Serving {
+            format: self.format,
+            stretch: self.stretch,
+        }
+    }
 }
 
 /// The answers read in `context` when they fit better than `best`, judged first on the
@@ -233,12 +328,12 @@ fn fits_better(
         reading.read_to(model, context, n, spread)?;
         let look = &reading.reads;
         if fit(look) <= fit(&best[..look.len().min(best.len())]) {
-            tracing::debug!(format = ?context.format, system = ?context.system, read = look.len(), "context fits no better");
+            tracing::debug!(format = ?context.format, stretch = ?context.stretch, system = ?context.system, read = look.len(), "context fits no better");
             return Ok(None);
         }
     }
     reading.read_to(model, context, usize::MAX, spread)?;
-    tracing::debug!(format = ?context.format, system = ?context.system, read = reading.reads.len(), "context read in full");
+    tracing::debug!(format = ?context.format, stretch = ?context.stretch, system = ?context.system, read = reading.reads.len(), "context read in full");
     Ok((fit(&reading.reads) > fit(best)).then_some(reading.reads))
 }
 
@@ -326,6 +421,9 @@ impl<'p> ChatReading<'p> {
         limit: usize,
         spread: Option<&[f32]>,
     ) -> Result<(), ReadBackError> {
+        model
+            .set_rope_scaling(context.stretch)
+            .map_err(ReadBackError::Stretch)?;
         while self.reads.len() < limit && self.next < self.answers.len() {
             let o = self.answers[self.next];
             self.next += 1;
@@ -337,6 +435,7 @@ impl<'p> ChatReading<'p> {
                 if let Some(kept) = &mut read.kept {
                     kept.system = added.map(str::to_string);
                     kept.format = context.format.map(|f| f.name().to_string());
+                    kept.stretch = context.stretch.map(|s| s.name());
                 }
                 self.reads.push(read);
             }
@@ -495,6 +594,7 @@ pub fn answer_score(
         raw: false,
         system: None,
         format: None,
+        stretch: None,
         near_top: near_top(tokens),
         sample_index: 0,
         sampled: tokens
@@ -534,14 +634,14 @@ pub async fn read_back_in_context(
         .await?
 }
 
-/// [`choose_format`] on the reference's model thread.
-pub async fn choose_format_on(
+/// [`choose_serving`] on the reference's model thread.
+pub async fn choose_serving_on(
     reference: &ModelHandle,
     print: &Fingerprint,
-) -> Result<Option<TurnFormat>, ReadBackError> {
+) -> Result<Serving, ReadBackError> {
     let print = print.clone();
     reference
-        .call(move |model| choose_format(model, &print))
+        .call(move |model| choose_serving(model, &print))
         .await?
 }
 
@@ -552,8 +652,9 @@ pub async fn choose_format_on(
 /// tried as a context, and its repetition not read; 8: echoes and loops not tried as one;
 /// 9: tokens near the top under a repetition penalty counted; 10: under each stack's
 /// penalties (whole-context repetition, presence, frequency), and other stacks' turn
-/// formats tried as a context; 11: each format judged on two answers before eight.
-const READ_BACK_VERSION: u32 = 11;
+/// formats tried as a context; 11: each format judged on two answers before eight; 12:
+/// the reference's context stretched by YaRN tried.
+const READ_BACK_VERSION: u32 = 12;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]

@@ -51,6 +51,10 @@ pub struct AnswerScore {
     /// found the answers fit another than the reference's own template better.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// How the reference's context was stretched to read it (`yarn x4`), when the answers
+    /// fit a stretched reference better (a server's `--rope-scaling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stretch: Option<String>,
     /// Each token as the reference saw it, kept only for a suspect that samples whatever
     /// temperature it is asked for (`super::sampled`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -229,7 +233,12 @@ pub fn greedy_tokens_signal(
         .find_map(|s| s.system.as_deref())
         .map(|system| format!(", read after the system prompt \"{}\" given away by the answers (repeated on request, an echoed line or a claimed persona)", clip(system)))
         .unwrap_or_default();
-    let context = format + &system;
+    let stretch = chosen
+        .iter()
+        .find_map(|s| s.stretch.as_deref())
+        .map(|name| format!(", read by the reference with its context stretched ({name} RoPE scaling), which fits the answers better (a server's --rope-scaling)"))
+        .unwrap_or_default();
+    let context = format + &stretch + &system;
     Some(SignalOutcome {
         score: share,
         n: chosen.len(),
@@ -264,6 +273,7 @@ mod tests {
             near_top: tokens / 2,
             system: None,
             format: None,
+            stretch: None,
             sampled: Vec::new(),
             sample_index: 0,
         }

@@ -590,6 +590,7 @@ mod tests {
             near_top,
             system: None,
             format: None,
+            stretch: None,
             sampled: Vec::new(),
             sample_index: 0,
         }

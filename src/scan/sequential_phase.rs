@@ -9,7 +9,6 @@ use crate::compare::likelihood::AnswerScore;
 use crate::compare::sequential::{self, SequentialDecision, SequentialTest};
 use crate::compare::{self, reported_temperature, CompareOptions, Report, Verdict};
 use crate::fingerprint::{Fingerprint, ModelDescription, Observation, ProbeSetRef};
-use crate::model::chat::TurnFormat;
 use crate::probes::{identity, Probe, ProbeForm, ProbeKind, ProbeSet};
 use crate::read_back;
 
@@ -136,8 +135,12 @@ pub async fn sequential_phase<S: AnswerSource>(
         // logit probes are its own template's: the answers are read back in that format.
         if let Some(early) = text {
             let warm = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
-            match read_back::choose_format_on(early.reference, &warm).await {
-                Ok(Some(format)) => {
+            // A stretched context alone is no reason: the logit probes have stretched forms.
+            match read_back::choose_serving_on(early.reference, &warm).await {
+                Ok(read_back::Serving {
+                    format: Some(format),
+                    ..
+                }) => {
                     tracing::info!(
                         format = format.name(),
                         "the identity answers fit another turn format: testing on text"
@@ -147,7 +150,7 @@ pub async fn sequential_phase<S: AnswerSource>(
                     )
                     .await;
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reading the warm-up back failed"),
             }
         }
@@ -534,32 +537,32 @@ async fn text_sequential_phase<S: AnswerSource>(
         warm_up(set, source, &mut asked).await?;
         ask_system_prompt(set, source, &mut asked).await?;
     }
-    // A stack's turn format moves every chat answer alike: chosen from the warm-up's
-    // answers, and kept for each answer after them (`read_back::choose_format`), unless
-    // the test rejects the copy in it (below).
-    let mut format = if raw {
-        None
+    // A stack's turn format and stretched context move every chat answer alike: chosen
+    // from the warm-up's answers, and kept for each answer after them
+    // (`read_back::choose_serving`), unless the test rejects the copy so read (below).
+    let mut serving = if raw {
+        read_back::Serving::default()
     } else {
         let warm = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
-        match read_back::choose_format_on(text.reference, &warm).await {
-            Ok(format) => format,
+        match read_back::choose_serving_on(text.reference, &warm).await {
+            Ok(serving) => serving,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the warm-up back failed: no early stop");
                 return Ok(EarlyStop::go_on());
             }
         }
     };
-    if let Some(format) = format {
+    if serving != read_back::Serving::default() {
         tracing::info!(
-            format = format.name(),
-            "the warm-up's answers fit another turn format than the reference's own"
+            serving = serving.name(),
+            "the warm-up's answers fit another turn format or a stretched context"
         );
     }
     let mut scores = Vec::new();
     // The logit probes' greedy paths, taken without a system prompt, cannot match where
     // the answers show one, nor in another turn format.
     let mut in_context = !raw
-        && (format.is_some()
+        && (serving.format.is_some()
             || shows_hidden_prompt(reference, &asked)
             || hidden_tokens_counted(reference, &asked).is_some());
     let mut judged = 0usize;
@@ -588,19 +591,19 @@ async fn text_sequential_phase<S: AnswerSource>(
         if !raw && !chosen_again && test.outcome().decision == SequentialDecision::NotIdentical {
             chosen_again = true;
             let all = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
-            match format_again(text.reference, &all, format, &scores).await {
+            match serving_again(text.reference, &all, serving, &scores).await {
                 Ok(Some((again, read))) => {
                     format_note = Some(format!(
-                        "the turn format was chosen again after {} answers ({} before, {} \
-                         since): the test had rejected \"identical\" on the answers read in \
-                         the first, and a second test at half the error rate bet on the \
-                         answers after that",
+                        "the turn format and context stretch were chosen again after {} \
+                         answers ({} before, {} since): the test had rejected \"identical\" \
+                         on the answers read the first way, and a second test at half the \
+                         error rate bet on the answers after that",
                         asked.len(),
-                        format_name(format),
-                        format_name(again)
+                        serving.name(),
+                        again.name()
                     ));
-                    format = again;
-                    in_context |= format.is_some();
+                    serving = again;
+                    in_context |= serving.format.is_some();
                     scores = read;
                     test = SequentialTest::new(reference, &plan, seq.default_q1, &second_look);
                 }
@@ -669,7 +672,7 @@ async fn text_sequential_phase<S: AnswerSource>(
             text.reference,
             &one,
             &so_far,
-            read_back::Formats::Fixed(format),
+            read_back::Formats::Fixed(serving),
         )
         .await
         {
@@ -757,23 +760,23 @@ async fn text_sequential_phase<S: AnswerSource>(
     Ok(EarlyStop::stop(print, report))
 }
 
-/// The turn format every answer in `all` fits best, when it is not `current`, with the
-/// answers already read (those `scores` hold) read again in it.
-async fn format_again(
+/// The turn format and stretch every answer in `all` fits best, when not `current`, with
+/// the answers already read (those `scores` hold) read again so.
+async fn serving_again(
     reference: &crate::model::ModelHandle,
     all: &Fingerprint,
-    current: Option<TurnFormat>,
+    current: read_back::Serving,
     scores: &[AnswerScore],
-) -> Result<Option<(Option<TurnFormat>, Vec<AnswerScore>)>, read_back::ReadBackError> {
-    let again = read_back::choose_format_on(reference, all).await?;
+) -> Result<Option<(read_back::Serving, Vec<AnswerScore>)>, read_back::ReadBackError> {
+    let again = read_back::choose_serving_on(reference, all).await?;
     if again == current {
         return Ok(None);
     }
     tracing::info!(
-        from = format_name(current),
-        to = format_name(again),
+        from = current.name(),
+        to = again.name(),
         asked = all.observations.len(),
-        "the answers so far fit another turn format: testing again in it"
+        "the answers so far fit another turn format or stretch: testing again so"
     );
     let mut read = all.clone();
     read.observations
@@ -782,10 +785,6 @@ async fn format_again(
         read_back::read_back_in_context(reference, &read, all, read_back::Formats::Fixed(again))
             .await?;
     Ok(Some((again, scores)))
-}
-
-fn format_name(format: Option<TurnFormat>) -> &'static str {
-    format.map_or("the reference's own template", TurnFormat::name)
 }
 
 #[cfg(test)]
