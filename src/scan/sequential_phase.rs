@@ -740,9 +740,9 @@ async fn text_sequential_phase<S: AnswerSource>(
     let queries = print.observations.len();
     report.reasons.push(format!(
         "sequential test on text: {} of {} greedy {} answers read back as the reference's own \
-         choice or followed its greedy path or one of its {} quantized forms' (logit probes), \
-         e-value {:.3e} against \"unrelated\" (p <= {:.2e}); stopped without asking \
-         the tokenizer probes or the rest of the set",
+         choice or followed its greedy path or one of its {} forms' (quantized or served \
+         otherwise; logit probes), e-value {:.3e} against \"unrelated\" (p <= {:.2e}); \
+         stopped without asking the tokenizer probes or the rest of the set",
         outcome
             .steps
             .iter()
