@@ -196,6 +196,43 @@ async fn print_of(
         .expect("fingerprint")
 }
 
+/// Fingerprints `model` on llama-server started with `extra` flags, on `set`'s probes.
+async fn server_print(
+    bin: &Path,
+    model: &Path,
+    extra: &[&str],
+    set: &provenance::probes::ProbeSet,
+) -> provenance::fingerprint::Fingerprint {
+    let server =
+        provenance::zoo::llama_cpp::LlamaServer::start_with(bin, model, "suspect", None, extra)
+            .await
+            .expect("llama-server starts");
+    let mut cfg = provenance::suspect::HttpModelConfig::new(server.base_url.clone(), "suspect");
+    cfg.allow_private_targets = true;
+    let suspect = provenance::suspect::HttpModel::new(cfg).expect("client");
+    print_of(set, &suspect).await
+}
+
+/// The comparison of `suspect` with `reference` (no controls) and its logit signal's mean
+/// |Δlogprob|.
+fn logit_distance(
+    reference: &provenance::fingerprint::Fingerprint,
+    suspect: &provenance::fingerprint::Fingerprint,
+) -> (f64, provenance::compare::Report) {
+    let report = provenance::compare::compare(
+        reference,
+        suspect,
+        &[],
+        &provenance::compare::CompareOptions::default(),
+    );
+    let logits = report
+        .signals
+        .iter()
+        .find(|s| s.name == "logits")
+        .expect("logit signal");
+    (logits.extra["mean_abs_dlogprob"], report)
+}
+
 /// llama-server with a 4-bit KV cache (`-ctk q4_0 -ctv q4_0`, memory an operator saves)
 /// moves a copy's log-probabilities outside the identical band, yet its differences
 /// change sign from probe to probe instead of repeating token by token as changed
@@ -218,31 +255,8 @@ async fn a_copy_behind_a_four_bit_kv_cache_differs_without_repeating() {
     )
     .await;
     let kv = ["-ctk", "q4_0", "-ctv", "q4_0", "-fa", "on"];
-    let server = provenance::zoo::llama_cpp::LlamaServer::start_with(
-        &bin,
-        &common::smollm2(),
-        "suspect",
-        None,
-        &kv,
-    )
-    .await
-    .expect("llama-server starts");
-    let mut cfg = provenance::suspect::HttpModelConfig::new(server.base_url.clone(), "suspect");
-    cfg.allow_private_targets = true;
-    let suspect = provenance::suspect::HttpModel::new(cfg).expect("client");
-    let suspect = print_of(&set, &suspect).await;
-    let report = provenance::compare::compare(
-        &reference,
-        &suspect,
-        &[],
-        &provenance::compare::CompareOptions::default(),
-    );
-    let logits = report
-        .signals
-        .iter()
-        .find(|s| s.name == "logits")
-        .expect("logit signal");
-    let mean = logits.extra["mean_abs_dlogprob"];
+    let suspect = server_print(&bin, &common::smollm2(), &kv, &set).await;
+    let (mean, report) = logit_distance(&reference, &suspect);
     let shift = report.weight_shift.expect("a shift test");
     eprintln!("4-bit KV cache copy: mean |Δ| {mean:.3}, shift {shift:?}");
     let band = provenance::compare::IdenticalBand::default_band();
@@ -425,30 +439,9 @@ async fn a_copy_with_its_context_stretched_matches_the_stretched_form() {
         let given = print_of(&set, &local(None)).await;
         let stretched = print_of(&set, &local(Some(scaling))).await;
         let args = ["--rope-scaling", "yarn", "--rope-scale", "4"];
-        let server = provenance::zoo::llama_cpp::LlamaServer::start_with(
-            &bin, &model, "suspect", None, &args,
-        )
-        .await
-        .expect("llama-server starts");
-        let mut cfg = provenance::suspect::HttpModelConfig::new(server.base_url.clone(), "suspect");
-        cfg.allow_private_targets = true;
-        let suspect = provenance::suspect::HttpModel::new(cfg).expect("client");
-        let suspect = print_of(&set, &suspect).await;
-        let mean = |reference| {
-            let report = provenance::compare::compare(
-                reference,
-                &suspect,
-                &[],
-                &provenance::compare::CompareOptions::default(),
-            );
-            let logits = report
-                .signals
-                .iter()
-                .find(|s| s.name == "logits")
-                .expect("logit signal");
-            logits.extra["mean_abs_dlogprob"]
-        };
-        let (from_given, from_stretched) = (mean(&given), mean(&stretched));
+        let suspect = server_print(&bin, &model, &args, &set).await;
+        let from_given = logit_distance(&given, &suspect).0;
+        let from_stretched = logit_distance(&stretched, &suspect).0;
         eprintln!(
             "{}: YaRN x4 copy, mean |Δ| {from_given:.3} from the reference as given, \
              {from_stretched:.3} from its yarn-4 form",
