@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use provenance::endpoint::AccessMode;
 use provenance::model::gguf::GgufFile;
 use provenance::model::llama_quant::Ftype;
 
@@ -101,26 +102,10 @@ async fn read_back_share(
     extra: &[&str],
 ) -> (f64, Option<String>, Option<&'static str>) {
     use provenance::compare::likelihood::AnswerScore;
-    let server =
-        provenance::zoo::llama_cpp::LlamaServer::start_with(bin, model, "suspect", None, extra)
-            .await
-            .expect("llama-server starts");
-    let mut cfg = provenance::suspect::HttpModelConfig::new(server.base_url.clone(), "suspect");
-    cfg.allow_private_targets = true;
-    cfg.access = provenance::endpoint::AccessMode::ChatOnlyNoLogprobs;
-    let suspect = provenance::suspect::HttpModel::new(cfg).expect("client");
     let set = provenance::probes::load_dir(Path::new("probes/default")).expect("probes");
     let set = provenance::fingerprint::subset(&set, 6, 4);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut log = provenance::fingerprint::ObservationLog::open(&dir.path().join("suspect.jsonl"))
-        .expect("log");
-    let opts = provenance::fingerprint::RunOptions {
-        progress: false,
-        ..Default::default()
-    };
-    let print = provenance::fingerprint::run(&set, &suspect, &opts, &mut log)
-        .await
-        .expect("fingerprint");
+    let access = AccessMode::ChatOnlyNoLogprobs;
+    let print = server_print(bin, model, extra, access, &set).await;
     // The scan chooses the format once, from its warm-up's two identity answers, before
     // the logit test (`scan::sequential_phase`), and the text early stop keeps it.
     let mut warm = print.clone();
@@ -196,11 +181,13 @@ async fn print_of(
         .expect("fingerprint")
 }
 
-/// Fingerprints `model` on llama-server started with `extra` flags, on `set`'s probes.
+/// Fingerprints `model` on llama-server started with `extra` flags, on `set`'s probes,
+/// through the part of its API `access` allows.
 async fn server_print(
     bin: &Path,
     model: &Path,
     extra: &[&str],
+    access: AccessMode,
     set: &provenance::probes::ProbeSet,
 ) -> provenance::fingerprint::Fingerprint {
     let server =
@@ -209,6 +196,7 @@ async fn server_print(
             .expect("llama-server starts");
     let mut cfg = provenance::suspect::HttpModelConfig::new(server.base_url.clone(), "suspect");
     cfg.allow_private_targets = true;
+    cfg.access = access;
     let suspect = provenance::suspect::HttpModel::new(cfg).expect("client");
     print_of(set, &suspect).await
 }
@@ -255,7 +243,7 @@ async fn a_copy_behind_a_four_bit_kv_cache_differs_without_repeating() {
     )
     .await;
     let kv = ["-ctk", "q4_0", "-ctv", "q4_0", "-fa", "on"];
-    let suspect = server_print(&bin, &common::smollm2(), &kv, &set).await;
+    let suspect = server_print(&bin, &common::smollm2(), &kv, AccessMode::Full, &set).await;
     let (mean, report) = logit_distance(&reference, &suspect);
     let shift = report.weight_shift.expect("a shift test");
     eprintln!("4-bit KV cache copy: mean |Δ| {mean:.3}, shift {shift:?}");
@@ -439,7 +427,7 @@ async fn a_copy_with_its_context_stretched_matches_the_stretched_form() {
         let given = print_of(&set, &local(None)).await;
         let stretched = print_of(&set, &local(Some(scaling))).await;
         let args = ["--rope-scaling", "yarn", "--rope-scale", "4"];
-        let suspect = server_print(&bin, &model, &args, &set).await;
+        let suspect = server_print(&bin, &model, &args, AccessMode::Full, &set).await;
         let from_given = logit_distance(&given, &suspect).0;
         let from_stretched = logit_distance(&stretched, &suspect).0;
         eprintln!(
