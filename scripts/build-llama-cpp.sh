@@ -19,13 +19,18 @@ for f in -mno-amx-tile -mno-amx-int8 -mno-amx-bf16; do
   echo 'int main(){return 0;}' | c++ "$f" -x c++ - -o /dev/null 2>/dev/null && flags="$flags $f"
 done
 stamp="$root/build/provenance-build-flags"
+mkdir -p "$root"
+# One build at a time: test binaries that need llama.cpp start this script side by side
+# (and .ci/run starts it early, beside the cargo build); a second caller waits for the
+# first build and then finds it done instead of building the same tree again beside it.
+exec 9>"$root/build.lock"
+flock 9
 if [ -x "$bin/llama-server" ] && [ -x "$bin/llama-quantize" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version$flags" ]; then
   echo "$bin"
   exit 0
 fi
 command -v c++ >/dev/null || { echo "FAIL: no C++ compiler (apt-get install g++)" >&2; exit 1; }
 command -v cmake >/dev/null || python3 -m pip install --quiet cmake >&2
-mkdir -p "$root"
 if [ ! -d "$root/src" ]; then
   # Only the sdist is wanted, not its build environment: without isolation pip prepares
   # its metadata with the setuptools and wheel installed here (with isolation it would

@@ -20,7 +20,18 @@ cd "$(dirname "$0")/.."
 lanes="${PROVENANCE_TEST_LANES:-2}"
 case "$lanes" in 1 | 2) ;; *) echo "FAIL: PROVENANCE_TEST_LANES must be 1 or 2" >&2; exit 1 ;; esac
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+llama_pid=""
+trap '[ -z "$llama_pid" ] || kill -- -"$llama_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# llama.cpp (tests/llama_cpp.rs serves and re-quantizes with it) builds beside the tests'
+# build, in its own session so that an early exit stops the whole build: the crate's own
+# compile leaves a core idle for minutes, and on a fresh machine the test binary would
+# otherwise build llama.cpp inside its lane. A no-op once built; a build already under way
+# (`.ci/run` starts one) is waited for through the script's lock.
+if command -v c++ >/dev/null && command -v setsid >/dev/null && [ "${PROVENANCE_TEST_PLAN:-0}" != 1 ]; then
+  setsid nice -n 10 bash scripts/build-llama-cpp.sh >"$work/llama-cpp-build.log" 2>&1 &
+  llama_pid=$!
+fi
 
 echo "== building the tests ($(date +%T))"
 cargo test --release --no-run --message-format=json-render-diagnostics >"$work/build.json"
@@ -134,6 +145,13 @@ for lane in 0 1; do
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
+
+# By now the llama.cpp build has ended (its test waited for it); if it failed, that test
+# failed with its output.
+if [ -n "$llama_pid" ]; then
+  wait "$llama_pid" || echo "  llama.cpp build failed: see the llama_cpp test's output"
+  llama_pid=""
+fi
 
 echo "== doc tests ($(date +%T))"
 cargo test --release --doc -- "$@" >"$work/doc.log" 2>&1 || echo "doc" >>"$work/failed"
