@@ -26,9 +26,11 @@ use crate::probes::{ProbeKind, ProbeSet};
 /// Last, the ways of serving that move every distribution without touching a weight:
 /// `no-bos`, asked as a stack that adds no BOS token to a raw prompt does (Gemma 3 so
 /// served reads as another model; made only for a reference whose file asks for one), and
-/// the context stretched by YaRN two- and fourfold (`crate::model::rope`), the settings
-/// Qwen's model cards give operators for 64K and 128K inputs.
-pub const LADDER: [&str; 15] = [
+/// the context stretched two- and fourfold (`crate::model::rope`): by YaRN, the settings
+/// Qwen's model cards give operators for 64K and 128K inputs, and linearly (position
+/// interpolation: llama.cpp's `--rope-scaling linear`, a `rope_scaling` of type `linear`
+/// in vLLM or transformers).
+pub const LADDER: [&str; 17] = [
     "q8_0",
     "q6_k",
     "q5_k",
@@ -44,6 +46,8 @@ pub const LADDER: [&str; 15] = [
     NO_BOS,
     "yarn-2",
     "yarn-4",
+    "linear-2",
+    "linear-4",
 ];
 
 /// The serving form without a BOS token.

@@ -84,11 +84,14 @@ impl Serving {
 }
 
 /// Context stretches a server may be told to use, tried after the turn formats: YaRN two-
-/// and fourfold, the settings Qwen's model cards give operators for 64K and 128K inputs
+/// and fourfold, the settings Qwen's model cards give operators for 64K and 128K inputs,
+/// and linear position interpolation by the same factors
 /// (`crate::quantized_forms::LADDER` holds the same as forms for the logit probes).
-pub const STRETCHES: [RopeScaling; 2] = [
+pub const STRETCHES: [RopeScaling; 4] = [
     RopeScaling::Yarn(Yarn::new(2.0, 0)),
     RopeScaling::Yarn(Yarn::new(4.0, 0)),
+    RopeScaling::Linear { factor: 2.0 },
+    RopeScaling::Linear { factor: 4.0 },
 ];
 
 /// How the read-back chooses how the suspect is served.
@@ -137,17 +140,31 @@ fn choose_serving_stretched(
             best = (fit(&scores), context);
         }
     }
-    for stretch in STRETCHES {
-        let context = Context {
-            stretch: Some(stretch),
-            ..best.1
-        };
-        let scores = read_chat_answers(model, print, context, usize::MAX, None)?;
-        if scores.len() == own.len() && fit(&scores) > best.0 {
-            best = (fit(&scores), context);
+    for format in stretch_formats(best.1.format) {
+        for stretch in STRETCHES {
+            let context = Context {
+                format,
+                stretch: Some(stretch),
+                ..Context::default()
+            };
+            let scores = read_chat_answers(model, print, context, usize::MAX, None)?;
+            if scores.len() == own.len() && fit(&scores) > best.0 {
+                best = (fit(&scores), context);
+            }
         }
     }
     Ok(best.1.serving())
+}
+
+/// The turn formats a stretch is tried in: the one chosen unstretched, and the reference's
+/// own template where another was chosen. A strong stretch (linear x4) moves answers so far
+/// that some other format can fit them best unstretched; measured on SmolLM2 served in its
+/// own template, Gemma's turns were chosen and no stretch in them explained the answers.
+fn stretch_formats(chosen: Option<TurnFormat>) -> Vec<Option<TurnFormat>> {
+    match chosen {
+        Some(format) => vec![Some(format), None],
+        None => vec![None],
+    }
 }
 
 /// [`score_fingerprint`] of `print`, with the hidden prompts to try inferred from the
@@ -240,15 +257,18 @@ fn score_stretched(
     }
     // A stretched context moves tokens less than a wrong format: judged on eight answers.
     let stretches: &[RopeScaling] = if trying { &STRETCHES } else { &[] };
-    for &stretch in stretches {
-        let context = Context {
-            stretch: Some(stretch),
-            ..chosen
-        };
-        let looks = [FIRST_LOOK];
-        if let Some(scores) = fits_better(model, print, context, &best, spread, &fit, &looks)? {
-            best = scores;
-            chosen = context;
+    for format in stretch_formats(chosen.format) {
+        for &stretch in stretches {
+            let context = Context {
+                format,
+                stretch: Some(stretch),
+                ..Context::default()
+            };
+            let looks = [FIRST_LOOK];
+            if let Some(scores) = fits_better(model, print, context, &best, spread, &fit, &looks)? {
+                best = scores;
+                chosen = context;
+            }
         }
     }
     for system in &candidates {
@@ -653,8 +673,8 @@ pub async fn choose_serving_on(
 /// 9: tokens near the top under a repetition penalty counted; 10: under each stack's
 /// penalties (whole-context repetition, presence, frequency), and other stacks' turn
 /// formats tried as a context; 11: each format judged on two answers before eight; 12:
-/// the reference's context stretched by YaRN tried.
-const READ_BACK_VERSION: u32 = 12;
+/// the reference's context stretched by YaRN tried; 13: and linearly.
+const READ_BACK_VERSION: u32 = 13;
 
 /// Scores cached with the print they came from and the reference that read them.
 #[derive(Serialize, Deserialize)]

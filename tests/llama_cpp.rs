@@ -394,9 +394,9 @@ async fn a_copy_behind_a_doubled_bos_is_found_once_the_format_is_chosen_again() 
 }
 
 /// llama-server with its context stretched by YaRN (`--rope-scaling yarn --rope-scale 4`,
-/// what Qwen's model cards tell operators to set for long inputs) moves a copy's
+/// what Qwen's model cards tell operators to set for long inputs) or linearly moves a copy's
 /// log-probabilities outside the identical band of the reference as given, also on short
-/// prompts; our runner with the same scaling (the `yarn-4` form) puts it back inside,
+/// prompts; our runner with the same scaling (the `yarn-4`, `linear-2` forms) puts it back inside,
 /// as close as the two engines are without stretching. SmolLM2 (every layer stretched)
 /// and Gemma 3 (local layers keep plain RoPE: stretching them too puts the form 0.39
 /// nats from the copy).
@@ -410,7 +410,14 @@ async fn a_copy_with_its_context_stretched_matches_the_stretched_form() {
     // has every layer stretched (0.44 nats against 0.12 from the form, measured); Gemma 3
     // only its 3 global layers of 18 (0.20 against 0.16, the engines' own difference on
     // these probes with no stretching at all).
-    for (model, moved) in [(common::smollm2(), 1.5), (common::gemma3(), 1.0)] {
+    // SmolLM2 stretched linearly too (position interpolation, `--rope-scaling linear`):
+    // 0.885 nats from the reference as given and 0.088 from its linear-2 form in a scan.
+    let cases = [
+        (common::smollm2(), 1.5, "yarn", "4"),
+        (common::smollm2(), 1.5, "linear", "2"),
+        (common::gemma3(), 1.0, "yarn", "4"),
+    ];
+    for (model, moved, how, factor) in cases {
         let local = |rope_scaling| {
             let handle = provenance::model::ModelHandle::spawn(
                 model.to_str().expect("path"),
@@ -423,16 +430,17 @@ async fn a_copy_with_its_context_stretched_matches_the_stretched_form() {
             .expect("the reference loads");
             provenance::model::local_endpoint::LocalEndpoint::new(handle)
         };
-        let scaling = provenance::model::rope::RopeScaling::parse("yarn:4").expect("parses");
+        let scaling = provenance::model::rope::RopeScaling::parse(&format!("{how}:{factor}"))
+            .expect("parses");
         let given = print_of(&set, &local(None)).await;
         let stretched = print_of(&set, &local(Some(scaling))).await;
-        let args = ["--rope-scaling", "yarn", "--rope-scale", "4"];
+        let args = ["--rope-scaling", how, "--rope-scale", factor];
         let suspect = server_print(&bin, &model, &args, AccessMode::Full, &set).await;
         let from_given = logit_distance(&given, &suspect).0;
         let from_stretched = logit_distance(&stretched, &suspect).0;
         eprintln!(
-            "{}: YaRN x4 copy, mean |Δ| {from_given:.3} from the reference as given, \
-             {from_stretched:.3} from its yarn-4 form",
+            "{}: {how} x{factor} copy, mean |Δ| {from_given:.3} from the reference as given, \
+             {from_stretched:.3} from its {how}-{factor} form",
             model.display()
         );
         assert!(

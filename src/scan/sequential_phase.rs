@@ -222,6 +222,7 @@ pub async fn sequential_phase<S: AnswerSource>(
     );
     let print = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
     let report = judge(against, &print, None, opts).await;
+    tracing::debug!(verdict = ?report.verdict, reasons = ?report.reasons, "the comparison of the sequential phase's answers");
     if outcome.decision == SequentialDecision::Identical && report.verdict == Verdict::Identical {
         return Ok(EarlyStop::stop(print, report));
     }
