@@ -337,10 +337,11 @@ async fn doubled_bos_gateway(upstream: String) -> String {
 }
 
 /// Gemma behind the doubled BOS, chat completions only: its two identity answers fit
-/// ChatML better than Gemma's own turns by chance, and every answer the text test then
-/// read in ChatML missed, so the scan asked the whole set (178 queries) before the full
-/// comparison found the copy. Chosen again from the answers asked so far, the format is
-/// Gemma's own, and a second test decides after a few more answers.
+/// ChatML better than Gemma's own turns by chance, and the answers the text test then
+/// read in ChatML missed (all of them on one machine, half on another, which kept the
+/// test undecided to the end of its budget), so the scan asked the whole set before the
+/// full comparison found the copy. Chosen again from the answers asked so far, the format
+/// is Gemma's own, and a second test decides after a few more answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_behind_a_doubled_bos_is_found_once_the_format_is_chosen_again() {
     use provenance::model::local_endpoint::LocalEndpoint;

@@ -474,6 +474,10 @@ const TEXT_MAX_BETS: usize = 24;
 /// Answers judged between two confirmations.
 const CONFIRM_STEP: usize = 3;
 
+/// Answers judged on text after which an undecided test has the turn format chosen again
+/// from all of them: a look as wide as the read-back's first one (`read_back::FIRST_LOOK`).
+const RECHOOSE_AFTER: usize = 8;
+
 /// Identity answers asked before the text test bets on chat answers.
 const IDENTITY_WARM_UP: usize = 2;
 
@@ -584,12 +588,17 @@ async fn text_sequential_phase<S: AnswerSource>(
     };
     for planned in &plan {
         // Two or three warm-up answers can fit a wrong format better by chance (Gemma
-        // behind a stack that doubles its BOS fit ChatML), and every answer read in it
-        // then misses: once the test says "not identical", the format is chosen again from
-        // every answer so far; where that choice differs, a second test, at half the error
-        // rate, bets on the answers still to come, read in it (the earlier answers chose
-        // the format, so they do not vote).
-        if !raw && !chosen_again && test.outcome().decision == SequentialDecision::NotIdentical {
+        // behind a stack that doubles its BOS fit ChatML), and many answers read in it
+        // then miss: once the test says "not identical", or has not said "identical" after
+        // `RECHOOSE_AFTER` answers, the format is chosen again from every answer so far;
+        // where that choice differs, a second test, at half the error rate, bets on the
+        // answers still to come, read in it (the earlier answers chose the format, so they
+        // do not vote). Half the answers missing keeps the test undecided as long as its
+        // budget lasts, so waiting for "not identical" alone can wait for ever.
+        let decision = test.outcome().decision;
+        let undecided_long = decision == SequentialDecision::Undecided && judged >= RECHOOSE_AFTER;
+        if !raw && !chosen_again && (decision == SequentialDecision::NotIdentical || undecided_long)
+        {
             chosen_again = true;
             let all = Fingerprint::new(suspect.clone(), ProbeSetRef::of(set), asked.clone());
             match serving_again(text.reference, &all, serving, &scores).await {
