@@ -590,13 +590,16 @@ async fn text_sequential_phase<S: AnswerSource>(
         // Two or three warm-up answers can fit a wrong format better by chance (Gemma
         // behind a stack that doubles its BOS fit ChatML), and many answers read in it
         // then miss: once the test says "not identical", or has not said "identical" after
-        // `RECHOOSE_AFTER` answers, the format is chosen again from every answer so far;
-        // where that choice differs, a second test, at half the error rate, bets on the
-        // answers still to come, read in it (the earlier answers chose the format, so they
-        // do not vote). Half the answers missing keeps the test undecided as long as its
-        // budget lasts, so waiting for "not identical" alone can wait for ever.
+        // `RECHOOSE_AFTER` answers read in a format other than the reference's own, the
+        // format is chosen again from every answer so far; where that choice differs, a
+        // second test, at half the error rate, bets on the answers still to come, read in
+        // it (the earlier answers chose the format, so they do not vote). Half the answers
+        // missing keeps the test undecided as long as its budget lasts, so waiting for
+        // "not identical" alone can wait for ever.
         let decision = test.outcome().decision;
-        let undecided_long = decision == SequentialDecision::Undecided && judged >= RECHOOSE_AFTER;
+        let undecided_long = decision == SequentialDecision::Undecided
+            && judged >= RECHOOSE_AFTER
+            && serving != read_back::Serving::default();
         if !raw && !chosen_again && (decision == SequentialDecision::NotIdentical || undecided_long)
         {
             chosen_again = true;
